@@ -1,0 +1,1 @@
+//! ard-actors: the generic actor runtime of ard-pipeline (no tch, no ML).
