@@ -1,0 +1,86 @@
+//! Attacks: the `Attack` trait and one file per kind, chosen by `[attack] kind`.
+//!
+//! Every attack works on the inputs only: input gradients come from
+//! `Tensor::run_backward` on the input, so parameter gradients are never
+//! touched. Each step projects to the eps-ball around x and clamps to [0, 1].
+
+mod fgsm;
+mod fgsm_rs;
+mod kl_pgd;
+pub mod noise;
+mod none;
+mod pgd;
+mod sign_gradient;
+mod start;
+mod trades;
+
+pub use fgsm::fgsm;
+pub use fgsm_rs::fgsm_rs;
+pub use kl_pgd::kl_pgd;
+pub use noise::NoiseKey;
+pub use none::NoAttack;
+pub use pgd::pgd;
+pub use sign_gradient::{IterativeAttack, Objective, SignGradient};
+pub use start::random_start;
+pub use trades::trades;
+
+use crate::config::{AttackConfig, AttackKind, BnMode, RandomStart};
+use crate::error::Result;
+use crate::models::Model;
+use tch::Tensor;
+
+/// What an attack may look at for one batch.
+pub struct AttackInput<'a> {
+    /// Clean inputs [B, 3, 32, 32] in [0, 1].
+    pub x: &'a Tensor,
+    /// True labels [B] (i64).
+    pub y: &'a Tensor,
+    /// Teacher logits on the clean inputs [B, classes], for attacks that need them.
+    pub teacher_logits: Option<&'a Tensor>,
+}
+
+/// An adversarial attack on a model's inputs.
+pub trait Attack: Send {
+    /// Short name, used as the `attack` metric label.
+    fn name(&self) -> String;
+
+    /// Gradient computations per batch (for the metrics).
+    fn gradient_steps(&self) -> usize;
+
+    /// The starting point: x itself or x plus seeded noise.
+    fn start(&self, x: &Tensor, key: NoiseKey) -> Tensor;
+
+    /// Runs the attack from `x_start`; returns x_adv, detached.
+    fn run_from(&self, model: &Model, input: &AttackInput, x_start: &Tensor) -> Result<Tensor>;
+
+    /// The whole attack: `run_from(start(x))`.
+    fn perturb(&self, model: &Model, input: &AttackInput, key: NoiseKey) -> Result<Tensor> {
+        let x0 = self.start(input.x, key);
+        self.run_from(model, input, &x0)
+    }
+}
+
+impl AttackConfig {
+    /// Builds the configured attack.
+    pub fn build(&self) -> Box<dyn Attack> {
+        let (eps, step) = (self.eps.get(), self.step_size.get());
+        let train_bn = self.bn_mode == BnMode::Train;
+        match self.kind {
+            AttackKind::None => Box::new(NoAttack),
+            AttackKind::Fgsm => Box::new(fgsm(eps, step, train_bn)),
+            AttackKind::FgsmRs => Box::new(fgsm_rs(eps, step, self.random_start, train_bn)),
+            AttackKind::Pgd => Box::new(pgd(eps, step, self.steps, self.random_start, train_bn)),
+            AttackKind::KlPgd => {
+                Box::new(kl_pgd(eps, step, self.steps, self.random_start, train_bn))
+            }
+            AttackKind::Trades => {
+                Box::new(trades(eps, step, self.steps, self.random_start, train_bn))
+            }
+        }
+    }
+}
+
+/// The PGD-k evaluation attack: CE, uniform start, BatchNorm in eval mode.
+pub fn eval_pgd(eps: f64, step: f64, steps: usize) -> IterativeAttack {
+    pgd(eps, step, steps, RandomStart::Uniform, false)
+}

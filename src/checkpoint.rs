@@ -1,0 +1,128 @@
+//! Model checkpoints as safetensors with PyTorch state_dict names, written
+//! atomically, loaded strictly (every name and shape must match).
+//!
+//! PyTorch's BatchNorm also stores `num_batches_tracked`; it is only used when
+//! BatchNorm's momentum is None (never here), so it is ignored on load and
+//! written as 0 on save, which lets PyTorch load our files with `strict=True`.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use tch::{nn::VarStore, Tensor};
+
+const BN_COUNTER: &str = "num_batches_tracked";
+
+fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Writes named tensors to `path` atomically: a temp file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| ckpt_err(path, "not a file path"))?
+        .to_string_lossy();
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        Tensor::write_safetensors(tensors, &tmp)
+            .map_err(|e| ckpt_err(path, format!("write failed: {e}")))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Saves every variable of `vs` (plus PyTorch's BatchNorm counters) to `path`.
+pub fn save(vs: &VarStore, path: &Path) -> Result<()> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(vars.len() * 2);
+    for (name, t) in &vars {
+        tensors.push((name.clone(), t.to_device(tch::Device::Cpu).contiguous()));
+        if let Some(prefix) = name.strip_suffix(".running_mean") {
+            tensors.push((format!("{prefix}.{BN_COUNTER}"), Tensor::from(0i64)));
+        }
+    }
+    write_atomic(path, &tensors)
+}
+
+/// Reads a safetensors file into a name → tensor map (on the CPU).
+pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    if !path.is_file() {
+        return Err(ckpt_err(path, "no such file"));
+    }
+    let named = Tensor::read_safetensors(path)
+        .map_err(|e| ckpt_err(path, format!("not a readable safetensors file ({e})")))?;
+    Ok(named.into_iter().collect())
+}
+
+/// Loads `path` into `vs` strictly: every variable must be present with its
+/// shape, and the file may hold nothing else (bar BatchNorm counters). On a
+/// mismatch nothing is modified and the error lists the first differences.
+pub fn load_into(vs: &mut VarStore, path: &Path, arch: &str) -> Result<()> {
+    let mut file = read(path)?;
+    file.retain(|name, _| !name.ends_with(BN_COUNTER));
+    let vars = vs.variables();
+    let mut problems = Vec::new();
+    for (name, var) in vars.iter().collect::<BTreeMap<_, _>>() {
+        match file.get(name) {
+            None => problems.push(format!("missing {name} {:?}", var.size())),
+            Some(t) if t.size() != var.size() => problems.push(format!(
+                "{name}: file has {:?}, {arch} needs {:?}",
+                t.size(),
+                var.size()
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in file.keys().filter(|n| !vars.contains_key(*n)) {
+        problems.push(format!("unexpected {name}"));
+    }
+    if !problems.is_empty() {
+        let shown: Vec<_> = problems.iter().take(6).cloned().collect();
+        let more = problems.len().saturating_sub(shown.len());
+        return Err(ckpt_err(
+            path,
+            format!(
+                "does not fit architecture {arch}: {}{}",
+                shown.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, var) in vars.iter() {
+            let src = &file[name];
+            let kind = var.kind();
+            let src = if src.kind() == kind {
+                src.shallow_clone()
+            } else {
+                src.to_kind(kind)
+            };
+            var.shallow_clone().f_copy_(&src.to_device(var.device()))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Command-line interface: subcommands and their flags. The config file
+//! describes the experiment; flags only change how it runs.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Fast adversarial robust distillation (ARD) on CIFAR-10.
+#[derive(Debug, Parser)]
+#[command(name = "ard-pipeline", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (a path, or a name under configs/). Runs the job when no subcommand is given.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Log level (error, warn, info, debug).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train as the config says (the default command).
+    Run(RunArgs),
+    /// Check a config's structure (types, ranges, consistency) without touching data or devices.
+    Validate,
+    /// Evaluate a checkpoint: natural accuracy and accuracy under attacks.
+    Eval(EvalArgs),
+}
+
+/// Which engine runs the training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// One thread, one step after the other (the semantic reference).
+    Sequential,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Training engine.
+    #[arg(long, value_enum, default_value_t = Engine::Sequential)]
+    pub engine: Engine,
+    /// Resolve and validate the config, build models and read data, then stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Architecture, e.g. mobilenet_v2, resnet18, wrn34_10 (default: the config's student).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Weights (safetensors).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Comma-separated evaluations: natural, train_attack, fgsm, pgdK.
+    #[arg(long, default_value = "natural")]
+    pub attacks: String,
+    /// Evaluate the first N test images only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Save the natural logits ([N, 10]) and labels as safetensors here.
+    #[arg(long)]
+    pub save_logits: Option<PathBuf>,
+    /// Dataset folder (default: the config's data.root).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Device (default: the config's run.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Batch size (default: the config's data.batch_size).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+}

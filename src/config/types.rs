@@ -1,0 +1,495 @@
+//! The experiment description: serde types with their defaults, one struct a section.
+//!
+//! Every struct denies unknown keys, so a misspelt key in an ablation file fails
+//! loudly with its name. Defaults live here and only here.
+
+use super::real::Real;
+use crate::models::Arch;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A whole run: one TOML file, plus `ARD__SECTION__KEY` environment overrides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub run: RunConfig,
+    pub data: DataConfig,
+    pub teacher: TeacherConfig,
+    pub student: StudentConfig,
+    pub attack: AttackConfig,
+    pub loss: LossConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+    pub pipeline: PipelineConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[run]`: identity, seed, device and where results go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Run name; the run folder is `out_dir/name`, and metrics carry it as `run`.
+    pub name: String,
+    /// Seed of everything random: init, shuffles, views, random starts.
+    pub seed: u64,
+    /// `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available).
+    pub device: String,
+    /// Parent folder of run folders.
+    pub out_dir: PathBuf,
+    /// Also save the final student weights here (safetensors).
+    pub save_final: Option<PathBuf>,
+    /// Intra-op threads for libtorch on CPU (default: all cores).
+    pub threads: Option<usize>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "ard".into(),
+            seed: 0,
+            device: "auto".into(),
+            out_dir: "runs".into(),
+            save_final: None,
+            threads: None,
+        }
+    }
+}
+
+/// Which checksums the dataset files must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataChecksums {
+    /// Files extracted by this project's downloader from the verified official archive.
+    Official,
+    /// The offline rebuild described in `shared/data/README.md`.
+    OfflineCopy,
+    /// Either of the two sets above.
+    Any,
+    /// No verification (explicitly asked for).
+    Skip,
+}
+
+/// `[data]`: CIFAR-10 location, batching and augmentation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Folder holding `data_batch_{1..5}.bin` and `test_batch.bin`.
+    pub root: PathBuf,
+    /// Download the official archive into `root` when the files are absent.
+    pub download: bool,
+    /// Which checksums to verify the files against.
+    pub checksums: DataChecksums,
+    pub batch_size: usize,
+    /// Use only the first N training images.
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+    /// Reshuffle the training set every epoch (seeded).
+    pub shuffle: bool,
+    /// Random crop (padding 4) and horizontal flip.
+    pub augment: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            root: "data/cifar-10-batches-bin".into(),
+            download: true,
+            checksums: DataChecksums::Any,
+            batch_size: 128,
+            train_limit: None,
+            test_limit: None,
+            shuffle: true,
+            augment: true,
+        }
+    }
+}
+
+/// Where the teacher's soft labels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SoftLabels {
+    /// A teacher forward on every batch.
+    Online,
+    /// Looked up in the view-indexed cache, computed on a miss.
+    Cached,
+}
+
+/// `[teacher]`: the robust teacher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeacherConfig {
+    pub arch: Arch,
+    /// Teacher weights (safetensors). Required by losses that use a teacher.
+    pub weights: Option<PathBuf>,
+    pub soft_labels: SoftLabels,
+    /// `"all"` (the 162 crop+flip views) or a number K of fixed views per image.
+    pub views: Views,
+    pub cache_dir: PathBuf,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Wrn {
+                depth: 34,
+                widen: 10,
+            },
+            weights: None,
+            soft_labels: SoftLabels::Online,
+            views: Views::All,
+            cache_dir: "cache/soft-labels".into(),
+        }
+    }
+}
+
+/// How many augmentation views per image the soft-label cache holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Views {
+    All,
+    Fixed(u32),
+}
+
+impl Serialize for Views {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Views::All => s.serialize_str("all"),
+            Views::Fixed(k) => s.serialize_u32(*k),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Views {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Views;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"all\" or a number of views from 1 to 162")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Views, E> {
+                if v == "all" {
+                    Ok(Views::All)
+                } else {
+                    v.parse::<u64>()
+                        .map_err(|_| E::custom(format!("{v:?} is not \"all\" or a number")))
+                        .and_then(|k| self.visit_u64(k))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Views, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v} views")))
+                    .and_then(|k| self.visit_u64(k))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Views, E> {
+                u32::try_from(v)
+                    .map(Views::Fixed)
+                    .map_err(|_| E::custom(format!("{v} views")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[student]`: the model being distilled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudentConfig {
+    pub arch: Arch,
+    /// Initial weights (safetensors); default: seeded random init.
+    pub init: Option<PathBuf>,
+}
+
+impl Default for StudentConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::MobileNetV2 { width: 1.0 },
+            init: None,
+        }
+    }
+}
+
+/// The attack kinds; each is one file under `src/attacks/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackKind {
+    /// Clean inputs.
+    None,
+    /// One signed-gradient step of `step_size` from x (no random start).
+    Fgsm,
+    /// Uniform random start, one step (Wong et al., "Fast is better than free").
+    FgsmRs,
+    /// k steps of CE on the true labels (ARD's and the paper's training attack).
+    Pgd,
+    /// k steps maximising KL(S(x') || T(x)) (RSLAD).
+    KlPgd,
+    /// k steps maximising KL(S(x') || S(x)) (TRADES).
+    Trades,
+}
+
+/// How an attack starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RandomStart {
+    /// x + U(-eps, eps), not clamped before the first forward (ARD).
+    Uniform,
+    /// clamp(x + U(-eps, eps), 0, 1).
+    UniformClamped,
+    /// x + 0.001 N(0, 1) (RSLAD, TRADES).
+    NormalSmall,
+    /// x itself.
+    None,
+}
+
+/// BatchNorm mode of the attacked model while the attack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BnMode {
+    /// Batch statistics; running statistics are updated (ARD, the paper).
+    Train,
+    /// Running statistics (RSLAD).
+    Eval,
+}
+
+/// Which model the attack differentiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackTarget {
+    Student,
+    /// The paper's Algorithm 1 as written: FGSM against the teacher.
+    Teacher,
+}
+
+/// `[attack]`: the training attack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttackConfig {
+    pub kind: AttackKind,
+    /// L-inf radius.
+    pub eps: Real,
+    pub step_size: Real,
+    pub steps: usize,
+    pub random_start: RandomStart,
+    pub bn_mode: BnMode,
+    pub target: AttackTarget,
+}
+
+impl Default for AttackConfig {
+    fn default() -> Self {
+        Self {
+            kind: AttackKind::Pgd,
+            eps: Real(8.0 / 255.0),
+            step_size: Real(2.0 / 255.0),
+            steps: 10,
+            random_start: RandomStart::Uniform,
+            bn_mode: BnMode::Train,
+            target: AttackTarget::Student,
+        }
+    }
+}
+
+/// The training losses; one function each in `src/distill/losses.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// ARD (Goldblum et al.).
+    Ard,
+    /// RSLAD (Zi et al.).
+    Rslad,
+    /// Madry PGD adversarial training (no teacher).
+    PgdAt,
+    /// TRADES (no teacher).
+    Trades,
+    /// The paper's Algorithm 1 as written.
+    PaperAlg1,
+}
+
+/// KL divergence reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlReduction {
+    /// Sum over everything / (batch * classes): ARD's and the paper's.
+    Mean,
+    /// Sum / batch: the mathematically proper KL.
+    Batchmean,
+}
+
+/// `[loss]`: the training objective.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    pub kind: LossKind,
+    /// ARD: weight of the distillation term (1 - alpha weights CE on clean inputs).
+    pub alpha: Real,
+    /// ARD: distillation temperature.
+    pub temperature: Real,
+    pub kl_reduction: KlReduction,
+    /// ARD with alpha = 1: still run the clean student forward for its BatchNorm side effect.
+    pub clean_forward_for_bn: bool,
+    /// RSLAD: weight of KL(S(x_adv) || T(x)).
+    pub rslad_adv_weight: Real,
+    /// RSLAD: weight of KL(S(x) || T(x)).
+    pub rslad_nat_weight: Real,
+    /// TRADES: weight of the robustness term.
+    pub beta: Real,
+    /// Paper Algorithm 1: weight of CE(S(x_adv), y).
+    pub lambda: Real,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            kind: LossKind::Ard,
+            alpha: Real(1.0),
+            temperature: Real(30.0),
+            kl_reduction: KlReduction::Mean,
+            clean_forward_for_bn: false,
+            rslad_adv_weight: Real(5.0 / 6.0),
+            rslad_nat_weight: Real(1.0 / 6.0),
+            beta: Real(6.0),
+            lambda: Real(1.0),
+        }
+    }
+}
+
+/// Learning-rate schedule kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    Constant,
+    /// lr * gamma^(number of milestones passed); milestones in epochs.
+    Multistep,
+    /// Cosine from lr to 0 over the run, per iteration.
+    Cosine,
+    /// Piecewise linear per iteration: 0 -> lr at `peak_at` of the run -> 0.
+    OneCycle,
+}
+
+/// `[optim.schedule]`. Keys that only one kind uses are optional, and rejected for the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// multistep: epochs at which the rate is multiplied by `gamma`.
+    pub milestones: Option<Vec<usize>>,
+    /// multistep: the factor.
+    pub gamma: Option<Real>,
+    /// one_cycle: where the peak lies, as a fraction of all iterations.
+    pub peak_at: Option<Real>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::Constant,
+            milestones: None,
+            gamma: None,
+            peak_at: None,
+        }
+    }
+}
+
+/// `[optim]`: SGD and its schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub lr: Real,
+    pub momentum: Real,
+    pub weight_decay: Real,
+    pub nesterov: bool,
+    /// Clip the global gradient L2 norm to this value.
+    pub grad_clip: Option<Real>,
+    pub schedule: ScheduleConfig,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: Real(0.1),
+            momentum: Real(0.9),
+            weight_decay: Real(2e-4),
+            nesterov: false,
+            grad_clip: None,
+            schedule: ScheduleConfig::default(),
+        }
+    }
+}
+
+/// `[train]`: how long.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Stop after this many optimisation steps in all (for quick checks).
+    pub max_steps: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            max_steps: None,
+        }
+    }
+}
+
+/// `[eval]`: robustness evaluation during and after training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every N epochs (0: only at the end).
+    pub every_epochs: usize,
+    /// Attacks to evaluate: `natural`, `train_attack`, `fgsm`, `pgd20`, ...
+    pub attacks: Vec<String>,
+    /// Use only the first N test images for evaluation.
+    pub test_limit: Option<usize>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every_epochs: 1,
+            attacks: vec!["natural".into(), "train_attack".into(), "pgd20".into()],
+            test_limit: None,
+        }
+    }
+}
+
+/// `[pipeline]`: the actor runtime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Capacity of every bounded queue between stages (batches).
+    pub queue_capacity: usize,
+    /// 0: the attack waits for the newest weights (exact); 1: it may use weights one step old.
+    pub max_weight_staleness: u64,
+    /// Fail when a stage is busy on one batch for longer than this (seconds).
+    pub stall_timeout_s: Option<Real>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 2,
+            max_weight_staleness: 0,
+            stall_timeout_s: None,
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of /metrics, /healthz and /status; empty disables the endpoint.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9187".into(),
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Structural checks of a config: ranges and consistency, no device, no files.
+//! `ard-pipeline validate` runs exactly these.
+
+use super::types::*;
+use std::fmt;
+
+/// One problem, naming the key and the value at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationError {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key `{}` = {}: {}", self.key, self.value, self.reason)
+    }
+}
+
+struct Checks(Vec<ValidationError>);
+
+impl Checks {
+    fn require(&mut self, ok: bool, key: &'static str, value: impl fmt::Debug, reason: &str) {
+        if !ok {
+            self.0.push(ValidationError {
+                key,
+                value: format!("{value:?}"),
+                reason: reason.into(),
+            });
+        }
+    }
+}
+
+impl Config {
+    /// All structural problems at once (empty `Err` never happens).
+    pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
+        let mut c = Checks(Vec::new());
+        let d = &self.data;
+        c.require(
+            d.batch_size >= 1,
+            "data.batch_size",
+            d.batch_size,
+            "must be at least 1",
+        );
+        c.require(
+            d.train_limit != Some(0),
+            "data.train_limit",
+            d.train_limit,
+            "must be at least 1 when set",
+        );
+        c.require(
+            d.test_limit != Some(0),
+            "data.test_limit",
+            d.test_limit,
+            "must be at least 1 when set",
+        );
+        c.require(
+            self.eval.test_limit != Some(0),
+            "eval.test_limit",
+            self.eval.test_limit,
+            "must be at least 1 when set",
+        );
+        c.require(
+            !self.run.name.is_empty() && !self.run.name.contains(['/', '\\']),
+            "run.name",
+            &self.run.name,
+            "must be a non-empty name without path separators",
+        );
+        c.require(
+            crate::device::parse_device(&self.run.device).is_ok(),
+            "run.device",
+            &self.run.device,
+            "must be cpu, cuda, cuda:N or auto",
+        );
+        c.require(
+            self.run.threads != Some(0),
+            "run.threads",
+            self.run.threads,
+            "must be at least 1 when set",
+        );
+
+        if let Views::Fixed(k) = self.teacher.views {
+            c.require(
+                (1..=162).contains(&k),
+                "teacher.views",
+                k,
+                "must be \"all\" or from 1 to 162",
+            );
+        }
+
+        let a = &self.attack;
+        let eps = a.eps.get();
+        let step = a.step_size.get();
+        if a.kind != AttackKind::None {
+            c.require(
+                eps > 0.0 && eps <= 1.0,
+                "attack.eps",
+                eps,
+                "must be in (0, 1] (inputs are in [0,1])",
+            );
+            c.require(step > 0.0, "attack.step_size", step, "must be positive");
+            c.require(step <= 2.0 * eps, "attack.step_size", step,
+                "must be at most 2*eps: a larger step always leaves the eps-ball and is projected back");
+        }
+        match a.kind {
+            AttackKind::Fgsm | AttackKind::FgsmRs => c.require(
+                a.steps == 1,
+                "attack.steps",
+                a.steps,
+                "fgsm and fgsm_rs take exactly 1 step",
+            ),
+            AttackKind::Pgd | AttackKind::KlPgd | AttackKind::Trades => {
+                c.require(a.steps >= 1, "attack.steps", a.steps, "must be at least 1")
+            }
+            AttackKind::None => {}
+        }
+        c.require(
+            a.kind != AttackKind::Fgsm || a.random_start == RandomStart::None,
+            "attack.random_start",
+            a.random_start,
+            "fgsm has no random start; use fgsm_rs for one",
+        );
+        c.require(
+            a.kind != AttackKind::FgsmRs
+                || matches!(
+                    a.random_start,
+                    RandomStart::Uniform | RandomStart::UniformClamped
+                ),
+            "attack.random_start",
+            a.random_start,
+            "fgsm_rs starts uniformly (uniform or uniform_clamped)",
+        );
+        c.require(
+            a.target == AttackTarget::Student || self.loss.kind == LossKind::PaperAlg1,
+            "attack.target",
+            a.target,
+            "only the paper_alg1 loss attacks the teacher",
+        );
+        c.require(a.target == AttackTarget::Student || a.bn_mode == BnMode::Eval, "attack.bn_mode", a.bn_mode,
+            "an attack on the teacher runs its BatchNorm in eval mode (the teacher is never updated)");
+        c.require(
+            !uses_teacher(self.loss.kind) || self.teacher.weights.is_some(),
+            "teacher.weights",
+            &self.teacher.weights,
+            "the loss distils from a teacher: give its safetensors checkpoint",
+        );
+        c.require(
+            a.kind != AttackKind::KlPgd || uses_teacher(self.loss.kind),
+            "attack.kind",
+            a.kind,
+            "kl_pgd needs teacher soft labels; use a loss with a teacher (ard, rslad, paper_alg1)",
+        );
+
+        let l = &self.loss;
+        let alpha = l.alpha.get();
+        c.require(
+            (0.0..=1.0).contains(&alpha),
+            "loss.alpha",
+            alpha,
+            "must be in [0, 1]",
+        );
+        c.require(
+            l.temperature.get() > 0.0,
+            "loss.temperature",
+            l.temperature,
+            "must be positive",
+        );
+        c.require(
+            l.rslad_adv_weight.get() >= 0.0,
+            "loss.rslad_adv_weight",
+            l.rslad_adv_weight,
+            "must be non-negative",
+        );
+        c.require(
+            l.rslad_nat_weight.get() >= 0.0,
+            "loss.rslad_nat_weight",
+            l.rslad_nat_weight,
+            "must be non-negative",
+        );
+        c.require(
+            l.beta.get() >= 0.0,
+            "loss.beta",
+            l.beta,
+            "must be non-negative",
+        );
+        c.require(
+            l.lambda.get() >= 0.0,
+            "loss.lambda",
+            l.lambda,
+            "must be non-negative",
+        );
+        c.require(
+            !l.clean_forward_for_bn || (l.kind == LossKind::Ard && alpha == 1.0),
+            "loss.clean_forward_for_bn",
+            true,
+            "only means something for the ard loss with alpha = 1",
+        );
+        c.require(
+            l.kind != LossKind::Trades || a.kind == AttackKind::Trades,
+            "attack.kind",
+            a.kind,
+            "the trades loss trains on the trades attack",
+        );
+        c.require(
+            l.kind != LossKind::PaperAlg1
+                || (a.kind == AttackKind::Fgsm && a.target == AttackTarget::Teacher),
+            "attack.kind",
+            a.kind,
+            "paper_alg1 is FGSM against the teacher: kind = \"fgsm\", target = \"teacher\"",
+        );
+
+        let o = &self.optim;
+        c.require(o.lr.get() > 0.0, "optim.lr", o.lr, "must be positive");
+        c.require(
+            (0.0..1.0).contains(&o.momentum.get()),
+            "optim.momentum",
+            o.momentum,
+            "must be in [0, 1)",
+        );
+        c.require(
+            o.weight_decay.get() >= 0.0,
+            "optim.weight_decay",
+            o.weight_decay,
+            "must be non-negative",
+        );
+        c.require(
+            !o.nesterov || o.momentum.get() > 0.0,
+            "optim.nesterov",
+            true,
+            "needs momentum > 0",
+        );
+        if let Some(clip) = o.grad_clip {
+            c.require(
+                clip.get() > 0.0,
+                "optim.grad_clip",
+                clip,
+                "must be positive when set",
+            );
+        }
+        let s = &o.schedule;
+        let multistep = s.kind == ScheduleKind::Multistep;
+        c.require(
+            multistep == s.milestones.is_some(),
+            "optim.schedule.milestones",
+            &s.milestones,
+            "is required by, and only used by, kind = \"multistep\"",
+        );
+        c.require(
+            multistep == s.gamma.is_some(),
+            "optim.schedule.gamma",
+            s.gamma,
+            "is required by, and only used by, kind = \"multistep\"",
+        );
+        if let Some(m) = &s.milestones {
+            c.require(
+                m.windows(2).all(|w| w[0] < w[1]),
+                "optim.schedule.milestones",
+                m,
+                "must be strictly increasing",
+            );
+        }
+        if let Some(g) = s.gamma {
+            c.require(g.get() > 0.0, "optim.schedule.gamma", g, "must be positive");
+        }
+        c.require(
+            s.peak_at.is_none() || s.kind == ScheduleKind::OneCycle,
+            "optim.schedule.peak_at",
+            s.peak_at,
+            "is only used by kind = \"one_cycle\"",
+        );
+        if let Some(p) = s.peak_at {
+            c.require(
+                p.get() > 0.0 && p.get() < 1.0,
+                "optim.schedule.peak_at",
+                p,
+                "must be in (0, 1)",
+            );
+        }
+
+        c.require(
+            self.train.epochs >= 1,
+            "train.epochs",
+            self.train.epochs,
+            "must be at least 1",
+        );
+        c.require(
+            self.train.max_steps != Some(0),
+            "train.max_steps",
+            self.train.max_steps,
+            "must be at least 1 when set",
+        );
+        for name in &self.eval.attacks {
+            c.require(
+                crate::eval::EvalAttack::parse(name).is_ok(),
+                "eval.attacks",
+                name,
+                "unknown; known: natural, train_attack, fgsm, pgdK (e.g. pgd20)",
+            );
+        }
+
+        let p = &self.pipeline;
+        c.require(
+            p.queue_capacity >= 1,
+            "pipeline.queue_capacity",
+            p.queue_capacity,
+            "must be at least 1",
+        );
+        c.require(
+            p.max_weight_staleness <= 1,
+            "pipeline.max_weight_staleness",
+            p.max_weight_staleness,
+            "must be 0 or 1",
+        );
+        if let Some(t) = p.stall_timeout_s {
+            c.require(
+                t.get() > 0.0,
+                "pipeline.stall_timeout_s",
+                t,
+                "must be positive when set",
+            );
+        }
+        if !self.metrics.listen.is_empty() {
+            c.require(
+                self.metrics.listen.parse::<std::net::SocketAddr>().is_ok(),
+                "metrics.listen",
+                &self.metrics.listen,
+                "must be HOST:PORT with a numeric host, e.g. 127.0.0.1:9187, or empty",
+            );
+        }
+
+        if c.0.is_empty() {
+            Ok(())
+        } else {
+            Err(c.0)
+        }
+    }
+}
+
+/// Whether a loss needs the teacher's outputs.
+pub fn uses_teacher(kind: LossKind) -> bool {
+    matches!(kind, LossKind::Ard | LossKind::Rslad | LossKind::PaperAlg1)
+}

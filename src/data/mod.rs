@@ -1,0 +1,45 @@
+//! The CIFAR-10 data layer: the binary reader, download and checksums,
+//! augmentation views, and batches.
+//!
+//! - [`cifar`]: read `data_batch_{1..5}.bin` / `test_batch.bin` into a [`Split`]
+//!   of raw bytes, checking sizes, labels and md5.
+//! - [`checksum`]: the offline copy's md5 table and the download stamp that makes
+//!   files count as "official".
+//! - [`download`]: fetch and verify the official archive, install it atomically.
+//! - [`augment`]: the 162 crop-and-flip [`View`]s, keyed by (seed, epoch, index).
+//! - [`batch`]: per-epoch order, batch plans, and [`Batch`] tensors.
+//!
+//! Typical use: `let train = data::load(&cfg.data, SplitKind::Train)?;` then, per
+//! epoch, `for (idx, views) in EpochPlan::train(&cfg.data, seed, epoch).batches(train.len())`
+//! and `make_batch(&train, &idx, &views, device)?`.
+
+pub mod augment;
+pub mod batch;
+pub mod checksum;
+pub mod cifar;
+pub mod download;
+
+pub use augment::{apply_view, view_for, View, NUM_VIEWS};
+pub use batch::{batches, epoch_order, make_batch, Batch, Batches, EpochPlan};
+pub use checksum::{Stamp, STAMP_FILE};
+pub use cifar::{load_split, Split, SplitKind, IMAGE_BYTES, NUM_CLASSES};
+pub use download::{download_cifar10, download_cifar10_from, ensure_cifar10, ARCHIVE_MD5, URL};
+
+use crate::config::DataConfig;
+use crate::error::Result;
+
+/// Loads split `kind` as `[data]` says: makes sure the files are there
+/// ([`ensure_cifar10`]), reads and verifies them ([`load_split`]), and keeps the
+/// first `train_limit` / `test_limit` images.
+pub fn load(cfg: &DataConfig, kind: SplitKind) -> Result<Split> {
+    ensure_cifar10(cfg)?;
+    let split = load_split(&cfg.root, kind, cfg.checksums)?;
+    let limit = match kind {
+        SplitKind::Train => cfg.train_limit,
+        SplitKind::Test => cfg.test_limit,
+    };
+    Ok(match limit {
+        Some(n) => split.prefix(n),
+        None => split,
+    })
+}

@@ -1,0 +1,10 @@
+//! Distillation and adversarial-training objectives, the SGD optimiser and
+//! learning-rate schedules.
+
+pub mod losses;
+pub mod schedule;
+pub mod sgd;
+
+pub use losses::{LossInputs, Objective};
+pub use schedule::Schedule;
+pub use sgd::Sgd;

@@ -1,0 +1,130 @@
+//! SGD with momentum, weight decay and optional Nesterov, exactly as
+//! `torch.optim.SGD` (dampening 0), plus optional global gradient-norm clipping
+//! as `torch.nn.utils.clip_grad_norm_`. The momentum buffers are plain tensors
+//! so checkpoints can carry them.
+
+use crate::error::Result;
+use tch::{nn::VarStore, Tensor};
+
+/// The optimiser state for one model.
+#[derive(Debug)]
+pub struct Sgd {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    pub grad_clip: Option<f64>,
+    params: Vec<Tensor>,
+    /// One buffer per parameter; undefined until its first step.
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    /// Optimises the trainable variables of `vs` (in a stable, name-sorted order).
+    pub fn new(
+        vs: &VarStore,
+        momentum: f64,
+        weight_decay: f64,
+        nesterov: bool,
+        grad_clip: Option<f64>,
+    ) -> Sgd {
+        let mut named: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+        let buffers = params.iter().map(|_| None).collect();
+        Sgd {
+            momentum,
+            weight_decay,
+            nesterov,
+            grad_clip,
+            params,
+            buffers,
+        }
+    }
+
+    pub fn from_config(vs: &VarStore, cfg: &crate::config::OptimConfig) -> Sgd {
+        Sgd::new(
+            vs,
+            cfg.momentum.get(),
+            cfg.weight_decay.get(),
+            cfg.nesterov,
+            cfg.grad_clip.map(|c| c.get()),
+        )
+    }
+
+    /// Clears every parameter's gradient.
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// Global L2 norm of the gradients (before clipping).
+    pub fn grad_norm(&self) -> f64 {
+        let sq: f64 = self
+            .params
+            .iter()
+            .map(|p| p.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.square().sum(tch::Kind::Double).double_value(&[]))
+            .sum();
+        sq.sqrt()
+    }
+
+    /// One step with learning rate `lr`; parameters without a gradient are skipped.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            if let Some(max_norm) = self.grad_clip {
+                let norm = self.grad_norm();
+                let coef = max_norm / (norm + 1e-6);
+                if coef < 1.0 {
+                    for p in &self.params {
+                        let mut g = p.grad();
+                        if g.defined() {
+                            let _ = g.f_mul_scalar_(coef)?;
+                        }
+                    }
+                }
+            }
+            for (p, buf) in self.params.iter_mut().zip(self.buffers.iter_mut()) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let mut d_p = if self.weight_decay != 0.0 {
+                    g.f_add(&(&*p * self.weight_decay))?
+                } else {
+                    g.shallow_clone()
+                };
+                if self.momentum != 0.0 {
+                    let b = match buf {
+                        None => d_p.detach().copy(),
+                        Some(b) => {
+                            let _ = b.f_mul_scalar_(self.momentum)?.f_add_(&d_p)?;
+                            b.shallow_clone()
+                        }
+                    };
+                    *buf = Some(b.shallow_clone());
+                    d_p = if self.nesterov {
+                        d_p.f_add(&(&b * self.momentum))?
+                    } else {
+                        b
+                    };
+                }
+                let _ = p.f_sub_(&(d_p * lr))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The momentum buffers (None before a parameter's first step), in parameter order.
+    pub fn buffers(&self) -> &[Option<Tensor>] {
+        &self.buffers
+    }
+}

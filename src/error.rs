@@ -1,0 +1,60 @@
+//! The library's typed errors. `main` prints them with their cause chain.
+
+use std::path::PathBuf;
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the library, each naming the thing at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration file or override could not be read or is invalid.
+    #[error("config {file}: {message}")]
+    Config { file: String, message: String },
+
+    /// A dataset file is missing, truncated or corrupt.
+    #[error("dataset file {}: {message}", path.display())]
+    Dataset { path: PathBuf, message: String },
+
+    /// Downloading or extracting the dataset failed.
+    #[error("download of {url}: {message}")]
+    Download { url: String, message: String },
+
+    /// A checkpoint does not fit the model, or cannot be read or written.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+
+    /// An architecture name that is not in the model zoo.
+    #[error("unknown architecture {name:?}: {message}")]
+    Arch { name: String, message: String },
+
+    /// A device string that is not usable here.
+    #[error("device {name:?}: {message}")]
+    Device { name: String, message: String },
+
+    /// A libtorch operation failed (bad shapes, out of memory, ...).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+
+    /// File-system I/O with the path it concerned.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Anything else, with its context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerned.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! ard-pipeline: fast adversarial robust distillation (ARD) on CIFAR-10.
+//!
+//! The ML domain lives here, on tch (libtorch): configuration, the CIFAR-10 data
+//! layer, the model zoo, attacks, distillation losses, optimisation, evaluation and
+//! the sequential reference trainer. The generic actor runtime is the `ard-actors`
+//! crate; the stages that run this domain on it live in [`stages`].
+
+pub mod attacks;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod distill;
+pub mod error;
+pub mod eval;
+pub mod models;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,11 @@
+//! Training: the pieces of one ARD step (teacher logits, attack, student
+//! update), the run folder, and the sequential trainer — the semantic
+//! reference that the actor pipeline reproduces.
+
+pub mod run_dir;
+pub mod sequential;
+pub mod step;
+
+pub use run_dir::RunDir;
+pub use sequential::{train_sequential, TrainOutcome};
+pub use step::{StudentUpdate, TRAIN_NOISE_STREAM};

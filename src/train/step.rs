@@ -1,0 +1,95 @@
+//! One ARD optimisation step, split where the pipeline splits it: teacher
+//! logits on the clean batch, the attack on the student (or a replica of it),
+//! and the student's loss and SGD step.
+
+use crate::attacks::{Attack, AttackInput, NoiseKey};
+use crate::distill::{LossInputs, Objective, Schedule, Sgd};
+use crate::error::{Error, Result};
+use crate::models::Model;
+use tch::Tensor;
+
+/// Noise stream of the training attack's random starts.
+pub const TRAIN_NOISE_STREAM: u64 = 0x7A11;
+
+/// Teacher logits for a clean batch: eval mode, no gradient.
+pub fn teacher_logits(teacher: &Model, x: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    teacher.forward_t(x, false)
+}
+
+/// The noise key of the training attack at global step `step`.
+pub fn attack_key(seed: u64, step: u64) -> NoiseKey {
+    NoiseKey {
+        seed,
+        counter: step,
+        stream: TRAIN_NOISE_STREAM,
+    }
+}
+
+/// Runs the training attack.
+pub fn adversarial_batch(
+    attack: &dyn Attack,
+    model: &Model,
+    x: &Tensor,
+    y: &Tensor,
+    teacher: Option<&Tensor>,
+    key: NoiseKey,
+) -> Result<Tensor> {
+    attack.perturb(
+        model,
+        &AttackInput {
+            x,
+            y,
+            teacher_logits: teacher,
+        },
+        key,
+    )
+}
+
+/// The student's side of a step: the loss and the optimiser.
+#[derive(Debug)]
+pub struct StudentUpdate {
+    pub objective: Objective,
+    pub sgd: Sgd,
+    pub schedule: Schedule,
+}
+
+impl StudentUpdate {
+    /// Forward on x_adv (and x when needed) in train mode, loss, backward, SGD
+    /// step at the scheduled rate; returns (loss, lr). A non-finite loss is an
+    /// error and the weights are left untouched.
+    pub fn step(
+        &mut self,
+        student: &Model,
+        x: &Tensor,
+        x_adv: &Tensor,
+        y: &Tensor,
+        teacher: Option<&Tensor>,
+        epoch: usize,
+        global_step: usize,
+    ) -> Result<(f64, f64)> {
+        let s_adv = student.forward_t(x_adv, true);
+        let s_clean = self
+            .objective
+            .needs_clean_forward()
+            .then(|| student.forward_t(x, true));
+        let loss = self.objective.loss(&LossInputs {
+            student_adv: &s_adv,
+            student_clean: s_clean.as_ref(),
+            teacher,
+            labels: y,
+        })?;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(Error::Other(format!(
+                "loss is {value} at step {global_step} (epoch {}); weights left at the last good step",
+                epoch + 1
+            )));
+        }
+        self.sgd.zero_grad();
+        loss.backward();
+        let lr = self.schedule.lr(epoch, global_step);
+        self.sgd.step(lr)?;
+        Ok((value, lr))
+    }
+}

@@ -1,0 +1,70 @@
+//! Shared helpers of the integration tests: the project venv's Python for the
+//! PyTorch parity references, the offline CIFAR-10 copy, tolerances.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::Tensor;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The offline CIFAR-10 copy beside the repository.
+pub fn cifar_root() -> PathBuf {
+    repo().join("../shared/data/cifar-10-batches-bin")
+}
+
+/// Runs `tests/parity/SCRIPT` with the venv's Python; panics with its stderr on failure.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let py = repo().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "no {} — run scripts/bootstrap.sh (make test does)",
+        py.display()
+    );
+    let out = Command::new(&py)
+        .arg(repo().join("tests/parity").join(script))
+        .args(args)
+        .current_dir(repo().join("tests/parity"))
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Named tensors of a safetensors file.
+pub fn read(path: &Path) -> std::collections::BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .expect("readable safetensors")
+        .into_iter()
+        .collect()
+}
+
+/// max |a - b| / max(max |b|, floor): the relative error used by the parity tests.
+pub fn rel_err(a: &Tensor, b: &Tensor, floor: f64) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    let a = a.to_kind(tch::Kind::Double);
+    let b = b.to_kind(tch::Kind::Double);
+    let diff = (&a - &b).abs().max().double_value(&[]);
+    let scale = b.abs().max().double_value(&[]).max(floor);
+    diff / scale
+}
+
+pub fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+/// Deterministic CPU settings for parity: one thread.
+pub fn deterministic() {
+    tch::set_num_threads(1);
+}
