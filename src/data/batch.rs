@@ -3,7 +3,7 @@
 //!
 //! An epoch's order is a seeded permutation of `0..n` ([`epoch_order`], ChaCha
 //! seeded from (seed, epoch)); each image's view comes from
-//! [`view_for`](super::augment::view_for)(seed, epoch, dataset index). Both are pure
+//! [`view_for`]\(seed, epoch, dataset index). Both are pure
 //! functions of the seed, so batch `b` of epoch `e` can be rebuilt on its own.
 
 use super::augment::{apply_view, view_for, View};
