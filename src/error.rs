@@ -44,6 +44,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The run was cancelled (a signal, or the caller).
+    #[error("cancelled")]
+    Cancelled,
+
     /// Anything else, with its context.
     #[error("{0}")]
     Other(String),

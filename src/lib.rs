@@ -13,7 +13,9 @@ pub mod device;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod metrics;
 pub mod models;
+pub mod stages;
 pub mod train;
 
 pub use error::{Error, Result};

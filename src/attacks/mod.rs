@@ -1,25 +1,44 @@
-//! Attacks: the `Attack` trait and one file per kind, chosen by `[attack] kind`.
+//! Attacks: the `Attack` trait and one file per kind. The training attacks
+//! (`none`, `fgsm`, `fgsm_rs`, `pgd`, `kl_pgd`, `trades`) are chosen by
+//! `[attack] kind`; the evaluation attacks (`cw`, `apgd_ce`, `apgd_dlr`,
+//! `apgd_t`, and `restarts` around any attack) are built by `crate::eval`.
 //!
 //! Every attack works on the inputs only: input gradients come from
 //! `Tensor::run_backward` on the input, so parameter gradients are never
 //! touched. Each step projects to the eps-ball around x and clamps to [0, 1].
+//! Random starts come from seeded host noise ([`NoiseKey`]); an attack of
+//! several runs (restarts, target classes) lists all its starts in
+//! [`Attack::starts`], so a reference implementation can be given the same ones.
 
+pub mod apgd;
+mod apgd_ce;
+mod apgd_dlr;
+mod apgd_t;
+mod cw;
 mod fgsm;
 mod fgsm_rs;
 mod kl_pgd;
+pub mod margin;
 pub mod noise;
 mod none;
 mod pgd;
+mod restarts;
 mod sign_gradient;
 mod start;
 mod trades;
 
+pub use apgd::{Apgd, ApgdLoss};
+pub use apgd_ce::apgd_ce;
+pub use apgd_dlr::apgd_dlr;
+pub use apgd_t::{apgd_t, APGD_T_TARGETS};
+pub use cw::{cw, CW_KAPPA};
 pub use fgsm::fgsm;
 pub use fgsm_rs::fgsm_rs;
 pub use kl_pgd::kl_pgd;
 pub use noise::NoiseKey;
 pub use none::NoAttack;
 pub use pgd::pgd;
+pub use restarts::{restart_key, Restarts};
 pub use sign_gradient::{IterativeAttack, Objective, SignGradient};
 pub use start::random_start;
 pub use trades::trades;
@@ -47,16 +66,43 @@ pub trait Attack: Send {
     /// Gradient computations per batch (for the metrics).
     fn gradient_steps(&self) -> usize;
 
+    /// How many train-mode BatchNorm forwards (running-statistics updates) one
+    /// batch makes; the pipeline needs it to carry BN statistics across replicas.
+    fn bn_train_forwards(&self) -> usize {
+        0
+    }
+
     /// The starting point: x itself or x plus seeded noise.
     fn start(&self, x: &Tensor, key: NoiseKey) -> Tensor;
 
     /// Runs the attack from `x_start`; returns x_adv, detached.
     fn run_from(&self, model: &Model, input: &AttackInput, x_start: &Tensor) -> Result<Tensor>;
 
-    /// The whole attack: `run_from(start(x))`.
+    /// Every start point the whole attack uses, one per run (restarts,
+    /// target classes); one for single-run attacks.
+    fn starts(&self, x: &Tensor, key: NoiseKey) -> Vec<Tensor> {
+        vec![self.start(x, key)]
+    }
+
+    /// The whole attack from the points [`Attack::starts`] gives; for a
+    /// single-run attack, `run_from(starts[0])`.
+    fn run_from_starts(
+        &self,
+        model: &Model,
+        input: &AttackInput,
+        starts: &[Tensor],
+    ) -> Result<Tensor> {
+        let x0 = starts.first().ok_or_else(|| {
+            crate::Error::Other(format!("{}: no start points given", self.name()))
+        })?;
+        self.run_from(model, input, x0)
+    }
+
+    /// The whole attack: `run_from_starts(starts(x))`, which is
+    /// `run_from(start(x))` for a single-run attack.
     fn perturb(&self, model: &Model, input: &AttackInput, key: NoiseKey) -> Result<Tensor> {
-        let x0 = self.start(input.x, key);
-        self.run_from(model, input, &x0)
+        let starts = self.starts(input.x, key);
+        self.run_from_starts(model, input, &starts)
     }
 }
 
@@ -83,4 +129,10 @@ impl AttackConfig {
 /// The PGD-k evaluation attack: CE, uniform start, BatchNorm in eval mode.
 pub fn eval_pgd(eps: f64, step: f64, steps: usize) -> IterativeAttack {
     pgd(eps, step, steps, RandomStart::Uniform, false)
+}
+
+/// The CW-inf evaluation attack (see `cw`): margin loss, uniform start,
+/// BatchNorm in eval mode.
+pub fn eval_cw(eps: f64, step: f64, steps: usize) -> IterativeAttack {
+    cw(eps, step, steps)
 }

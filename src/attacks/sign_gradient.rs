@@ -16,6 +16,8 @@ pub enum Objective {
     KlToTeacher,
     /// KL(model(x') || model(x)), summed (TRADES).
     KlToClean,
+    /// The Carlini–Wagner margin on the true labels, summed (CW-inf, see `cw`).
+    CwMargin,
 }
 
 /// An iterative sign-gradient attack in the L-inf ball.
@@ -43,7 +45,7 @@ impl SignGradient {
     ) -> Result<Tensor> {
         let x = input.x.detach();
         let target = match self.objective {
-            Objective::CrossEntropy => None,
+            Objective::CrossEntropy | Objective::CwMargin => None,
             Objective::KlToTeacher => {
                 let t = input.teacher_logits.ok_or_else(|| {
                     crate::Error::Other("the kl_pgd attack needs teacher logits".into())
@@ -63,6 +65,10 @@ impl SignGradient {
             let x_var = x_adv.detach().set_requires_grad(true);
             let logits = model.forward_t(&x_var, self.train_bn);
             let loss = match &target {
+                None if self.objective == Objective::CwMargin => {
+                    super::margin::cw_margin(&logits, input.y, super::cw::CW_KAPPA)?
+                        .sum(Kind::Float)
+                }
                 None => logits.f_cross_entropy_loss::<Tensor>(
                     input.y,
                     None,
@@ -109,6 +115,13 @@ impl Attack for IterativeAttack {
     }
     fn gradient_steps(&self) -> usize {
         self.inner.steps
+    }
+    fn bn_train_forwards(&self) -> usize {
+        match (self.inner.train_bn, self.inner.objective) {
+            (false, _) => 0,
+            (true, Objective::KlToClean) => self.inner.steps + 1,
+            (true, _) => self.inner.steps,
+        }
     }
     fn start(&self, x: &Tensor, key: NoiseKey) -> Tensor {
         random_start(x, self.start, self.inner.eps, key)

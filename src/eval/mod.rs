@@ -1,16 +1,56 @@
-//! Evaluation: natural accuracy and accuracy under attacks, BatchNorm in eval
-//! mode and no gradient side effects on the model.
+//! Evaluation: accuracy on clean inputs and under attacks, BatchNorm in eval
+//! mode, with no side effect on the model (no parameter gradients, running
+//! statistics untouched), plus the edge numbers of a model ([`edge`]) and the
+//! `ard-pipeline eval` command ([`command`]).
+//!
+//! Evaluations, by their names in `eval.attacks` and on the command line
+//! (`[_rR]`: R random restarts, later runs only on the points not yet fooled;
+//! eps is the run's `attack.eps`):
+//!
+//! | name               | what                                                             |
+//! |--------------------|------------------------------------------------------------------|
+//! | `natural`          | clean inputs                                                     |
+//! | `train_attack`     | the configured training attack, BatchNorm in eval mode: the paper's robust number (it flatters 1-step training) |
+//! | `fgsm`             | one step of eps from x                                           |
+//! | `pgdK[_rR]`        | PGD-K on cross-entropy, uniform start, step 2/255 (`pgd20`)      |
+//! | `cw[K][_rR]`       | CW-inf: PGD on the CW margin (kappa 50), K = 30 steps by default, step 2/255, uniform start |
+//! | `apgd_ce[K][_rR]`  | APGD on cross-entropy, K = 100 iterations by default (Croce & Hein 2020) |
+//! | `apgd_dlr[K][_rR]` | APGD on the DLR loss                                             |
+//! | `apgd_t[K][_rR]`   | targeted APGD-DLR, 9 target classes (AutoAttack's apgd-t)         |
+//!
+//! Every evaluation runs on every test point and reports its own accuracy.
+//! `worst_case` is AutoAttack-style: a point counts only if the model is
+//! right on it clean and under every evaluation run. Random starts come from
+//! seeded host noise keyed by (seed, batch offset, evaluation name), so an
+//! evaluation's result does not depend on which others run beside it.
 
-use crate::attacks::{self, Attack, AttackInput, NoiseKey};
+pub mod command;
+pub mod edge;
+
+use crate::attacks::{self, Attack, AttackInput, NoiseKey, Restarts};
 use crate::config::AttackConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::Model;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+
+pub use edge::EdgeReport;
 
 /// Noise stream of evaluation attacks (distinct from training's).
 const EVAL_STREAM: u64 = 0xE7A1;
+
+/// Step size of `pgdK` and `cw`.
+pub const EVAL_STEP: f64 = 2.0 / 255.0;
+/// Steps of `cw` without a count.
+pub const CW_STEPS: usize = 30;
+/// Iterations of `apgd_*` without a count.
+pub const APGD_ITERATIONS: usize = 100;
+
+/// The evaluation names, for error messages.
+pub const KNOWN_EVALS: &str = "natural, train_attack, fgsm, pgdK (e.g. pgd20), cw[K], \
+     apgd_ce[K], apgd_dlr[K], apgd_t[K]; add _rR for R restarts (e.g. pgd20_r5)";
 
 /// An evaluation, by its name in `eval.attacks` and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,41 +61,126 @@ pub enum EvalAttack {
     TrainAttack,
     /// FGSM of eps from x.
     Fgsm,
-    /// PGD-k: uniform start, step 2/255, eps of the run (`pgd20`).
-    Pgd(usize),
+    /// PGD-k on cross-entropy: uniform start, step 2/255.
+    Pgd { steps: usize, restarts: usize },
+    /// CW-inf: PGD on the CW margin loss, uniform start, step 2/255.
+    Cw { steps: usize, restarts: usize },
+    /// APGD-CE.
+    ApgdCe { iterations: usize, restarts: usize },
+    /// APGD-DLR (untargeted).
+    ApgdDlr { iterations: usize, restarts: usize },
+    /// APGD-T: targeted DLR towards 9 target classes.
+    ApgdT { iterations: usize, restarts: usize },
+}
+
+/// `K` of a name such as `pgd20`: None when absent, an error when malformed.
+fn count(name: &str, digits: &str) -> std::result::Result<Option<usize>, String> {
+    if digits.is_empty() {
+        return Ok(None);
+    }
+    match digits.parse::<usize>() {
+        Ok(k) if k >= 1 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(k)),
+        _ => Err(format!(
+            "evaluation {name:?}: {digits:?} is not a count of at least 1; known: {KNOWN_EVALS}"
+        )),
+    }
 }
 
 impl EvalAttack {
-    /// Parses `natural`, `train_attack`, `fgsm`, `pgdK`.
+    /// Parses a name of [`KNOWN_EVALS`] (see the module docs).
     pub fn parse(name: &str) -> std::result::Result<EvalAttack, String> {
-        match name {
-            "natural" => Ok(EvalAttack::Natural),
-            "train_attack" => Ok(EvalAttack::TrainAttack),
-            "fgsm" => Ok(EvalAttack::Fgsm),
-            _ => name
-                .strip_prefix("pgd")
-                .and_then(|k| k.parse().ok())
-                .filter(|&k| k >= 1)
-                .map(EvalAttack::Pgd)
-                .ok_or_else(|| {
-                    format!("unknown evaluation {name:?} (natural, train_attack, fgsm, pgdK)")
-                }),
+        let unknown = || format!("unknown evaluation {name:?}; known: {KNOWN_EVALS}");
+        let (base, restarts) = match name.rsplit_once("_r") {
+            Some((base, r)) if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) => {
+                (base, count(name, r)?.ok_or_else(unknown)?)
+            }
+            _ => (name, 1),
+        };
+        let single = |e: EvalAttack| {
+            if restarts == 1 {
+                Ok(e)
+            } else {
+                Err(format!("evaluation {name:?}: {base} has no random start to restart"))
+            }
+        };
+        match base {
+            "natural" => return single(EvalAttack::Natural),
+            "train_attack" => return single(EvalAttack::TrainAttack),
+            "fgsm" => return single(EvalAttack::Fgsm),
+            _ => {}
         }
+        // Longest prefixes first: apgd_t must not swallow another name.
+        let prefixes: [(&str, fn(usize, usize) -> EvalAttack, Option<usize>); 5] = [
+            ("apgd_dlr", |k, r| EvalAttack::ApgdDlr { iterations: k, restarts: r }, Some(APGD_ITERATIONS)),
+            ("apgd_ce", |k, r| EvalAttack::ApgdCe { iterations: k, restarts: r }, Some(APGD_ITERATIONS)),
+            ("apgd_t", |k, r| EvalAttack::ApgdT { iterations: k, restarts: r }, Some(APGD_ITERATIONS)),
+            ("pgd", |k, r| EvalAttack::Pgd { steps: k, restarts: r }, None),
+            ("cw", |k, r| EvalAttack::Cw { steps: k, restarts: r }, Some(CW_STEPS)),
+        ];
+        for (prefix, make, default) in prefixes {
+            if let Some(digits) = base.strip_prefix(prefix) {
+                if !digits.is_empty() && !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(unknown());
+                }
+                let k = count(name, digits)?.or(default).ok_or_else(unknown)?;
+                return Ok(make(k, restarts));
+            }
+        }
+        Err(unknown())
     }
 
+    /// Parses a comma-separated list (`natural,pgd20,apgd_ce`); blanks around names are ignored.
+    pub fn parse_list(list: &str) -> Result<Vec<EvalAttack>> {
+        let evals: Vec<EvalAttack> = list
+            .split(',')
+            .map(|a| EvalAttack::parse(a.trim()).map_err(Error::Other))
+            .collect::<Result<_>>()?;
+        let mut names: Vec<String> = evals.iter().map(|e| e.name()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Other(format!("evaluation {:?} is listed twice", w[0])));
+        }
+        Ok(evals)
+    }
+
+    /// The canonical name (`pgd20`, `cw`, `apgd_ce`, `apgd_t50_r2`, ...).
     pub fn name(&self) -> String {
-        match self {
+        let with = |base: &str, k: usize, default: Option<usize>, r: usize| {
+            let mut s = base.to_string();
+            if Some(k) != default {
+                s += &k.to_string();
+            }
+            if r > 1 {
+                s += &format!("_r{r}");
+            }
+            s
+        };
+        match *self {
             EvalAttack::Natural => "natural".into(),
             EvalAttack::TrainAttack => "train_attack".into(),
             EvalAttack::Fgsm => "fgsm".into(),
-            EvalAttack::Pgd(k) => format!("pgd{k}"),
+            EvalAttack::Pgd { steps, restarts } => with("pgd", steps, None, restarts),
+            EvalAttack::Cw { steps, restarts } => with("cw", steps, Some(CW_STEPS), restarts),
+            EvalAttack::ApgdCe {
+                iterations,
+                restarts,
+            } => with("apgd_ce", iterations, Some(APGD_ITERATIONS), restarts),
+            EvalAttack::ApgdDlr {
+                iterations,
+                restarts,
+            } => with("apgd_dlr", iterations, Some(APGD_ITERATIONS), restarts),
+            EvalAttack::ApgdT {
+                iterations,
+                restarts,
+            } => with("apgd_t", iterations, Some(APGD_ITERATIONS), restarts),
         }
     }
 
-    /// The attack to run (None for natural), BatchNorm always in eval mode.
+    /// The attack to run (None for natural), BatchNorm always in eval mode;
+    /// eps is the training attack's.
     pub fn build(&self, train_attack: &AttackConfig) -> Option<Box<dyn Attack>> {
         let eps = train_attack.eps.get();
-        match self {
+        match *self {
             EvalAttack::Natural => None,
             EvalAttack::TrainAttack => {
                 let mut cfg = train_attack.clone();
@@ -63,16 +188,66 @@ impl EvalAttack {
                 Some(cfg.build())
             }
             EvalAttack::Fgsm => Some(Box::new(attacks::fgsm(eps, eps, false))),
-            EvalAttack::Pgd(k) => Some(Box::new(attacks::eval_pgd(eps, 2.0 / 255.0, *k))),
+            EvalAttack::Pgd { steps, restarts } => Some(Box::new(Restarts {
+                inner: attacks::eval_pgd(eps, EVAL_STEP, steps),
+                restarts,
+            })),
+            EvalAttack::Cw { steps, restarts } => Some(Box::new(Restarts {
+                inner: attacks::eval_cw(eps, EVAL_STEP, steps),
+                restarts,
+            })),
+            EvalAttack::ApgdCe {
+                iterations,
+                restarts,
+            } => Some(Box::new(attacks::apgd_ce(eps, iterations, restarts))),
+            EvalAttack::ApgdDlr {
+                iterations,
+                restarts,
+            } => Some(Box::new(attacks::apgd_dlr(eps, iterations, restarts))),
+            EvalAttack::ApgdT {
+                iterations,
+                restarts,
+            } => Some(Box::new(attacks::apgd_t(
+                eps,
+                iterations,
+                restarts,
+                attacks::APGD_T_TARGETS,
+            ))),
         }
+    }
+
+    /// Whether this evaluation needs teacher logits with `train_attack`.
+    pub fn needs_teacher(&self, train_attack: &AttackConfig) -> bool {
+        *self == EvalAttack::TrainAttack && train_attack.kind == crate::config::AttackKind::KlPgd
+    }
+
+    /// The noise stream of this evaluation: fixed by its name.
+    fn stream(&self) -> u64 {
+        // FNV-1a: stable across runs and platforms.
+        let hash = self
+            .name()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        EVAL_STREAM ^ hash
     }
 }
 
-/// Accuracy per evaluation, in percent, on `n` images.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Accuracy per evaluation, in percent, on `images` test images.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EvalReport {
     pub images: usize,
+    /// Each evaluation's own accuracy on all `images`.
     pub accuracy: BTreeMap<String, f64>,
+    /// Percent of images classified correctly clean and under every evaluation run.
+    pub worst_case: f64,
+    /// Wall seconds spent on each evaluation.
+    #[serde(default)]
+    pub seconds: BTreeMap<String, f64>,
+    /// Parameter count, MACs and latency, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeReport>,
 }
 
 /// Test images and labels, already as tensors.
@@ -81,9 +256,79 @@ pub struct EvalSet {
     pub labels: Tensor,
 }
 
-/// Evaluates `model` on `set` under each of `evals`, in batches of `batch_size`.
-/// `teacher_logits` is needed only by teacher-based training attacks (kl_pgd).
-pub fn evaluate(
+/// Per-sample outcomes of an evaluation run: what [`EvalReport`] summarises.
+#[derive(Debug)]
+pub struct EvalMasks {
+    /// The evaluations' names, in the order run.
+    pub names: Vec<String>,
+    /// Per evaluation, [N] bool: the model is right on that evaluation's input.
+    pub correct: Vec<Tensor>,
+    /// [N] bool: the model is right on the clean input (always computed).
+    pub natural: Tensor,
+    /// Wall seconds per evaluation.
+    pub seconds: Vec<f64>,
+}
+
+impl EvalMasks {
+    /// [N] bool: right clean and under every evaluation.
+    pub fn worst_case(&self) -> Tensor {
+        self.correct
+            .iter()
+            .fold(self.natural.shallow_clone(), |acc, c| acc.logical_and(c))
+    }
+
+    /// Accuracies in percent.
+    pub fn report(&self) -> EvalReport {
+        let n = self.natural.size()[0].max(0) as usize;
+        let pct = |mask: &Tensor| {
+            100.0 * mask.sum(Kind::Int64).int64_value(&[]) as f64 / n.max(1) as f64
+        };
+        EvalReport {
+            images: n,
+            accuracy: self
+                .names
+                .iter()
+                .zip(&self.correct)
+                .map(|(name, c)| (name.clone(), pct(c)))
+                .collect(),
+            worst_case: pct(&self.worst_case()),
+            seconds: self
+                .names
+                .iter()
+                .cloned()
+                .zip(self.seconds.iter().copied())
+                .collect(),
+            edge: None,
+        }
+    }
+}
+
+fn check_set(set: &EvalSet, batch_size: usize) -> Result<usize> {
+    let size = set.images.size();
+    if size.len() != 4 || size[1] != 3 {
+        return Err(Error::Other(format!(
+            "evaluation: images must be [N, 3, H, W], got {size:?}"
+        )));
+    }
+    if set.labels.size() != [size[0]] {
+        return Err(Error::Other(format!(
+            "evaluation: {} images but labels of shape {:?}",
+            size[0],
+            set.labels.size()
+        )));
+    }
+    if batch_size == 0 {
+        return Err(Error::Other("evaluation: batch size must be at least 1".into()));
+    }
+    Ok(size[0] as usize)
+}
+
+/// Runs every evaluation of `evals` on every image of `set`, in batches of
+/// `batch_size`, and returns per-sample correctness. `teacher` is needed only
+/// by a teacher-based training attack (kl_pgd). `progress(done, n)` is called
+/// after each batch.
+#[allow(clippy::too_many_arguments)]
+pub fn robustness_masks(
     model: &Model,
     set: &EvalSet,
     evals: &[EvalAttack],
@@ -92,32 +337,43 @@ pub fn evaluate(
     seed: u64,
     teacher: Option<&Model>,
     mut progress: impl FnMut(usize, usize),
-) -> Result<EvalReport> {
-    let n = set.images.size()[0] as usize;
+) -> Result<EvalMasks> {
+    let n = check_set(set, batch_size)?;
     let device: Device = model.device();
-    let built: Vec<(String, Option<Box<dyn Attack>>)> = evals
-        .iter()
-        .map(|e| (e.name(), e.build(train_attack)))
-        .collect();
-    let mut correct = vec![0i64; built.len()];
+    if let Some(e) = evals.iter().find(|e| e.needs_teacher(train_attack) && teacher.is_none()) {
+        return Err(Error::Other(format!(
+            "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
+             (set teacher.weights)",
+            e.name()
+        )));
+    }
+    let built: Vec<(EvalAttack, Option<Box<dyn Attack>>)> =
+        evals.iter().map(|e| (*e, e.build(train_attack))).collect();
+    let mut correct: Vec<Vec<Tensor>> = vec![Vec::new(); built.len()];
+    let mut natural = Vec::new();
+    let mut seconds = vec![0.0; built.len()];
     let mut start = 0;
     while start < n {
         let len = batch_size.min(n - start);
         let x = set
             .images
-            .narrow(0, start as i64, len as i64)
-            .to_device(device);
+            .f_narrow(0, start as i64, len as i64)?
+            .f_to_device(device)?
+            .f_to_kind(Kind::Float)?;
         let y = set
             .labels
-            .narrow(0, start as i64, len as i64)
-            .to_device(device);
+            .f_narrow(0, start as i64, len as i64)?
+            .f_to_device(device)?;
         let t = match teacher {
             Some(t) => Some(tch::no_grad(|| t.forward_t(&x, false))),
             None => None,
         };
-        for (i, (_, attack)) in built.iter().enumerate() {
-            let x_eval = match attack {
-                None => x.shallow_clone(),
+        let clean = attacks::restarts::predict(model, &x).f_eq_tensor(&y)?;
+        natural.push(clean.to_device(Device::Cpu));
+        for (i, (eval, attack)) in built.iter().enumerate() {
+            let began = Instant::now();
+            let ok = match attack {
+                None => clean.shallow_clone(),
                 Some(a) => {
                     let input = AttackInput {
                         x: &x,
@@ -127,24 +383,123 @@ pub fn evaluate(
                     let key = NoiseKey {
                         seed,
                         counter: start as u64,
-                        stream: EVAL_STREAM + i as u64,
+                        stream: eval.stream(),
                     };
-                    a.perturb(model, &input, key)?
+                    let x_adv = a
+                        .perturb(model, &input, key)
+                        .map_err(|e| Error::Other(format!("evaluation {}: {e}", eval.name())))?;
+                    attacks::restarts::predict(model, &x_adv).f_eq_tensor(&y)?
                 }
             };
-            let pred = tch::no_grad(|| model.forward_t(&x_eval, false)).argmax(-1, false);
-            correct[i] += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            correct[i].push(ok.to_device(Device::Cpu));
+            seconds[i] += began.elapsed().as_secs_f64();
         }
         start += len;
         progress(start, n);
     }
-    let accuracy = built
-        .iter()
-        .zip(&correct)
-        .map(|((name, _), &c)| (name.clone(), 100.0 * c as f64 / n.max(1) as f64))
-        .collect();
-    Ok(EvalReport {
-        images: n,
-        accuracy,
+    let cat = |parts: &[Tensor]| -> Result<Tensor> {
+        if parts.is_empty() {
+            Ok(Tensor::zeros([0], (Kind::Bool, Device::Cpu)))
+        } else {
+            Ok(Tensor::f_cat(parts, 0)?)
+        }
+    };
+    Ok(EvalMasks {
+        names: built.iter().map(|(e, _)| e.name()).collect(),
+        correct: correct.iter().map(|c| cat(c)).collect::<Result<_>>()?,
+        natural: cat(&natural)?,
+        seconds,
     })
+}
+
+/// Evaluates `model` on `set` under each of `evals`, in batches of `batch_size`:
+/// each evaluation's accuracy and the worst case over all of them.
+/// `teacher` is needed only by teacher-based training attacks (kl_pgd).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    model: &Model,
+    set: &EvalSet,
+    evals: &[EvalAttack],
+    train_attack: &AttackConfig,
+    batch_size: usize,
+    seed: u64,
+    teacher: Option<&Model>,
+    progress: impl FnMut(usize, usize),
+) -> Result<EvalReport> {
+    Ok(robustness_masks(
+        model,
+        set,
+        evals,
+        train_attack,
+        batch_size,
+        seed,
+        teacher,
+        progress,
+    )?
+    .report())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in [
+            "natural",
+            "train_attack",
+            "fgsm",
+            "pgd20",
+            "pgd1",
+            "pgd20_r5",
+            "cw",
+            "cw50",
+            "cw_r2",
+            "apgd_ce",
+            "apgd_ce20",
+            "apgd_dlr",
+            "apgd_dlr_r3",
+            "apgd_t",
+            "apgd_t50_r2",
+        ] {
+            let e = EvalAttack::parse(name).unwrap();
+            assert_eq!(e.name(), name);
+        }
+        assert_eq!(
+            EvalAttack::parse("cw30").unwrap(),
+            EvalAttack::Cw {
+                steps: 30,
+                restarts: 1
+            }
+        );
+        assert_eq!(EvalAttack::parse("pgd20_r1").unwrap().name(), "pgd20");
+        assert_eq!(
+            EvalAttack::parse("apgd_t").unwrap(),
+            EvalAttack::ApgdT {
+                iterations: 100,
+                restarts: 1
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for name in [
+            "", "pgd", "pgd0", "pgdx", "pgd20_r", "pgd20_r0", "fgsm_r2", "natural_r3", "cwx",
+            "apgd", "apgd_ce_", "apgd_cex", "apgd_t0", "autoattack", "pgd-20", "pgd+5",
+        ] {
+            let err = EvalAttack::parse(name).unwrap_err();
+            assert!(err.contains(name) || name.is_empty(), "{name}: {err}");
+        }
+        assert!(EvalAttack::parse_list("natural,pgd20,pgd20_r1").is_err());
+        assert_eq!(EvalAttack::parse_list(" natural , cw").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn streams_depend_on_the_name_only() {
+        let a = EvalAttack::parse("pgd20").unwrap();
+        let b = EvalAttack::parse("pgd20_r2").unwrap();
+        assert_eq!(a.stream(), EvalAttack::parse("pgd20").unwrap().stream());
+        assert_ne!(a.stream(), b.stream());
+    }
 }

@@ -138,13 +138,13 @@ pub fn train_sequential(
     let seed = cfg.run.seed;
     let mut step = 0usize;
     let mut epochs = Vec::new();
-    'epochs: for epoch in 0..cfg.train.epochs {
+    for epoch in 0..cfg.train.epochs {
         let epoch_start = Instant::now();
         let (mut loss_sum, mut steps_in_epoch, mut images, mut lr) = (0.0, 0usize, 0usize, 0.0);
         let plan = data::EpochPlan::train(&cfg.data, seed, epoch as u64);
         for (indices, views) in data::batches(&train, &plan) {
             if step >= total {
-                break 'epochs;
+                break;
             }
             let batch = data::make_batch(&train, &indices, &views, device)?;
             let t = teacher.as_ref().map(|t| teacher_logits(t, &batch.images));

@@ -1,0 +1,357 @@
+//! Auto-PGD (APGD, Croce & Hein, "Reliable evaluation of adversarial
+//! robustness with an ensemble of diverse parameter-free attacks", ICML 2020),
+//! L-inf, written from the paper. The loss is chosen by the three builders:
+//! `apgd_ce` (cross-entropy), `apgd_dlr` (DLR) and `apgd_t` (targeted DLR).
+//!
+//! One run of N iterations, per sample (P: projection to the eps-ball around x
+//! and to [0, 1]; f: the loss; every quantity below is per sample):
+//!
+//! ```text
+//! x0 = start; eta = 2 eps; x_best = x0; f_best = f(x0)
+//! for k in 0..N:
+//!     z      = P(x_k + eta * sign(grad f(x_k)))
+//!     x_k+1  = z                                                  (k = 0)
+//!            = P(x_k + a (z - x_k) + (1 - a)(x_k - x_k-1))         (k > 0, a = 0.75)
+//!     count f(x_k+1) > f(x_k); keep x_best = argmax f over the iterates
+//!     if k+1 is a checkpoint w_j:
+//!         halve eta, and continue from x_best (x_k+1 = x_k = x_best), where
+//!           (1) increases since w_j-1  <  rho (w_j - w_j-1),   rho = 0.75, or
+//!           (2) eta was not halved at w_j-1 and f_best has not risen since w_j-1
+//! ```
+//!
+//! Checkpoints: `w_j = ceil(p_j N)` with `p_0 = 0, p_1 = 0.22,
+//! p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06)` while `p_j <= 1`
+//! (N = 100: 22, 41, 57, 70, 80, 87, 93, 99). N iterations take N + 1 gradients.
+//!
+//! The result of a run is, per sample, the first iterate the model
+//! misclassifies (f is evaluated on every iterate, x0 included), else x_best.
+//! As in AutoAttack, samples the model already misclassifies on clean inputs
+//! are not attacked (x itself is returned), and each further run (restart, or
+//! target class for `apgd_t`) attacks only the samples no run has fooled yet.
+//! Starts are `clamp(x + U(-eps, eps), 0, 1)`, drawn from seeded host noise:
+//! run r under `restart_key(key, r)`. BatchNorm runs in eval mode; only input
+//! gradients are taken.
+//!
+//! Choices the paper leaves open, fixed here: a "successful" step is a strict
+//! increase of f over the previous iterate; after a halving the count of
+//! condition (1) restarts and the previous loss is f_best; the denominators of
+//! DLR carry `+ 1e-12`; a run stops early once every sample is fooled (which
+//! changes no result).
+
+use super::margin::{dlr, dlr_targeted};
+use super::restarts::{restart_key, where_true, SubInput};
+use super::{random_start, Attack, AttackInput, NoiseKey};
+use crate::config::RandomStart;
+use crate::error::{Error, Result};
+use crate::models::Model;
+use tch::{Kind, Reduction, Tensor};
+
+/// What APGD maximises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApgdLoss {
+    /// Cross-entropy on the true labels (`apgd_ce`).
+    CrossEntropy,
+    /// Difference of logits ratio (`apgd_dlr`).
+    Dlr,
+    /// Targeted DLR towards each of the `targets` classes with the highest
+    /// clean logits after the top one, one run per target (`apgd_t`).
+    TargetedDlr { targets: usize },
+}
+
+/// Momentum of APGD's update (alpha in the paper).
+pub const APGD_MOMENTUM: f64 = 0.75;
+/// Fraction of successful steps below which the step size halves (rho).
+pub const APGD_RHO: f64 = 0.75;
+
+/// The APGD attack: see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct Apgd {
+    pub eps: f64,
+    /// Iterations N per run.
+    pub iterations: usize,
+    pub loss: ApgdLoss,
+    /// Runs per loss (per target class for the targeted loss), at least 1.
+    pub restarts: usize,
+}
+
+/// The checkpoints `w_j` (j >= 1) of a run of `n` iterations, increasing.
+pub fn checkpoints(n: usize) -> Vec<usize> {
+    let (mut prev, mut p) = (0.0f64, 0.22f64);
+    let mut out: Vec<usize> = Vec::new();
+    while p <= 1.0 {
+        // The tolerance keeps 0.41 * 100 = 41.000000000000004 at 41.
+        let w = (p * n as f64 - 1e-6).ceil().max(0.0) as usize;
+        if w > 0 && out.last().is_none_or(|&last| w > last) {
+            out.push(w);
+        }
+        let next = p + (p - prev - 0.03).max(0.06);
+        prev = p;
+        p = next;
+    }
+    out
+}
+
+/// Per-sample value and input gradient of the loss at one point.
+struct Point {
+    loss: Tensor,
+    grad: Tensor,
+    wrong: Tensor,
+}
+
+impl Apgd {
+    fn loss_name(&self) -> &'static str {
+        match self.loss {
+            ApgdLoss::CrossEntropy => "apgd_ce",
+            ApgdLoss::Dlr => "apgd_dlr",
+            ApgdLoss::TargetedDlr { .. } => "apgd_t",
+        }
+    }
+
+    /// Runs in all: restarts, times target classes for the targeted loss.
+    pub fn runs(&self) -> usize {
+        let per = self.restarts.max(1);
+        match self.loss {
+            ApgdLoss::TargetedDlr { targets } => per * targets,
+            _ => per,
+        }
+    }
+
+    fn check(&self, x: &Tensor) -> Result<()> {
+        let bad = |m: String| Err(Error::Other(format!("{}: {m}", self.loss_name())));
+        if !(self.eps > 0.0) {
+            return bad(format!("eps must be positive, got {}", self.eps));
+        }
+        if self.iterations == 0 {
+            return bad("needs at least 1 iteration".into());
+        }
+        if let ApgdLoss::TargetedDlr { targets } = self.loss {
+            if targets == 0 {
+                return bad("needs at least 1 target class".into());
+            }
+        }
+        if x.dim() != 4 {
+            return bad(format!("expects images [B, C, H, W], got {:?}", x.size()));
+        }
+        Ok(())
+    }
+
+    fn evaluate(
+        &self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+    ) -> Result<Point> {
+        let x_var = x.detach().set_requires_grad(true);
+        let logits = model.forward_t(&x_var, false);
+        let loss = match (self.loss, target) {
+            (ApgdLoss::CrossEntropy, _) => {
+                logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)?
+            }
+            (ApgdLoss::Dlr, _) => dlr(&logits, y)?,
+            (ApgdLoss::TargetedDlr { .. }, Some(t)) => dlr_targeted(&logits, y, t)?,
+            (ApgdLoss::TargetedDlr { .. }, None) => {
+                return Err(Error::Other("apgd_t: a run without a target class".into()))
+            }
+        };
+        let grad = Tensor::run_backward(&[&loss.sum(Kind::Float)], &[&x_var], false, false)
+            .pop()
+            .ok_or_else(|| Error::Other(format!("{}: no input gradient", self.loss_name())))?;
+        let wrong = logits.detach().argmax(-1, false).f_ne_tensor(y)?;
+        Ok(Point {
+            loss: loss.detach(),
+            grad,
+            wrong,
+        })
+    }
+
+    /// One APGD run from `x_start` on (x, y), towards `target` for the
+    /// targeted loss. Returns x_adv [B, ...] and whether it fooled the model [B].
+    pub fn run_once(
+        &self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+        x_start: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        self.check(x)?;
+        if x_start.size() != x.size() {
+            return Err(Error::Other(format!(
+                "{}: start {:?} and input {:?} differ in shape",
+                self.loss_name(),
+                x_start.size(),
+                x.size()
+            )));
+        }
+        tch::with_grad(|| self.run_once_with_grad(model, x, y, target, x_start))
+    }
+
+    fn run_once_with_grad(
+        &self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+        x_start: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let x = x.detach();
+        let n = x.size()[0];
+        let per_image = |mask: &Tensor| mask.view([-1, 1, 1, 1]);
+        let lower = &x - self.eps;
+        let upper = &x + self.eps;
+        let project = |v: Tensor| v.minimum(&upper).maximum(&lower).clamp(0.0, 1.0);
+        let a = APGD_MOMENTUM;
+
+        let mut x_cur = x_start.detach();
+        let p0 = self.evaluate(model, &x_cur, y, target)?;
+        let mut fooled = p0.wrong;
+        let mut x_adv = x_cur.copy();
+        let mut loss_cur = p0.loss;
+        let mut grad = p0.grad;
+        let mut x_best = x_cur.copy();
+        let mut loss_best = loss_cur.copy();
+        let mut grad_best = grad.copy();
+        let mut x_prev = x_cur.copy();
+        let mut step = Tensor::full([n, 1, 1, 1], 2.0 * self.eps, (x.kind(), x.device()));
+        let mut successes = Tensor::zeros([n], (Kind::Float, x.device()));
+        let mut loss_best_at_check = loss_best.copy();
+        let mut halved_at_check = Tensor::zeros([n], (Kind::Bool, x.device()));
+        let checks = checkpoints(self.iterations);
+        let mut last_check = 0usize;
+
+        for k in 0..self.iterations {
+            if fooled.all().int64_value(&[]) != 0 {
+                break;
+            }
+            let z = project(&x_cur + &step * grad.sign());
+            let x_next = if k == 0 {
+                z
+            } else {
+                project(&x_cur + (&z - &x_cur) * a + (&x_cur - &x_prev) * (1.0 - a))
+            };
+            x_prev = x_cur;
+            x_cur = x_next;
+            let p = self.evaluate(model, &x_cur, y, target)?;
+            let newly = p.wrong.logical_and(&fooled.logical_not());
+            x_adv = x_cur.where_self(&per_image(&newly), &x_adv);
+            fooled = fooled.logical_or(&p.wrong);
+            successes += p.loss.gt_tensor(&loss_cur).to_kind(Kind::Float);
+            loss_cur = p.loss;
+            grad = p.grad;
+            let improved = loss_cur.gt_tensor(&loss_best);
+            x_best = x_cur.where_self(&per_image(&improved), &x_best);
+            grad_best = grad.where_self(&per_image(&improved), &grad_best);
+            loss_best = loss_cur.where_self(&improved, &loss_best);
+
+            if checks.contains(&(k + 1)) {
+                let since = (k + 1 - last_check) as f64;
+                let few_successes = successes.lt(APGD_RHO * since);
+                let stalled = halved_at_check
+                    .logical_not()
+                    .logical_and(&loss_best.le_tensor(&loss_best_at_check));
+                let halve = few_successes.logical_or(&stalled);
+                let halve_img = per_image(&halve);
+                step = (&step * 0.5).where_self(&halve_img, &step);
+                x_cur = x_best.where_self(&halve_img, &x_cur);
+                x_prev = x_best.where_self(&halve_img, &x_prev);
+                grad = grad_best.where_self(&halve_img, &grad);
+                loss_cur = loss_best.where_self(&halve, &loss_cur);
+                halved_at_check = halve;
+                loss_best_at_check = loss_best.copy();
+                successes = successes.zeros_like();
+                last_check = k + 1;
+            }
+        }
+        let x_out = x_adv.where_self(&per_image(&fooled), &x_best);
+        Ok((x_out.detach(), fooled))
+    }
+}
+
+impl Attack for Apgd {
+    fn name(&self) -> String {
+        let mut name = self.loss_name().to_string();
+        if self.iterations != 100 {
+            name += &self.iterations.to_string();
+        }
+        if self.restarts > 1 {
+            name += &format!("_r{}", self.restarts);
+        }
+        name
+    }
+    fn gradient_steps(&self) -> usize {
+        (self.iterations + 1) * self.runs()
+    }
+    fn start(&self, x: &Tensor, key: NoiseKey) -> Tensor {
+        random_start(x, RandomStart::UniformClamped, self.eps, key)
+    }
+    /// One run from `x_start` on every sample the model gets right
+    /// (towards the first target class for `apgd_t`).
+    fn run_from(&self, model: &Model, input: &AttackInput, x_start: &Tensor) -> Result<Tensor> {
+        self.run_from_starts(model, input, std::slice::from_ref(x_start))
+    }
+    fn starts(&self, x: &Tensor, key: NoiseKey) -> Vec<Tensor> {
+        (0..self.runs())
+            .map(|r| self.start(x, restart_key(key, r)))
+            .collect()
+    }
+    fn run_from_starts(
+        &self,
+        model: &Model,
+        input: &AttackInput,
+        starts: &[Tensor],
+    ) -> Result<Tensor> {
+        self.check(input.x)?;
+        if starts.is_empty() {
+            return Err(Error::Other(format!("{}: no start points given", self.name())));
+        }
+        let x = input.x.detach();
+        let clean = tch::no_grad(|| model.forward_t(&x, false));
+        let mut robust = clean.argmax(-1, false).f_eq_tensor(input.y)?;
+        // Target classes: the clean logits' ranks 2, 3, ... (rank 1 is the label
+        // on every attacked sample, since those are classified correctly).
+        let ranked = clean.argsort(-1, true);
+        let mut x_adv = x.copy();
+        let per_target = self.restarts.max(1);
+        for (r, start) in starts.iter().enumerate() {
+            let idx = where_true(&robust);
+            if idx.numel() == 0 {
+                break;
+            }
+            let sub = SubInput::new(input, &idx)?;
+            let target = match self.loss {
+                ApgdLoss::TargetedDlr { targets } => {
+                    let rank = 1 + r / per_target;
+                    if rank > targets || rank as i64 >= clean.size()[1] {
+                        break;
+                    }
+                    Some(ranked.select(1, rank as i64).f_index_select(0, &idx)?)
+                }
+                _ => None,
+            };
+            let (adv, fooled) = self.run_once(
+                model,
+                &sub.x,
+                &sub.y,
+                target.as_ref(),
+                &start.f_index_select(0, &idx)?,
+            )?;
+            x_adv = x_adv.f_index_copy(0, &idx, &adv)?;
+            robust = robust.f_index_copy(0, &idx, &fooled.logical_not())?;
+        }
+        Ok(x_adv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_follow_the_paper() {
+        assert_eq!(checkpoints(100), vec![22, 41, 57, 70, 80, 87, 93, 99]);
+        assert_eq!(checkpoints(10), vec![3, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(checkpoints(1), vec![1]);
+        assert!(checkpoints(0).is_empty());
+    }
+}

@@ -1,0 +1,106 @@
+//! The attack stage, the one ablations swap: the configured [`Attack`] on a
+//! replica of the student, refreshed from the weights the student publishes.
+//! With `max_weight_staleness = 0` the attack on step t waits for the weights
+//! after step t-1 (the sequential algorithm exactly); with 1 it may use the
+//! weights one update older, so it overlaps the student's update.
+
+use super::messages::{BnUpdate, TrainBatch};
+use super::weights::WeightLayout;
+use crate::attacks::Attack;
+use crate::models::Model;
+use crate::train::step::{adversarial_batch, attack_key};
+use ard_actors::mailbox::Mailbox;
+use ard_actors::{Emitter, Stage, StageError};
+use tch::Tensor;
+
+/// Weights published by the student: version = optimisation steps done.
+pub type WeightBoard = Mailbox<Vec<Tensor>>;
+
+pub struct AttackStage {
+    attack: Box<dyn Attack>,
+    label: String,
+    replica: Model,
+    layout: WeightLayout,
+    board: WeightBoard,
+    staleness: u64,
+    seed: u64,
+    threads: usize,
+    /// Version currently loaded in the replica (None: reload).
+    loaded: Option<u64>,
+    started: bool,
+    /// The attack targets the teacher (paper Algorithm 1): no replica refresh.
+    teacher: Option<Model>,
+    metrics: Option<crate::metrics::TrainMetrics>,
+}
+
+impl AttackStage {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        attack: Box<dyn Attack>,
+        replica: Model,
+        board: WeightBoard,
+        staleness: u64,
+        seed: u64,
+        threads: usize,
+        teacher: Option<Model>,
+        metrics: Option<crate::metrics::TrainMetrics>,
+    ) -> Self {
+        let layout = WeightLayout::of(&replica);
+        let label = attack.name();
+        AttackStage { attack, label, replica, layout, board, staleness, seed, threads, loaded: None, started: false, teacher, metrics }
+    }
+}
+
+impl Stage for AttackStage {
+    type In = TrainBatch;
+    type Out = TrainBatch;
+
+    fn name(&self) -> &str {
+        "attack"
+    }
+
+    fn handle(&mut self, mut batch: TrainBatch, out: &mut Emitter<TrainBatch>) -> Result<(), StageError> {
+        if !self.started {
+            tch::set_num_threads(self.threads as i32);
+            self.started = true;
+        }
+        let x_adv = if let Some(teacher) = &self.teacher {
+            adversarial_batch(self.attack.as_ref(), teacher, &batch.x, &batch.y, batch.teacher.as_ref(), attack_key(self.seed, batch.step as u64))?
+        } else {
+            let wanted = (batch.step as u64).saturating_sub(self.staleness);
+            let (replica, layout, board, loaded) = (&self.replica, &self.layout, &self.board, &mut self.loaded);
+            let version = out.idle_while(|cancel| {
+                board.wait_for_version_with(wanted, cancel, |version, weights| -> crate::Result<u64> {
+                    if *loaded != Some(version) {
+                        layout.load(replica, weights)?;
+                    }
+                    Ok(version)
+                })
+            });
+            let version = version.map_err(|e| StageError::msg(format!("waiting for student weights v{wanted}: {e}")))??;
+            self.loaded = Some(version);
+            batch.weights_version = version;
+            let forwards = self.attack.bn_train_forwards();
+            let before = (forwards > 0).then(|| self.layout.bn_stats(&self.replica));
+            let x_adv = adversarial_batch(
+                self.attack.as_ref(),
+                &self.replica,
+                &batch.x,
+                &batch.y,
+                batch.teacher.as_ref(),
+                attack_key(self.seed, batch.step as u64),
+            )?;
+            if let Some(before) = before {
+                // The replica's statistics moved; the next batch must reload them.
+                self.loaded = None;
+                batch.bn = Some(BnUpdate { before, after: self.layout.bn_stats(&self.replica), forwards });
+            }
+            x_adv
+        };
+        if let Some(m) = &self.metrics {
+            m.inc_gradient_steps(&self.label, self.attack.gradient_steps() as u64);
+        }
+        batch.x_adv = Some(x_adv);
+        out.send(batch)
+    }
+}

@@ -1,0 +1,78 @@
+//! The data stage (a source): CIFAR-10 in memory as bytes, a seeded order and
+//! augmentation view per (seed, epoch, index), batches built on the host and
+//! moved to the device once.
+
+use super::messages::TrainBatch;
+use crate::config::DataConfig;
+use crate::data::{self, EpochPlan, Split};
+use ard_actors::{Source, StageError};
+use tch::Device;
+
+/// Produces the run's training batches in order, `total_steps` in all.
+pub struct DataStage {
+    train: Split,
+    cfg: DataConfig,
+    seed: u64,
+    device: Device,
+    epochs: usize,
+    total_steps: usize,
+    threads: usize,
+    // Position.
+    epoch: usize,
+    batch_in_epoch: usize,
+    step: usize,
+    plan: Option<data::Batches>,
+}
+
+impl DataStage {
+    pub fn new(train: Split, cfg: DataConfig, seed: u64, device: Device, epochs: usize, total_steps: usize, threads: usize) -> Self {
+        DataStage { train, cfg, seed, device, epochs, total_steps, threads, epoch: 0, batch_in_epoch: 0, step: 0, plan: None }
+    }
+}
+
+impl Source for DataStage {
+    type Out = TrainBatch;
+
+    fn name(&self) -> &str {
+        "data"
+    }
+
+    fn produce(&mut self) -> Result<Option<TrainBatch>, StageError> {
+        if self.step == 0 && self.batch_in_epoch == 0 {
+            tch::set_num_threads(self.threads as i32);
+        }
+        if self.step >= self.total_steps || self.epoch >= self.epochs {
+            return Ok(None);
+        }
+        let plan = self
+            .plan
+            .get_or_insert_with(|| EpochPlan::train(&self.cfg, self.seed, self.epoch as u64).batches(self.train.len()));
+        let per_epoch = plan.len() + self.batch_in_epoch;
+        let Some((indices, views)) = plan.next() else {
+            return Err(StageError::msg(format!("epoch {} has no batches (empty training set?)", self.epoch + 1)));
+        };
+        let batch = data::make_batch(&self.train, &indices, &views, self.device)?;
+        let last_in_run = self.step + 1 == self.total_steps;
+        let last_in_epoch = self.batch_in_epoch + 1 == per_epoch || last_in_run;
+        let msg = TrainBatch {
+            epoch: self.epoch,
+            step: self.step,
+            last_in_epoch,
+            last_in_run,
+            x: batch.images,
+            y: batch.labels,
+            teacher: None,
+            x_adv: None,
+            bn: None,
+            weights_version: 0,
+        };
+        self.step += 1;
+        self.batch_in_epoch += 1;
+        if last_in_epoch {
+            self.epoch += 1;
+            self.batch_in_epoch = 0;
+            self.plan = None;
+        }
+        Ok(Some(msg))
+    }
+}

@@ -1,0 +1,199 @@
+//! The five ARD stages on the `ard-actors` runtime:
+//! data → teacher → attack → student → eval, over bounded queues.
+//!
+//! - [`data`]: CIFAR-10 batches with reproducible augmentation views;
+//! - [`teacher`]: teacher logits on the clean batch;
+//! - [`attack`]: the configured attack on a replica of the student;
+//! - [`student`]: loss, SGD step, weights published back to the attack;
+//! - [`eval`]: snapshots evaluated off the critical path.
+//!
+//! At `pipeline.max_weight_staleness = 0` the pipeline computes exactly what
+//! the sequential trainer computes (a test holds it to that).
+
+pub mod attack;
+pub mod data;
+pub mod eval;
+pub mod messages;
+pub mod student;
+pub mod teacher;
+pub mod weights;
+
+use crate::config::{AttackTarget, Config};
+use crate::distill::{Schedule, Sgd};
+use crate::error::{Error, Result};
+use crate::metrics::TrainMetrics;
+use crate::models::Model;
+use crate::train::sequential::{eval_attacks, total_steps, RunSetup};
+use crate::train::{RunDir, StudentUpdate};
+use ard_actors::{CancelToken, PipelineBuilder, PipelineError, PipelineOptions, RunSummary, StatsReader};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use eval::EvalRecord;
+pub use student::EpochTrainStats;
+
+/// The stage names, in pipeline order.
+pub const STAGES: [&str; 5] = ["data", "teacher", "attack", "student", "eval"];
+
+/// Intra-op threads per stage, keeping the stages that run at the same time
+/// within the machine's cores. At staleness 0 the attack and the student
+/// alternate (each waits for the other), so they share one budget; the
+/// teacher runs ahead beside them; data and eval take one thread each.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadPlan {
+    pub data: usize,
+    pub teacher: usize,
+    pub attack: usize,
+    pub student: usize,
+    pub eval: usize,
+}
+
+impl ThreadPlan {
+    pub fn for_run(cfg: &Config, has_teacher: bool) -> ThreadPlan {
+        let cores = cfg.run.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        if cfg.run.threads.is_some() {
+            // An explicit count is used by every stage (e.g. 1 for bitwise-reproducible runs).
+            return ThreadPlan { data: 1, teacher: cores, attack: cores, student: cores, eval: cores };
+        }
+        let teacher = if has_teacher { (cores / 2).max(1) } else { 1 };
+        let main = cores.saturating_sub(if has_teacher { teacher } else { 0 }).max(1);
+        ThreadPlan { data: 1, teacher, attack: main, student: main, eval: 1 }
+    }
+}
+
+/// What a finished pipeline run reports.
+#[derive(Debug)]
+pub struct PipelineOutcome {
+    pub summary: RunSummary,
+    pub epochs: Vec<EpochTrainStats>,
+    pub evals: Vec<EvalRecord>,
+    /// The student's final variables in [`weights::WeightLayout`] order.
+    pub final_weights: Vec<tch::Tensor>,
+    pub student: Model,
+}
+
+/// Hooks a caller may attach to a running pipeline.
+#[derive(Default)]
+pub struct RunHooks {
+    /// Called once the pipeline runs, with its cancel token and stats reader
+    /// (to wire signals and the /status endpoint).
+    pub on_start: Option<Box<dyn FnOnce(CancelToken, StatsReader)>>,
+}
+
+/// Runs the configured training on the five-stage pipeline.
+pub fn run_pipeline(
+    cfg: &Config,
+    run_dir: Option<&RunDir>,
+    registry: &prometheus::Registry,
+    metrics: Option<TrainMetrics>,
+    hooks: RunHooks,
+) -> Result<PipelineOutcome> {
+    let RunSetup { device, train, test, student, teacher } = RunSetup::build(cfg)?;
+    let total = total_steps(cfg, train.len());
+    let threads = ThreadPlan::for_run(cfg, teacher.is_some());
+    let objective = cfg.loss.build();
+    let update = StudentUpdate {
+        objective,
+        sgd: Sgd::from_config(&student.vs, &cfg.optim),
+        schedule: Schedule::new(&cfg.optim, total),
+    };
+    let load_teacher = || -> Result<Model> {
+        let path = cfg.teacher.weights.as_ref().ok_or_else(|| Error::Other("no teacher.weights".into()))?;
+        Model::load(cfg.teacher.arch, device, path)
+    };
+    let mut replica = Model::new(cfg.student.arch, device);
+    replica.copy_weights_from(&student)?;
+    let attack_teacher = match cfg.attack.target {
+        AttackTarget::Teacher => Some(load_teacher()?),
+        AttackTarget::Student => None,
+    };
+    let evals = eval_attacks(cfg)?;
+    let eval_teacher = match (cfg.attack.kind, teacher.is_some()) {
+        (crate::config::AttackKind::KlPgd, true) if evals.contains(&crate::eval::EvalAttack::TrainAttack) => Some(load_teacher()?),
+        _ => None,
+    };
+    let eval_model = Model::new(cfg.student.arch, device);
+
+    let board = attack::WeightBoard::new();
+    let final_weights = Arc::new(Mutex::new(None));
+    let epoch_log = Arc::new(Mutex::new(Vec::new()));
+    let eval_log = Arc::new(Mutex::new(Vec::new()));
+    let owned_dir = run_dir.cloned();
+
+    let data_stage = data::DataStage::new(train, cfg.data.clone(), cfg.run.seed, device, cfg.train.epochs, total, threads.data);
+    let teacher_stage = teacher::TeacherStage::new(teacher, threads.teacher);
+    let attack_stage = attack::AttackStage::new(
+        cfg.attack.build(),
+        replica,
+        board.clone(),
+        cfg.pipeline.max_weight_staleness,
+        cfg.run.seed,
+        threads.attack,
+        attack_teacher,
+        metrics.clone(),
+    );
+    let student_stage = student::StudentStage::new(
+        student,
+        update,
+        board,
+        threads.student,
+        owned_dir.clone(),
+        cfg.run.save_final.clone(),
+        metrics.clone(),
+        final_weights.clone(),
+        epoch_log.clone(),
+    )?;
+    let eval_stage = eval::EvalStage::new(
+        eval_model,
+        eval_teacher,
+        test,
+        evals,
+        cfg.attack.clone(),
+        cfg.data.batch_size,
+        cfg.run.seed,
+        cfg.eval.every_epochs,
+        threads.eval,
+        owned_dir,
+        metrics,
+        eval_log.clone(),
+    );
+
+    let options = PipelineOptions {
+        stall_timeout: cfg.pipeline.stall_timeout_s.map(|s| Duration::from_secs_f64(s.get())),
+        const_labels: crate::metrics::registry::const_labels(&cfg.run.name),
+        ..Default::default()
+    };
+    let cap = cfg.pipeline.queue_capacity;
+    let pipeline_err = |e: PipelineError| Error::Other(format!("pipeline: {e}"));
+    let handle = PipelineBuilder::new(registry, options)
+        .map_err(pipeline_err)?
+        .source(data_stage, cap)
+        .map_err(pipeline_err)?
+        .stage(teacher_stage, cap)
+        .map_err(pipeline_err)?
+        .stage(attack_stage, cap)
+        .map_err(pipeline_err)?
+        .stage(student_stage, 1)
+        .map_err(pipeline_err)?
+        .sink(eval_stage)
+        .map_err(pipeline_err)?
+        .run()
+        .map_err(pipeline_err)?;
+    if let Some(on_start) = hooks.on_start {
+        on_start(handle.cancel_token(), handle.stats_reader());
+    }
+    let summary = handle.join().map_err(|e| match e {
+        PipelineError::Cancelled => Error::Cancelled,
+        other => pipeline_err(other),
+    })?;
+    let final_weights = final_weights
+        .lock()
+        .map_err(|_| Error::Other("final weights poisoned".into()))?
+        .take()
+        .ok_or_else(|| Error::Other("the student stage ended without final weights".into()))?;
+    let student = Model::new(cfg.student.arch, device);
+    weights::WeightLayout::of(&student).load(&student, &final_weights)?;
+    let epochs = epoch_log.lock().map(|v| v.clone()).unwrap_or_default();
+    let evals = eval_log.lock().map(|v| v.clone()).unwrap_or_default();
+    Ok(PipelineOutcome { summary, epochs, evals, final_weights, student })
+}
