@@ -36,6 +36,8 @@ pub enum Command {
 /// Which engine runs the training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
+    /// The five-stage actor pipeline.
+    Pipeline,
     /// One thread, one step after the other (the semantic reference).
     Sequential,
 }
@@ -43,7 +45,7 @@ pub enum Engine {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Training engine.
-    #[arg(long, value_enum, default_value_t = Engine::Sequential)]
+    #[arg(long, value_enum, default_value_t = Engine::Pipeline)]
     pub engine: Engine,
     /// Resolve and validate the config, build models and read data, then stop.
     #[arg(long)]
@@ -55,10 +57,12 @@ pub struct EvalArgs {
     /// Architecture, e.g. mobilenet_v2, resnet18, wrn34_10 (default: the config's student).
     #[arg(long)]
     pub arch: Option<String>,
-    /// Weights (safetensors).
+    /// Weights (safetensors). Without them only --latency works (on a fresh model).
     #[arg(long)]
-    pub weights: PathBuf,
-    /// Comma-separated evaluations: natural, train_attack, fgsm, pgdK.
+    pub weights: Option<PathBuf>,
+    /// Comma-separated evaluations: natural, train_attack, fgsm, pgdK, cw[K],
+    /// apgd_ce[K], apgd_dlr[K], apgd_t[K]; _rR adds R restarts (pgd20_r5).
+    /// The JSON also reports worst_case: right clean and under every one.
     #[arg(long, default_value = "natural")]
     pub attacks: String,
     /// Evaluate the first N test images only.
@@ -79,4 +83,14 @@ pub struct EvalArgs {
     /// Batch size (default: the config's data.batch_size).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Also report edge numbers: parameters, MACs per image, and inference
+    /// latency (median of repeated runs after warm-up) on this machine.
+    #[arg(long)]
+    pub latency: bool,
+    /// Batch sizes to time with --latency.
+    #[arg(long, value_delimiter = ',', default_value = "1,128")]
+    pub latency_batches: Vec<usize>,
+    /// Timed runs per batch size with --latency (fewer if one batch size takes over 60 s).
+    #[arg(long, default_value_t = 20)]
+    pub latency_runs: usize,
 }

@@ -3,11 +3,12 @@
 
 mod cli;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ard_pipeline::config::{self, Config};
 use ard_pipeline::eval::{self, EvalAttack};
-use ard_pipeline::models::{Arch, Model};
-use ard_pipeline::train::{self, RunDir};
+use ard_pipeline::models::Arch;
+use ard_pipeline::run::{run_job, Engine, JobEnd};
+use ard_pipeline::train;
 use clap::Parser;
 use cli::{Cli, Command, EvalArgs, RunArgs};
 use std::process::ExitCode;
@@ -15,11 +16,11 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::new()
-        .parse_filters(&cli.log_level)
+        .parse_filters(&format!("{},actix_server=warn", cli.log_level))
         .format_timestamp_secs()
         .init();
     match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
@@ -38,7 +39,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
     Ok(config::load(&path)?)
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
+fn dispatch(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         None => run(&load_config(&cli)?, &cli.run),
         Some(Command::Run(args)) => run(&load_config(&cli)?, args),
@@ -56,122 +57,63 @@ fn dispatch(cli: Cli) -> Result<()> {
                 cfg.loss.kind,
                 cfg.train.epochs
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Eval(args)) => {
             let cfg = match &cli.config {
                 Some(_) => load_config(&cli)?,
                 None => Config::default(),
             };
-            eval_command(cfg, args)
+            eval_command(cfg, args).map(|()| ExitCode::SUCCESS)
         }
     }
 }
 
-fn run(cfg: &Config, args: &RunArgs) -> Result<()> {
+fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         train::sequential::RunSetup::build(cfg)?;
         println!("dry run ok: config, data and models are usable");
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
-    let dir = RunDir::create(cfg)?;
-    log::info!("run folder {}", dir.path.display());
-    let outcome = train::train_sequential(cfg, Some(&dir), |line| log::info!("{line}"))?;
-    println!(
-        "trained {} steps in {:.1}s; results in {}",
-        outcome.steps,
-        outcome.wall_s,
-        dir.path.display()
-    );
-    if let Some(eval) = outcome.epochs.last().and_then(|e| e.eval.as_ref()) {
-        for (name, acc) in &eval.accuracy {
-            println!("  {name:>14}: {acc:6.2}%");
+    let engine = match args.engine {
+        cli::Engine::Pipeline => Engine::Pipeline,
+        cli::Engine::Sequential => Engine::Sequential,
+    };
+    match run_job(cfg, engine)? {
+        JobEnd::Finished(report) => {
+            print!("{}", report.table());
+            Ok(ExitCode::SUCCESS)
+        }
+        JobEnd::Interrupted(signal) => {
+            eprintln!("interrupted by {}: the last weights are in the run folder", signal.name());
+            Ok(ExitCode::from(signal.exit_code() as u8))
         }
     }
-    Ok(())
 }
 
-fn eval_command(mut cfg: Config, args: &EvalArgs) -> Result<()> {
-    if let Some(root) = &args.data_root {
-        cfg.data.root = root.clone();
-    }
-    if let Some(device) = &args.device {
-        cfg.run.device = device.clone();
-    }
-    if let Some(b) = args.batch_size {
-        cfg.data.batch_size = b;
-    }
-    let arch: Arch = match &args.arch {
-        Some(name) => name.parse().map_err(anyhow::Error::msg)?,
-        None => cfg.student.arch,
+fn eval_command(cfg: Config, args: &EvalArgs) -> Result<()> {
+    let arch: Option<Arch> = match &args.arch {
+        Some(name) => Some(name.parse().map_err(anyhow::Error::msg)?),
+        None => None,
     };
-    let evals: Vec<EvalAttack> = args
-        .attacks
-        .split(',')
-        .map(|a| EvalAttack::parse(a.trim()).map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
-    let device = ard_pipeline::device::resolve_device(&cfg.run.device)?;
-    ard_pipeline::device::set_threads(cfg.run.threads);
-    ard_pipeline::data::ensure_cifar10(&cfg.data)?;
-    let mut test = ard_pipeline::data::load_split(
-        &cfg.data.root,
-        ard_pipeline::data::SplitKind::Test,
-        cfg.data.checksums,
-    )?;
-    if let Some(n) = args
-        .test_limit
-        .or(cfg.eval.test_limit)
-        .or(cfg.data.test_limit)
-    {
-        test = test.prefix(n);
-    }
-    let set = train::sequential::eval_set(&test)?;
-    let model = Model::load(arch, device, &args.weights)?;
-    let report = eval::evaluate(
-        &model,
-        &set,
-        &evals,
-        &cfg.attack,
-        cfg.data.batch_size,
-        cfg.run.seed,
-        None,
-        |done, n| log::debug!("eval {done}/{n}"),
-    )?;
-    println!(
-        "{arch} on {} test images ({})",
-        report.images,
-        args.weights.display()
-    );
-    for (name, acc) in &report.accuracy {
-        println!("  {name:>14}: {acc:6.2}%");
-    }
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.save_logits {
-        let logits = tch::no_grad(|| {
-            let mut outs = Vec::new();
-            let n = set.images.size()[0];
-            let mut s = 0;
-            while s < n {
-                let len = (cfg.data.batch_size as i64).min(n - s);
-                outs.push(
-                    model
-                        .forward_t(&set.images.narrow(0, s, len).to_device(device), false)
-                        .to_device(tch::Device::Cpu),
-                );
-                s += len;
-            }
-            tch::Tensor::cat(&outs, 0)
-        });
-        ard_pipeline::checkpoint::write_atomic(
-            path,
-            &[
-                ("logits".to_string(), logits),
-                ("labels".to_string(), set.labels.shallow_clone()),
-            ],
-        )?;
-    }
+    let latency = args.latency.then(|| eval::edge::LatencyOptions {
+        batch_sizes: args.latency_batches.clone(),
+        runs: args.latency_runs,
+        ..Default::default()
+    });
+    let opts = eval::command::EvalOptions {
+        arch,
+        weights: args.weights.clone(),
+        evals: EvalAttack::parse_list(&args.attacks)?,
+        test_limit: args.test_limit,
+        json: args.json.clone(),
+        save_logits: args.save_logits.clone(),
+        data_root: args.data_root.clone(),
+        device: args.device.clone(),
+        batch_size: args.batch_size,
+        latency,
+    };
+    let outcome = eval::command::run(cfg, &opts)?;
+    print!("{}", outcome.table());
     Ok(())
 }

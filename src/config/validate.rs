@@ -295,7 +295,7 @@ impl Config {
                 crate::eval::EvalAttack::parse(name).is_ok(),
                 "eval.attacks",
                 name,
-                "unknown; known: natural, train_attack, fgsm, pgdK (e.g. pgd20)",
+                &format!("unknown; known: {}", crate::eval::KNOWN_EVALS),
             );
         }
 

@@ -303,6 +303,11 @@ impl EvalMasks {
     }
 }
 
+/// Predicted classes [B], BatchNorm in eval mode, no graph.
+fn predict(model: &Model, x: &Tensor) -> Tensor {
+    tch::no_grad(|| model.forward_t(x, false)).argmax(-1, false)
+}
+
 fn check_set(set: &EvalSet, batch_size: usize) -> Result<usize> {
     let size = set.images.size();
     if size.len() != 4 || size[1] != 3 {
@@ -349,7 +354,7 @@ pub fn robustness_masks(
     }
     let built: Vec<(EvalAttack, Option<Box<dyn Attack>>)> =
         evals.iter().map(|e| (*e, e.build(train_attack))).collect();
-    let mut correct: Vec<Vec<Tensor>> = vec![Vec::new(); built.len()];
+    let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
     let mut natural = Vec::new();
     let mut seconds = vec![0.0; built.len()];
     let mut start = 0;
@@ -368,7 +373,7 @@ pub fn robustness_masks(
             Some(t) => Some(tch::no_grad(|| t.forward_t(&x, false))),
             None => None,
         };
-        let clean = attacks::restarts::predict(model, &x).f_eq_tensor(&y)?;
+        let clean = predict(model, &x).f_eq_tensor(&y)?;
         natural.push(clean.to_device(Device::Cpu));
         for (i, (eval, attack)) in built.iter().enumerate() {
             let began = Instant::now();
@@ -388,7 +393,7 @@ pub fn robustness_masks(
                     let x_adv = a
                         .perturb(model, &input, key)
                         .map_err(|e| Error::Other(format!("evaluation {}: {e}", eval.name())))?;
-                    attacks::restarts::predict(model, &x_adv).f_eq_tensor(&y)?
+                    predict(model, &x_adv).f_eq_tensor(&y)?
                 }
             };
             correct[i].push(ok.to_device(Device::Cpu));

@@ -1,4 +1,4 @@
-//! [`MetricsError`]: what registering metrics, serving them and installing the
+//! [`MetricsError`] is what registering metrics, serving them and installing the
 //! signal handlers can fail with. Each message names what it concerns (the
 //! address and the config key `metrics.listen`, the metric, the signal) and says
 //! what to do. The underlying cause is part of the message (not a separate

@@ -8,7 +8,7 @@
 //! - [`status`]: the `/status` document ([`Status`]) and its sources;
 //! - [`server`]: the HTTP endpoint on its own actix thread ([`start`]);
 //! - [`signals`]: first signal cancels, second exits at once ([`install`]);
-//! - [`error`]: [`MetricsError`].
+//! - [`error`]: the module's error type, [`MetricsError`].
 //!
 //! Wiring, in the pipeline's runner:
 //!

@@ -1,4 +1,4 @@
-//! [`TrainMetrics`]: the training metrics of [`names`](super::names), registered
+//! [`TrainMetrics`] holds the training metrics of [`names`], registered
 //! once on a `prometheus::Registry` when the stages are built, with the run's name
 //! as the constant `run` label, and typed handles to record them once per batch.
 //!

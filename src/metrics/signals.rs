@@ -244,10 +244,7 @@ fn dispatch(signal: Signal) {
     if !first {
         return;
     }
-    log::warn!(
-        "{signal} received: stopping (send it again to exit at once with code {})",
-        signal.exit_code()
-    );
+    log::warn!("{signal} received: stopping (a second SIGINT or SIGTERM exits at once)");
     let callback = active
         .callback
         .lock()

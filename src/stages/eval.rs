@@ -103,9 +103,8 @@ impl Stage for EvalStage {
         )?;
         log::info!("eval after epoch {}: {:?}", snapshot.epoch, report.accuracy);
         if let Some(m) = &self.metrics {
-            for (attack, acc) in &report.accuracy {
-                m.set_eval_accuracy(attack, *acc);
-            }
+            let results: Vec<(&str, f64)> = report.accuracy.iter().map(|(a, v)| (a.as_str(), *v)).collect();
+            m.record_eval(snapshot.epoch as u64, snapshot.step as u64, &results);
         }
         let record = EvalRecord { epoch: snapshot.epoch, step: snapshot.step, report };
         if let Some(dir) = &self.run_dir {

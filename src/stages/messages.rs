@@ -58,10 +58,12 @@ pub struct Snapshot {
     pub last: bool,
     /// All student variables, in layout order, deep copies.
     pub weights: Vec<Tensor>,
+    /// Test images the eval stage will evaluate this snapshot on (0: not due).
+    pub eval_images: u64,
 }
 
 impl Message for Snapshot {
     fn images(&self) -> u64 {
-        0
+        self.eval_images
     }
 }

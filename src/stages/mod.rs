@@ -115,6 +115,8 @@ pub fn run_pipeline(
     let eval_model = Model::new(cfg.student.arch, device);
 
     let board = attack::WeightBoard::new();
+    let latest_weights = board.clone();
+    let layout = weights::WeightLayout::of(&student);
     let final_weights = Arc::new(Mutex::new(None));
     let epoch_log = Arc::new(Mutex::new(Vec::new()));
     let eval_log = Arc::new(Mutex::new(Vec::new()));
@@ -142,6 +144,7 @@ pub fn run_pipeline(
         metrics.clone(),
         final_weights.clone(),
         epoch_log.clone(),
+        (cfg.eval.every_epochs, if evals.is_empty() { 0 } else { test.images.size()[0] as u64 }),
     )?;
     let eval_stage = eval::EvalStage::new(
         eval_model,
@@ -182,10 +185,31 @@ pub fn run_pipeline(
     if let Some(on_start) = hooks.on_start {
         on_start(handle.cancel_token(), handle.stats_reader());
     }
-    let summary = handle.join().map_err(|e| match e {
-        PipelineError::Cancelled => Error::Cancelled,
-        other => pipeline_err(other),
-    })?;
+    let summary = match handle.join() {
+        Ok(summary) => summary,
+        Err(e) => {
+            // Keep the newest consistent weights the student published: a
+            // cancelled or failed run loses at most the step in flight.
+            if let Some(dir) = run_dir {
+                let path = dir.file("last.safetensors");
+                let saved = latest_weights.read_latest_with(|version, w| -> Result<u64> {
+                    let model = Model::new(cfg.student.arch, device);
+                    layout.load(&model, w)?;
+                    model.save(&path)?;
+                    Ok(version)
+                });
+                match saved {
+                    Ok(Some(Ok(version))) => log::warn!("saved the weights after step {version} to {}", path.display()),
+                    Ok(Some(Err(save))) => log::error!("could not save {}: {save}", path.display()),
+                    _ => {}
+                }
+            }
+            return Err(match e {
+                PipelineError::Cancelled => Error::Cancelled,
+                other => pipeline_err(other),
+            });
+        }
+    };
     let final_weights = final_weights
         .lock()
         .map_err(|_| Error::Other("final weights poisoned".into()))?

@@ -34,6 +34,8 @@ pub struct StudentStage {
     /// The student's final weights, for the caller once the pipeline ends.
     final_weights: Arc<Mutex<Option<Vec<tch::Tensor>>>>,
     epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
+    /// (every_epochs, test images per evaluation) of the eval stage.
+    eval_plan: (usize, u64),
     loss_sum: f64,
     steps_in_epoch: usize,
     steps_done: usize,
@@ -51,6 +53,7 @@ impl StudentStage {
         metrics: Option<crate::metrics::TrainMetrics>,
         final_weights: Arc<Mutex<Option<Vec<tch::Tensor>>>>,
         epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
+        eval_plan: (usize, u64),
     ) -> crate::Result<Self> {
         let layout = WeightLayout::of(&student);
         // Version 0: the initial weights.
@@ -69,6 +72,7 @@ impl StudentStage {
             metrics,
             final_weights,
             epochs,
+            eval_plan,
             loss_sum: 0.0,
             steps_in_epoch: 0,
             steps_done: 0,
@@ -132,6 +136,11 @@ impl Stage for StudentStage {
                 step: self.steps_done,
                 last: batch.last_in_run,
                 weights: self.layout.snapshot(&self.student),
+                eval_images: {
+                    let (every, images) = self.eval_plan;
+                    let due = every > 0 && (batch.epoch + 1) % every == 0;
+                    if due || batch.last_in_run { images } else { 0 }
+                },
             };
             if batch.last_in_run {
                 out.send(snapshot)?;

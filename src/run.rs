@@ -1,0 +1,200 @@
+//! The main job (`ard-pipeline --config FILE`): the run folder, metrics and
+//! the HTTP endpoint, signal handling, the training engine, and the final
+//! report.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::{self, Phase, PipelineStatus, Signal, TrainMetrics};
+use crate::stages::{self, RunHooks};
+use crate::train::{self, RunDir};
+use ard_actors::CancelToken;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Which engine trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The five-stage actor pipeline (default).
+    Pipeline,
+    /// One thread, one step after the other: the semantic reference.
+    Sequential,
+}
+
+/// Per-stage figures of the final report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub images_per_s: f64,
+    pub busy_share: f64,
+    pub blocked_share: f64,
+    pub idle_share: f64,
+}
+
+/// What `summary.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run: String,
+    pub engine: String,
+    pub steps: usize,
+    pub epochs: usize,
+    pub wall_s: f64,
+    pub final_loss: Option<f64>,
+    pub stages: Vec<StageReport>,
+    /// Accuracy (%) per evaluation of the last evaluated snapshot.
+    pub final_eval: BTreeMap<String, f64>,
+}
+
+impl RunReport {
+    /// The human-readable table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "run {} ({}): {} steps, {} epochs in {:.1}s\n",
+            self.run, self.engine, self.steps, self.epochs, self.wall_s
+        );
+        if !self.stages.is_empty() {
+            s.push_str(&format!("{:<10} {:>10} {:>7} {:>8} {:>7}\n", "stage", "images/s", "busy", "blocked", "idle"));
+            for st in &self.stages {
+                s.push_str(&format!(
+                    "{:<10} {:>10.1} {:>6.1}% {:>7.1}% {:>6.1}%\n",
+                    st.stage,
+                    st.images_per_s,
+                    100.0 * st.busy_share,
+                    100.0 * st.blocked_share,
+                    100.0 * st.idle_share
+                ));
+            }
+        }
+        for (name, acc) in &self.final_eval {
+            s.push_str(&format!("{name:>14}: {acc:6.2}%\n"));
+        }
+        s
+    }
+}
+
+/// How the job ended when it did not fail.
+#[derive(Debug)]
+pub enum JobEnd {
+    Finished(RunReport),
+    /// Stopped by a signal after checkpointing; exit with `signal.exit_code()`.
+    Interrupted(Signal),
+}
+
+/// Runs the whole job as configured.
+pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
+    let started = Instant::now();
+    let dir = RunDir::create(cfg)?;
+    log::info!("run folder {}", dir.path.display());
+    let registry = prometheus::Registry::new();
+    let attack_label = cfg.attack.build().name();
+    let eval_names: Vec<&str> = cfg.eval.attacks.iter().map(String::as_str).collect();
+    let train_metrics = TrainMetrics::register(&registry, &cfg.run.name, &[attack_label.as_str()], &eval_names)
+        ?;
+    let status = Arc::new(PipelineStatus::new(train_metrics.clone(), registry.clone()));
+    let server = metrics::start(&cfg.metrics.listen, registry.clone(), status.clone())?;
+    if let Some(server) = &server {
+        log::info!("metrics on http://{}/metrics (status: /status)", server.addr());
+    }
+    let cancel_slot: Arc<Mutex<Option<CancelToken>>> = Arc::new(Mutex::new(None));
+    let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signals = {
+        let slot = cancel_slot.clone();
+        let requested = requested.clone();
+        metrics::install(move |signal| {
+            log::warn!("{}: finishing the current step, checkpointing, then exiting (again to exit at once)", signal.name());
+            requested.store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(token) = slot.lock().ok().and_then(|t| t.clone()) {
+                token.cancel();
+            }
+        })
+        .map_err(|e| Error::Other(e.to_string()))?
+    };
+
+    let result = match engine {
+        Engine::Pipeline => {
+            let hooks = RunHooks {
+                on_start: Some(Box::new({
+                    let status = status.clone();
+                    let slot = cancel_slot.clone();
+                    let requested = requested.clone();
+                    move |token: CancelToken, stats| {
+                        status.attach(stats);
+                        if requested.load(std::sync::atomic::Ordering::SeqCst) {
+                            token.cancel();
+                        }
+                        if let Ok(mut s) = slot.lock() {
+                            *s = Some(token);
+                        }
+                    }
+                })),
+            };
+            stages::run_pipeline(cfg, Some(&dir), &registry, Some(train_metrics.clone()), hooks).map(|outcome| {
+                let wall = outcome.summary.wall.as_secs_f64();
+                let stages = outcome
+                    .summary
+                    .stages
+                    .iter()
+                    .map(|s| StageReport {
+                        stage: s.stage.clone(),
+                        images_per_s: s.images as f64 / wall.max(1e-9),
+                        busy_share: s.busy_s / wall.max(1e-9),
+                        blocked_share: s.blocked_s / wall.max(1e-9),
+                        idle_share: s.idle_s / wall.max(1e-9),
+                    })
+                    .collect();
+                RunReport {
+                    run: cfg.run.name.clone(),
+                    engine: "pipeline".into(),
+                    steps: outcome.epochs.iter().map(|e| e.steps).sum(),
+                    epochs: outcome.epochs.len(),
+                    wall_s: started.elapsed().as_secs_f64(),
+                    final_loss: outcome.epochs.last().map(|e| e.mean_loss),
+                    stages,
+                    final_eval: outcome.evals.last().map(|e| e.report.accuracy.clone()).unwrap_or_default(),
+                }
+            })
+        }
+        Engine::Sequential => {
+            status.set_phase(Phase::Running);
+            train::train_sequential(cfg, Some(&dir), |line| log::info!("{line}")).map(|outcome| RunReport {
+                run: cfg.run.name.clone(),
+                engine: "sequential".into(),
+                steps: outcome.steps,
+                epochs: outcome.epochs.len(),
+                wall_s: started.elapsed().as_secs_f64(),
+                final_loss: outcome.epochs.last().map(|e| e.mean_loss),
+                stages: Vec::new(),
+                final_eval: outcome
+                    .epochs
+                    .iter()
+                    .rev()
+                    .find_map(|e| e.eval.as_ref().map(|r| r.accuracy.clone()))
+                    .unwrap_or_default(),
+            })
+        }
+    };
+    status.set_phase(match &result {
+        Err(Error::Cancelled) => Phase::Stopping,
+        _ => Phase::Finished,
+    });
+    if let Some(server) = server {
+        if let Err(e) = server.shutdown() {
+            log::warn!("metrics endpoint shutdown: {e}");
+        }
+    }
+    let signal = signals.received();
+    drop(signals);
+    match result {
+        Ok(report) => {
+            let json = serde_json::to_string_pretty(&report)?;
+            dir.write_text("summary.json", &json)?;
+            Ok(JobEnd::Finished(report))
+        }
+        Err(Error::Cancelled) => match signal {
+            Some(signal) => Ok(JobEnd::Interrupted(signal)),
+            None => Err(Error::Cancelled),
+        },
+        Err(e) => Err(e),
+    }
+}
