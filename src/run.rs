@@ -108,7 +108,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 token.cancel();
             }
         })
-        .map_err(|e| Error::Other(e.to_string()))?
+        ?
     };
 
     let result = match engine {
@@ -187,7 +187,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
     drop(signals);
     match result {
         Ok(report) => {
-            let json = serde_json::to_string_pretty(&report)?;
+            let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?;
             dir.write_text("summary.json", &json)?;
             Ok(JobEnd::Finished(report))
         }
