@@ -2,6 +2,8 @@
 //! PyTorch parity references, the offline CIFAR-10 copy, tolerances.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::Tensor;
