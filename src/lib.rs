@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod models;
+pub mod report;
 pub mod run;
 pub mod stages;
 pub mod train;

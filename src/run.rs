@@ -111,6 +111,17 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
         ?
     };
 
+    let train_images = cfg.data.train_limit.unwrap_or(crate::data::SplitKind::Train.num_images()).min(crate::data::SplitKind::Train.num_images());
+    let per_epoch = train_images.div_ceil(cfg.data.batch_size);
+    let progress = (engine == Engine::Pipeline).then(|| {
+        crate::report::progress::Progress::start(
+            train_metrics.clone(),
+            train::sequential::total_steps(cfg, train_images),
+            per_epoch,
+            cfg.train.epochs,
+            cfg.data.batch_size,
+        )
+    });
     let result = match engine {
         Engine::Pipeline => {
             let hooks = RunHooks {
@@ -130,6 +141,12 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 })),
             };
             stages::run_pipeline(cfg, Some(&dir), &registry, Some(train_metrics.clone()), hooks).map(|outcome| {
+                let loss: Vec<(usize, f64)> = outcome.epochs.iter().map(|e| (e.epoch, e.mean_loss)).collect();
+                let acc: Vec<(usize, BTreeMap<String, f64>)> =
+                    outcome.evals.iter().map(|e| (e.epoch, e.report.accuracy.clone())).collect();
+                if let Err(e) = crate::report::plots::training_curves(&dir.file("training.png"), &loss, &acc) {
+                    log::warn!("{e}");
+                }
                 let wall = outcome.summary.wall.as_secs_f64();
                 let stages = outcome
                     .summary
@@ -142,7 +159,14 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                         blocked_share: s.blocked_s / wall.max(1e-9),
                         idle_share: s.idle_s / wall.max(1e-9),
                     })
+                    .collect::<Vec<StageReport>>();
+                let bars: Vec<_> = stages
+                    .iter()
+                    .map(|s| (s.stage.clone(), s.images_per_s, s.busy_share, s.blocked_share, s.idle_share))
                     .collect();
+                if let Err(e) = crate::report::plots::stage_throughput(&dir.file("stages.png"), &bars) {
+                    log::warn!("{e}");
+                }
                 RunReport {
                     run: cfg.run.name.clone(),
                     engine: "pipeline".into(),
@@ -174,6 +198,9 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
             })
         }
     };
+    if let Some(p) = progress {
+        p.finish();
+    }
     status.set_phase(match &result {
         Err(Error::Cancelled) => Phase::Stopping,
         _ => Phase::Finished,

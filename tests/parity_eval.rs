@@ -290,10 +290,13 @@ fn sign_gradient_eval_attacks_match_pytorch() {
         .collect();
     let outcomes = run_cases(&x, &y, cases);
     assert_exact(&outcomes);
-    // The restarts found something the first run did not.
-    let acc = |name: &str| accuracy(&outcomes.iter().find(|o| o.name == name).unwrap().rust_correct);
-    assert!(acc("pgd20") < acc("fgsm"));
-    assert!(acc("pgd5_r3") > 0.0 && acc("cw") > 0.0);
+    // Every attack fools some points the model gets right clean, and not all.
+    let model = Model::load(ARCH.parse().unwrap(), Device::Cpu, &fixture()).unwrap();
+    let natural = accuracy(&predict(&model, &x).eq_tensor(&y));
+    for o in &outcomes {
+        let a = accuracy(&o.rust_correct);
+        assert!(a < natural && a > 0.0, "{}: {a}% (natural {natural}%)", o.name);
+    }
 }
 
 #[test]

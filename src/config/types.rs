@@ -126,7 +126,20 @@ pub struct TeacherConfig {
     pub soft_labels: SoftLabels,
     /// `"all"` (the 162 crop+flip views) or a number K of fixed views per image.
     pub views: Views,
+    /// Folder of the soft-label cache file (`soft_labels = "cached"`).
     pub cache_dir: PathBuf,
+    /// Storage type of cached logits: `f16` (half the size) or `f32` (exact).
+    pub cache_dtype: CacheDtype,
+}
+
+/// Storage type of the logits in the soft-label cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheDtype {
+    /// IEEE half precision: 20 bytes per (image, view); logits rounded to 11 significant bits.
+    F16,
+    /// Single precision: bit-identical to the teacher's forward.
+    F32,
 }
 
 impl Default for TeacherConfig {
@@ -140,6 +153,7 @@ impl Default for TeacherConfig {
             soft_labels: SoftLabels::Online,
             views: Views::All,
             cache_dir: "cache/soft-labels".into(),
+            cache_dtype: CacheDtype::F16,
         }
     }
 }

@@ -87,7 +87,19 @@ impl Config {
                 k,
                 "must be \"all\" or from 1 to 162",
             );
+            c.require(
+                self.data.augment,
+                "teacher.views",
+                k,
+                "a number of fixed views needs data.augment = true (without augmentation every image has only its identity view)",
+            );
         }
+        c.require(
+            self.teacher.soft_labels == SoftLabels::Online || uses_teacher(self.loss.kind),
+            "teacher.soft_labels",
+            self.teacher.soft_labels,
+            "\"cached\" caches teacher logits, but this loss uses no teacher; use \"online\"",
+        );
 
         let a = &self.attack;
         let eps = a.eps.get();

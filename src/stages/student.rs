@@ -125,6 +125,7 @@ impl Stage for StudentStage {
                 mean_loss: self.loss_sum / self.steps_in_epoch.max(1) as f64,
                 lr,
             };
+            log::info!("epoch {}: {} steps, mean loss {:.5}, lr {:.4}", stats.epoch, stats.steps, stats.mean_loss, stats.lr);
             self.epochs.lock().map_err(|_| StageError::msg("epoch log poisoned"))?.push(stats);
             self.loss_sum = 0.0;
             self.steps_in_epoch = 0;
