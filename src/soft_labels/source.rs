@@ -1,0 +1,221 @@
+//! [`SoftLabelSource`]: teacher logits for a batch, from the cache or from a
+//! teacher forward. The teacher stage and the sequential trainer both call it,
+//! so both engines see the same soft labels.
+
+use super::cache::{Access, SoftLabelCache};
+use super::format::{Dtype, Header};
+use super::identity::{cache_path, run_identity, view_set};
+use super::views::ViewSet;
+use crate::config::{Config, SoftLabels};
+use crate::data::{Split, View};
+use crate::error::{Error, Result};
+use crate::metrics::TrainMetrics;
+use crate::models::Model;
+use crate::train::step::teacher_logits;
+use tch::{Device, Kind, Tensor};
+
+/// Where soft labels come from. See the module docs.
+pub struct SoftLabelSource {
+    cache: Option<SoftLabelCache>,
+    views: ViewSet,
+    metrics: Option<TrainMetrics>,
+    hits: u64,
+    misses: u64,
+}
+
+impl std::fmt::Debug for SoftLabelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftLabelSource")
+            .field("cache", &self.cache)
+            .field("hits", &self.hits)
+            .field("misses", &self.misses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftLabelSource {
+    /// A teacher forward on every batch.
+    pub fn online() -> SoftLabelSource {
+        SoftLabelSource {
+            cache: None,
+            views: ViewSet::All,
+            metrics: None,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Looks up and fills `cache`, whose view set is `views`.
+    pub fn cached(cache: SoftLabelCache) -> SoftLabelSource {
+        let views = cache.identity().views;
+        SoftLabelSource {
+            cache: Some(cache),
+            views,
+            metrics: None,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The source a run of `cfg` on `train` uses. `online` when
+    /// `teacher.soft_labels = "online"` or the run has no teacher. Otherwise the
+    /// cache file of the config ([`cache_path`]): a complete file is mapped
+    /// read-only and never written; an incomplete or absent one is opened for
+    /// writing (under its lock), its misses are computed and stored, and it is
+    /// written back at epoch ends. A file of another teacher, dataset or policy
+    /// is refused.
+    pub fn for_run(cfg: &Config, train: &Split, has_teacher: bool, metrics: Option<TrainMetrics>) -> Result<SoftLabelSource> {
+        if cfg.teacher.soft_labels == SoftLabels::Online || !has_teacher {
+            return Ok(SoftLabelSource { metrics, ..SoftLabelSource::online() });
+        }
+        let identity = run_identity(cfg, train)?;
+        let path = cache_path(cfg)?;
+        let header = Header::new(identity, 0, train.len() as u64, None);
+        let cache = if path.exists() {
+            let shared = SoftLabelCache::open(&path, &header, Access::ReadOnly)?;
+            if shared.is_complete() {
+                log::info!("soft labels: {} is complete ({} entries), read-only", path.display(), shared.capacity());
+                shared
+            } else {
+                drop(shared);
+                let cache = SoftLabelCache::open(&path, &header, Access::ReadWrite)?;
+                log::info!(
+                    "soft labels: {} holds {} of {} entries; misses are computed and stored",
+                    path.display(),
+                    cache.filled(),
+                    cache.capacity()
+                );
+                cache
+            }
+        } else {
+            log::info!("soft labels: creating {}; misses are computed and stored", path.display());
+            SoftLabelCache::open(&path, &header, Access::ReadWrite)?
+        };
+        let _ = view_set(cfg)?;
+        Ok(SoftLabelSource { metrics, ..SoftLabelSource::cached(cache) })
+    }
+
+    /// Counts hits and misses into `metrics` too.
+    pub fn with_metrics(mut self, metrics: Option<TrainMetrics>) -> SoftLabelSource {
+        self.metrics = metrics;
+        self
+    }
+
+    /// No cache: every batch runs the teacher.
+    pub fn is_online(&self) -> bool {
+        self.cache.is_none()
+    }
+
+    /// A complete cache: the teacher never runs.
+    pub fn is_complete(&self) -> bool {
+        self.cache.as_ref().is_some_and(SoftLabelCache::is_complete)
+    }
+
+    /// The cache, if any.
+    pub fn cache(&self) -> Option<&SoftLabelCache> {
+        self.cache.as_ref()
+    }
+
+    /// Images served from the cache, and images the teacher ran on, so far
+    /// (both 0 when online).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+
+    /// Teacher logits `[B, classes]` (f32, on `x`'s device) for the batch `x` of
+    /// dataset images `indices` under `views`. Online: a teacher forward. Cached:
+    /// filled entries are read, the others computed by one teacher forward on
+    /// just those images and stored (when the cache is writable). With an f16
+    /// cache the computed logits are returned rounded as stored, so a run gives
+    /// the same result whether the cache was warm or cold.
+    pub fn logits(&mut self, teacher: &Model, x: &Tensor, indices: &[u64], views: &[View]) -> Result<Tensor> {
+        let Some(cache) = self.cache.as_mut() else {
+            return Ok(teacher_logits(teacher, x));
+        };
+        let b = indices.len();
+        if views.len() != b || x.size().first().copied() != Some(b as i64) {
+            return Err(Error::Other(format!(
+                "soft labels: batch of {:?} images with {b} indices and {} views",
+                x.size().first(),
+                views.len()
+            )));
+        }
+        let c = cache.classes();
+        let mut out = vec![0f32; b * c];
+        let mut slots = Vec::with_capacity(b);
+        let mut missing = Vec::new();
+        for (j, (&i, &v)) in indices.iter().zip(views).enumerate() {
+            let slot = self.views.slot_of(i, v).ok_or_else(|| {
+                Error::Other(format!(
+                    "soft labels: view {v:?} of image {i} is not among the cache's {} ({})",
+                    self.views,
+                    cache.path().display()
+                ))
+            })?;
+            slots.push(slot);
+            if !cache.get(i, slot, &mut out[j * c..(j + 1) * c])? {
+                missing.push(j);
+            }
+        }
+        let hits = (b - missing.len()) as u64;
+        let misses = missing.len() as u64;
+        if !missing.is_empty() {
+            let sub = if missing.len() == b {
+                x.shallow_clone()
+            } else {
+                let rows: Vec<i64> = missing.iter().map(|&j| j as i64).collect();
+                x.f_index_select(0, &Tensor::from_slice(&rows).to_device(x.device()))?
+            };
+            let t = teacher_logits(teacher, &sub);
+            if t.size() != [missing.len() as i64, c as i64] {
+                return Err(Error::Other(format!(
+                    "soft labels: the teacher gave logits of shape {:?}, the cache {} holds {c} classes",
+                    t.size(),
+                    cache.path().display()
+                )));
+            }
+            let computed = Vec::<f32>::try_from(t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?.f_flatten(0, -1)?)?;
+            let writable = cache.is_writable();
+            for (r, &j) in missing.iter().enumerate() {
+                let row = &mut out[j * c..(j + 1) * c];
+                row.copy_from_slice(&computed[r * c..(r + 1) * c]);
+                if writable {
+                    cache.put(indices[j], slots[j], row)?;
+                }
+                if cache.identity().dtype == Dtype::F16 {
+                    cache.round_trip(row);
+                }
+            }
+        }
+        self.hits += hits;
+        self.misses += misses;
+        if let Some(m) = &self.metrics {
+            m.cache_hit(hits);
+            m.cache_miss(misses);
+        }
+        Ok(Tensor::f_from_slice(&out)?.f_view([b as i64, c as i64])?.f_to_device(x.device())?)
+    }
+
+    /// Writes new entries back to the file (called at epoch ends); nothing when
+    /// nothing was added or the cache is read-only.
+    pub fn end_epoch(&mut self) -> Result<()> {
+        if let Some(cache) = self.cache.as_mut() {
+            if cache.is_writable() && cache.flush()? {
+                log::info!(
+                    "soft labels: wrote {} ({} of {} entries filled)",
+                    cache.path().display(),
+                    cache.filled(),
+                    cache.capacity()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and releases the writer lock.
+    pub fn finish(&mut self) -> Result<()> {
+        self.end_epoch()?;
+        self.cache = None;
+        Ok(())
+    }
+}
