@@ -31,6 +31,8 @@ pub enum Command {
     Validate,
     /// Evaluate a checkpoint: natural accuracy and accuracy under attacks.
     Eval(EvalArgs),
+    /// Fill the teacher soft-label cache ahead of training (`merge` joins shards).
+    SoftLabels(SoftLabelsArgs),
 }
 
 /// Which engine runs the training.
@@ -93,4 +95,30 @@ pub struct EvalArgs {
     /// Timed runs per batch size with --latency (fewer if one batch size takes over 60 s).
     #[arg(long, default_value_t = 20)]
     pub latency_runs: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SoftLabelsArgs {
+    /// Fill only shard I of N (I from 0: a contiguous range of images) into
+    /// the partial file CACHE.shard-I-of-N; `soft-labels merge` joins them.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<ard_pipeline::soft_labels::Shard>,
+    #[command(subcommand)]
+    pub action: Option<SoftLabelsAction>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SoftLabelsAction {
+    /// Join shard files into the full cache file, checking they agree and cover every image once.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Shard files (default: every CACHE.shard-I-of-N beside the config's cache file).
+    pub shards: Vec<PathBuf>,
+    /// The merged file (default: the config's cache file).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod report;
 pub mod run;
+pub mod soft_labels;
 pub mod stages;
 pub mod train;
 

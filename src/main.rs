@@ -10,7 +10,7 @@ use ard_pipeline::models::Arch;
 use ard_pipeline::run::{run_job, Engine, JobEnd};
 use ard_pipeline::train;
 use clap::Parser;
-use cli::{Cli, Command, EvalArgs, RunArgs};
+use cli::{Cli, Command, EvalArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -59,6 +59,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::SoftLabels(args)) => soft_labels_command(&cli, args).map(|()| ExitCode::SUCCESS),
         Some(Command::Eval(args)) => {
             let cfg = match &cli.config {
                 Some(_) => load_config(&cli)?,
@@ -89,6 +90,31 @@ fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(signal.exit_code() as u8))
         }
     }
+}
+
+fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<()> {
+    use ard_pipeline::soft_labels::command;
+    match &args.action {
+        Some(SoftLabelsAction::Merge(m)) => {
+            let cfg = match &cli.config {
+                Some(_) => Some(load_config(cli)?),
+                None => None,
+            };
+            let report = command::merge(cfg.as_ref(), m.shards.clone(), m.output.clone())?;
+            println!(
+                "merged {} shards into {}: {} images, {} entries",
+                report.shards,
+                report.output.display(),
+                report.images,
+                report.entries
+            );
+        }
+        None => {
+            let report = command::fill(&load_config(cli)?, args.shard, |line| log::info!("{line}"))?;
+            println!("{}", report.summary());
+        }
+    }
+    Ok(())
 }
 
 fn eval_command(cfg: Config, args: &EvalArgs) -> Result<()> {

@@ -15,14 +15,17 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Tests that read the environment (through `config::load`) or change it.
+static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_config_validates() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let mut files = Vec::new();
     toml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"), &mut files);
     assert!(files.len() >= 5, "expected the configs, found {files:?}");
     for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        if let Err(e) = config::load_str(&text, &f.display().to_string(), false) {
+        if let Err(e) = config::load(f) {
             panic!("{e}");
         }
     }
@@ -103,7 +106,7 @@ fn fractions_and_views_parse() {
 
 #[test]
 fn environment_overrides_apply_and_are_validated() {
-    // Env is process-wide: this is the only test in this binary that sets ARD__ variables.
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     std::env::set_var("ARD__ATTACK__STEPS", "3");
     std::env::set_var("ARD__DATA__BATCH_SIZE", "32");
     let cfg = config::load_str("[loss]\nkind = \"pgd_at\"\n", "env.toml", true).unwrap();
@@ -114,4 +117,27 @@ fn environment_overrides_apply_and_are_validated() {
     assert!(e.contains("data.batch_size"), "{e}");
     std::env::remove_var("ARD__ATTACK__STEPS");
     std::env::remove_var("ARD__DATA__BATCH_SIZE");
+}
+
+#[test]
+fn a_file_extends_its_base() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let cfg = config::load(&dir.join("ablations/fgsm-rs.toml")).unwrap();
+    assert_eq!(cfg.attack.kind, AttackKind::FgsmRs);
+    assert_eq!(cfg.run.name, "quickstart-fgsm-rs");
+    // Inherited from quickstart.toml.
+    assert_eq!(cfg.data.train_limit, Some(5000));
+    assert_eq!(cfg.teacher.arch.to_string(), "wrn16_2");
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("child.toml");
+    std::fs::write(&bad, "base = \"missing.toml\"\n").unwrap();
+    let e = config::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("child.toml") && e.contains("missing.toml"), "{e}");
+    std::fs::write(&bad, "base = \"child.toml\"\n").unwrap();
+    let e = config::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("cycle"), "{e}");
+    std::fs::write(&bad, format!("base = \"{}\"\n[attack]\nepz = 1\n", dir.join("quickstart.toml").display())).unwrap();
+    let e = config::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("child.toml") && e.contains("attack.epz") && e.contains("line 3"), "{e}");
 }

@@ -12,6 +12,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Another config file (relative to this one) that this file extends: its
+    /// settings apply first, this file's on top. Resolved by `load`.
+    #[serde(skip_serializing)]
+    pub base: Option<PathBuf>,
     pub run: RunConfig,
     pub data: DataConfig,
     pub teacher: TeacherConfig,

@@ -4,7 +4,7 @@
 
 use super::cache::{Access, SoftLabelCache};
 use super::format::{Dtype, Header};
-use super::identity::{cache_path, run_identity, view_set};
+use super::identity::{cache_path, run_identity};
 use super::views::ViewSet;
 use crate::config::{Config, SoftLabels};
 use crate::data::{Split, View};
@@ -91,7 +91,6 @@ impl SoftLabelSource {
             log::info!("soft labels: creating {}; misses are computed and stored", path.display());
             SoftLabelCache::open(&path, &header, Access::ReadWrite)?
         };
-        let _ = view_set(cfg)?;
         Ok(SoftLabelSource { metrics, ..SoftLabelSource::cached(cache) })
     }
 

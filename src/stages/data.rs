@@ -1,10 +1,12 @@
 //! The data stage (a source): CIFAR-10 in memory as bytes, a seeded order and
 //! augmentation view per (seed, epoch, index), batches built on the host and
-//! moved to the device once.
+//! moved to the device once. With `teacher.views = K` each image's view is one
+//! of its K fixed views ([`ViewSet::training_views`]).
 
 use super::messages::TrainBatch;
 use crate::config::DataConfig;
 use crate::data::{self, EpochPlan, Split};
+use crate::soft_labels::ViewSet;
 use ard_actors::{Source, StageError};
 use tch::Device;
 
@@ -17,6 +19,7 @@ pub struct DataStage {
     epochs: usize,
     total_steps: usize,
     threads: usize,
+    views: ViewSet,
     // Position.
     epoch: usize,
     batch_in_epoch: usize,
@@ -26,7 +29,13 @@ pub struct DataStage {
 
 impl DataStage {
     pub fn new(train: Split, cfg: DataConfig, seed: u64, device: Device, epochs: usize, total_steps: usize, threads: usize) -> Self {
-        DataStage { train, cfg, seed, device, epochs, total_steps, threads, epoch: 0, batch_in_epoch: 0, step: 0, plan: None }
+        DataStage { train, cfg, seed, device, epochs, total_steps, threads, views: ViewSet::All, epoch: 0, batch_in_epoch: 0, step: 0, plan: None }
+    }
+
+    /// Draws each image's view from `views` (default: all 162, the paper's augmentation).
+    pub fn with_view_set(mut self, views: ViewSet) -> Self {
+        self.views = views;
+        self
     }
 }
 
@@ -51,6 +60,7 @@ impl Source for DataStage {
         let Some((indices, views)) = plan.next() else {
             return Err(StageError::msg(format!("epoch {} has no batches (empty training set?)", self.epoch + 1)));
         };
+        let views = self.views.training_views(self.seed, self.epoch as u64, self.cfg.augment, &indices, views);
         let batch = data::make_batch(&self.train, &indices, &views, self.device)?;
         let last_in_run = self.step + 1 == self.total_steps;
         let last_in_epoch = self.batch_in_epoch + 1 == per_epoch || last_in_run;
@@ -61,6 +71,8 @@ impl Source for DataStage {
             last_in_run,
             x: batch.images,
             y: batch.labels,
+            indices: batch.indices,
+            views: batch.views,
             teacher: None,
             x_adv: None,
             bn: None,

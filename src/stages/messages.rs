@@ -1,6 +1,7 @@
 //! What flows between the stages. Every message owns its tensors (Tensor is
 //! Send, not Sync), and moves by value.
 
+use crate::data::View;
 use ard_actors::Message;
 use tch::Tensor;
 
@@ -19,6 +20,10 @@ pub struct TrainBatch {
     pub x: Tensor,
     /// Labels [B].
     pub y: Tensor,
+    /// Dataset index of each image (keys the soft-label cache).
+    pub indices: Vec<u64>,
+    /// Augmentation view of each image (keys the soft-label cache).
+    pub views: Vec<View>,
     /// Teacher logits on `x` (teacher stage).
     pub teacher: Option<Tensor>,
     /// Adversarial inputs (attack stage).

@@ -90,7 +90,9 @@ pub fn run_pipeline(
 ) -> Result<PipelineOutcome> {
     let RunSetup { device, train, test, student, teacher } = RunSetup::build(cfg)?;
     let total = total_steps(cfg, train.len());
-    let threads = ThreadPlan::for_run(cfg, teacher.is_some());
+    let soft_labels = crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), metrics.clone())?;
+    // With a complete soft-label cache the teacher never runs: its cores go to the attack and the student.
+    let threads = ThreadPlan::for_run(cfg, teacher.is_some() && !soft_labels.is_complete());
     let objective = cfg.loss.build();
     let update = StudentUpdate {
         objective,
@@ -122,8 +124,9 @@ pub fn run_pipeline(
     let eval_log = Arc::new(Mutex::new(Vec::new()));
     let owned_dir = run_dir.cloned();
 
-    let data_stage = data::DataStage::new(train, cfg.data.clone(), cfg.run.seed, device, cfg.train.epochs, total, threads.data);
-    let teacher_stage = teacher::TeacherStage::new(teacher, threads.teacher);
+    let data_stage = data::DataStage::new(train, cfg.data.clone(), cfg.run.seed, device, cfg.train.epochs, total, threads.data)
+        .with_view_set(crate::soft_labels::identity::view_set(cfg)?);
+    let teacher_stage = teacher::TeacherStage::new(teacher, soft_labels, threads.teacher);
     let attack_stage = attack::AttackStage::new(
         cfg.attack.build(),
         replica,

@@ -1,22 +1,26 @@
 //! The teacher stage: teacher logits for the clean augmented batch, eval mode,
-//! no gradient (its own guard on its own thread).
+//! no gradient (its own guard on its own thread), from the soft-label cache
+//! when the run has one ([`SoftLabelSource`]): hits skip the teacher forward,
+//! misses are computed and stored, and new entries are written back at epoch
+//! ends and when the stage finishes.
 
 use super::messages::TrainBatch;
 use crate::models::Model;
-use crate::train::step::teacher_logits;
+use crate::soft_labels::SoftLabelSource;
 use ard_actors::{Emitter, Stage, StageError};
 
 /// Adds teacher logits to each batch (passes batches through when the loss
 /// needs no teacher).
 pub struct TeacherStage {
     teacher: Option<Model>,
+    source: SoftLabelSource,
     threads: usize,
     started: bool,
 }
 
 impl TeacherStage {
-    pub fn new(teacher: Option<Model>, threads: usize) -> Self {
-        TeacherStage { teacher, threads, started: false }
+    pub fn new(teacher: Option<Model>, source: SoftLabelSource, threads: usize) -> Self {
+        TeacherStage { teacher, source, threads, started: false }
     }
 }
 
@@ -34,8 +38,18 @@ impl Stage for TeacherStage {
             self.started = true;
         }
         if let Some(teacher) = &self.teacher {
-            batch.teacher = Some(teacher_logits(teacher, &batch.x));
+            batch.teacher = Some(self.source.logits(teacher, &batch.x, &batch.indices, &batch.views)?);
         }
-        out.send(batch)
+        let epoch_end = batch.last_in_epoch;
+        out.send(batch)?;
+        if epoch_end {
+            self.source.end_epoch()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Emitter<TrainBatch>) -> Result<(), StageError> {
+        self.source.finish()?;
+        Ok(())
     }
 }

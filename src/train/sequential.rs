@@ -3,7 +3,7 @@
 //! `ard-pipeline run --engine sequential`.
 
 use super::run_dir::RunDir;
-use super::step::{adversarial_batch, attack_key, teacher_logits, StudentUpdate};
+use super::step::{adversarial_batch, attack_key, StudentUpdate};
 use crate::config::{AttackTarget, Config};
 use crate::data::{self, SplitKind};
 use crate::distill::{Schedule, Sgd};
@@ -136,6 +136,8 @@ pub fn train_sequential(
     };
     let evals = eval_attacks(cfg)?;
     let seed = cfg.run.seed;
+    let view_set = crate::soft_labels::identity::view_set(cfg)?;
+    let mut soft_labels = crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), None)?;
     let mut step = 0usize;
     let mut epochs = Vec::new();
     for epoch in 0..cfg.train.epochs {
@@ -146,8 +148,12 @@ pub fn train_sequential(
             if step >= total {
                 break;
             }
+            let views = view_set.training_views(seed, epoch as u64, cfg.data.augment, &indices, views);
             let batch = data::make_batch(&train, &indices, &views, device)?;
-            let t = teacher.as_ref().map(|t| teacher_logits(t, &batch.images));
+            let t = match &teacher {
+                Some(t) => Some(soft_labels.logits(t, &batch.images, &batch.indices, &batch.views)?),
+                None => None,
+            };
             let attacked = match cfg.attack.target {
                 AttackTarget::Student => &student,
                 AttackTarget::Teacher => teacher.as_ref().ok_or_else(|| {
@@ -177,6 +183,7 @@ pub fn train_sequential(
             images += indices.len();
             step += 1;
         }
+        soft_labels.end_epoch()?;
         let seconds = epoch_start.elapsed().as_secs_f64();
         let last = epoch + 1 == cfg.train.epochs || step >= total;
         let due = cfg.eval.every_epochs > 0 && (epoch + 1) % cfg.eval.every_epochs == 0;
@@ -224,6 +231,7 @@ pub fn train_sequential(
             break;
         }
     }
+    soft_labels.finish()?;
     if let Some(dir) = run_dir {
         student.save(&dir.file("final.safetensors"))?;
     }

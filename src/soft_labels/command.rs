@@ -1,0 +1,169 @@
+//! `ard-pipeline soft-labels`: fill the cache ahead of training (the whole
+//! training split, or one shard of it), and `soft-labels merge`: join shards.
+
+use super::cache::{Access, SoftLabelCache};
+use super::format::Header;
+use super::identity::{cache_path, run_identity};
+use super::shard::{self, MergeReport, Shard};
+use crate::config::Config;
+use crate::data::{self, SplitKind};
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::train::step::teacher_logits;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tch::{Device, Kind};
+
+/// Write what is filled at least this often, so a killed fill resumes.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+/// Log progress at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// What a fill did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FillReport {
+    /// The file filled (the full cache, or a shard's partial file).
+    pub path: PathBuf,
+    /// Dataset indices `start..end` it holds.
+    pub images: (u64, u64),
+    /// Entries computed now.
+    pub computed: u64,
+    /// Entries that were already there (a resumed or repeated fill).
+    pub already: u64,
+    /// Whether the file was (re)written.
+    pub written: bool,
+    pub seconds: f64,
+}
+
+impl FillReport {
+    /// One line for the terminal.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: images {}..{}, {} entries computed, {} already filled, {:.1}s{}",
+            self.path.display(),
+            self.images.0,
+            self.images.1,
+            self.computed,
+            self.already,
+            self.seconds,
+            if self.written { "" } else { " (nothing to write)" }
+        )
+    }
+}
+
+/// Fills the cache of `cfg` with the teacher's logits for every training image
+/// (after `train_limit`) and every view of `teacher.views`, or for the images of
+/// `shard` only, into its partial file. Resumes a partly filled file; batches
+/// of `data.batch_size` (image, view) pairs; `progress` gets log lines.
+pub fn fill(cfg: &Config, shard: Option<Shard>, mut progress: impl FnMut(&str)) -> Result<FillReport> {
+    let started = Instant::now();
+    let device = crate::device::resolve_device(&cfg.run.device)?;
+    crate::device::set_threads(cfg.run.threads);
+    let weights = cfg.teacher.weights.as_ref().ok_or_else(|| Error::Config {
+        file: "teacher.weights".into(),
+        message: "filling soft labels needs the teacher's weights".into(),
+    })?;
+    let train = data::load(&cfg.data, SplitKind::Train)?;
+    let teacher = Model::load(cfg.teacher.arch, device, weights)?;
+    let identity = run_identity(cfg, &train)?;
+    let full = cache_path(cfg)?;
+    let n = train.len() as u64;
+    let (path, (start, end)) = match shard {
+        Some(s) => (s.path(&full), s.range(n)),
+        None => (full, (0, n)),
+    };
+    let header = Header::new(identity, start, end, shard.map(Shard::id));
+    let mut cache = SoftLabelCache::open(&path, &header, Access::ReadWrite)?;
+    let views = cache.identity().views;
+    let slots = cache.slots();
+    let already = cache.filled();
+    let mut pending: Vec<(u64, usize)> = Vec::new();
+    for i in start..end {
+        for s in 0..slots {
+            if !cache.contains(i, s)? {
+                pending.push((i, s));
+            }
+        }
+    }
+    progress(&format!(
+        "soft labels: {} images {start}..{end} x {} ({}): {} entries to compute, {} already filled",
+        path.display(),
+        slots,
+        views,
+        pending.len(),
+        already
+    ));
+    let batch_size = cfg.data.batch_size.max(1);
+    let (mut last_log, mut last_save) = (Instant::now(), Instant::now());
+    let mut computed = 0u64;
+    let c = cache.classes();
+    for chunk in pending.chunks(batch_size) {
+        let indices: Vec<usize> = chunk.iter().map(|&(i, _)| i as usize).collect();
+        let chunk_views: Vec<data::View> = chunk
+            .iter()
+            .map(|&(i, s)| views.view_at(i, s).ok_or_else(|| Error::Other(format!("no view in slot {s}"))))
+            .collect::<Result<_>>()?;
+        let batch = data::make_batch(&train, &indices, &chunk_views, device)?;
+        let t = teacher_logits(&teacher, &batch.images);
+        let values = Vec::<f32>::try_from(t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?.f_flatten(0, -1)?)?;
+        if values.len() != chunk.len() * c {
+            return Err(Error::Other(format!(
+                "soft labels: the teacher gave {} logits for {} images, the cache holds {c} classes",
+                values.len(),
+                chunk.len()
+            )));
+        }
+        for (&(i, s), row) in chunk.iter().zip(values.chunks_exact(c)) {
+            cache.put(i, s, row)?;
+        }
+        computed += chunk.len() as u64;
+        if last_log.elapsed() >= PROGRESS_EVERY {
+            let rate = computed as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let left = (pending.len() as u64 - computed) as f64 / rate.max(1e-9);
+            progress(&format!(
+                "soft labels: {computed}/{} entries ({rate:.0} images/s, about {left:.0}s left)",
+                pending.len()
+            ));
+            last_log = Instant::now();
+        }
+        if last_save.elapsed() >= CHECKPOINT_EVERY {
+            cache.flush()?;
+            last_save = Instant::now();
+        }
+    }
+    let written = cache.flush()?;
+    let report = FillReport {
+        path,
+        images: (start, end),
+        computed,
+        already,
+        written,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    progress(&report.summary());
+    Ok(report)
+}
+
+/// Joins shard files into the full cache. Without `inputs`, the shards are
+/// the `NAME.shard-I-of-N` files beside the config's cache file; without
+/// `output`, the output is that cache file (`cfg` is needed for either default).
+pub fn merge(cfg: Option<&Config>, inputs: Vec<PathBuf>, output: Option<PathBuf>) -> Result<MergeReport> {
+    let full = match (&output, cfg) {
+        (Some(p), _) => p.clone(),
+        (None, Some(cfg)) => cache_path(cfg)?,
+        (None, None) => return Err(Error::Other("soft-labels merge: give --config or --output".into())),
+    };
+    let inputs = if inputs.is_empty() {
+        let found = shard::find_shards(&full)?;
+        if found.is_empty() {
+            return Err(Error::Other(format!(
+                "soft-labels merge: no shard files {}.shard-I-of-N found",
+                full.display()
+            )));
+        }
+        found
+    } else {
+        inputs
+    };
+    Ok(shard::merge(&inputs, &full)?)
+}
