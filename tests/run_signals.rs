@@ -1,0 +1,86 @@
+//! The pipeline owns SIGINT/SIGTERM: the first signal finishes the step in
+//! flight, saves the newest weights, shuts the endpoint and exits 130 (SIGINT)
+//! or 143 (SIGTERM).
+
+mod common;
+
+use common::services::{self, Killed};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn interrupted_run(signal: i32, expected_code: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(0);
+    let teacher = dir.path().join("teacher.safetensors");
+    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu).save(&teacher).unwrap();
+    let port = services::free_port();
+    let cfg = dir.path().join("long.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nname = \"sig\"\ndevice = \"cpu\"\nout_dir = \"{out}\"\n[data]\nroot = \"{root}\"\ndownload = false\nchecksums = \"skip\"\nbatch_size = 16\ntrain_limit = 4000\n[teacher]\narch = \"wrn10_1\"\nweights = \"{t}\"\n[student]\narch = \"mobilenet_v2_x0.25\"\n[attack]\nkind = \"pgd\"\nsteps = 1\nstep_size = \"8/255\"\n[loss]\nkind = \"ard\"\n[train]\nepochs = 5\n[eval]\nattacks = [\"natural\"]\ntest_limit = 32\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            out = dir.path().display(),
+            root = common::cifar_root().display(),
+            t = teacher.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
+            .args(["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until a few steps are done, as /status reports them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the run never reached step 3");
+        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/status")).call() {
+            let status: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+            if status["step"].as_u64().unwrap_or(0) >= 3 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = child.0.id() as i32;
+    // SAFETY: sending a signal to our own child process by PID.
+    assert_eq!(unsafe { libc_kill(pid, signal) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "did not exit after the signal");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(expected_code), "{stderr}");
+    assert!(stderr.contains("interrupted by"), "{stderr}");
+    // The newest weights were kept, and load.
+    let last = dir.path().join("sig/last.safetensors");
+    ard_pipeline::models::Model::load("mobilenet_v2_x0.25".parse().unwrap(), tch::Device::Cpu, &last).unwrap();
+    // No temp files left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sig")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The endpoint is closed.
+    assert!(ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call().is_err());
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn sigint_checkpoints_and_exits_130() {
+    interrupted_run(2, 130);
+}
+
+#[test]
+fn sigterm_checkpoints_and_exits_143() {
+    interrupted_run(15, 143);
+}
