@@ -13,6 +13,7 @@ pub struct Sgd {
     pub weight_decay: f64,
     pub nesterov: bool,
     pub grad_clip: Option<f64>,
+    names: Vec<String>,
     params: Vec<Tensor>,
     /// One buffer per parameter; undefined until its first step.
     buffers: Vec<Option<Tensor>>,
@@ -33,13 +34,14 @@ impl Sgd {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+        let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
         let buffers = params.iter().map(|_| None).collect();
         Sgd {
             momentum,
             weight_decay,
             nesterov,
             grad_clip,
+            names,
             params,
             buffers,
         }
@@ -126,5 +128,28 @@ impl Sgd {
     /// The momentum buffers (None before a parameter's first step), in parameter order.
     pub fn buffers(&self) -> &[Option<Tensor>] {
         &self.buffers
+    }
+
+    /// The optimiser state as named tensors (`momentum.<parameter name>`), for checkpoints.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.names
+            .iter()
+            .zip(&self.buffers)
+            .filter_map(|(n, b)| b.as_ref().map(|b| (format!("momentum.{n}"), b.to_device(tch::Device::Cpu))))
+            .collect()
+    }
+
+    /// Restores the state written by [`Sgd::state_tensors`]; unknown or
+    /// mis-shaped entries are an error naming them.
+    pub fn load_state(&mut self, state: &std::collections::BTreeMap<String, Tensor>) -> Result<()> {
+        for (key, t) in state {
+            let name = key.strip_prefix("momentum.").ok_or_else(|| crate::Error::Other(format!("optimiser state: unexpected {key}")))?;
+            let i = self.names.iter().position(|n| n == name).ok_or_else(|| crate::Error::Other(format!("optimiser state: no parameter {name}")))?;
+            if t.size() != self.params[i].size() {
+                return Err(crate::Error::Other(format!("optimiser state: {name} has {:?}, parameter has {:?}", t.size(), self.params[i].size())));
+            }
+            self.buffers[i] = Some(t.to_device(self.params[i].device()).to_kind(self.params[i].kind()));
+        }
+        Ok(())
     }
 }

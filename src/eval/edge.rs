@@ -393,9 +393,16 @@ impl EdgeReport {
         );
         for l in &self.latency {
             s += &format!(
-                "  latency on {} ({} threads), batch {:>3}: median {:9.2} ms over {:>2} runs \
+                "  latency on {} ({} thread{}), batch {:>3}: median {:9.2} ms over {:>2} runs \
                  ({:.3} ms/image, {:.0} images/s)\n",
-                self.device, self.threads, l.batch, l.median_ms, l.runs, l.per_image_ms, l.images_per_s
+                self.device,
+                self.threads,
+                if self.threads == 1 { "" } else { "s" },
+                l.batch,
+                l.median_ms,
+                l.runs,
+                l.per_image_ms,
+                l.images_per_s
             );
         }
         s

@@ -373,8 +373,10 @@ pub fn robustness_masks(
             Some(t) => Some(tch::no_grad(|| t.forward_t(&x, false))),
             None => None,
         };
+        let began = Instant::now();
         let clean = predict(model, &x).f_eq_tensor(&y)?;
         natural.push(clean.to_device(Device::Cpu));
+        let clean_s = began.elapsed().as_secs_f64();
         for (i, (eval, attack)) in built.iter().enumerate() {
             let began = Instant::now();
             let ok = match attack {
@@ -398,6 +400,9 @@ pub fn robustness_masks(
             };
             correct[i].push(ok.to_device(Device::Cpu));
             seconds[i] += began.elapsed().as_secs_f64();
+            if attack.is_none() {
+                seconds[i] += clean_s;
+            }
         }
         start += len;
         progress(start, n);

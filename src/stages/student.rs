@@ -38,6 +38,8 @@ pub struct StudentStage {
     eval_plan: (usize, u64),
     loss_sum: f64,
     steps_in_epoch: usize,
+    epoch_started: std::time::Instant,
+    epoch_images: usize,
     steps_done: usize,
 }
 
@@ -75,6 +77,8 @@ impl StudentStage {
             eval_plan,
             loss_sum: 0.0,
             steps_in_epoch: 0,
+            epoch_started: std::time::Instant::now(),
+            epoch_images: 0,
             steps_done: 0,
         })
     }
@@ -108,6 +112,7 @@ impl Stage for StudentStage {
         self.steps_done += 1;
         self.loss_sum += loss;
         self.steps_in_epoch += 1;
+        self.epoch_images += batch.y.size()[0] as usize;
         self.board
             .publish(self.steps_done as u64, self.layout.snapshot(&self.student))
             .map_err(|e| StageError::msg(format!("publishing weights: {e}")))?;
@@ -126,12 +131,23 @@ impl Stage for StudentStage {
                 lr,
             };
             log::info!("epoch {}: {} steps, mean loss {:.5}, lr {:.4}", stats.epoch, stats.steps, stats.mean_loss, stats.lr);
-            self.epochs.lock().map_err(|_| StageError::msg("epoch log poisoned"))?.push(stats);
+            self.epochs.lock().map_err(|_| StageError::msg("epoch log poisoned"))?.push(stats.clone());
             self.loss_sum = 0.0;
             self.steps_in_epoch = 0;
             if let Some(dir) = &self.run_dir {
                 self.student.save(&dir.file("last.safetensors"))?;
+                crate::checkpoint::write_atomic(&dir.file("last.optim.safetensors"), &self.update.sgd.state_tensors())?;
+                dir.append_jsonl("metrics.jsonl", &serde_json::json!({
+                    "epoch": stats.epoch,
+                    "steps": stats.steps,
+                    "mean_loss": stats.mean_loss,
+                    "lr": stats.lr,
+                    "seconds": self.epoch_started.elapsed().as_secs_f64(),
+                    "images_per_s": self.epoch_images as f64 / self.epoch_started.elapsed().as_secs_f64().max(1e-9),
+                }))?;
             }
+            self.epoch_started = std::time::Instant::now();
+            self.epoch_images = 0;
             let snapshot = Snapshot {
                 epoch: batch.epoch + 1,
                 step: self.steps_done,

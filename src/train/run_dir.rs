@@ -19,6 +19,14 @@ impl RunDir {
         let path = cfg.run.out_dir.join(&cfg.run.name);
         std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         let dir = RunDir { path };
+        // A new run starts its per-epoch records afresh.
+        for name in ["metrics.jsonl", "eval.jsonl"] {
+            let file = dir.file(name);
+            if file.exists() {
+                log::info!("replacing {} from an earlier run of the same name", file.display());
+                std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
+            }
+        }
         dir.write_text("config.toml", &cfg.to_toml())?;
         Ok(dir)
     }
