@@ -59,7 +59,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::SoftLabels(args)) => soft_labels_command(&cli, args).map(|()| ExitCode::SUCCESS),
+        Some(Command::SoftLabels(args)) => {
+            soft_labels_command(&cli, args).map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::Eval(args)) => {
             let cfg = match &cli.config {
                 Some(_) => load_config(&cli)?,
@@ -86,7 +88,10 @@ fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobEnd::Interrupted(signal) => {
-            eprintln!("interrupted by {}: the last weights are in the run folder", signal.name());
+            eprintln!(
+                "interrupted by {}: the last weights are in the run folder",
+                signal.name()
+            );
             Ok(ExitCode::from(signal.exit_code() as u8))
         }
     }
@@ -110,7 +115,8 @@ fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<()> {
             );
         }
         None => {
-            let report = command::fill(&load_config(cli)?, args.shard, |line| log::info!("{line}"))?;
+            let report =
+                command::fill(&load_config(cli)?, args.shard, |line| log::info!("{line}"))?;
             println!("{}", report.summary());
         }
     }

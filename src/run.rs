@@ -54,7 +54,10 @@ impl RunReport {
             self.run, self.engine, self.steps, self.epochs, self.wall_s
         );
         if !self.stages.is_empty() {
-            s.push_str(&format!("{:<10} {:>10} {:>7} {:>8} {:>7}\n", "stage", "images/s", "busy", "blocked", "idle"));
+            s.push_str(&format!(
+                "{:<10} {:>10} {:>7} {:>8} {:>7}\n",
+                "stage", "images/s", "busy", "blocked", "idle"
+            ));
             for st in &self.stages {
                 s.push_str(&format!(
                     "{:<10} {:>10.1} {:>6.1}% {:>7.1}% {:>6.1}%\n",
@@ -89,12 +92,19 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
     let registry = prometheus::Registry::new();
     let attack_label = cfg.attack.build().name();
     let eval_names: Vec<&str> = cfg.eval.attacks.iter().map(String::as_str).collect();
-    let train_metrics = TrainMetrics::register(&registry, &cfg.run.name, &[attack_label.as_str()], &eval_names)
-        ?;
+    let train_metrics = TrainMetrics::register(
+        &registry,
+        &cfg.run.name,
+        &[attack_label.as_str()],
+        &eval_names,
+    )?;
     let status = Arc::new(PipelineStatus::new(train_metrics.clone(), registry.clone()));
     let server = metrics::start(&cfg.metrics.listen, registry.clone(), status.clone())?;
     if let Some(server) = &server {
-        log::info!("metrics on http://{}/metrics (status: /status)", server.addr());
+        log::info!(
+            "metrics on http://{}/metrics (status: /status)",
+            server.addr()
+        );
     }
     let cancel_slot: Arc<Mutex<Option<CancelToken>>> = Arc::new(Mutex::new(None));
     let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -107,11 +117,14 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
             if let Some(token) = slot.lock().ok().and_then(|t| t.clone()) {
                 token.cancel();
             }
-        })
-        ?
+        })?
     };
 
-    let train_images = cfg.data.train_limit.unwrap_or(crate::data::SplitKind::Train.num_images()).min(crate::data::SplitKind::Train.num_images());
+    let train_images = cfg
+        .data
+        .train_limit
+        .unwrap_or(crate::data::SplitKind::Train.num_images())
+        .min(crate::data::SplitKind::Train.num_images());
     let per_epoch = train_images.div_ceil(cfg.data.batch_size);
     let progress = (engine == Engine::Pipeline).then(|| {
         crate::report::progress::Progress::start(
@@ -140,11 +153,27 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     }
                 })),
             };
-            stages::run_pipeline(cfg, Some(&dir), &registry, Some(train_metrics.clone()), hooks).map(|outcome| {
-                let loss: Vec<(usize, f64)> = outcome.epochs.iter().map(|e| (e.epoch, e.mean_loss)).collect();
-                let acc: Vec<(usize, BTreeMap<String, f64>)> =
-                    outcome.evals.iter().map(|e| (e.epoch, e.report.accuracy.clone())).collect();
-                if let Err(e) = crate::report::plots::training_curves(&dir.file("training.png"), &loss, &acc) {
+            stages::run_pipeline(
+                cfg,
+                Some(&dir),
+                &registry,
+                Some(train_metrics.clone()),
+                hooks,
+            )
+            .map(|outcome| {
+                let loss: Vec<(usize, f64)> = outcome
+                    .epochs
+                    .iter()
+                    .map(|e| (e.epoch, e.mean_loss))
+                    .collect();
+                let acc: Vec<(usize, BTreeMap<String, f64>)> = outcome
+                    .evals
+                    .iter()
+                    .map(|e| (e.epoch, e.report.accuracy.clone()))
+                    .collect();
+                if let Err(e) =
+                    crate::report::plots::training_curves(&dir.file("training.png"), &loss, &acc)
+                {
                     log::warn!("{e}");
                 }
                 let wall = outcome.summary.wall.as_secs_f64();
@@ -162,9 +191,19 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     .collect::<Vec<StageReport>>();
                 let bars: Vec<_> = stages
                     .iter()
-                    .map(|s| (s.stage.clone(), s.images_per_s, s.busy_share, s.blocked_share, s.idle_share))
+                    .map(|s| {
+                        (
+                            s.stage.clone(),
+                            s.images_per_s,
+                            s.busy_share,
+                            s.blocked_share,
+                            s.idle_share,
+                        )
+                    })
                     .collect();
-                if let Err(e) = crate::report::plots::stage_throughput(&dir.file("stages.png"), &bars) {
+                if let Err(e) =
+                    crate::report::plots::stage_throughput(&dir.file("stages.png"), &bars)
+                {
                     log::warn!("{e}");
                 }
                 RunReport {
@@ -175,26 +214,32 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     wall_s: started.elapsed().as_secs_f64(),
                     final_loss: outcome.epochs.last().map(|e| e.mean_loss),
                     stages,
-                    final_eval: outcome.evals.last().map(|e| e.report.accuracy.clone()).unwrap_or_default(),
+                    final_eval: outcome
+                        .evals
+                        .last()
+                        .map(|e| e.report.accuracy.clone())
+                        .unwrap_or_default(),
                 }
             })
         }
         Engine::Sequential => {
             status.set_phase(Phase::Running);
-            train::train_sequential(cfg, Some(&dir), |line| log::info!("{line}")).map(|outcome| RunReport {
-                run: cfg.run.name.clone(),
-                engine: "sequential".into(),
-                steps: outcome.steps,
-                epochs: outcome.epochs.len(),
-                wall_s: started.elapsed().as_secs_f64(),
-                final_loss: outcome.epochs.last().map(|e| e.mean_loss),
-                stages: Vec::new(),
-                final_eval: outcome
-                    .epochs
-                    .iter()
-                    .rev()
-                    .find_map(|e| e.eval.as_ref().map(|r| r.accuracy.clone()))
-                    .unwrap_or_default(),
+            train::train_sequential(cfg, Some(&dir), |line| log::info!("{line}")).map(|outcome| {
+                RunReport {
+                    run: cfg.run.name.clone(),
+                    engine: "sequential".into(),
+                    steps: outcome.steps,
+                    epochs: outcome.epochs.len(),
+                    wall_s: started.elapsed().as_secs_f64(),
+                    final_loss: outcome.epochs.last().map(|e| e.mean_loss),
+                    stages: Vec::new(),
+                    final_eval: outcome
+                        .epochs
+                        .iter()
+                        .rev()
+                        .find_map(|e| e.eval.as_ref().map(|r| r.accuracy.clone()))
+                        .unwrap_or_default(),
+                }
             })
         }
     };
@@ -214,7 +259,8 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
     drop(signals);
     match result {
         Ok(report) => {
-            let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?;
+            let json =
+                serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?;
             dir.write_text("summary.json", &json)?;
             Ok(JobEnd::Finished(report))
         }

@@ -45,7 +45,8 @@ listen = ""
     let registry = prometheus::Registry::new();
     let label = cfg.attack.build().name();
     let metrics = TrainMetrics::register(&registry, "swap", &[label.as_str()], &[]).unwrap();
-    let out = stages::run_pipeline(&cfg, None, &registry, Some(metrics), Default::default()).unwrap();
+    let out =
+        stages::run_pipeline(&cfg, None, &registry, Some(metrics), Default::default()).unwrap();
     let stage_names = out.summary.stages.iter().map(|s| s.stage.clone()).collect();
     let families = registry.gather();
     let names = families.iter().map(|f| f.get_name().to_string()).collect();
@@ -54,7 +55,12 @@ listen = ""
         .filter(|f| f.get_name() == "ard_attack_gradient_steps_total")
         .flat_map(|f| f.get_metric().iter())
         .map(|m| {
-            let label = m.get_label().iter().find(|l| l.get_name() == "attack").map(|l| l.get_value().to_string()).unwrap_or_default();
+            let label = m
+                .get_label()
+                .iter()
+                .find(|l| l.get_name() == "attack")
+                .map(|l| l.get_value().to_string())
+                .unwrap_or_default();
             (label, m.get_counter().get_value())
         })
         .collect();
@@ -65,11 +71,21 @@ listen = ""
 fn the_attack_kind_changes_only_the_attack_stage_and_its_label() {
     common::deterministic();
     let dir = tempfile::tempdir().unwrap();
-    Model::new("wrn10_1".parse().unwrap(), Device::Cpu).save(&dir.path().join("teacher.safetensors")).unwrap();
-    let (stages_a, names_a, steps_a) = run(dir.path(), "kind = \"pgd\"\nsteps = 3\nstep_size = \"2/255\"");
-    let (stages_b, names_b, steps_b) =
-        run(dir.path(), "kind = \"fgsm_rs\"\nsteps = 1\nstep_size = \"10/255\"\nrandom_start = \"uniform_clamped\"");
-    assert_eq!(stages_a, vec!["data", "teacher", "attack", "student", "eval"]);
+    Model::new("wrn10_1".parse().unwrap(), Device::Cpu)
+        .save(&dir.path().join("teacher.safetensors"))
+        .unwrap();
+    let (stages_a, names_a, steps_a) = run(
+        dir.path(),
+        "kind = \"pgd\"\nsteps = 3\nstep_size = \"2/255\"",
+    );
+    let (stages_b, names_b, steps_b) = run(
+        dir.path(),
+        "kind = \"fgsm_rs\"\nsteps = 1\nstep_size = \"10/255\"\nrandom_start = \"uniform_clamped\"",
+    );
+    assert_eq!(
+        stages_a,
+        vec!["data", "teacher", "attack", "student", "eval"]
+    );
     assert_eq!(stages_a, stages_b);
     assert_eq!(names_a, names_b, "the same metric names");
     // 2 batches: 3 gradient steps each for pgd3, 1 for fgsm_rs.

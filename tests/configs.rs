@@ -22,7 +22,10 @@ static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn every_config_validates() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let mut files = Vec::new();
-    toml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"), &mut files);
+    toml_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"),
+        &mut files,
+    );
     assert!(files.len() >= 5, "expected the configs, found {files:?}");
     for f in &files {
         if let Err(e) = config::load(f) {
@@ -34,7 +37,12 @@ fn every_config_validates() {
 #[test]
 fn single_t4_is_the_papers_setting() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/single-t4.toml");
-    let cfg = config::load_str(&std::fs::read_to_string(path).unwrap(), "single-t4.toml", false).unwrap();
+    let cfg = config::load_str(
+        &std::fs::read_to_string(path).unwrap(),
+        "single-t4.toml",
+        false,
+    )
+    .unwrap();
     assert_eq!(cfg.student.arch.to_string(), "mobilenet_v2");
     assert_eq!(cfg.teacher.arch.to_string(), "wrn34_10");
     assert_eq!(cfg.attack.kind, AttackKind::Pgd);
@@ -53,13 +61,18 @@ fn single_t4_is_the_papers_setting() {
 }
 
 fn err(text: &str) -> String {
-    config::load_str(text, "bad.toml", false).unwrap_err().to_string()
+    config::load_str(text, "bad.toml", false)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn misspelt_keys_are_named_with_their_section() {
     let e = err("[attack]\nepz = 0.1\n");
-    assert!(e.contains("bad.toml") && e.contains("attack") && e.contains("epz"), "{e}");
+    assert!(
+        e.contains("bad.toml") && e.contains("attack") && e.contains("epz"),
+        "{e}"
+    );
     let e = err("[atack]\neps = 0.1\n");
     assert!(e.contains("atack"), "{e}");
 }
@@ -69,9 +82,15 @@ fn wrong_types_and_values_are_named() {
     let e = err("[data]\nbatch_size = \"big\"\n");
     assert!(e.contains("data.batch_size") && e.contains("line 2"), "{e}");
     let e = err("[attack]\neps = \"8/0\"\n");
-    assert!(e.contains("attack.eps") && e.contains("division by zero"), "{e}");
+    assert!(
+        e.contains("attack.eps") && e.contains("division by zero"),
+        "{e}"
+    );
     let e = err("[data]\nbatch_size = 0\n[loss]\nkind = \"pgd_at\"\n");
-    assert!(e.contains("data.batch_size") && e.contains("at least 1"), "{e}");
+    assert!(
+        e.contains("data.batch_size") && e.contains("at least 1"),
+        "{e}"
+    );
     let e = err("[attack]\neps = -0.1\n[loss]\nkind = \"pgd_at\"\n");
     assert!(e.contains("attack.eps") && e.contains("-0.1"), "{e}");
     let e = err("[attack]\neps = 0.03\nstep_size = 0.1\n[loss]\nkind = \"pgd_at\"\n");
@@ -113,7 +132,9 @@ fn environment_overrides_apply_and_are_validated() {
     assert_eq!(cfg.attack.steps, 3);
     assert_eq!(cfg.data.batch_size, 32);
     std::env::set_var("ARD__DATA__BATCH_SIZE", "0");
-    let e = config::load_str("[loss]\nkind = \"pgd_at\"\n", "env.toml", true).unwrap_err().to_string();
+    let e = config::load_str("[loss]\nkind = \"pgd_at\"\n", "env.toml", true)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("data.batch_size"), "{e}");
     std::env::remove_var("ARD__ATTACK__STEPS");
     std::env::remove_var("ARD__DATA__BATCH_SIZE");
@@ -133,11 +154,24 @@ fn a_file_extends_its_base() {
     let bad = tmp.path().join("child.toml");
     std::fs::write(&bad, "base = \"missing.toml\"\n").unwrap();
     let e = config::load(&bad).unwrap_err().to_string();
-    assert!(e.contains("child.toml") && e.contains("missing.toml"), "{e}");
+    assert!(
+        e.contains("child.toml") && e.contains("missing.toml"),
+        "{e}"
+    );
     std::fs::write(&bad, "base = \"child.toml\"\n").unwrap();
     let e = config::load(&bad).unwrap_err().to_string();
     assert!(e.contains("cycle"), "{e}");
-    std::fs::write(&bad, format!("base = \"{}\"\n[attack]\nepz = 1\n", dir.join("quickstart.toml").display())).unwrap();
+    std::fs::write(
+        &bad,
+        format!(
+            "base = \"{}\"\n[attack]\nepz = 1\n",
+            dir.join("quickstart.toml").display()
+        ),
+    )
+    .unwrap();
     let e = config::load(&bad).unwrap_err().to_string();
-    assert!(e.contains("child.toml") && e.contains("attack.epz") && e.contains("line 3"), "{e}");
+    assert!(
+        e.contains("child.toml") && e.contains("attack.epz") && e.contains("line 3"),
+        "{e}"
+    );
 }

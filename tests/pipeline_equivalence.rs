@@ -57,8 +57,12 @@ listen = ""
 
 fn setup(dir: &std::path::Path) {
     tch::manual_seed(4);
-    Model::new("mobilenet_v2_x0.25".parse().unwrap(), Device::Cpu).save(&dir.join("student.safetensors")).unwrap();
-    Model::new("wrn10_1".parse().unwrap(), Device::Cpu).save(&dir.join("teacher.safetensors")).unwrap();
+    Model::new("mobilenet_v2_x0.25".parse().unwrap(), Device::Cpu)
+        .save(&dir.join("student.safetensors"))
+        .unwrap();
+    Model::new("wrn10_1".parse().unwrap(), Device::Cpu)
+        .save(&dir.join("teacher.safetensors"))
+        .unwrap();
 }
 
 fn compare(attack: &str, loss: &str) {
@@ -77,13 +81,20 @@ fn compare(attack: &str, loss: &str) {
     let mut moved = 0;
     for (name, t) in &a {
         let e = common::rel_err(&b[name], t, 1e-3);
-        assert!(e <= 1e-5, "{name}: pipeline differs from sequential: rel {e}");
+        assert!(
+            e <= 1e-5,
+            "{name}: pipeline differs from sequential: rel {e}"
+        );
         moved += usize::from(common::max_abs(t, &start[name]) > 1e-6);
     }
     assert!(moved > a.len() / 2);
     // Every stage saw every batch.
     for stage in ["data", "teacher", "attack", "student"] {
-        assert_eq!(piped.summary.stage(stage).map(|s| s.batches), Some(12), "{stage}");
+        assert_eq!(
+            piped.summary.stage(stage).map(|s| s.batches),
+            Some(12),
+            "{stage}"
+        );
     }
 }
 

@@ -10,11 +10,15 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn prometheus_scrapes_every_stage_of_a_run() {
-    let Some(prometheus) = services::program("prometheus") else { return };
+    let Some(prometheus) = services::program("prometheus") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     tch::manual_seed(0);
     let teacher = dir.path().join("teacher.safetensors");
-    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu).save(&teacher).unwrap();
+    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu)
+        .save(&teacher)
+        .unwrap();
     let port = services::free_port();
     let cfg = dir.path().join("scrape.toml");
     std::fs::write(
@@ -79,12 +83,23 @@ listen = "127.0.0.1:{port}"
         for r in prom.query(rates) {
             let value: f64 = r["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
             if value > 0.0 {
-                seen.insert(r["metric"]["stage"].as_str().unwrap_or_default().to_string());
+                seen.insert(
+                    r["metric"]["stage"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
             }
         }
-        extra_ok = !prom.query("ard_attack_gradient_steps_total{attack=\"fgsm_rs\",run=\"scrape-test\"} > 0").is_empty()
-            && !prom.query("ard_train_loss{run=\"scrape-test\"} > 0").is_empty()
-            && !prom.query("ard_queue_depth{run=\"scrape-test\"}").is_empty();
+        extra_ok = !prom
+            .query("ard_attack_gradient_steps_total{attack=\"fgsm_rs\",run=\"scrape-test\"} > 0")
+            .is_empty()
+            && !prom
+                .query("ard_train_loss{run=\"scrape-test\"} > 0")
+                .is_empty()
+            && !prom
+                .query("ard_queue_depth{run=\"scrape-test\"}")
+                .is_empty();
         if run.0.try_wait().unwrap().is_some() && (seen.len() < 5 || !extra_ok) {
             break;
         }

@@ -12,7 +12,9 @@ fn interrupted_run(signal: i32, expected_code: i32) {
     let dir = tempfile::tempdir().unwrap();
     tch::manual_seed(0);
     let teacher = dir.path().join("teacher.safetensors");
-    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu).save(&teacher).unwrap();
+    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu)
+        .save(&teacher)
+        .unwrap();
     let port = services::free_port();
     let cfg = dir.path().join("long.toml");
     std::fs::write(
@@ -38,7 +40,8 @@ fn interrupted_run(signal: i32, expected_code: i32) {
     loop {
         assert!(Instant::now() < deadline, "the run never reached step 3");
         if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/status")).call() {
-            let status: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+            let status: serde_json::Value =
+                serde_json::from_str(&resp.into_string().unwrap()).unwrap();
             if status["step"].as_u64().unwrap_or(0) >= 3 {
                 break;
             }
@@ -53,7 +56,10 @@ fn interrupted_run(signal: i32, expected_code: i32) {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "did not exit after the signal");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "did not exit after the signal"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut stderr = String::new();
@@ -62,12 +68,23 @@ fn interrupted_run(signal: i32, expected_code: i32) {
     assert!(stderr.contains("interrupted by"), "{stderr}");
     // The newest weights were kept, and load.
     let last = dir.path().join("sig/last.safetensors");
-    ard_pipeline::models::Model::load("mobilenet_v2_x0.25".parse().unwrap(), tch::Device::Cpu, &last).unwrap();
+    ard_pipeline::models::Model::load(
+        "mobilenet_v2_x0.25".parse().unwrap(),
+        tch::Device::Cpu,
+        &last,
+    )
+    .unwrap();
     // No temp files left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sig")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sig"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // The endpoint is closed.
-    assert!(ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call().is_err());
+    assert!(ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .is_err());
 }
 
 extern "C" {

@@ -19,7 +19,14 @@ fn config(dir: &Path, soft_labels: &str, views: &str, dtype: &str, train_limit: 
     config_steps(dir, soft_labels, views, dtype, train_limit, 12)
 }
 
-fn config_steps(dir: &Path, soft_labels: &str, views: &str, dtype: &str, train_limit: usize, steps: usize) -> Config {
+fn config_steps(
+    dir: &Path,
+    soft_labels: &str,
+    views: &str,
+    dtype: &str,
+    train_limit: usize,
+    steps: usize,
+) -> Config {
     let text = format!(
         r#"
 [run]
@@ -88,8 +95,18 @@ fn setup(dir: &Path) {
 fn pipeline(cfg: &Config) -> (Vec<(String, Tensor)>, (u64, u64)) {
     let registry = prometheus::Registry::new();
     let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[]).unwrap();
-    let out = stages::run_pipeline(cfg, None, &registry, Some(metrics.clone()), Default::default()).unwrap();
-    assert_eq!(out.summary.stage("student").map(|s| s.batches), cfg.train.max_steps);
+    let out = stages::run_pipeline(
+        cfg,
+        None,
+        &registry,
+        Some(metrics.clone()),
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        out.summary.stage("student").map(|s| s.batches),
+        cfg.train.max_steps.map(|s| s as u64)
+    );
     (sorted(&out.student), metrics.cache_counts())
 }
 
@@ -119,13 +136,20 @@ fn max_rel(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
 
 fn assert_identical(a: &[(String, Tensor)], b: &[(String, Tensor)], what: &str) {
     for ((name, ta), (_, tb)) in a.iter().zip(b) {
-        assert!(ta.equal(tb), "{what}: {name} differs (max abs {})", common::max_abs(ta, tb));
+        assert!(
+            ta.equal(tb),
+            "{what}: {name} differs (max abs {})",
+            common::max_abs(ta, tb)
+        );
     }
 }
 
 fn stamp(path: &Path) -> (std::time::SystemTime, String) {
     let meta = std::fs::metadata(path).unwrap();
-    (meta.modified().unwrap(), soft_labels::identity::md5_file(path).unwrap())
+    (
+        meta.modified().unwrap(),
+        soft_labels::identity::md5_file(path).unwrap(),
+    )
 }
 
 #[test]
@@ -137,12 +161,18 @@ fn full_f32_cache_gives_the_online_weights_bit_for_bit() {
     let cached = config(dir.path(), "cached", "\"all\"", "f32", 80);
 
     let report = command::fill(&cached, None, |_| {}).unwrap();
-    assert_eq!((report.computed, report.already, report.written), (80 * 162, 0, true));
+    assert_eq!(
+        (report.computed, report.already, report.written),
+        (80 * 162, 0, true)
+    );
     let file = soft_labels::cache_path(&cached).unwrap();
     let before = stamp(&file);
     // Filling again finds nothing to do and does not touch the file.
     let again = command::fill(&cached, None, |_| {}).unwrap();
-    assert_eq!((again.computed, again.already, again.written), (0, 80 * 162, false));
+    assert_eq!(
+        (again.computed, again.already, again.written),
+        (0, 80 * 162, false)
+    );
 
     let (a, counts_online) = pipeline(&online);
     assert_eq!(counts_online, (0, 0));
@@ -169,7 +199,10 @@ fn hits_and_misses_are_counted_and_warm_equals_cold() {
     // fixed view with probability 1/2; the last 2 batches mostly hit.
     let (cold, (hits, misses)) = pipeline(&cfg);
     assert_eq!(hits + misses, 12 * 16);
-    assert!((80..=160).contains(&misses) && hits >= 16, "hits {hits}, misses {misses}");
+    assert!(
+        (80..=160).contains(&misses) && hits >= 16,
+        "hits {hits}, misses {misses}"
+    );
     let file = soft_labels::cache_path(&cfg).unwrap();
     let cache = soft_labels::SoftLabelCache::open_any(&file).unwrap();
     assert_eq!(cache.filled(), misses, "every miss was stored once");
@@ -183,17 +216,28 @@ fn hits_and_misses_are_counted_and_warm_equals_cold() {
     assert_eq!(stamp(&file), before);
 
     // f16 storage against the online teacher on the same views (views = 2
-    // changes the augmentation, not the soft labels).
-    for steps in [1, 2, 3, 5, 12] {
-        let online = config_steps(dir.path(), "online", "2", "f16", 80, steps);
-        let f16 = config_steps(dir.path(), "cached", "2", "f16", 80, steps);
-        let (reference, _) = pipeline(&online);
-        let (got, _) = pipeline(&f16);
-        let rel = max_rel(&got, &reference);
-        let mut worst: Vec<(f64, String)> = got.iter().zip(&reference).map(|((n, a), (_, b))| (common::rel_err(a, b, 1e-3), n.clone())).collect();
-        worst.sort_by(|a, b| b.0.total_cmp(&a.0));
-        println!("f16 vs online after {steps} steps: max rel {rel:.3e}; worst {:?}", &worst[..3]);
-    }
+    // changes the augmentation, not the soft labels). One step moves the
+    // student by ~1e-5 relative; later steps amplify any difference through
+    // the attack's sign(gradient), as any last-bit change would (see
+    // tests/parity_trainer.rs), so after 12 steps the trajectories differ like
+    // two runs with different float rounding.
+    let online = config(dir.path(), "online", "2", "f16", 80);
+    let (reference, _) = pipeline(&online);
+    let after_12 = max_rel(&warm, &reference);
+    let one = |soft: &str| pipeline(&config_steps(dir.path(), soft, "2", "f16", 80, 1)).0;
+    let after_1 = max_rel(&one("cached"), &one("online"));
+    println!("f16 cache vs online teacher, max relative weight difference: {after_1:.2e} after 1 step, {after_12:.2e} after 12");
+    assert!(
+        after_1 > 0.0 && after_1 < 1e-3,
+        "f16 moved the student by {after_1} in one step"
+    );
+    let mut threads2 = online.clone();
+    threads2.run.threads = Some(2);
+    let (t2, _) = pipeline(&threads2);
+    println!(
+        "for scale, the online teacher at 2 threads vs 1 thread (last-bit differences only): {:.2e} after 12 steps",
+        max_rel(&t2, &reference)
+    );
 
     // views = "all" with a cold cache: epoch 2's views are new (a repeat has
     // probability 1/162 per image), so it still mostly misses.
@@ -221,15 +265,27 @@ fn a_cache_of_another_teacher_or_dataset_is_refused() {
         .save(&dir.path().join("teacher.safetensors"))
         .unwrap();
     let registry = prometheus::Registry::new();
-    let e = stages::run_pipeline(&cfg, None, &registry, None, Default::default()).unwrap_err().to_string();
-    assert!(e.contains(&file.display().to_string()) && e.contains("teacher_weights_md5"), "{e}");
-    let e = train::train_sequential(&cfg, None, |_| {}).unwrap_err().to_string();
+    let e = stages::run_pipeline(&cfg, None, &registry, None, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&file.display().to_string()) && e.contains("teacher_weights_md5"),
+        "{e}"
+    );
+    let e = train::train_sequential(&cfg, None, |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("teacher_weights_md5"), "{e}");
 
     // Other data: a different train_limit.
     std::fs::write(&teacher, original).unwrap();
     let fewer = config(dir.path(), "cached", "1", "f32", 64);
-    let e = train::train_sequential(&fewer, None, |_| {}).unwrap_err().to_string();
-    assert!(e.contains(&file.display().to_string()) && e.contains("dataset_images"), "{e}");
+    let e = train::train_sequential(&fewer, None, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&file.display().to_string()) && e.contains("dataset_images"),
+        "{e}"
+    );
     assert_eq!(stamp(&file), before, "a refused cache is left as it was");
 }

@@ -118,7 +118,7 @@ impl Apgd {
 
     fn check(&self, x: &Tensor) -> Result<()> {
         let bad = |m: String| Err(Error::Other(format!("{}: {m}", self.loss_name())));
-        if !(self.eps > 0.0) {
+        if self.eps.is_nan() || self.eps <= 0.0 {
             return bad(format!("eps must be positive, got {}", self.eps));
         }
         if self.iterations == 0 {
@@ -303,7 +303,10 @@ impl Attack for Apgd {
     ) -> Result<Tensor> {
         self.check(input.x)?;
         if starts.is_empty() {
-            return Err(Error::Other(format!("{}: no start points given", self.name())));
+            return Err(Error::Other(format!(
+                "{}: no start points given",
+                self.name()
+            )));
         }
         let x = input.x.detach();
         let clean = tch::no_grad(|| model.forward_t(&x, false));

@@ -8,7 +8,9 @@ use tch::{Kind, Tensor};
 
 /// `z_y`: the logit of each sample's label. `logits` [B, C], `y` [B] (i64) → [B].
 pub fn true_logit(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
-    Ok(logits.f_gather(1, &y.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?)
+    Ok(logits
+        .f_gather(1, &y.f_unsqueeze(1)?, false)?
+        .f_squeeze_dim(1)?)
 }
 
 /// `max_{i != y} z_i` → [B].

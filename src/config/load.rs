@@ -53,25 +53,36 @@ pub fn load(path: &Path) -> Result<Config> {
 /// and lays it over the file its `base` key names.
 fn resolve_bases(path: &Path, depth: usize) -> Result<toml::Table> {
     let origin = path.display().to_string();
-    let err = |message: String| Error::Config { file: origin.clone(), message };
+    let err = |message: String| Error::Config {
+        file: origin.clone(),
+        message,
+    };
     if depth > MAX_BASE_DEPTH {
-        return Err(err(format!("`base` chain deeper than {MAX_BASE_DEPTH} (a cycle?)")));
+        return Err(err(format!(
+            "`base` chain deeper than {MAX_BASE_DEPTH} (a cycle?)"
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     check_file(&text, &origin)?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| err(format!("not valid TOML: {e}")))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| err(format!("not valid TOML: {e}")))?;
     match table.remove("base") {
         None => Ok(table),
         Some(toml::Value::String(base)) => {
             let base_path = path.parent().unwrap_or(Path::new(".")).join(&base);
             if !base_path.is_file() {
-                return Err(err(format!("key `base`: no such file {}", base_path.display())));
+                return Err(err(format!(
+                    "key `base`: no such file {}",
+                    base_path.display()
+                )));
             }
             let mut merged = resolve_bases(&base_path, depth + 1)?;
             overlay(&mut merged, table);
             Ok(merged)
         }
-        Some(other) => Err(err(format!("key `base`: expected a file name, found {other}"))),
+        Some(other) => Err(err(format!(
+            "key `base`: expected a file name, found {other}"
+        ))),
     }
 }
 
@@ -89,18 +100,26 @@ fn overlay(base: &mut toml::Table, top: toml::Table) {
 
 /// Deserialises one file's text on its own; errors name the full key and line.
 fn check_file(text: &str, origin: &str) -> Result<()> {
-    let err = |message: String| Error::Config { file: origin.to_string(), message };
-    serde_path_to_error::deserialize::<_, Config>(toml::Deserializer::new(text)).map(|_| ()).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.message().trim_end().to_string();
-        let at = inner.span().map(|s| format!(" (line {})", line_of(text, s.start))).unwrap_or_default();
-        if key == "." || key.is_empty() {
-            err(format!("{message}{at}"))
-        } else {
-            err(format!("key `{key}`: {message}{at}"))
-        }
-    })
+    let err = |message: String| Error::Config {
+        file: origin.to_string(),
+        message,
+    };
+    serde_path_to_error::deserialize::<_, Config>(toml::Deserializer::new(text))
+        .map(|_| ())
+        .map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().trim_end().to_string();
+            let at = inner
+                .span()
+                .map(|s| format!(" (line {})", line_of(text, s.start)))
+                .unwrap_or_default();
+            if key == "." || key.is_empty() {
+                err(format!("{message}{at}"))
+            } else {
+                err(format!("key `{key}`: {message}{at}"))
+            }
+        })
 }
 
 /// Parses config text (`origin` names it in errors); `with_env` applies
@@ -125,7 +144,9 @@ pub fn load_str(text: &str, origin: &str, with_env: bool) -> Result<Config> {
     let layered = builder.build().map_err(|e| err(e.to_string()))?;
     let mut config: Config = layered.try_deserialize().map_err(|e| err(describe(e)))?;
     if config.base.is_some() {
-        return Err(err("key `base`: only files can extend a base (use ard_pipeline::config::load)".into()));
+        return Err(err(
+            "key `base`: only files can extend a base (use ard_pipeline::config::load)".into(),
+        ));
     }
     config.base = None;
     config.validate().map_err(|errors| {

@@ -127,8 +127,13 @@ pub struct TeacherConfig {
     pub arch: Arch,
     /// Teacher weights (safetensors). Required by losses that use a teacher.
     pub weights: Option<PathBuf>,
+    /// `online` (a teacher forward per batch) or `cached` (the soft-label cache
+    /// file in `cache_dir`, filled by `ard-pipeline soft-labels` or by the runs).
     pub soft_labels: SoftLabels,
-    /// `"all"` (the 162 crop+flip views) or a number K of fixed views per image.
+    /// Augmentation views: `"all"` (the paper's random crop+flip, 162 views per
+    /// image) or a number K: each image is trained on one of K fixed views, so
+    /// the teacher runs on K views per image at most, at the cost of a weaker
+    /// augmentation (see `soft_labels::views`).
     pub views: Views,
     /// Folder of the soft-label cache file (`soft_labels = "cached"`).
     pub cache_dir: PathBuf,

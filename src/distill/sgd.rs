@@ -135,7 +135,10 @@ impl Sgd {
         self.names
             .iter()
             .zip(&self.buffers)
-            .filter_map(|(n, b)| b.as_ref().map(|b| (format!("momentum.{n}"), b.to_device(tch::Device::Cpu))))
+            .filter_map(|(n, b)| {
+                b.as_ref()
+                    .map(|b| (format!("momentum.{n}"), b.to_device(tch::Device::Cpu)))
+            })
             .collect()
     }
 
@@ -143,12 +146,23 @@ impl Sgd {
     /// mis-shaped entries are an error naming them.
     pub fn load_state(&mut self, state: &std::collections::BTreeMap<String, Tensor>) -> Result<()> {
         for (key, t) in state {
-            let name = key.strip_prefix("momentum.").ok_or_else(|| crate::Error::Other(format!("optimiser state: unexpected {key}")))?;
-            let i = self.names.iter().position(|n| n == name).ok_or_else(|| crate::Error::Other(format!("optimiser state: no parameter {name}")))?;
+            let name = key
+                .strip_prefix("momentum.")
+                .ok_or_else(|| crate::Error::Other(format!("optimiser state: unexpected {key}")))?;
+            let i = self.names.iter().position(|n| n == name).ok_or_else(|| {
+                crate::Error::Other(format!("optimiser state: no parameter {name}"))
+            })?;
             if t.size() != self.params[i].size() {
-                return Err(crate::Error::Other(format!("optimiser state: {name} has {:?}, parameter has {:?}", t.size(), self.params[i].size())));
+                return Err(crate::Error::Other(format!(
+                    "optimiser state: {name} has {:?}, parameter has {:?}",
+                    t.size(),
+                    self.params[i].size()
+                )));
             }
-            self.buffers[i] = Some(t.to_device(self.params[i].device()).to_kind(self.params[i].kind()));
+            self.buffers[i] = Some(
+                t.to_device(self.params[i].device())
+                    .to_kind(self.params[i].kind()),
+            );
         }
         Ok(())
     }

@@ -78,7 +78,10 @@ impl EvalOutcome {
                 eps_text(self.eps),
                 self.wall_s
             );
-            s += &format!("  {:<16} {:>9} {:>10}\n", "evaluation", "accuracy", "seconds");
+            s += &format!(
+                "  {:<16} {:>9} {:>10}\n",
+                "evaluation", "accuracy", "seconds"
+            );
             for name in &self.order {
                 let acc = self.report.accuracy.get(name).copied().unwrap_or(f64::NAN);
                 let sec = self.report.seconds.get(name).copied().unwrap_or(0.0);
@@ -131,7 +134,10 @@ fn logits(model: &Model, set: &EvalSet, batch_size: usize) -> Result<Tensor> {
     let mut s = 0;
     while s < n {
         let len = (batch_size as i64).min(n - s);
-        let x = set.images.f_narrow(0, s, len)?.f_to_device(model.device())?;
+        let x = set
+            .images
+            .f_narrow(0, s, len)?
+            .f_to_device(model.device())?;
         outs.push(tch::no_grad(|| model.forward_t(&x, false)).f_to_device(Device::Cpu)?);
         s += len;
     }
@@ -152,7 +158,9 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         cfg.data.batch_size = b;
     }
     if cfg.data.batch_size == 0 {
-        return Err(Error::Other("eval: the batch size must be at least 1".into()));
+        return Err(Error::Other(
+            "eval: the batch size must be at least 1".into(),
+        ));
     }
     let arch = opts.arch.unwrap_or(cfg.student.arch);
     let device = crate::device::resolve_device(&cfg.run.device)?;

@@ -53,7 +53,17 @@ struct Inventory {
 
 impl Inventory {
     /// A bias-free k x k convolution with padding k/2; returns the output side.
-    fn conv(
+    fn conv(&mut self, name: String, c_in: i64, c_out: i64, k: i64, stride: i64, side: i64) -> i64 {
+        self.grouped_conv(name, c_in, c_out, k, stride, 1, side)
+    }
+
+    /// A depthwise 3x3 convolution of `c` channels (groups = c).
+    fn depthwise(&mut self, name: String, c: i64, stride: i64, side: i64) -> i64 {
+        self.grouped_conv(name, c, c, 3, stride, c, side)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn grouped_conv(
         &mut self,
         name: String,
         c_in: i64,
@@ -116,18 +126,22 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
             let n = (depth.saturating_sub(4) / 6).max(1);
             let k = widen as i64;
             let ch = [16, 16 * k, 32 * k, 64 * k];
-            let mut side = inv.conv("conv1".into(), 3, ch[0], 3, 1, 1, s);
+            let mut side = inv.conv("conv1".into(), 3, ch[0], 3, 1, s);
             let mut c_in = ch[0];
-            for (block, c_out, stride) in [("block1", ch[1], 1), ("block2", ch[2], 2), ("block3", ch[3], 2)] {
+            for (block, c_out, stride) in [
+                ("block1", ch[1], 1),
+                ("block2", ch[2], 2),
+                ("block3", ch[3], 2),
+            ] {
                 for i in 0..n {
                     let (c, st) = if i == 0 { (c_in, stride) } else { (c_out, 1) };
                     let p = format!("{block}.layer.{i}");
                     inv.bn(format!("{p}.bn1"), c);
-                    let out = inv.conv(format!("{p}.conv1"), c, c_out, 3, st, 1, side);
+                    let out = inv.conv(format!("{p}.conv1"), c, c_out, 3, st, side);
                     inv.bn(format!("{p}.bn2"), c_out);
-                    inv.conv(format!("{p}.conv2"), c_out, c_out, 3, 1, 1, out);
+                    inv.conv(format!("{p}.conv2"), c_out, c_out, 3, 1, out);
                     if c != c_out {
-                        inv.conv(format!("{p}.convShortcut"), c, c_out, 1, st, 1, side);
+                        inv.conv(format!("{p}.convShortcut"), c, c_out, 1, st, side);
                     }
                     side = out;
                 }
@@ -137,19 +151,22 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
             inv.linear("fc".into(), ch[3], NUM_CLASSES);
         }
         Arch::ResNet18 => {
-            let mut side = inv.conv("conv1".into(), 3, 64, 3, 1, 1, s);
+            let mut side = inv.conv("conv1".into(), 3, 64, 3, 1, s);
             inv.bn("bn1".into(), 64);
             let mut c_in = 64;
-            for (stage, (c_out, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
+            for (stage, (c_out, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)]
+                .into_iter()
+                .enumerate()
+            {
                 for b in 0..2 {
                     let st = if b == 0 { stride } else { 1 };
                     let p = format!("layer{}.{b}", stage + 1);
-                    let out = inv.conv(format!("{p}.conv1"), c_in, c_out, 3, st, 1, side);
+                    let out = inv.conv(format!("{p}.conv1"), c_in, c_out, 3, st, side);
                     inv.bn(format!("{p}.bn1"), c_out);
-                    inv.conv(format!("{p}.conv2"), c_out, c_out, 3, 1, 1, out);
+                    inv.conv(format!("{p}.conv2"), c_out, c_out, 3, 1, out);
                     inv.bn(format!("{p}.bn2"), c_out);
                     if st != 1 || c_in != c_out {
-                        inv.conv(format!("{p}.shortcut.0"), c_in, c_out, 1, st, 1, side);
+                        inv.conv(format!("{p}.shortcut.0"), c_in, c_out, 1, st, side);
                         inv.bn(format!("{p}.shortcut.1"), c_out);
                     }
                     side = out;
@@ -170,7 +187,7 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
             ];
             let stem = scaled(32, width);
             let head = scaled(1280, width.max(1.0));
-            let mut side = inv.conv("conv1".into(), 3, stem, 3, 1, 1, s);
+            let mut side = inv.conv("conv1".into(), 3, stem, 3, 1, s);
             inv.bn("bn1".into(), stem);
             let mut c_in = stem;
             let mut index = 0;
@@ -180,14 +197,14 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
                     let st = if b == 0 { stride } else { 1 };
                     let planes = expansion * c_in;
                     let p = format!("layers.{index}");
-                    inv.conv(format!("{p}.conv1"), c_in, planes, 1, 1, 1, side);
+                    inv.conv(format!("{p}.conv1"), c_in, planes, 1, 1, side);
                     inv.bn(format!("{p}.bn1"), planes);
-                    let out = inv.conv(format!("{p}.conv2"), planes, planes, 3, st, planes, side);
+                    let out = inv.depthwise(format!("{p}.conv2"), planes, st, side);
                     inv.bn(format!("{p}.bn2"), planes);
-                    inv.conv(format!("{p}.conv3"), planes, c_out, 1, 1, 1, out);
+                    inv.conv(format!("{p}.conv3"), planes, c_out, 1, 1, out);
                     inv.bn(format!("{p}.bn3"), c_out);
                     if st == 1 && c_in != c_out {
-                        inv.conv(format!("{p}.shortcut.0"), c_in, c_out, 1, 1, 1, side);
+                        inv.conv(format!("{p}.shortcut.0"), c_in, c_out, 1, 1, side);
                         inv.bn(format!("{p}.shortcut.1"), c_out);
                     }
                     side = out;
@@ -195,7 +212,7 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
                     index += 1;
                 }
             }
-            inv.conv("conv2".into(), c_in, head, 1, 1, 1, side);
+            inv.conv("conv2".into(), c_in, head, 1, 1, side);
             inv.bn("bn2".into(), head);
             inv.linear("linear".into(), head, NUM_CLASSES);
         }
@@ -218,7 +235,8 @@ pub fn parameters_in_forward(arch: Arch) -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyOptions {
     pub batch_sizes: Vec<usize>,
-    /// Untimed forward passes first, per batch size.
+    /// Untimed forward passes first, per batch size (fewer once they take a
+    /// quarter of the budget).
     pub warmup: usize,
     /// Timed forward passes per batch size (at most).
     pub runs: usize,
@@ -306,10 +324,15 @@ pub fn measure_latency(model: &Model, batch: usize, opts: &LatencyOptions) -> Re
     let x = (noise::uniform(&like, 0.5, key) + 0.5).f_to_device(device)?;
     let mut times = Vec::with_capacity(opts.runs);
     tch::no_grad(|| -> Result<()> {
+        let warm = Instant::now();
         for _ in 0..opts.warmup {
             let _ = model.forward_t(&x, false);
+            sync(device);
+            // One warm-up pass is enough when a pass is that slow.
+            if warm.elapsed().as_secs_f64() > opts.budget_s / 4.0 {
+                break;
+            }
         }
-        sync(device);
         let mut spent = 0.0;
         for _ in 0..opts.runs {
             let began = Instant::now();
@@ -368,7 +391,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -394,7 +417,7 @@ impl EdgeReport {
         for l in &self.latency {
             s += &format!(
                 "  latency on {} ({} thread{}), batch {:>3}: median {:9.2} ms over {:>2} runs \
-                 ({:.3} ms/image, {:.0} images/s)\n",
+                 ({:.3} ms/image, {:.1} images/s)\n",
                 self.device,
                 self.threads,
                 if self.threads == 1 { "" } else { "s" },
@@ -418,7 +441,15 @@ mod tests {
     /// shape, and nothing the forward pass uses is left out.
     #[test]
     fn inventory_matches_the_models_variables() {
-        for name in ["wrn10_1", "wrn16_2", "wrn34_10", "resnet18", "mobilenet_v2", "mobilenet_v2_x0.5", "mobilenet_v2_x1.4"] {
+        for name in [
+            "wrn10_1",
+            "wrn16_2",
+            "wrn34_10",
+            "resnet18",
+            "mobilenet_v2",
+            "mobilenet_v2_x0.5",
+            "mobilenet_v2_x1.4",
+        ] {
             let arch: Arch = name.parse().unwrap();
             let model = Model::new(arch, Device::Cpu);
             let vars: BTreeMap<String, Tensor> = model

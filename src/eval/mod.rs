@@ -73,6 +73,9 @@ pub enum EvalAttack {
     ApgdT { iterations: usize, restarts: usize },
 }
 
+/// Builds a counted evaluation from (K, restarts).
+type Make = fn(usize, usize) -> EvalAttack;
+
 /// `K` of a name such as `pgd20`: None when absent, an error when malformed.
 fn count(name: &str, digits: &str) -> std::result::Result<Option<usize>, String> {
     if digits.is_empty() {
@@ -100,7 +103,9 @@ impl EvalAttack {
             if restarts == 1 {
                 Ok(e)
             } else {
-                Err(format!("evaluation {name:?}: {base} has no random start to restart"))
+                Err(format!(
+                    "evaluation {name:?}: {base} has no random start to restart"
+                ))
             }
         };
         match base {
@@ -110,12 +115,47 @@ impl EvalAttack {
             _ => {}
         }
         // Longest prefixes first: apgd_t must not swallow another name.
-        let prefixes: [(&str, fn(usize, usize) -> EvalAttack, Option<usize>); 5] = [
-            ("apgd_dlr", |k, r| EvalAttack::ApgdDlr { iterations: k, restarts: r }, Some(APGD_ITERATIONS)),
-            ("apgd_ce", |k, r| EvalAttack::ApgdCe { iterations: k, restarts: r }, Some(APGD_ITERATIONS)),
-            ("apgd_t", |k, r| EvalAttack::ApgdT { iterations: k, restarts: r }, Some(APGD_ITERATIONS)),
-            ("pgd", |k, r| EvalAttack::Pgd { steps: k, restarts: r }, None),
-            ("cw", |k, r| EvalAttack::Cw { steps: k, restarts: r }, Some(CW_STEPS)),
+        let prefixes: [(&str, Make, Option<usize>); 5] = [
+            (
+                "apgd_dlr",
+                |k, r| EvalAttack::ApgdDlr {
+                    iterations: k,
+                    restarts: r,
+                },
+                Some(APGD_ITERATIONS),
+            ),
+            (
+                "apgd_ce",
+                |k, r| EvalAttack::ApgdCe {
+                    iterations: k,
+                    restarts: r,
+                },
+                Some(APGD_ITERATIONS),
+            ),
+            (
+                "apgd_t",
+                |k, r| EvalAttack::ApgdT {
+                    iterations: k,
+                    restarts: r,
+                },
+                Some(APGD_ITERATIONS),
+            ),
+            (
+                "pgd",
+                |k, r| EvalAttack::Pgd {
+                    steps: k,
+                    restarts: r,
+                },
+                None,
+            ),
+            (
+                "cw",
+                |k, r| EvalAttack::Cw {
+                    steps: k,
+                    restarts: r,
+                },
+                Some(CW_STEPS),
+            ),
         ];
         for (prefix, make, default) in prefixes {
             if let Some(digits) = base.strip_prefix(prefix) {
@@ -138,7 +178,10 @@ impl EvalAttack {
         let mut names: Vec<String> = evals.iter().map(|e| e.name()).collect();
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::Other(format!("evaluation {:?} is listed twice", w[0])));
+            return Err(Error::Other(format!(
+                "evaluation {:?} is listed twice",
+                w[0]
+            )));
         }
         Ok(evals)
     }
@@ -224,12 +267,9 @@ impl EvalAttack {
     /// The noise stream of this evaluation: fixed by its name.
     fn stream(&self) -> u64 {
         // FNV-1a: stable across runs and platforms.
-        let hash = self
-            .name()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        let hash = self.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         EVAL_STREAM ^ hash
     }
 }
@@ -280,9 +320,8 @@ impl EvalMasks {
     /// Accuracies in percent.
     pub fn report(&self) -> EvalReport {
         let n = self.natural.size()[0].max(0) as usize;
-        let pct = |mask: &Tensor| {
-            100.0 * mask.sum(Kind::Int64).int64_value(&[]) as f64 / n.max(1) as f64
-        };
+        let pct =
+            |mask: &Tensor| 100.0 * mask.sum(Kind::Int64).int64_value(&[]) as f64 / n.max(1) as f64;
         EvalReport {
             images: n,
             accuracy: self
@@ -323,7 +362,9 @@ fn check_set(set: &EvalSet, batch_size: usize) -> Result<usize> {
         )));
     }
     if batch_size == 0 {
-        return Err(Error::Other("evaluation: batch size must be at least 1".into()));
+        return Err(Error::Other(
+            "evaluation: batch size must be at least 1".into(),
+        ));
     }
     Ok(size[0] as usize)
 }
@@ -345,7 +386,10 @@ pub fn robustness_masks(
 ) -> Result<EvalMasks> {
     let n = check_set(set, batch_size)?;
     let device: Device = model.device();
-    if let Some(e) = evals.iter().find(|e| e.needs_teacher(train_attack) && teacher.is_none()) {
+    if let Some(e) = evals
+        .iter()
+        .find(|e| e.needs_teacher(train_attack) && teacher.is_none())
+    {
         return Err(Error::Other(format!(
             "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
              (set teacher.weights)",
@@ -369,10 +413,7 @@ pub fn robustness_masks(
             .labels
             .f_narrow(0, start as i64, len as i64)?
             .f_to_device(device)?;
-        let t = match teacher {
-            Some(t) => Some(tch::no_grad(|| t.forward_t(&x, false))),
-            None => None,
-        };
+        let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
         let began = Instant::now();
         let clean = predict(model, &x).f_eq_tensor(&y)?;
         natural.push(clean.to_device(Device::Cpu));
@@ -495,8 +536,22 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         for name in [
-            "", "pgd", "pgd0", "pgdx", "pgd20_r", "pgd20_r0", "fgsm_r2", "natural_r3", "cwx",
-            "apgd", "apgd_ce_", "apgd_cex", "apgd_t0", "autoattack", "pgd-20", "pgd+5",
+            "",
+            "pgd",
+            "pgd0",
+            "pgdx",
+            "pgd20_r",
+            "pgd20_r0",
+            "fgsm_r2",
+            "natural_r3",
+            "cwx",
+            "apgd",
+            "apgd_ce_",
+            "apgd_cex",
+            "apgd_t0",
+            "autoattack",
+            "pgd-20",
+            "pgd+5",
         ] {
             let err = EvalAttack::parse(name).unwrap_err();
             assert!(err.contains(name) || name.is_empty(), "{name}: {err}");

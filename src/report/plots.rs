@@ -24,18 +24,41 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Other(format!("plot {}: {e}", path.display()))
 }
 
-const COLORS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
 
 /// Training loss per epoch (left) and accuracy per evaluation per epoch (right).
-pub fn training_curves(path: &Path, loss: &[(usize, f64)], accuracy: &[(usize, BTreeMap<String, f64>)]) -> Result<()> {
+pub fn training_curves(
+    path: &Path,
+    loss: &[(usize, f64)],
+    accuracy: &[(usize, BTreeMap<String, f64>)],
+) -> Result<()> {
     font();
     let root = BitMapBackend::new(path, (1200, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let (left, right) = root.split_horizontally(600);
-    let max_epoch = loss.iter().map(|l| l.0).chain(accuracy.iter().map(|a| a.0)).max().unwrap_or(1).max(1);
+    let max_epoch = loss
+        .iter()
+        .map(|l| l.0)
+        .chain(accuracy.iter().map(|a| a.0))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let finite: Vec<f64> = loss.iter().map(|l| l.1).filter(|v| v.is_finite()).collect();
-    let (lo, hi) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    let (lo, hi) = if finite.is_empty() { (0.0, 1.0) } else { (lo.min(hi) * 0.95, hi * 1.05 + 1e-9) };
+    let (lo, hi) = finite
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = if finite.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (lo.min(hi) * 0.95, hi * 1.05 + 1e-9)
+    };
     let mut chart = ChartBuilder::on(&left)
         .caption("training loss", ("sans-serif", 22))
         .margin(12)
@@ -43,11 +66,24 @@ pub fn training_curves(path: &Path, loss: &[(usize, f64)], accuracy: &[(usize, B
         .y_label_area_size(60)
         .build_cartesian_2d(0.5..max_epoch as f64 + 0.5, lo..hi)
         .map_err(|e| plot_err(path, e))?;
-    chart.configure_mesh().x_desc("epoch").y_desc("mean loss").draw().map_err(|e| plot_err(path, e))?;
     chart
-        .draw_series(LineSeries::new(loss.iter().map(|&(e, l)| (e as f64, l)), COLORS[0].stroke_width(2)))
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("mean loss")
+        .draw()
         .map_err(|e| plot_err(path, e))?;
-    chart.draw_series(loss.iter().map(|&(e, l)| Circle::new((e as f64, l), 3, COLORS[0].filled()))).map_err(|e| plot_err(path, e))?;
+    chart
+        .draw_series(LineSeries::new(
+            loss.iter().map(|&(e, l)| (e as f64, l)),
+            COLORS[0].stroke_width(2),
+        ))
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .draw_series(
+            loss.iter()
+                .map(|&(e, l)| Circle::new((e as f64, l), 3, COLORS[0].filled())),
+        )
+        .map_err(|e| plot_err(path, e))?;
 
     let mut chart = ChartBuilder::on(&right)
         .caption("test accuracy (%)", ("sans-serif", 22))
@@ -56,17 +92,38 @@ pub fn training_curves(path: &Path, loss: &[(usize, f64)], accuracy: &[(usize, B
         .y_label_area_size(50)
         .build_cartesian_2d(0.5..max_epoch as f64 + 0.5, 0.0..100.0)
         .map_err(|e| plot_err(path, e))?;
-    chart.configure_mesh().x_desc("epoch").y_desc("accuracy %").draw().map_err(|e| plot_err(path, e))?;
-    let names: Vec<String> = accuracy.iter().flat_map(|(_, m)| m.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("accuracy %")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    let names: Vec<String> = accuracy
+        .iter()
+        .flat_map(|(_, m)| m.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     for (i, name) in names.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = accuracy.iter().filter_map(|(e, m)| m.get(name).map(|&a| (*e as f64, a))).collect();
+        let points: Vec<(f64, f64)> = accuracy
+            .iter()
+            .filter_map(|(e, m)| m.get(name).map(|&a| (*e as f64, a)))
+            .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| plot_err(path, e))?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(|e| plot_err(path, e))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(|e| plot_err(path, e))?;
     }
     if !names.is_empty() {
         chart
@@ -105,11 +162,19 @@ pub fn stage_throughput(path: &Path, stages: &[(String, f64, f64, f64, f64)]) ->
         .draw()
         .map_err(|e| plot_err(path, e))?;
     chart
-        .draw_series(stages.iter().enumerate().map(|(i, s)| Rectangle::new([(i as f64 - 0.3, 0.0), (i as f64 + 0.3, s.1)], COLORS[0].filled())))
+        .draw_series(stages.iter().enumerate().map(|(i, s)| {
+            Rectangle::new(
+                [(i as f64 - 0.3, 0.0), (i as f64 + 0.3, s.1)],
+                COLORS[0].filled(),
+            )
+        }))
         .map_err(|e| plot_err(path, e))?;
 
     let mut chart = ChartBuilder::on(&right)
-        .caption("share of wall time (busy / blocked / idle)", ("sans-serif", 20))
+        .caption(
+            "share of wall time (busy / blocked / idle)",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(50)
@@ -123,7 +188,14 @@ pub fn stage_throughput(path: &Path, stages: &[(String, f64, f64, f64, f64)]) ->
         .disable_x_mesh()
         .draw()
         .map_err(|e| plot_err(path, e))?;
-    for (k, (name, color)) in [("busy", COLORS[1]), ("blocked", COLORS[3]), ("idle", COLORS[2])].into_iter().enumerate() {
+    for (k, (name, color)) in [
+        ("busy", COLORS[1]),
+        ("blocked", COLORS[3]),
+        ("idle", COLORS[2]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         chart
             .draw_series(stages.iter().enumerate().map(move |(i, s)| {
                 let (b, bl, id) = (s.2 * 100.0, s.3 * 100.0, s.4 * 100.0);
@@ -132,12 +204,20 @@ pub fn stage_throughput(path: &Path, stages: &[(String, f64, f64, f64, f64)]) ->
                     1 => (b, b + bl),
                     _ => (b + bl, b + bl + id),
                 };
-                Rectangle::new([(i as f64 - 0.3, y0), (i as f64 + 0.3, y1.min(100.0))], color.filled())
+                Rectangle::new(
+                    [(i as f64 - 0.3, y0), (i as f64 + 0.3, y1.min(100.0))],
+                    color.filled(),
+                )
             }))
             .map_err(|e| plot_err(path, e))?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))
 }

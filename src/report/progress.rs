@@ -17,12 +17,27 @@ pub struct Progress {
 
 impl Progress {
     /// Follows `metrics.train_steps()` towards `total_steps`.
-    pub fn start(metrics: TrainMetrics, total_steps: usize, steps_per_epoch: usize, epochs: usize, batch_size: usize) -> Progress {
+    pub fn start(
+        metrics: TrainMetrics,
+        total_steps: usize,
+        steps_per_epoch: usize,
+        epochs: usize,
+        batch_size: usize,
+    ) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("progress".into())
-            .spawn(move || follow(metrics, total_steps, steps_per_epoch.max(1), epochs, batch_size, flag))
+            .spawn(move || {
+                follow(
+                    metrics,
+                    total_steps,
+                    steps_per_epoch.max(1),
+                    epochs,
+                    batch_size,
+                    flag,
+                )
+            })
             .ok();
         Progress { stop, thread }
     }
@@ -41,11 +56,27 @@ impl Drop for Progress {
     }
 }
 
-fn follow(metrics: TrainMetrics, total: usize, per_epoch: usize, epochs: usize, batch: usize, stop: Arc<AtomicBool>) {
+fn follow(
+    metrics: TrainMetrics,
+    total: usize,
+    per_epoch: usize,
+    epochs: usize,
+    batch: usize,
+    stop: Arc<AtomicBool>,
+) {
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(Some(per_epoch as u64), if terminal { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ETA {eta}") {
+    let bar = ProgressBar::with_draw_target(
+        Some(per_epoch as u64),
+        if terminal {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ETA {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut last_logged_tenth = 0;
@@ -65,7 +96,11 @@ fn follow(metrics: TrainMetrics, total: usize, per_epoch: usize, epochs: usize, 
         let tenth = done * 10 / total.max(1);
         if !terminal && tenth > last_logged_tenth {
             last_logged_tenth = tenth;
-            let eta = if done > 0 { elapsed * (total - done) as f64 / done as f64 } else { 0.0 };
+            let eta = if done > 0 {
+                elapsed * (total - done) as f64 / done as f64
+            } else {
+                0.0
+            };
             log::info!("progress: step {done}/{total} (epoch {}/{epochs}), {images_per_s:.1} images/s, ETA {eta:.0}s", epoch + 1);
         }
         std::thread::sleep(Duration::from_millis(200));

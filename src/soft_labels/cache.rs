@@ -102,7 +102,12 @@ impl SoftLabelCache {
         let logits = match usize::try_from(layout.logits_bytes) {
             Ok(0) => Logits::Empty,
             Ok(n) => Logits::Owned(vec![0u8; n]),
-            Err(_) => return Err(CacheError::invalid(path, "too large for this machine's address space")),
+            Err(_) => {
+                return Err(CacheError::invalid(
+                    path,
+                    "too large for this machine's address space",
+                ))
+            }
         };
         Ok(SoftLabelCache {
             path: path.to_owned(),
@@ -122,14 +127,19 @@ impl SoftLabelCache {
         let mut file = File::open(path).map_err(|e| CacheError::io(path, e))?;
         let len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
         let (header, layout) = read_header(&mut file, len, path)?;
-        file.seek(SeekFrom::Start(layout.bitmap_offset)).map_err(|e| CacheError::io(path, e))?;
+        file.seek(SeekFrom::Start(layout.bitmap_offset))
+            .map_err(|e| CacheError::io(path, e))?;
         let mut bitmap = vec![0u8; layout.bitmap_bytes as usize];
-        file.read_exact(&mut bitmap).map_err(|e| CacheError::io(path, e))?;
+        file.read_exact(&mut bitmap)
+            .map_err(|e| CacheError::io(path, e))?;
         let entries = header.entries();
         if entries % 8 != 0 {
             let last = bitmap.last().copied().unwrap_or(0);
             if last >> (entries % 8) != 0 {
-                return Err(CacheError::corrupt(path, "bits set past the last entry of the filled bitmap"));
+                return Err(CacheError::corrupt(
+                    path,
+                    "bits set past the last entry of the filled bitmap",
+                ));
             }
         }
         let filled = count_bits(&bitmap);
@@ -142,16 +152,26 @@ impl SoftLabelCache {
                     // written in place, so the mapped bytes do not change under us.
                     let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
                     if (map.len() as u64) < layout.total {
-                        return Err(CacheError::Truncated { path: path.to_owned(), actual: map.len() as u64, expected: layout.total });
+                        return Err(CacheError::Truncated {
+                            path: path.to_owned(),
+                            actual: map.len() as u64,
+                            expected: layout.total,
+                        });
                     }
-                    Logits::Mapped { map, offset: layout.logits_offset as usize }
+                    Logits::Mapped {
+                        map,
+                        offset: layout.logits_offset as usize,
+                    }
                 }
                 Access::ReadWrite => {
-                    file.seek(SeekFrom::Start(layout.logits_offset)).map_err(|e| CacheError::io(path, e))?;
-                    let n = usize::try_from(layout.logits_bytes)
-                        .map_err(|_| CacheError::invalid(path, "too large for this machine's address space"))?;
+                    file.seek(SeekFrom::Start(layout.logits_offset))
+                        .map_err(|e| CacheError::io(path, e))?;
+                    let n = usize::try_from(layout.logits_bytes).map_err(|_| {
+                        CacheError::invalid(path, "too large for this machine's address space")
+                    })?;
                     let mut v = vec![0u8; n];
-                    file.read_exact(&mut v).map_err(|e| CacheError::io(path, e))?;
+                    file.read_exact(&mut v)
+                        .map_err(|e| CacheError::io(path, e))?;
                     Logits::Owned(v)
                 }
             }
@@ -173,7 +193,11 @@ impl SoftLabelCache {
     /// Refuses the file unless it matches `expected` (identity and image range).
     fn check(&self, expected: &Header) -> CacheResult<()> {
         self.header.identity.check(&expected.identity, &self.path)?;
-        let got = (self.header.image_start, self.header.image_end, self.header.shard);
+        let got = (
+            self.header.image_start,
+            self.header.image_end,
+            self.header.shard,
+        );
         let want = (expected.image_start, expected.image_end, expected.shard);
         if got != want {
             let show = |(s, e, sh): (u64, u64, Option<super::format::ShardId>)| match sh {
@@ -271,7 +295,14 @@ impl SoftLabelCache {
             return Ok(false);
         }
         if out.len() != self.classes {
-            return Err(CacheError::invalid(&self.path, format!("{} logits asked for, entries hold {}", out.len(), self.classes)));
+            return Err(CacheError::invalid(
+                &self.path,
+                format!(
+                    "{} logits asked for, entries hold {}",
+                    out.len(),
+                    self.classes
+                ),
+            ));
         }
         let eb = self.header.entry_bytes();
         let raw = &self.logits.bytes()[e as usize * eb..(e as usize + 1) * eb];
@@ -306,13 +337,20 @@ impl SoftLabelCache {
         if logits.len() != self.classes {
             return Err(CacheError::invalid(
                 &self.path,
-                format!("the teacher gave {} logits per image, the cache holds {} (header num_classes)", logits.len(), self.classes),
+                format!(
+                    "the teacher gave {} logits per image, the cache holds {} (header num_classes)",
+                    logits.len(),
+                    self.classes
+                ),
             ));
         }
         let eb = self.header.entry_bytes();
         let dtype = self.header.identity.dtype;
         let Logits::Owned(bytes) = &mut self.logits else {
-            return Err(CacheError::invalid(&self.path, "opened read-only: cannot store soft labels"));
+            return Err(CacheError::invalid(
+                &self.path,
+                "opened read-only: cannot store soft labels",
+            ));
         };
         let raw = &mut bytes[e as usize * eb..(e as usize + 1) * eb];
         match dtype {
@@ -339,22 +377,34 @@ impl SoftLabelCache {
     /// Copies every filled entry of `other` (same identity, a sub-range of this
     /// file's images) into this cache, raw (no re-rounding).
     pub fn copy_from(&mut self, other: &SoftLabelCache) -> CacheResult<()> {
-        other.header.identity.check(&self.header.identity, &other.path)?;
+        other
+            .header
+            .identity
+            .check(&self.header.identity, &other.path)?;
         let (s, e) = (other.header.image_start, other.header.image_end);
         if s < self.header.image_start || e > self.header.image_end {
             return Err(CacheError::invalid(
                 &other.path,
-                format!("images {s}..{e} do not fit in {}'s {}..{}", self.path.display(), self.header.image_start, self.header.image_end),
+                format!(
+                    "images {s}..{e} do not fit in {}'s {}..{}",
+                    self.path.display(),
+                    self.header.image_start,
+                    self.header.image_end
+                ),
             ));
         }
         let eb = self.header.entry_bytes();
         let first = self.entry_unchecked(s, 0);
         let n = other.header.entries();
         let Logits::Owned(bytes) = &mut self.logits else {
-            return Err(CacheError::invalid(&self.path, "opened read-only: cannot store soft labels"));
+            return Err(CacheError::invalid(
+                &self.path,
+                "opened read-only: cannot store soft labels",
+            ));
         };
         let src = other.logits.bytes();
-        bytes[(first * eb as u64) as usize..((first + n) * eb as u64) as usize].copy_from_slice(&src[..(n * eb as u64) as usize]);
+        bytes[(first * eb as u64) as usize..((first + n) * eb as u64) as usize]
+            .copy_from_slice(&src[..(n * eb as u64) as usize]);
         for j in 0..n {
             let (byte, bit) = (((first + j) / 8) as usize, 1u8 << ((first + j) % 8));
             let had = self.bitmap[byte] & bit != 0;
@@ -383,7 +433,10 @@ impl SoftLabelCache {
             return Ok(false);
         }
         if self.lock.is_none() {
-            return Err(CacheError::invalid(&self.path, "opened read-only: cannot write"));
+            return Err(CacheError::invalid(
+                &self.path,
+                "opened read-only: cannot write",
+            ));
         }
         self.write_to(&self.path.clone())?;
         self.dirty = false;
@@ -394,9 +447,15 @@ impl SoftLabelCache {
     fn write_to(&self, path: &Path) -> CacheResult<()> {
         let (head, layout) = encode_header(&self.header, path)?;
         debug_assert_eq!(layout, self.layout);
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let result = (|| -> std::io::Result<()> {
             let file = File::create(&tmp)?;

@@ -46,7 +46,11 @@ impl FillReport {
             self.computed,
             self.already,
             self.seconds,
-            if self.written { "" } else { " (nothing to write)" }
+            if self.written {
+                ""
+            } else {
+                " (nothing to write)"
+            }
         )
     }
 }
@@ -55,7 +59,11 @@ impl FillReport {
 /// (after `train_limit`) and every view of `teacher.views`, or for the images of
 /// `shard` only, into its partial file. Resumes a partly filled file; batches
 /// of `data.batch_size` (image, view) pairs; `progress` gets log lines.
-pub fn fill(cfg: &Config, shard: Option<Shard>, mut progress: impl FnMut(&str)) -> Result<FillReport> {
+pub fn fill(
+    cfg: &Config,
+    shard: Option<Shard>,
+    mut progress: impl FnMut(&str),
+) -> Result<FillReport> {
     let started = Instant::now();
     let device = crate::device::resolve_device(&cfg.run.device)?;
     crate::device::set_threads(cfg.run.threads);
@@ -101,11 +109,20 @@ pub fn fill(cfg: &Config, shard: Option<Shard>, mut progress: impl FnMut(&str)) 
         let indices: Vec<usize> = chunk.iter().map(|&(i, _)| i as usize).collect();
         let chunk_views: Vec<data::View> = chunk
             .iter()
-            .map(|&(i, s)| views.view_at(i, s).ok_or_else(|| Error::Other(format!("no view in slot {s}"))))
+            .map(|&(i, s)| {
+                views
+                    .view_at(i, s)
+                    .ok_or_else(|| Error::Other(format!("no view in slot {s}")))
+            })
             .collect::<Result<_>>()?;
         let batch = data::make_batch(&train, &indices, &chunk_views, device)?;
         let t = teacher_logits(&teacher, &batch.images);
-        let values = Vec::<f32>::try_from(t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?.f_flatten(0, -1)?)?;
+        let values = Vec::<f32>::try_from(
+            t.f_to_device(Device::Cpu)?
+                .f_to_kind(Kind::Float)?
+                .f_contiguous()?
+                .f_flatten(0, -1)?,
+        )?;
         if values.len() != chunk.len() * c {
             return Err(Error::Other(format!(
                 "soft labels: the teacher gave {} logits for {} images, the cache holds {c} classes",
@@ -147,11 +164,19 @@ pub fn fill(cfg: &Config, shard: Option<Shard>, mut progress: impl FnMut(&str)) 
 /// Joins shard files into the full cache. Without `inputs`, the shards are
 /// the `NAME.shard-I-of-N` files beside the config's cache file; without
 /// `output`, the output is that cache file (`cfg` is needed for either default).
-pub fn merge(cfg: Option<&Config>, inputs: Vec<PathBuf>, output: Option<PathBuf>) -> Result<MergeReport> {
+pub fn merge(
+    cfg: Option<&Config>,
+    inputs: Vec<PathBuf>,
+    output: Option<PathBuf>,
+) -> Result<MergeReport> {
     let full = match (&output, cfg) {
         (Some(p), _) => p.clone(),
         (None, Some(cfg)) => cache_path(cfg)?,
-        (None, None) => return Err(Error::Other("soft-labels merge: give --config or --output".into())),
+        (None, None) => {
+            return Err(Error::Other(
+                "soft-labels merge: give --config or --output".into(),
+            ))
+        }
     };
     let inputs = if inputs.is_empty() {
         let found = shard::find_shards(&full)?;

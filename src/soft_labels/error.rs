@@ -27,7 +27,11 @@ pub enum CacheError {
          delete it and fill it again with `ard-pipeline soft-labels`",
         path.display()
     )]
-    Version { path: PathBuf, found: u32, expected: u32 },
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
 
     /// Shorter than its header says.
     #[error(
@@ -35,7 +39,11 @@ pub enum CacheError {
          an interrupted copy? delete it and fill it again",
         path.display()
     )]
-    Truncated { path: PathBuf, actual: u64, expected: u64 },
+    Truncated {
+        path: PathBuf,
+        actual: u64,
+        expected: u64,
+    },
 
     /// The header or the filled-entries bitmap is inconsistent.
     #[error("soft-label cache {}: corrupt: {detail}", path.display())]

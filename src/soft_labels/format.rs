@@ -101,11 +101,19 @@ pub struct Identity {
 impl Identity {
     /// The first field where `self` (a file's) differs from `run`:
     /// (field name, what it identifies, file value, run value).
-    pub fn first_difference(&self, run: &Identity) -> Option<(&'static str, &'static str, String, String)> {
+    pub fn first_difference(
+        &self,
+        run: &Identity,
+    ) -> Option<(&'static str, &'static str, String, String)> {
         macro_rules! field {
             ($f:ident, $what:expr) => {
                 if self.$f != run.$f {
-                    return Some((stringify!($f), $what, format!("{:?}", self.$f), format!("{:?}", run.$f)));
+                    return Some((
+                        stringify!($f),
+                        $what,
+                        format!("{:?}", self.$f),
+                        format!("{:?}", run.$f),
+                    ));
                 }
             };
         }
@@ -192,13 +200,19 @@ impl Header {
         let id = &self.identity;
         let bad = |detail: String| Err(CacheError::corrupt(path, detail));
         if self.format_version != FORMAT_VERSION {
-            return bad(format!("header format_version {} differs from the preamble's {FORMAT_VERSION}", self.format_version));
+            return bad(format!(
+                "header format_version {} differs from the preamble's {FORMAT_VERSION}",
+                self.format_version
+            ));
         }
         if !(1..=100_000).contains(&id.num_classes) {
             return bad(format!("num_classes = {} is out of range", id.num_classes));
         }
         if !id.views.is_valid() {
-            return bad(format!("views = {:?} is out of range (1..=162 fixed views)", id.views));
+            return bad(format!(
+                "views = {:?} is out of range (1..=162 fixed views)",
+                id.views
+            ));
         }
         if self.image_start > self.image_end || self.image_end > id.dataset_images {
             return bad(format!(
@@ -270,7 +284,11 @@ pub fn encode_header(header: &Header, path: &Path) -> CacheResult<(Vec<u8>, Layo
 /// Reads and checks the preamble and header of the file `path` from `reader`,
 /// whose total size is `file_len`: magic, version, a decodable and consistent
 /// header, and a file size equal to the layout's.
-pub fn read_header(reader: &mut impl std::io::Read, file_len: u64, path: &Path) -> CacheResult<(Header, Layout)> {
+pub fn read_header(
+    reader: &mut impl std::io::Read,
+    file_len: u64,
+    path: &Path,
+) -> CacheResult<(Header, Layout)> {
     let mut pre = [0u8; PREAMBLE_BYTES];
     let got = read_up_to(reader, &mut pre).map_err(|e| CacheError::io(path, e))?;
     let magic_len = got.min(MAGIC.len());
@@ -301,7 +319,10 @@ pub fn read_header(reader: &mut impl std::io::Read, file_len: u64, path: &Path) 
     }
     let header_len = u32::from_le_bytes([pre[12], pre[13], pre[14], pre[15]]);
     if header_len == 0 || header_len > MAX_HEADER_BYTES {
-        return Err(CacheError::corrupt(path, format!("header length {header_len} is out of range (1..={MAX_HEADER_BYTES})")));
+        return Err(CacheError::corrupt(
+            path,
+            format!("header length {header_len} is out of range (1..={MAX_HEADER_BYTES})"),
+        ));
     }
     let needed = PREAMBLE_BYTES as u64 + u64::from(header_len);
     if file_len < needed {
@@ -312,14 +333,21 @@ pub fn read_header(reader: &mut impl std::io::Read, file_len: u64, path: &Path) 
         });
     }
     let mut body = vec![0u8; header_len as usize];
-    reader.read_exact(&mut body).map_err(|e| CacheError::io(path, e))?;
-    let (header, used): (Header, usize) = bincode::serde::decode_from_slice(&body, bincode_config())
-        .map_err(|e| CacheError::corrupt(path, format!("undecodable header: {e}")))?;
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| CacheError::io(path, e))?;
+    let (header, used): (Header, usize) =
+        bincode::serde::decode_from_slice(&body, bincode_config())
+            .map_err(|e| CacheError::corrupt(path, format!("undecodable header: {e}")))?;
     if used != body.len() {
-        return Err(CacheError::corrupt(path, format!("header has {} stray bytes", body.len() - used)));
+        return Err(CacheError::corrupt(
+            path,
+            format!("header has {} stray bytes", body.len() - used),
+        ));
     }
     header.validate(path)?;
-    let layout = Layout::new(&header, body.len()).ok_or_else(|| CacheError::corrupt(path, "header sizes overflow"))?;
+    let layout = Layout::new(&header, body.len())
+        .ok_or_else(|| CacheError::corrupt(path, "header sizes overflow"))?;
     if file_len < layout.total {
         return Err(CacheError::Truncated {
             path: path.to_owned(),
@@ -330,7 +358,10 @@ pub fn read_header(reader: &mut impl std::io::Read, file_len: u64, path: &Path) 
     if file_len > layout.total {
         return Err(CacheError::corrupt(
             path,
-            format!("{} bytes, the header describes {}: trailing bytes", file_len, layout.total),
+            format!(
+                "{} bytes, the header describes {}: trailing bytes",
+                file_len, layout.total
+            ),
         ));
     }
     Ok((header, layout))
@@ -399,7 +430,13 @@ mod tests {
         assert_eq!(a.first_difference(&b).unwrap().0, "views");
         b = a.clone();
         b.teacher_weights_md5 = "00".repeat(16);
-        let e = a.check(&b, Path::new("c.softlabels")).unwrap_err().to_string();
-        assert!(e.contains("c.softlabels") && e.contains("teacher_weights_md5"), "{e}");
+        let e = a
+            .check(&b, Path::new("c.softlabels"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.softlabels") && e.contains("teacher_weights_md5"),
+            "{e}"
+        );
     }
 }

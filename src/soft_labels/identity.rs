@@ -58,7 +58,8 @@ pub fn view_set(cfg: &Config) -> Result<ViewSet> {
 pub fn run_identity(cfg: &Config, train: &Split) -> Result<Identity> {
     let weights = cfg.teacher.weights.as_ref().ok_or_else(|| Error::Config {
         file: "teacher.weights".into(),
-        message: "the soft-label cache needs the teacher's weights file (its md5 keys the cache)".into(),
+        message: "the soft-label cache needs the teacher's weights file (its md5 keys the cache)"
+            .into(),
     })?;
     let views = view_set(cfg)?;
     Ok(Identity {

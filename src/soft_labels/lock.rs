@@ -22,7 +22,10 @@ pub struct WriterLock {
 
 /// `FILE.lock` beside `cache`.
 pub fn lock_path(cache: &Path) -> PathBuf {
-    let mut name = cache.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = cache
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".lock");
     cache.with_file_name(name)
 }
@@ -47,7 +50,9 @@ fn alive(pid: u32) -> bool {
 /// Parses `pid P host H nonce N`.
 fn holder_of(text: &str) -> Option<(u32, &str)> {
     let mut words = text.split_whitespace();
-    let (Some("pid"), Some(pid), Some("host"), Some(host)) = (words.next(), words.next(), words.next(), words.next()) else {
+    let (Some("pid"), Some(pid), Some("host"), Some(host)) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
         return None;
     };
     Some((pid.parse().ok()?, host))
@@ -68,7 +73,11 @@ impl WriterLock {
             NONCE.fetch_add(1, Ordering::Relaxed)
         );
         for attempt in 0..2 {
-            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     f.write_all(token.as_bytes())
                         .and_then(|_| f.sync_all())
@@ -77,9 +86,14 @@ impl WriterLock {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = fs::read_to_string(&path).unwrap_or_default();
-                    let stale = matches!(holder_of(&text), Some((pid, h)) if h == host && !alive(pid));
+                    let stale =
+                        matches!(holder_of(&text), Some((pid, h)) if h == host && !alive(pid));
                     if stale && attempt == 0 {
-                        log::warn!("{}: removing a stale lock of a process that is gone ({})", path.display(), text.trim());
+                        log::warn!(
+                            "{}: removing a stale lock of a process that is gone ({})",
+                            path.display(),
+                            text.trim()
+                        );
                         let _ = fs::remove_file(&path);
                         continue;
                     }
@@ -129,12 +143,19 @@ mod tests {
         let first = WriterLock::acquire(&cache).unwrap();
         assert!(lock_path(&cache).exists());
         let e = WriterLock::acquire(&cache).unwrap_err().to_string();
-        assert!(e.contains("c.softlabels.lock") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.contains("c.softlabels.lock") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(first);
         assert!(!lock_path(&cache).exists());
         if cfg!(target_os = "linux") {
             // pid_max is at most 2^22: this PID cannot be alive.
-            fs::write(lock_path(&cache), format!("pid 4294967 host {} nonce 0\n", hostname())).unwrap();
+            fs::write(
+                lock_path(&cache),
+                format!("pid 4294967 host {} nonce 0\n", hostname()),
+            )
+            .unwrap();
             let taken = WriterLock::acquire(&cache).unwrap();
             drop(taken);
             assert!(!lock_path(&cache).exists());

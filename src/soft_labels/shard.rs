@@ -21,7 +21,8 @@ pub struct Shard {
 impl FromStr for Shard {
     type Err = String;
     fn from_str(s: &str) -> Result<Shard, String> {
-        let bad = |why: &str| format!("--shard {s:?}: {why}; expected I/N with 0 <= I < N, e.g. 0/4");
+        let bad =
+            |why: &str| format!("--shard {s:?}: {why}; expected I/N with 0 <= I < N, e.g. 0/4");
         let (i, n) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
         let index: u32 = i.trim().parse().map_err(|_| bad("I is not a number"))?;
         let count: u32 = n.trim().parse().map_err(|_| bad("N is not a number"))?;
@@ -51,7 +52,10 @@ impl Shard {
 
     /// The partial file of this shard beside the full cache file `full`.
     pub fn path(self, full: &Path) -> PathBuf {
-        let mut name = full.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let mut name = full
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         name.push(format!(".shard-{}-of-{}", self.index, self.count));
         full.with_file_name(name)
     }
@@ -67,16 +71,26 @@ impl Shard {
 
 /// The shard files beside the full cache file `full` (`NAME.shard-I-of-N`), sorted.
 pub fn find_shards(full: &Path) -> CacheResult<Vec<PathBuf>> {
-    let dir = full.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = full
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let prefix = format!("{name}.shard-");
     let entries = std::fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))?;
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| CacheError::io(dir, e))?;
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file.strip_prefix(&prefix) else { continue };
-        let Some((i, n)) = rest.split_once("-of-") else { continue };
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((i, n)) = rest.split_once("-of-") else {
+            continue;
+        };
         if let (Ok(i), Ok(n)) = (i.parse::<u32>(), n.parse::<u32>()) {
             found.push(((n, i), entry.path()));
         }
@@ -110,39 +124,71 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
     let identity = first.identity().clone();
     let count = match first.header().shard {
         Some(s) => s.count,
-        None => return Err(CacheError::invalid(first_path, "is not a shard file (its header names no shard)")),
+        None => {
+            return Err(CacheError::invalid(
+                first_path,
+                "is not a shard file (its header names no shard)",
+            ))
+        }
     };
     let mut seen: Vec<Option<&Path>> = vec![None; count as usize];
     for part in &parts {
         let h = part.header();
-        part.identity().check(&identity, part.path()).map_err(|e| match e {
-            CacheError::Mismatch { path, field, what, cached, run } => CacheError::Mismatch {
-                path,
-                field,
-                what,
-                cached,
-                run: format!("{run} (as in {})", first_path.display()),
-            },
-            other => other,
-        })?;
+        part.identity()
+            .check(&identity, part.path())
+            .map_err(|e| match e {
+                CacheError::Mismatch {
+                    path,
+                    field,
+                    what,
+                    cached,
+                    run,
+                } => CacheError::Mismatch {
+                    path,
+                    field,
+                    what,
+                    cached,
+                    run: format!("{run} (as in {})", first_path.display()),
+                },
+                other => other,
+            })?;
         let Some(s) = h.shard else {
-            return Err(CacheError::invalid(part.path(), "is not a shard file (its header names no shard)"));
+            return Err(CacheError::invalid(
+                part.path(),
+                "is not a shard file (its header names no shard)",
+            ));
         };
         if s.count != count {
             return Err(CacheError::invalid(
                 part.path(),
-                format!("is shard {}/{}, but {} is one of {count}", s.index, s.count, first_path.display()),
+                format!(
+                    "is shard {}/{}, but {} is one of {count}",
+                    s.index,
+                    s.count,
+                    first_path.display()
+                ),
             ));
         }
-        let shard = Shard { index: s.index, count };
+        let shard = Shard {
+            index: s.index,
+            count,
+        };
         if (h.image_start, h.image_end) != shard.range(identity.dataset_images) {
             return Err(CacheError::corrupt(
                 part.path(),
-                format!("shard {shard} holds images {}..{}, expected {:?}", h.image_start, h.image_end, shard.range(identity.dataset_images)),
+                format!(
+                    "shard {shard} holds images {}..{}, expected {:?}",
+                    h.image_start,
+                    h.image_end,
+                    shard.range(identity.dataset_images)
+                ),
             ));
         }
         if let Some(other) = seen[s.index as usize].replace(part.path()) {
-            return Err(CacheError::invalid(part.path(), format!("shard {shard} is given twice (also {})", other.display())));
+            return Err(CacheError::invalid(
+                part.path(),
+                format!("shard {shard} is given twice (also {})", other.display()),
+            ));
         }
         if !part.is_complete() {
             return Err(CacheError::invalid(
@@ -155,15 +201,25 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
             ));
         }
     }
-    let missing: Vec<String> = seen.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| format!("{i}/{count}")).collect();
+    let missing: Vec<String> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_none())
+        .map(|(i, _)| format!("{i}/{count}"))
+        .collect();
     if !missing.is_empty() {
-        return Err(CacheError::invalid(output, format!("cannot merge: shard(s) {} missing", missing.join(", "))));
+        return Err(CacheError::invalid(
+            output,
+            format!("cannot merge: shard(s) {} missing", missing.join(", ")),
+        ));
     }
     let header = Header::new(identity, 0, first.identity().dataset_images, None);
     let mut full = SoftLabelCache::create(output, header.clone())?;
     if output.exists() {
         // Never replace a cache of something else.
-        SoftLabelCache::open_any(output)?.identity().check(&header.identity, output)?;
+        SoftLabelCache::open_any(output)?
+            .identity()
+            .check(&header.identity, output)?;
     }
     for part in &parts {
         full.copy_from(part)?;

@@ -64,9 +64,17 @@ impl SoftLabelSource {
     /// writing (under its lock), its misses are computed and stored, and it is
     /// written back at epoch ends. A file of another teacher, dataset or policy
     /// is refused.
-    pub fn for_run(cfg: &Config, train: &Split, has_teacher: bool, metrics: Option<TrainMetrics>) -> Result<SoftLabelSource> {
+    pub fn for_run(
+        cfg: &Config,
+        train: &Split,
+        has_teacher: bool,
+        metrics: Option<TrainMetrics>,
+    ) -> Result<SoftLabelSource> {
         if cfg.teacher.soft_labels == SoftLabels::Online || !has_teacher {
-            return Ok(SoftLabelSource { metrics, ..SoftLabelSource::online() });
+            return Ok(SoftLabelSource {
+                metrics,
+                ..SoftLabelSource::online()
+            });
         }
         let identity = run_identity(cfg, train)?;
         let path = cache_path(cfg)?;
@@ -74,7 +82,11 @@ impl SoftLabelSource {
         let cache = if path.exists() {
             let shared = SoftLabelCache::open(&path, &header, Access::ReadOnly)?;
             if shared.is_complete() {
-                log::info!("soft labels: {} is complete ({} entries), read-only", path.display(), shared.capacity());
+                log::info!(
+                    "soft labels: {} is complete ({} entries), read-only",
+                    path.display(),
+                    shared.capacity()
+                );
                 shared
             } else {
                 drop(shared);
@@ -88,10 +100,16 @@ impl SoftLabelSource {
                 cache
             }
         } else {
-            log::info!("soft labels: creating {}; misses are computed and stored", path.display());
+            log::info!(
+                "soft labels: creating {}; misses are computed and stored",
+                path.display()
+            );
             SoftLabelCache::open(&path, &header, Access::ReadWrite)?
         };
-        Ok(SoftLabelSource { metrics, ..SoftLabelSource::cached(cache) })
+        Ok(SoftLabelSource {
+            metrics,
+            ..SoftLabelSource::cached(cache)
+        })
     }
 
     /// Counts hits and misses into `metrics` too.
@@ -127,7 +145,13 @@ impl SoftLabelSource {
     /// just those images and stored (when the cache is writable). With an f16
     /// cache the computed logits are returned rounded as stored, so a run gives
     /// the same result whether the cache was warm or cold.
-    pub fn logits(&mut self, teacher: &Model, x: &Tensor, indices: &[u64], views: &[View]) -> Result<Tensor> {
+    pub fn logits(
+        &mut self,
+        teacher: &Model,
+        x: &Tensor,
+        indices: &[u64],
+        views: &[View],
+    ) -> Result<Tensor> {
         let Some(cache) = self.cache.as_mut() else {
             return Ok(teacher_logits(teacher, x));
         };
@@ -173,7 +197,12 @@ impl SoftLabelSource {
                     cache.path().display()
                 )));
             }
-            let computed = Vec::<f32>::try_from(t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?.f_flatten(0, -1)?)?;
+            let computed = Vec::<f32>::try_from(
+                t.f_to_device(Device::Cpu)?
+                    .f_to_kind(Kind::Float)?
+                    .f_contiguous()?
+                    .f_flatten(0, -1)?,
+            )?;
             let writable = cache.is_writable();
             for (r, &j) in missing.iter().enumerate() {
                 let row = &mut out[j * c..(j + 1) * c];
@@ -192,7 +221,9 @@ impl SoftLabelSource {
             m.cache_hit(hits);
             m.cache_miss(misses);
         }
-        Ok(Tensor::f_from_slice(&out)?.f_view([b as i64, c as i64])?.f_to_device(x.device())?)
+        Ok(Tensor::f_from_slice(&out)?
+            .f_view([b as i64, c as i64])?
+            .f_to_device(x.device())?)
     }
 
     /// Writes new entries back to the file (called at epoch ends); nothing when

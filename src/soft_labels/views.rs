@@ -146,7 +146,10 @@ pub fn fixed_views(index: u64, k: usize) -> Vec<View> {
         let r = j + (h % (NUM_VIEWS - j) as u64) as usize;
         order.swap(j, r);
     }
-    order[..k].iter().filter_map(|&v| View::from_index(v)).collect()
+    order[..k]
+        .iter()
+        .filter_map(|&v| View::from_index(v))
+        .collect()
 }
 
 /// Which of its `k` fixed views image `index` is trained on in `epoch`: a keyed
@@ -175,7 +178,12 @@ mod tests {
 
     #[test]
     fn slots_round_trip() {
-        for set in [ViewSet::All, ViewSet::Fixed(1), ViewSet::Fixed(5), ViewSet::Fixed(162)] {
+        for set in [
+            ViewSet::All,
+            ViewSet::Fixed(1),
+            ViewSet::Fixed(5),
+            ViewSet::Fixed(162),
+        ] {
             for i in [3u64, 77] {
                 for s in 0..set.slots() {
                     let v = set.view_at(i, s).unwrap();
@@ -193,16 +201,26 @@ mod tests {
     #[test]
     fn training_views_follow_the_policy() {
         let idx = [0usize, 5, 9];
-        let planned: Vec<View> = idx.iter().map(|&i| crate::data::view_for(1, 2, i as u64)).collect();
-        assert_eq!(ViewSet::All.training_views(1, 2, true, &idx, planned.clone()), planned);
+        let planned: Vec<View> = idx
+            .iter()
+            .map(|&i| crate::data::view_for(1, 2, i as u64))
+            .collect();
+        assert_eq!(
+            ViewSet::All.training_views(1, 2, true, &idx, planned.clone()),
+            planned
+        );
         let fixed = ViewSet::Fixed(3).training_views(1, 2, true, &idx, planned.clone());
         for (&i, v) in idx.iter().zip(&fixed) {
             assert!(fixed_views(i as u64, 3).contains(v));
         }
         let ident = vec![View::IDENTITY; 3];
-        assert_eq!(ViewSet::Fixed(3).training_views(1, 2, false, &idx, ident.clone()), ident);
+        assert_eq!(
+            ViewSet::Fixed(3).training_views(1, 2, false, &idx, ident.clone()),
+            ident
+        );
         // Every slot gets used over epochs.
-        let used: std::collections::HashSet<usize> = (0..64).map(|e| slot_for(1, e, 5, 3)).collect();
+        let used: std::collections::HashSet<usize> =
+            (0..64).map(|e| slot_for(1, e, 5, 3)).collect();
         assert_eq!(used.len(), 3);
     }
 }

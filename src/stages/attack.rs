@@ -47,7 +47,20 @@ impl AttackStage {
     ) -> Self {
         let layout = WeightLayout::of(&replica);
         let label = attack.name();
-        AttackStage { attack, label, replica, layout, board, staleness, seed, threads, loaded: None, started: false, teacher, metrics }
+        AttackStage {
+            attack,
+            label,
+            replica,
+            layout,
+            board,
+            staleness,
+            seed,
+            threads,
+            loaded: None,
+            started: false,
+            teacher,
+            metrics,
+        }
     }
 }
 
@@ -59,25 +72,43 @@ impl Stage for AttackStage {
         "attack"
     }
 
-    fn handle(&mut self, mut batch: TrainBatch, out: &mut Emitter<TrainBatch>) -> Result<(), StageError> {
+    fn handle(
+        &mut self,
+        mut batch: TrainBatch,
+        out: &mut Emitter<TrainBatch>,
+    ) -> Result<(), StageError> {
         if !self.started {
             tch::set_num_threads(self.threads as i32);
             self.started = true;
         }
         let x_adv = if let Some(teacher) = &self.teacher {
-            adversarial_batch(self.attack.as_ref(), teacher, &batch.x, &batch.y, batch.teacher.as_ref(), attack_key(self.seed, batch.step as u64))?
+            adversarial_batch(
+                self.attack.as_ref(),
+                teacher,
+                &batch.x,
+                &batch.y,
+                batch.teacher.as_ref(),
+                attack_key(self.seed, batch.step as u64),
+            )?
         } else {
             let wanted = (batch.step as u64).saturating_sub(self.staleness);
-            let (replica, layout, board, loaded) = (&self.replica, &self.layout, &self.board, &mut self.loaded);
+            let (replica, layout, board, loaded) =
+                (&self.replica, &self.layout, &self.board, &mut self.loaded);
             let version = out.idle_while(|cancel| {
-                board.wait_for_version_with(wanted, cancel, |version, weights| -> crate::Result<u64> {
-                    if *loaded != Some(version) {
-                        layout.load(replica, weights)?;
-                    }
-                    Ok(version)
-                })
+                board.wait_for_version_with(
+                    wanted,
+                    cancel,
+                    |version, weights| -> crate::Result<u64> {
+                        if *loaded != Some(version) {
+                            layout.load(replica, weights)?;
+                        }
+                        Ok(version)
+                    },
+                )
             });
-            let version = version.map_err(|e| StageError::msg(format!("waiting for student weights v{wanted}: {e}")))??;
+            let version = version.map_err(|e| {
+                StageError::msg(format!("waiting for student weights v{wanted}: {e}"))
+            })??;
             self.loaded = Some(version);
             batch.weights_version = version;
             let forwards = self.attack.bn_train_forwards();
@@ -93,7 +124,11 @@ impl Stage for AttackStage {
             if let Some(before) = before {
                 // The replica's statistics moved; the next batch must reload them.
                 self.loaded = None;
-                batch.bn = Some(BnUpdate { before, after: self.layout.bn_stats(&self.replica), forwards });
+                batch.bn = Some(BnUpdate {
+                    before,
+                    after: self.layout.bn_stats(&self.replica),
+                    forwards,
+                });
             }
             x_adv
         };

@@ -28,8 +28,29 @@ pub struct DataStage {
 }
 
 impl DataStage {
-    pub fn new(train: Split, cfg: DataConfig, seed: u64, device: Device, epochs: usize, total_steps: usize, threads: usize) -> Self {
-        DataStage { train, cfg, seed, device, epochs, total_steps, threads, views: ViewSet::All, epoch: 0, batch_in_epoch: 0, step: 0, plan: None }
+    pub fn new(
+        train: Split,
+        cfg: DataConfig,
+        seed: u64,
+        device: Device,
+        epochs: usize,
+        total_steps: usize,
+        threads: usize,
+    ) -> Self {
+        DataStage {
+            train,
+            cfg,
+            seed,
+            device,
+            epochs,
+            total_steps,
+            threads,
+            views: ViewSet::All,
+            epoch: 0,
+            batch_in_epoch: 0,
+            step: 0,
+            plan: None,
+        }
     }
 
     /// Draws each image's view from `views` (default: all 162, the paper's augmentation).
@@ -53,14 +74,23 @@ impl Source for DataStage {
         if self.step >= self.total_steps || self.epoch >= self.epochs {
             return Ok(None);
         }
-        let plan = self
-            .plan
-            .get_or_insert_with(|| EpochPlan::train(&self.cfg, self.seed, self.epoch as u64).batches(self.train.len()));
+        let plan = self.plan.get_or_insert_with(|| {
+            EpochPlan::train(&self.cfg, self.seed, self.epoch as u64).batches(self.train.len())
+        });
         let per_epoch = plan.len() + self.batch_in_epoch;
         let Some((indices, views)) = plan.next() else {
-            return Err(StageError::msg(format!("epoch {} has no batches (empty training set?)", self.epoch + 1)));
+            return Err(StageError::msg(format!(
+                "epoch {} has no batches (empty training set?)",
+                self.epoch + 1
+            )));
         };
-        let views = self.views.training_views(self.seed, self.epoch as u64, self.cfg.augment, &indices, views);
+        let views = self.views.training_views(
+            self.seed,
+            self.epoch as u64,
+            self.cfg.augment,
+            &indices,
+            views,
+        );
         let batch = data::make_batch(&self.train, &indices, &views, self.device)?;
         let last_in_run = self.step + 1 == self.total_steps;
         let last_in_epoch = self.batch_in_epoch + 1 == per_epoch || last_in_run;

@@ -103,14 +103,25 @@ impl Stage for EvalStage {
         )?;
         log::info!("eval after epoch {}: {:?}", snapshot.epoch, report.accuracy);
         if let Some(m) = &self.metrics {
-            let results: Vec<(&str, f64)> = report.accuracy.iter().map(|(a, v)| (a.as_str(), *v)).collect();
+            let results: Vec<(&str, f64)> = report
+                .accuracy
+                .iter()
+                .map(|(a, v)| (a.as_str(), *v))
+                .collect();
             m.record_eval(snapshot.epoch as u64, snapshot.step as u64, &results);
         }
-        let record = EvalRecord { epoch: snapshot.epoch, step: snapshot.step, report };
+        let record = EvalRecord {
+            epoch: snapshot.epoch,
+            step: snapshot.step,
+            report,
+        };
         if let Some(dir) = &self.run_dir {
             dir.append_jsonl("eval.jsonl", &record)?;
         }
-        self.results.lock().map_err(|_| StageError::msg("eval results poisoned"))?.push(record);
+        self.results
+            .lock()
+            .map_err(|_| StageError::msg("eval results poisoned"))?
+            .push(record);
         Ok(())
     }
 }

@@ -25,7 +25,9 @@ use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use crate::train::sequential::{eval_attacks, total_steps, RunSetup};
 use crate::train::{RunDir, StudentUpdate};
-use ard_actors::{CancelToken, PipelineBuilder, PipelineError, PipelineOptions, RunSummary, StatsReader};
+use ard_actors::{
+    CancelToken, PipelineBuilder, PipelineError, PipelineOptions, RunSummary, StatsReader,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,14 +52,32 @@ pub struct ThreadPlan {
 
 impl ThreadPlan {
     pub fn for_run(cfg: &Config, has_teacher: bool) -> ThreadPlan {
-        let cores = cfg.run.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let cores = cfg.run.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
         if cfg.run.threads.is_some() {
             // An explicit count is used by every stage (e.g. 1 for bitwise-reproducible runs).
-            return ThreadPlan { data: 1, teacher: cores, attack: cores, student: cores, eval: cores };
+            return ThreadPlan {
+                data: 1,
+                teacher: cores,
+                attack: cores,
+                student: cores,
+                eval: cores,
+            };
         }
         let teacher = if has_teacher { (cores / 2).max(1) } else { 1 };
-        let main = cores.saturating_sub(if has_teacher { teacher } else { 0 }).max(1);
-        ThreadPlan { data: 1, teacher, attack: main, student: main, eval: 1 }
+        let main = cores
+            .saturating_sub(if has_teacher { teacher } else { 0 })
+            .max(1);
+        ThreadPlan {
+            data: 1,
+            teacher,
+            attack: main,
+            student: main,
+            eval: 1,
+        }
     }
 }
 
@@ -88,9 +108,20 @@ pub fn run_pipeline(
     metrics: Option<TrainMetrics>,
     hooks: RunHooks,
 ) -> Result<PipelineOutcome> {
-    let RunSetup { device, train, test, student, teacher } = RunSetup::build(cfg)?;
+    let RunSetup {
+        device,
+        train,
+        test,
+        student,
+        teacher,
+    } = RunSetup::build(cfg)?;
     let total = total_steps(cfg, train.len());
-    let soft_labels = crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), metrics.clone())?;
+    let soft_labels = crate::soft_labels::SoftLabelSource::for_run(
+        cfg,
+        &train,
+        teacher.is_some(),
+        metrics.clone(),
+    )?;
     // With a complete soft-label cache the teacher never runs: its cores go to the attack and the student.
     let threads = ThreadPlan::for_run(cfg, teacher.is_some() && !soft_labels.is_complete());
     let objective = cfg.loss.build();
@@ -100,7 +131,11 @@ pub fn run_pipeline(
         schedule: Schedule::new(&cfg.optim, total),
     };
     let load_teacher = || -> Result<Model> {
-        let path = cfg.teacher.weights.as_ref().ok_or_else(|| Error::Other("no teacher.weights".into()))?;
+        let path = cfg
+            .teacher
+            .weights
+            .as_ref()
+            .ok_or_else(|| Error::Other("no teacher.weights".into()))?;
         Model::load(cfg.teacher.arch, device, path)
     };
     let mut replica = Model::new(cfg.student.arch, device);
@@ -111,7 +146,11 @@ pub fn run_pipeline(
     };
     let evals = eval_attacks(cfg)?;
     let eval_teacher = match (cfg.attack.kind, teacher.is_some()) {
-        (crate::config::AttackKind::KlPgd, true) if evals.contains(&crate::eval::EvalAttack::TrainAttack) => Some(load_teacher()?),
+        (crate::config::AttackKind::KlPgd, true)
+            if evals.contains(&crate::eval::EvalAttack::TrainAttack) =>
+        {
+            Some(load_teacher()?)
+        }
         _ => None,
     };
     let eval_model = Model::new(cfg.student.arch, device);
@@ -124,8 +163,16 @@ pub fn run_pipeline(
     let eval_log = Arc::new(Mutex::new(Vec::new()));
     let owned_dir = run_dir.cloned();
 
-    let data_stage = data::DataStage::new(train, cfg.data.clone(), cfg.run.seed, device, cfg.train.epochs, total, threads.data)
-        .with_view_set(crate::soft_labels::identity::view_set(cfg)?);
+    let data_stage = data::DataStage::new(
+        train,
+        cfg.data.clone(),
+        cfg.run.seed,
+        device,
+        cfg.train.epochs,
+        total,
+        threads.data,
+    )
+    .with_view_set(crate::soft_labels::identity::view_set(cfg)?);
     let teacher_stage = teacher::TeacherStage::new(teacher, soft_labels, threads.teacher);
     let attack_stage = attack::AttackStage::new(
         cfg.attack.build(),
@@ -147,7 +194,14 @@ pub fn run_pipeline(
         metrics.clone(),
         final_weights.clone(),
         epoch_log.clone(),
-        (cfg.eval.every_epochs, if evals.is_empty() { 0 } else { test.images.size()[0] as u64 }),
+        (
+            cfg.eval.every_epochs,
+            if evals.is_empty() {
+                0
+            } else {
+                test.images.size()[0] as u64
+            },
+        ),
     )?;
     let eval_stage = eval::EvalStage::new(
         eval_model,
@@ -165,7 +219,10 @@ pub fn run_pipeline(
     );
 
     let options = PipelineOptions {
-        stall_timeout: cfg.pipeline.stall_timeout_s.map(|s| Duration::from_secs_f64(s.get())),
+        stall_timeout: cfg
+            .pipeline
+            .stall_timeout_s
+            .map(|s| Duration::from_secs_f64(s.get())),
         const_labels: crate::metrics::registry::const_labels(&cfg.run.name),
         ..Default::default()
     };
@@ -202,7 +259,10 @@ pub fn run_pipeline(
                     Ok(version)
                 });
                 match saved {
-                    Ok(Some(Ok(version))) => log::warn!("saved the weights after step {version} to {}", path.display()),
+                    Ok(Some(Ok(version))) => log::warn!(
+                        "saved the weights after step {version} to {}",
+                        path.display()
+                    ),
                     Ok(Some(Err(save))) => log::error!("could not save {}: {save}", path.display()),
                     _ => {}
                 }
@@ -222,5 +282,11 @@ pub fn run_pipeline(
     weights::WeightLayout::of(&student).load(&student, &final_weights)?;
     let epochs = epoch_log.lock().map(|v| v.clone()).unwrap_or_default();
     let evals = eval_log.lock().map(|v| v.clone()).unwrap_or_default();
-    Ok(PipelineOutcome { summary, epochs, evals, final_weights, student })
+    Ok(PipelineOutcome {
+        summary,
+        epochs,
+        evals,
+        final_weights,
+        student,
+    })
 }

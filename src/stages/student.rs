@@ -98,16 +98,31 @@ impl Stage for StudentStage {
             self.started = true;
         }
         if batch.step != self.steps_done {
-            return Err(StageError::msg(format!("batch for step {} arrived at step {}", batch.step, self.steps_done)));
+            return Err(StageError::msg(format!(
+                "batch for step {} arrived at step {}",
+                batch.step, self.steps_done
+            )));
         }
-        let x_adv = batch.x_adv.as_ref().ok_or_else(|| StageError::msg("batch without adversarial inputs"))?;
+        let x_adv = batch
+            .x_adv
+            .as_ref()
+            .ok_or_else(|| StageError::msg("batch without adversarial inputs"))?;
         if let Some(bn) = &batch.bn {
             let exact = batch.weights_version == batch.step as u64;
-            self.layout.apply_bn(&self.student, &bn.after, &bn.before, bn.forwards, exact)?;
+            self.layout
+                .apply_bn(&self.student, &bn.after, &bn.before, bn.forwards, exact)?;
         }
         let (loss, lr) = self
             .update
-            .step(&self.student, &batch.x, x_adv, &batch.y, batch.teacher.as_ref(), batch.epoch, batch.step)
+            .step(
+                &self.student,
+                &batch.x,
+                x_adv,
+                &batch.y,
+                batch.teacher.as_ref(),
+                batch.epoch,
+                batch.step,
+            )
             .map_err(|e| StageError::msg(format!("{e}")))?;
         self.steps_done += 1;
         self.loss_sum += loss;
@@ -130,13 +145,25 @@ impl Stage for StudentStage {
                 mean_loss: self.loss_sum / self.steps_in_epoch.max(1) as f64,
                 lr,
             };
-            log::info!("epoch {}: {} steps, mean loss {:.5}, lr {:.4}", stats.epoch, stats.steps, stats.mean_loss, stats.lr);
-            self.epochs.lock().map_err(|_| StageError::msg("epoch log poisoned"))?.push(stats.clone());
+            log::info!(
+                "epoch {}: {} steps, mean loss {:.5}, lr {:.4}",
+                stats.epoch,
+                stats.steps,
+                stats.mean_loss,
+                stats.lr
+            );
+            self.epochs
+                .lock()
+                .map_err(|_| StageError::msg("epoch log poisoned"))?
+                .push(stats.clone());
             self.loss_sum = 0.0;
             self.steps_in_epoch = 0;
             if let Some(dir) = &self.run_dir {
                 self.student.save(&dir.file("last.safetensors"))?;
-                crate::checkpoint::write_atomic(&dir.file("last.optim.safetensors"), &self.update.sgd.state_tensors())?;
+                crate::checkpoint::write_atomic(
+                    &dir.file("last.optim.safetensors"),
+                    &self.update.sgd.state_tensors(),
+                )?;
                 dir.append_jsonl("metrics.jsonl", &serde_json::json!({
                     "epoch": stats.epoch,
                     "steps": stats.steps,
@@ -156,14 +183,21 @@ impl Stage for StudentStage {
                 eval_images: {
                     let (every, images) = self.eval_plan;
                     let due = every > 0 && (batch.epoch + 1) % every == 0;
-                    if due || batch.last_in_run { images } else { 0 }
+                    if due || batch.last_in_run {
+                        images
+                    } else {
+                        0
+                    }
                 },
             };
             if batch.last_in_run {
                 out.send(snapshot)?;
             } else if let TrySend::Full(s) = out.try_send(snapshot)? {
                 // Evaluation never stalls training: a snapshot the eval stage has no room for is skipped, loudly.
-                log::warn!("eval stage still busy: epoch {} snapshot not evaluated", s.epoch);
+                log::warn!(
+                    "eval stage still busy: epoch {} snapshot not evaluated",
+                    s.epoch
+                );
             }
         }
         Ok(())
@@ -177,7 +211,11 @@ impl Stage for StudentStage {
         if let Some(path) = &self.save_final {
             self.student.save(path)?;
         }
-        *self.final_weights.lock().map_err(|_| StageError::msg("final weights poisoned"))? = Some(self.layout.snapshot(&self.student));
+        *self
+            .final_weights
+            .lock()
+            .map_err(|_| StageError::msg("final weights poisoned"))? =
+            Some(self.layout.snapshot(&self.student));
         Ok(())
     }
 }

@@ -20,7 +20,12 @@ pub struct TeacherStage {
 
 impl TeacherStage {
     pub fn new(teacher: Option<Model>, source: SoftLabelSource, threads: usize) -> Self {
-        TeacherStage { teacher, source, threads, started: false }
+        TeacherStage {
+            teacher,
+            source,
+            threads,
+            started: false,
+        }
     }
 }
 
@@ -32,13 +37,21 @@ impl Stage for TeacherStage {
         "teacher"
     }
 
-    fn handle(&mut self, mut batch: TrainBatch, out: &mut Emitter<TrainBatch>) -> Result<(), StageError> {
+    fn handle(
+        &mut self,
+        mut batch: TrainBatch,
+        out: &mut Emitter<TrainBatch>,
+    ) -> Result<(), StageError> {
         if !self.started {
             tch::set_num_threads(self.threads as i32);
             self.started = true;
         }
         if let Some(teacher) = &self.teacher {
-            batch.teacher = Some(self.source.logits(teacher, &batch.x, &batch.indices, &batch.views)?);
+            batch.teacher =
+                Some(
+                    self.source
+                        .logits(teacher, &batch.x, &batch.indices, &batch.views)?,
+                );
         }
         let epoch_end = batch.last_in_epoch;
         out.send(batch)?;

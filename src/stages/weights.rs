@@ -62,7 +62,14 @@ impl WeightLayout {
     /// sequential algorithm's. Otherwise the attack's k updates
     /// r <- (1-m) r + m b are replayed on the student's statistics:
     /// r_student <- (1-m)^k r_student + (after - (1-m)^k before).
-    pub fn apply_bn(&self, student: &Model, after: &[Tensor], before: &[Tensor], forwards: usize, exact: bool) -> Result<()> {
+    pub fn apply_bn(
+        &self,
+        student: &Model,
+        after: &[Tensor],
+        before: &[Tensor],
+        forwards: usize,
+        exact: bool,
+    ) -> Result<()> {
         let vars = self.vars(student);
         let decay = (1.0 - BN_MOMENTUM).powi(forwards as i32);
         tch::no_grad(|| -> Result<()> {

@@ -23,7 +23,10 @@ impl RunDir {
         for name in ["metrics.jsonl", "eval.jsonl"] {
             let file = dir.file(name);
             if file.exists() {
-                log::info!("replacing {} from an earlier run of the same name", file.display());
+                log::info!(
+                    "replacing {} from an earlier run of the same name",
+                    file.display()
+                );
                 std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
             }
         }

@@ -137,7 +137,8 @@ pub fn train_sequential(
     let evals = eval_attacks(cfg)?;
     let seed = cfg.run.seed;
     let view_set = crate::soft_labels::identity::view_set(cfg)?;
-    let mut soft_labels = crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), None)?;
+    let mut soft_labels =
+        crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), None)?;
     let mut step = 0usize;
     let mut epochs = Vec::new();
     for epoch in 0..cfg.train.epochs {
@@ -148,10 +149,13 @@ pub fn train_sequential(
             if step >= total {
                 break;
             }
-            let views = view_set.training_views(seed, epoch as u64, cfg.data.augment, &indices, views);
+            let views =
+                view_set.training_views(seed, epoch as u64, cfg.data.augment, &indices, views);
             let batch = data::make_batch(&train, &indices, &views, device)?;
             let t = match &teacher {
-                Some(t) => Some(soft_labels.logits(t, &batch.images, &batch.indices, &batch.views)?),
+                Some(t) => {
+                    Some(soft_labels.logits(t, &batch.images, &batch.indices, &batch.views)?)
+                }
                 None => None,
             };
             let attacked = match cfg.attack.target {

@@ -18,15 +18,25 @@ impl Drop for Killed {
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A program from PATH; panics under CI when missing, else None (the caller skips loudly).
 pub fn program(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
     if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "{name} is not installed (scripts/services.sh installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not installed (scripts/services.sh installs it)"
+        );
         eprintln!("SKIPPED: {name} is not installed; run scripts/services.sh");
     }
     found
@@ -42,7 +52,10 @@ pub struct Prometheus {
 impl Prometheus {
     pub fn start(binary: &Path, targets: &[String], rule_files: &[PathBuf]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let rules: Vec<String> = rule_files.iter().map(|p| format!("  - {}", p.display())).collect();
+        let rules: Vec<String> = rule_files
+            .iter()
+            .map(|p| format!("  - {}", p.display()))
+            .collect();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let cfg = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n  - job_name: ard\n    static_configs:\n      - targets: [{}]\n",
@@ -62,22 +75,35 @@ impl Prometheus {
         let log = dir.path().join("prometheus.log");
         let child = Command::new(binary)
             .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("prometheus starts");
-        let mut prom = Prometheus { port, _child: Killed(child), _dir: dir };
+        let mut prom = Prometheus {
+            port,
+            _child: Killed(child),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if ureq::get(&format!("http://127.0.0.1:{port}/-/ready")).call().is_ok() {
+            if ureq::get(&format!("http://127.0.0.1:{port}/-/ready"))
+                .call()
+                .is_ok()
+            {
                 return prom;
             }
             if let Ok(Some(status)) = prom._child.0.try_wait() {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                panic!("prometheus exited ({status}) before it was ready:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                panic!(
+                    "prometheus exited ({status}) before it was ready:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -89,7 +115,8 @@ impl Prometheus {
         let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
         match ureq::get(&url).query("query", promql).call() {
             Ok(resp) => {
-                let v: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+                let v: serde_json::Value =
+                    serde_json::from_str(&resp.into_string().unwrap()).unwrap();
                 v["data"]["result"].as_array().cloned().unwrap_or_default()
             }
             Err(e) => panic!("query {promql:?} failed: {e}"),
@@ -118,11 +145,15 @@ impl Prometheus {
             Err(ureq::Error::Status(code, resp)) => {
                 let body = resp.into_string().unwrap_or_default();
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                return Err(format!("HTTP {code}: {}", v["error"].as_str().unwrap_or(&body)));
+                return Err(format!(
+                    "HTTP {code}: {}",
+                    v["error"].as_str().unwrap_or(&body)
+                ));
             }
             Err(e) => return Err(e.to_string()),
         };
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         if v["status"] == "success" {
             Ok(v)
         } else {
