@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=2.13.0
 PY=${PYTHON:-python3}
 stamp=.venv/.bootstrap-ok
+# The stamp records what was installed; changing the requirements redoes the install.
+want="torch==$TORCH_VERSION $(cksum < scripts/requirements.txt)"
 
-if [ -f "$stamp" ] && [ -e .venv/libtorch/lib/libtorch.so ]; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -e .venv/libtorch/lib/libtorch.so ]; then
   exit 0
 fi
 
@@ -33,5 +35,5 @@ if [ -n "${ARD_TORCH_INDEX_URL:-}" ]; then extra+=(--index-url "$ARD_TORCH_INDEX
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" .venv/libtorch
 test -e .venv/libtorch/lib/libtorch.so || { echo "error: no libtorch.so under $torch_dir/lib" >&2; exit 1; }
-touch "$stamp"
+echo "$want" > "$stamp"
 echo "==> libtorch: $torch_dir"

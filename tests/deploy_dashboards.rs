@@ -155,27 +155,18 @@ fn yaml_value(path: &Path, key: &str) -> String {
         .unwrap_or_else(|| panic!("{}: no `{key}:`", path.display()))
 }
 
-/// Parses YAML files with python3's PyYAML when it is there (no YAML parser is
-/// a dependency of this crate); a parse error fails, a missing parser skips loudly.
+/// Parses YAML files with PyYAML from the project venv (no YAML parser is a
+/// dependency of this crate; scripts/requirements.txt installs PyYAML).
 fn yaml_parses(paths: &[PathBuf]) {
-    let script =
-        "import sys, yaml\nfor p in sys.argv[1:]:\n    list(yaml.safe_load_all(open(p)))\n";
-    match Command::new("python3")
+    let script = "import sys, yaml\nfor p in sys.argv[1:]:\n    list(yaml.safe_load_all(open(p)))\n";
+    let python = common::repo().join(".venv/bin/python");
+    let out = Command::new(&python)
         .arg("-c")
         .arg(script)
         .args(paths)
         .output()
-    {
-        Ok(out) if out.status.success() => {}
-        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named 'yaml'") => {
-            eprintln!("SKIPPED: YAML parse of deploy/ files: python3 has no yaml module (apt-get install python3-yaml)")
-        }
-        Ok(out) => panic!(
-            "YAML does not parse:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => eprintln!("SKIPPED: YAML parse of deploy/ files: no python3 ({e})"),
-    }
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bootstrap.sh)", python.display()));
+    assert!(out.status.success(), "YAML does not parse:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
