@@ -165,6 +165,13 @@ fn main() {
         "soft-label cache benchmark: MobileNetV2 student, PGD 1 step, batch 128, CPU, {cores} cores (load average before: {})",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
+    for arch in ["mobilenet_v2", "wrn16_4", "wrn34_10"] {
+        let macs = ard_pipeline::eval::edge::macs_per_image(arch.parse().unwrap());
+        println!(
+            "  {arch}: {:.3} GMAC per image per forward",
+            macs as f64 / 1e9
+        );
+    }
     let engines = std::env::var("ARD_BENCH_ENGINES").unwrap_or_else(|_| "pipeline".into());
     let engines: Vec<&str> = engines
         .split(',')

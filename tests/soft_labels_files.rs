@@ -435,11 +435,18 @@ fn the_soft_labels_subcommand_fills_shards_and_merges() {
 
 #[test]
 fn config_keys_are_validated() {
-    let err = |text: &str| config::load_str(text, "bad.toml", false).unwrap_err().to_string();
+    let err = |text: &str| {
+        config::load_str(text, "bad.toml", false)
+            .unwrap_err()
+            .to_string()
+    };
     let e = err("[teacher]\ncache_dtype = \"f8\"\n");
     assert!(e.contains("cache_dtype") && e.contains("f8"), "{e}");
     let e = err("[teacher]\nviews = 4\n[data]\naugment = false\n");
-    assert!(e.contains("teacher.views") && e.contains("data.augment"), "{e}");
+    assert!(
+        e.contains("teacher.views") && e.contains("data.augment"),
+        "{e}"
+    );
     let e = err("[teacher]\nviews = 163\n");
     assert!(e.contains("teacher.views"), "{e}");
     let e = err("[teacher]\nsoft_labels = \"cached\"\n[loss]\nkind = \"pgd_at\"\n");

@@ -221,3 +221,92 @@ pub fn stage_throughput(path: &Path, stages: &[(String, f64, f64, f64, f64)]) ->
         .map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))
 }
+
+/// One point of a labelled scatter plot: x, y, label, series (colour and legend).
+#[derive(Debug, Clone)]
+pub struct ScatterPoint {
+    pub x: f64,
+    pub y: f64,
+    pub label: String,
+    pub series: String,
+}
+
+/// A scatter plot with a text label beside every point and one colour per
+/// series (a sweep's rows: robust vs natural accuracy, time per epoch vs steps).
+pub fn labelled_scatter(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    points: &[ScatterPoint],
+) -> Result<()> {
+    font();
+    let root = BitMapBackend::new(path, (900, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let range = |vals: Vec<f64>| {
+        let finite: Vec<f64> = vals.into_iter().filter(|v| v.is_finite()).collect();
+        if finite.is_empty() {
+            return (0.0, 1.0);
+        }
+        let lo = finite.iter().cloned().fold(f64::MAX, f64::min);
+        let hi = finite.iter().cloned().fold(f64::MIN, f64::max);
+        let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.05).max(0.5);
+        ((lo - pad).min(0.0_f64.max(lo - pad)), hi + pad)
+    };
+    let (x0, x1) = range(points.iter().map(|p| p.x).collect());
+    let (y0, y1) = range(points.iter().map(|p| p.y).collect());
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    let series: Vec<String> = points
+        .iter()
+        .map(|p| p.series.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for (i, name) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mine: Vec<&ScatterPoint> = points.iter().filter(|p| &p.series == name).collect();
+        chart
+            .draw_series(
+                mine.iter()
+                    .filter(|p| p.x.is_finite() && p.y.is_finite())
+                    .map(|p| Circle::new((p.x, p.y), 5, color.filled())),
+            )
+            .map_err(|e| plot_err(path, e))?
+            .label(name.clone())
+            .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
+        chart
+            .draw_series(
+                mine.iter()
+                    .filter(|p| p.x.is_finite() && p.y.is_finite())
+                    .map(|p| {
+                        Text::new(
+                            p.label.clone(),
+                            (p.x, p.y),
+                            ("sans-serif", 14).into_font().color(&BLACK),
+                        )
+                    }),
+            )
+            .map_err(|e| plot_err(path, e))?;
+    }
+    if !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}

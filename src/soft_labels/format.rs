@@ -31,6 +31,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const PREAMBLE_BYTES: usize = 16;
 /// Largest header accepted (a guard against reading garbage as a length).
 pub const MAX_HEADER_BYTES: u32 = 1 << 16;
+/// Largest dataset a header may describe (keeps every size computation far from overflow).
+pub const MAX_IMAGES: u64 = 1 << 32;
 /// Alignment of the bitmap and the logits inside the file.
 pub const ALIGN: u64 = 64;
 /// The augmentation whose views the cache indexes: `RandomCrop(32, padding=4)`
@@ -203,6 +205,12 @@ impl Header {
             return bad(format!(
                 "header format_version {} differs from the preamble's {FORMAT_VERSION}",
                 self.format_version
+            ));
+        }
+        if id.dataset_images > MAX_IMAGES {
+            return bad(format!(
+                "dataset_images = {} is out of range (at most {MAX_IMAGES})",
+                id.dataset_images
             ));
         }
         if !(1..=100_000).contains(&id.num_classes) {
