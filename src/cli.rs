@@ -33,6 +33,50 @@ pub enum Command {
     Eval(EvalArgs),
     /// Fill the teacher soft-label cache ahead of training (`merge` joins shards).
     SoftLabels(SoftLabelsArgs),
+    /// Run a sweep file (a base config plus a grid or rows) on a backend: local
+    /// processes, a Ray cluster, or a rendered Kubernetes Indexed Job.
+    Sweep(SweepArgs),
+    /// Write report.md, report.csv and plots of a sweep folder (the paper's Table 2 layout).
+    Report(ReportArgs),
+    /// Run one row of a sweep (what a Kubernetes pod of the sweep's Indexed Job runs).
+    #[command(hide = true)]
+    SweepRun(SweepRunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// Override the sweep file's backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<SweepBackend>,
+}
+
+/// Sweep engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SweepBackend {
+    Local,
+    Ray,
+    K8s,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The sweep folder (sweep.out_dir/sweep.name).
+    pub sweep_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepRunArgs {
+    /// A sweep file: run its row INDEX.
+    #[arg(long, conflicts_with = "configs")]
+    pub sweep: Option<PathBuf>,
+    /// A folder of rendered run configs (INDEX.toml, the k8s ConfigMap).
+    #[arg(long)]
+    pub configs: Option<PathBuf>,
+    /// The row (default: $JOB_COMPLETION_INDEX).
+    #[arg(long)]
+    pub index: Option<usize>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Which engine runs the training.

@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod soft_labels;
 pub mod stages;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -10,7 +10,7 @@ use ard_pipeline::models::Arch;
 use ard_pipeline::run::{run_job, Engine, JobEnd};
 use ard_pipeline::train;
 use clap::Parser;
-use cli::{Cli, Command, EvalArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs};
+use cli::{Cli, Command, EvalArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs, SweepBackend};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -61,6 +61,58 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::SoftLabels(args)) => {
             soft_labels_command(&cli, args).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Sweep(args)) => {
+            use ard_pipeline::sweep::{self, Backend};
+            let Some(path) = &cli.config else {
+                bail!("no --config given (e.g. --config configs/paper/table2-cpu.toml)");
+            };
+            let path = config::find_config(path)?;
+            let backend = args.backend.map(|b| match b {
+                SweepBackend::Local => Backend::Local,
+                SweepBackend::Ray => Backend::Ray,
+                SweepBackend::K8s => Backend::K8s,
+            });
+            let outcome = sweep::run_sweep(&path, backend, |line| eprintln!("[sweep] {line}"))?;
+            print!("{}", outcome.summary());
+            Ok(if outcome.failed().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Some(Command::Report(args)) => {
+            let written = ard_pipeline::sweep::report::write_report(&args.sweep_dir)?;
+            println!(
+                "{} rows: {}, {}, {}",
+                written.rows.len(),
+                written.markdown.display(),
+                written.csv.display(),
+                written
+                    .plots
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::SweepRun(args)) => {
+            let index = match args.index {
+                Some(i) => i,
+                None => match std::env::var("JOB_COMPLETION_INDEX") {
+                    Ok(v) => v.trim().parse().map_err(|_| {
+                        anyhow::anyhow!("JOB_COMPLETION_INDEX={v:?} is not a row index")
+                    })?,
+                    Err(_) => bail!("no --index and no JOB_COMPLETION_INDEX"),
+                },
+            };
+            let cfg = ard_pipeline::sweep::sweep_run(
+                args.sweep.as_deref(),
+                args.configs.as_deref(),
+                index,
+            )?;
+            run(&cfg, &args.run)
         }
         Some(Command::Eval(args)) => {
             let cfg = match &cli.config {

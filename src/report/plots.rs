@@ -251,7 +251,7 @@ pub fn labelled_scatter(
         let lo = finite.iter().cloned().fold(f64::MAX, f64::min);
         let hi = finite.iter().cloned().fold(f64::MIN, f64::max);
         let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.05).max(0.5);
-        ((lo - pad).min(0.0_f64.max(lo - pad)), hi + pad)
+        (lo - pad, hi + pad)
     };
     let (x0, x1) = range(points.iter().map(|p| p.x).collect());
     let (y0, y1) = range(points.iter().map(|p| p.y).collect());

@@ -1,0 +1,203 @@
+//! `ard-pipeline sweep` and the internal `ard-pipeline sweep-run`.
+
+use super::expand::{expand, PlannedRun, RunPlacement};
+use super::manifest::SweepDir;
+use super::schedule::{schedule, RunResult, RunStatus};
+use super::spec::{Backend, SweepFile};
+use super::{k8s, local, ray, report};
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a sweep did.
+#[derive(Debug)]
+pub struct SweepOutcome {
+    pub dir: PathBuf,
+    pub backend: Backend,
+    /// Per run (empty for k8s, which only renders).
+    pub results: Vec<RunResult>,
+    /// Files written for k8s.
+    pub rendered: Vec<PathBuf>,
+}
+
+impl SweepOutcome {
+    pub fn failed(&self) -> Vec<&RunResult> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.status, RunStatus::Failed { .. }))
+            .collect()
+    }
+
+    /// The closing lines.
+    pub fn summary(&self) -> String {
+        if self.backend == Backend::K8s {
+            let files: Vec<String> = self
+                .rendered
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            return format!(
+                "rendered {}\napply with: kubectl apply -f {}\n",
+                files.join(", "),
+                files.join(" -f ")
+            );
+        }
+        let count =
+            |f: fn(&RunStatus) -> bool| self.results.iter().filter(|r| f(&r.status)).count();
+        let mut s = format!(
+            "sweep {}: {} runs, {} done, {} skipped (already done), {} failed\n",
+            self.dir.display(),
+            self.results.len(),
+            count(|s| matches!(s, RunStatus::Succeeded { .. })),
+            count(|s| matches!(s, RunStatus::Skipped)),
+            count(|s| matches!(s, RunStatus::Failed { .. })),
+        );
+        for r in self.failed() {
+            if let RunStatus::Failed { attempts, reason } = &r.status {
+                s.push_str(&format!(
+                    "  failed: {} after {attempts} attempts: {reason}\n",
+                    r.name
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// The cores of this machine.
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Where the runs of `file` go on `backend`.
+pub fn placement(file: &SweepFile, backend: Backend) -> RunPlacement {
+    let s = &file.sweep;
+    match backend {
+        Backend::K8s => RunPlacement {
+            out_dir: Path::new(&s.k8s.results_mount).join(&s.name).join("runs"),
+            threads: s.threads,
+            metrics_base_port: None,
+            metrics_listen: Some(if s.metrics_base_port == 0 {
+                String::new()
+            } else {
+                "0.0.0.0:9187".into()
+            }),
+        },
+        Backend::Local | Backend::Ray => RunPlacement {
+            out_dir: SweepDir::new(file.dir()).runs(),
+            threads: Some(s.threads.unwrap_or((cores() / s.parallel.max(1)).max(1))),
+            metrics_base_port: (s.metrics_base_port != 0).then_some(s.metrics_base_port),
+            metrics_listen: None,
+        },
+    }
+}
+
+/// Reads and expands a sweep file for `backend` (the file's own when None).
+pub fn plan(
+    path: &Path,
+    backend: Option<Backend>,
+) -> Result<(SweepFile, Backend, Vec<PlannedRun>)> {
+    let file = SweepFile::read(path)?;
+    let backend = backend.unwrap_or(file.sweep.backend);
+    let runs = expand(&file, &placement(&file, backend))?;
+    Ok((file, backend, runs))
+}
+
+/// `ard-pipeline sweep --config FILE [--backend B]`.
+pub fn run_sweep(
+    path: &Path,
+    backend: Option<Backend>,
+    mut say: impl FnMut(&str),
+) -> Result<SweepOutcome> {
+    let (file, backend, runs) = plan(path, backend)?;
+    let dir = SweepDir::new(file.dir());
+    let backend_name = match backend {
+        Backend::Local => "local",
+        Backend::Ray => "ray",
+        Backend::K8s => "k8s",
+    };
+    dir.write(&file.sweep.name, path, backend_name, &runs)?;
+    say(&format!(
+        "sweep {}: {} runs validated, backend {backend_name}, folder {}",
+        file.sweep.name,
+        runs.len(),
+        dir.path.display()
+    ));
+    let poll = Duration::from_secs_f64(file.sweep.poll_s.max(0.01));
+    let results = match backend {
+        Backend::Local => {
+            let mut exec = local::Local::new(dir.clone())?;
+            schedule(
+                &mut exec,
+                &runs,
+                &dir,
+                file.sweep.parallel,
+                file.sweep.retries,
+                poll,
+                &mut say,
+            )?
+        }
+        Backend::Ray => {
+            let threads = placement(&file, backend).threads;
+            let mut exec = ray::Ray::new(&file.sweep.ray_address, dir.clone(), threads)?;
+            schedule(
+                &mut exec,
+                &runs,
+                &dir,
+                file.sweep.parallel,
+                file.sweep.retries,
+                poll,
+                &mut say,
+            )?
+        }
+        Backend::K8s => {
+            let k = dir.path.join("k8s");
+            std::fs::create_dir_all(&k).map_err(|e| Error::io(&k, e))?;
+            let cm = k.join("configmap.yaml");
+            let job = k.join("job.yaml");
+            std::fs::write(&cm, k8s::config_map(&file, &runs)).map_err(|e| Error::io(&cm, e))?;
+            std::fs::write(&job, k8s::job(&file, &runs)).map_err(|e| Error::io(&job, e))?;
+            return Ok(SweepOutcome {
+                dir: dir.path,
+                backend,
+                results: Vec::new(),
+                rendered: vec![cm, job],
+            });
+        }
+    };
+    match report::write_report(&dir.path) {
+        Ok(written) => say(&format!("report: {}", written.markdown.display())),
+        Err(e) => say(&format!("no report: {e}")),
+    }
+    Ok(SweepOutcome {
+        dir: dir.path,
+        backend,
+        results,
+        rendered: Vec::new(),
+    })
+}
+
+/// `ard-pipeline sweep-run`: the config of one row, from a sweep file (as the
+/// local backend would place it) or from a folder of rendered configs
+/// (`INDEX.toml`, the k8s ConfigMap).
+pub fn sweep_run(sweep: Option<&Path>, configs: Option<&Path>, index: usize) -> Result<Config> {
+    match (sweep, configs) {
+        (Some(path), None) => {
+            let (_, _, runs) = plan(path, Some(Backend::Local))?;
+            let n = runs.len();
+            runs.into_iter()
+                .find(|r| r.index == index)
+                .map(|r| r.config)
+                .ok_or_else(|| {
+                    Error::Other(format!("{}: no row {index} (it has {n})", path.display()))
+                })
+        }
+        (None, Some(dir)) => config::load(&dir.join(format!("{index}.toml"))),
+        _ => Err(Error::Other(
+            "give exactly one of --sweep FILE and --configs DIR".into(),
+        )),
+    }
+}

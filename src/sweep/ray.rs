@@ -1,0 +1,210 @@
+//! The Ray backend: each run is a Ray job submitted through the Ray Jobs REST
+//! API of the dashboard (`POST /api/jobs/`, `GET /api/jobs/{id}`,
+//! `GET /api/jobs/{id}/logs`). The entrypoint is this binary with the run's
+//! generated config, started in this process's working directory, so the
+//! cluster must see the same files (one box, or a shared file system).
+
+use super::expand::PlannedRun;
+use super::manifest::SweepDir;
+use super::schedule::{Attempt, Executor};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Ray {
+    /// Dashboard base URL, e.g. `http://127.0.0.1:8265`.
+    pub address: String,
+    pub exe: PathBuf,
+    pub cwd: PathBuf,
+    pub dir: SweepDir,
+    /// CPUs Ray reserves for each job's entrypoint.
+    pub cpus: Option<usize>,
+}
+
+pub struct RayHandle {
+    pub submission_id: String,
+}
+
+/// Quotes for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn abs(p: &Path, cwd: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+impl Ray {
+    pub fn new(address: &str, dir: SweepDir, cpus: Option<usize>) -> Result<Ray> {
+        let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current_exe: {e}")))?;
+        let cwd = std::env::current_dir().map_err(|e| Error::Other(format!("current_dir: {e}")))?;
+        Ok(Ray {
+            address: address.trim_end_matches('/').to_string(),
+            exe,
+            cwd,
+            dir,
+            cpus,
+        })
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build()
+    }
+
+    /// The JSON body of the submission of `run`.
+    pub fn submission(&self, run: &PlannedRun, submission_id: &str) -> serde_json::Value {
+        let entrypoint = format!(
+            "cd {} && {} --config {}",
+            shell_quote(&self.cwd.display().to_string()),
+            shell_quote(&self.exe.display().to_string()),
+            shell_quote(
+                &abs(&self.dir.config(&run.name), &self.cwd)
+                    .display()
+                    .to_string()
+            )
+        );
+        let mut body = serde_json::json!({
+            "entrypoint": entrypoint,
+            "submission_id": submission_id,
+            "metadata": { "sweep_run": run.name, "index": run.index.to_string() },
+        });
+        if let Some(c) = self.cpus {
+            body["entrypoint_num_cpus"] = serde_json::json!(c);
+        }
+        body
+    }
+
+    /// Submits a job; its submission id.
+    pub fn submit(&self, body: &serde_json::Value) -> Result<String> {
+        let url = format!("{}/api/jobs/", self.address);
+        let resp = self
+            .agent()
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())
+            .map_err(|e| http_err(&url, e))?;
+        let v = json_body(&url, resp)?;
+        v["submission_id"]
+            .as_str()
+            .or_else(|| v["job_id"].as_str())
+            .map(String::from)
+            .ok_or_else(|| Error::Other(format!("POST {url}: no submission_id in {v}")))
+    }
+
+    /// The job's status: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED; and its message.
+    pub fn status(&self, id: &str) -> Result<(String, String)> {
+        let url = format!("{}/api/jobs/{id}", self.address);
+        let resp = self
+            .agent()
+            .get(&url)
+            .call()
+            .map_err(|e| http_err(&url, e))?;
+        let v = json_body(&url, resp)?;
+        let status = v["status"]
+            .as_str()
+            .ok_or_else(|| Error::Other(format!("GET {url}: no status in {v}")))?;
+        Ok((
+            status.to_string(),
+            v["message"].as_str().unwrap_or("").to_string(),
+        ))
+    }
+
+    /// The job's logs.
+    pub fn logs(&self, id: &str) -> Result<String> {
+        let url = format!("{}/api/jobs/{id}/logs", self.address);
+        let resp = self
+            .agent()
+            .get(&url)
+            .call()
+            .map_err(|e| http_err(&url, e))?;
+        let v = json_body(&url, resp)?;
+        Ok(v["logs"].as_str().unwrap_or("").to_string())
+    }
+
+    /// Asks Ray to stop a job.
+    pub fn stop_job(&self, id: &str) -> Result<()> {
+        let url = format!("{}/api/jobs/{id}/stop", self.address);
+        self.agent()
+            .post(&url)
+            .call()
+            .map_err(|e| http_err(&url, e))?;
+        Ok(())
+    }
+
+    fn save_logs(&self, run: &PlannedRun, id: &str) -> String {
+        match self.logs(id) {
+            Ok(text) => {
+                let path = self.dir.log(&run.name);
+                let mut all = std::fs::read_to_string(&path).unwrap_or_default();
+                all.push_str(&format!("=== ray job {id}\n{text}"));
+                let _ = std::fs::write(&path, all);
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(8)..].join("\n")
+            }
+            Err(e) => format!("(logs unavailable: {e})"),
+        }
+    }
+}
+
+fn json_body(url: &str, resp: ureq::Response) -> Result<serde_json::Value> {
+    let text = resp
+        .into_string()
+        .map_err(|e| Error::Other(format!("{url}: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{url}: bad JSON ({e}): {text}")))
+}
+
+fn http_err(url: &str, e: ureq::Error) -> Error {
+    match e {
+        ureq::Error::Status(code, resp) => {
+            let body = resp.into_string().unwrap_or_default();
+            Error::Other(format!("{url}: HTTP {code}: {}", body.trim()))
+        }
+        other => Error::Other(format!("{url}: {other}")),
+    }
+}
+
+impl Executor for Ray {
+    type Handle = RayHandle;
+
+    fn start(&mut self, run: &PlannedRun, attempt: usize) -> Result<RayHandle> {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let id = format!("{}-a{attempt}-{millis}", run.name);
+        let submission_id = self.submit(&self.submission(run, &id))?;
+        Ok(RayHandle { submission_id })
+    }
+
+    fn poll(&mut self, run: &PlannedRun, handle: &mut RayHandle) -> Result<Option<Attempt>> {
+        let (status, message) = self.status(&handle.submission_id)?;
+        Ok(match status.as_str() {
+            "SUCCEEDED" => {
+                self.save_logs(run, &handle.submission_id);
+                Some(Attempt::Succeeded)
+            }
+            "FAILED" | "STOPPED" => {
+                let log_tail = self.save_logs(run, &handle.submission_id);
+                Some(Attempt::Failed {
+                    reason: format!(
+                        "ray job {} {status}: {}",
+                        handle.submission_id,
+                        message.lines().next().unwrap_or("")
+                    ),
+                    log_tail,
+                })
+            }
+            _ => None,
+        })
+    }
+
+    fn stop(&mut self, handle: &mut RayHandle) {
+        let _ = self.stop_job(&handle.submission_id);
+    }
+}

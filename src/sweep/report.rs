@@ -1,0 +1,363 @@
+//! `ard-pipeline report SWEEP_DIR`: the sweep's runs in the layout of the
+//! paper's Table 2 (`report.md`, `report.csv`), plus PGD-k and worst-case
+//! robust accuracy where evaluated, wall time, time per epoch and the attack
+//! stage's busy share; and two plots (`robust_vs_natural.png`,
+//! `epoch_time_vs_steps.png`).
+
+use super::manifest::SweepDir;
+use crate::error::{Error, Result};
+use crate::report::plots::{labelled_scatter, ScatterPoint};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// One row of the table.
+#[derive(Debug, Clone, Default)]
+pub struct ReportRow {
+    pub index: usize,
+    pub name: String,
+    pub status: String,
+    pub arch: String,
+    pub epochs: Option<usize>,
+    pub steps: Option<usize>,
+    pub step_size: Option<f64>,
+    pub lr: Option<f64>,
+    pub mtl_epoch1: Option<f64>,
+    pub nat_epoch1: Option<f64>,
+    pub robust_epoch1: Option<f64>,
+    pub mtl: Option<f64>,
+    pub nat: Option<f64>,
+    pub robust: Option<f64>,
+    /// Other evaluations of the last snapshot (pgd20, cw, ...).
+    pub other: BTreeMap<String, f64>,
+    pub worst_case: Option<f64>,
+    pub wall_s: Option<f64>,
+    pub epoch_s: Option<f64>,
+    pub attack_busy: Option<f64>,
+}
+
+/// The files `write_report` wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub markdown: PathBuf,
+    pub csv: PathBuf,
+    pub plots: Vec<PathBuf>,
+    pub rows: Vec<ReportRow>,
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn get<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
+    let mut parts = path.split('.');
+    let mut v = t.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_table()?.get(p)?;
+    }
+    Some(v)
+}
+
+fn num(v: Option<&toml::Value>) -> Option<f64> {
+    match v? {
+        toml::Value::Float(f) => Some(*f),
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::String(s) => crate::config::parse_real(s).ok(),
+        _ => None,
+    }
+}
+
+/// Reads one run's folder (and its generated config when the run never started).
+pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
+    let run = dir.run(name);
+    let mut row = ReportRow {
+        index,
+        name: name.to_string(),
+        ..Default::default()
+    };
+    let cfg_text = std::fs::read_to_string(run.join("config.toml"))
+        .or_else(|_| std::fs::read_to_string(dir.config(name)))
+        .unwrap_or_default();
+    if let Ok(cfg) = toml::from_str::<toml::Table>(&cfg_text) {
+        row.arch = get(&cfg, "student.arch")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        row.epochs = num(get(&cfg, "train.epochs")).map(|v| v as usize);
+        row.steps = num(get(&cfg, "attack.steps")).map(|v| v as usize);
+        row.step_size = num(get(&cfg, "attack.step_size"));
+        row.lr = num(get(&cfg, "optim.lr"));
+    }
+    let epochs = read_jsonl(&run.join("metrics.jsonl"));
+    let loss_of = |e: &serde_json::Value| e["mean_loss"].as_f64();
+    row.mtl_epoch1 = epochs
+        .iter()
+        .find(|e| e["epoch"].as_u64() == Some(1))
+        .and_then(loss_of);
+    row.mtl = epochs.last().and_then(loss_of);
+    let secs: Vec<f64> = epochs
+        .iter()
+        .filter_map(|e| e["seconds"].as_f64())
+        .collect();
+    if !secs.is_empty() {
+        row.epoch_s = Some(secs.iter().sum::<f64>() / secs.len() as f64);
+    }
+    let evals = read_jsonl(&run.join("eval.jsonl"));
+    let acc = |e: &serde_json::Value, k: &str| e["report"]["accuracy"][k].as_f64();
+    if let Some(e1) = evals.iter().find(|e| e["epoch"].as_u64() == Some(1)) {
+        row.nat_epoch1 = acc(e1, "natural");
+        row.robust_epoch1 = acc(e1, "train_attack");
+    }
+    let summary = read_json(&dir.summary(name));
+    if let Some(last) = evals
+        .iter()
+        .max_by_key(|e| e["epoch"].as_u64().unwrap_or(0))
+    {
+        row.nat = acc(last, "natural");
+        row.robust = acc(last, "train_attack");
+        row.worst_case = last["report"]["worst_case"].as_f64();
+        if let Some(m) = last["report"]["accuracy"].as_object() {
+            for (k, v) in m {
+                if k != "natural" && k != "train_attack" {
+                    if let Some(v) = v.as_f64() {
+                        row.other.insert(k.clone(), v);
+                    }
+                }
+            }
+        }
+    }
+    match &summary {
+        Some(s) => {
+            row.status = "ok".into();
+            row.wall_s = s["wall_s"].as_f64();
+            row.attack_busy = s["stages"].as_array().and_then(|st| {
+                st.iter()
+                    .find(|x| x["stage"] == "attack")
+                    .and_then(|x| x["busy_share"].as_f64())
+            });
+            if row.nat.is_none() {
+                row.nat = s["final_eval"]["natural"].as_f64();
+                row.robust = s["final_eval"]["train_attack"].as_f64();
+            }
+            if row.mtl.is_none() {
+                row.mtl = s["final_loss"].as_f64();
+            }
+            if row.epoch_s.is_none() {
+                let e = s["epochs"].as_f64().unwrap_or(0.0);
+                row.epoch_s = row.wall_s.filter(|_| e > 0.0).map(|w| w / e);
+            }
+        }
+        None => {
+            row.status = if run.exists() {
+                "failed".into()
+            } else {
+                "missing".into()
+            }
+        }
+    }
+    row
+}
+
+/// All rows of a sweep folder: from manifest.json, else every folder under runs/.
+pub fn read_rows(dir: &SweepDir) -> Result<Vec<ReportRow>> {
+    let names: Vec<(usize, String)> = match dir.read_manifest() {
+        Ok(m) => m.runs.into_iter().map(|r| (r.index, r.name)).collect(),
+        Err(_) => {
+            let runs = dir.runs();
+            let mut names: Vec<String> = std::fs::read_dir(&runs)
+                .map_err(|e| Error::io(&runs, e))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names.into_iter().enumerate().collect()
+        }
+    };
+    if names.is_empty() {
+        return Err(Error::Other(format!("{}: no runs", dir.path.display())));
+    }
+    Ok(names.iter().map(|(i, n)| read_row(dir, *i, n)).collect())
+}
+
+/// `8/255` when the value is a whole number of 255ths, else the number.
+pub fn step_text(v: f64) -> String {
+    let k = v * 255.0;
+    if (k - k.round()).abs() < 1e-6 {
+        format!("{}/255", k.round() as i64)
+    } else {
+        format!("{v:.5}")
+    }
+}
+
+fn f(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}")).unwrap_or_default()
+}
+
+/// The table's columns and cells.
+pub fn table(rows: &[ReportRow]) -> (Vec<String>, Vec<Vec<String>>) {
+    let others: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.other.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut header: Vec<String> = [
+        "#", "run", "student", "Epo", "AS", "StepSize", "LR", "MTL@1", "Nat@1", "R@1", "MTL",
+        "Nat", "R",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(others.iter().cloned());
+    header.extend(
+        [
+            "worst_case",
+            "wall_s",
+            "s_per_epoch",
+            "attack_busy_%",
+            "status",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let cells = rows
+        .iter()
+        .map(|r| {
+            let mut c = vec![
+                r.index.to_string(),
+                r.name.clone(),
+                r.arch.clone(),
+                r.epochs.map(|v| v.to_string()).unwrap_or_default(),
+                r.steps.map(|v| v.to_string()).unwrap_or_default(),
+                r.step_size.map(step_text).unwrap_or_default(),
+                r.lr.map(|v| format!("{v}")).unwrap_or_default(),
+                f(r.mtl_epoch1, 6),
+                f(r.nat_epoch1, 2),
+                f(r.robust_epoch1, 2),
+                f(r.mtl, 6),
+                f(r.nat, 2),
+                f(r.robust, 2),
+            ];
+            c.extend(others.iter().map(|k| f(r.other.get(k).copied(), 2)));
+            c.extend([
+                f(r.worst_case, 2),
+                f(r.wall_s, 1),
+                f(r.epoch_s, 2),
+                f(r.attack_busy.map(|b| 100.0 * b), 1),
+                r.status.clone(),
+            ]);
+            c
+        })
+        .collect();
+    (header, cells)
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains(',') || s.contains('"') || s.contains('\n') {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes report.md, report.csv and the plots into the sweep folder.
+pub fn write_report(sweep_dir: &Path) -> Result<Written> {
+    let dir = SweepDir::new(sweep_dir);
+    let rows = read_rows(&dir)?;
+    let (header, cells) = table(&rows);
+    let mut csv = header
+        .iter()
+        .map(|h| csv_cell(h))
+        .collect::<Vec<_>>()
+        .join(",");
+    csv.push('\n');
+    for c in &cells {
+        csv.push_str(&c.iter().map(|h| csv_cell(h)).collect::<Vec<_>>().join(","));
+        csv.push('\n');
+    }
+    let name = dir
+        .read_manifest()
+        .map(|m| m.sweep)
+        .unwrap_or_else(|_| sweep_dir.display().to_string());
+    let mut md = format!(
+        "# Sweep {name}\n\nLayout of the paper's Table 2. Epo: epochs, AS: attack steps, MTL: mean training loss \
+         (of epoch 1 and of the last epoch), Nat / R: natural accuracy and accuracy under the training attack (%), \
+         after epoch 1 and at the end; then the other evaluations of the last snapshot, the worst case (right \
+         clean and under every evaluation), wall seconds, seconds per epoch, and the attack stage's busy share of \
+         wall time.\n\n"
+    );
+    md.push_str(&format!("| {} |\n", header.join(" | ")));
+    md.push_str(&format!(
+        "|{}\n",
+        header.iter().map(|_| "---|").collect::<String>()
+    ));
+    for c in &cells {
+        md.push_str(&format!("| {} |\n", c.join(" | ")));
+    }
+    let done = rows.iter().filter(|r| r.status == "ok").count();
+    md.push_str(&format!("\n{done} of {} runs finished.\n", rows.len()));
+    let markdown = sweep_dir.join("report.md");
+    let csv_path = sweep_dir.join("report.csv");
+    std::fs::write(&markdown, md).map_err(|e| Error::io(&markdown, e))?;
+    std::fs::write(&csv_path, csv).map_err(|e| Error::io(&csv_path, e))?;
+
+    let series = |r: &ReportRow| {
+        format!(
+            "{} {} steps",
+            r.arch,
+            r.steps.map(|s| s.to_string()).unwrap_or("?".into())
+        )
+    };
+    let acc: Vec<ScatterPoint> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(ScatterPoint {
+                x: r.nat?,
+                y: r.robust?,
+                label: format!(" {}", r.index),
+                series: series(r),
+            })
+        })
+        .collect();
+    let time: Vec<ScatterPoint> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(ScatterPoint {
+                x: r.steps? as f64,
+                y: r.epoch_s?,
+                label: format!(" {}", r.index),
+                series: r.arch.clone(),
+            })
+        })
+        .collect();
+    let p1 = sweep_dir.join("robust_vs_natural.png");
+    let p2 = sweep_dir.join("epoch_time_vs_steps.png");
+    labelled_scatter(
+        &p1,
+        &format!("{name}: robust vs natural accuracy (last eval)"),
+        "natural accuracy %",
+        "robust accuracy % (training attack)",
+        &acc,
+    )?;
+    labelled_scatter(
+        &p2,
+        &format!("{name}: time per epoch vs attack steps"),
+        "attack steps",
+        "seconds per epoch",
+        &time,
+    )?;
+    Ok(Written {
+        markdown,
+        csv: csv_path,
+        plots: vec![p1, p2],
+        rows,
+    })
+}

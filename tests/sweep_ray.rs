@@ -1,0 +1,198 @@
+//! The `ray` backend against a real Ray head on 127.0.0.1 (the project venv's
+//! `ray`, from scripts/requirements.txt): the tiny sweep is submitted through
+//! the Ray Jobs REST API, each run's logs come back into the sweep folder, and
+//! a failing row's Ray job is reported with its logs and retried.
+
+mod common;
+
+use common::services::{free_port, Killed};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// `ray start --head --block` in its own temp dir; SIGTERM on drop stops every
+/// process it started.
+struct RayHead {
+    child: Option<Killed>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RayHead {
+    fn start(ray: &Path) -> RayHead {
+        // Ray's socket paths must stay short: a temp dir directly under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("ray")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("ray-start.log")).unwrap();
+        let child = Command::new(ray)
+            .args([
+                "start",
+                "--head",
+                "--block",
+                "--port=0",
+                "--num-cpus=2",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                "--disable-usage-stats",
+            ])
+            .arg(format!("--dashboard-port={port}"))
+            .arg(format!("--temp-dir={}", dir.path().join("t").display()))
+            .env("RAY_USAGE_STATS_ENABLED", "0")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("ray start");
+        let mut head = RayHead {
+            child: Some(Killed(child)),
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if ureq::get(&format!("http://127.0.0.1:{port}/api/jobs/"))
+                .timeout(Duration::from_secs(5))
+                .call()
+                .is_ok()
+            {
+                return head;
+            }
+            if let Some(Ok(Some(status))) = head.child.as_mut().map(|c| c.0.try_wait()) {
+                let log = std::fs::read_to_string(head._dir.path().join("ray-start.log"))
+                    .unwrap_or_default();
+                panic!("ray start exited ({status}):\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Ray dashboard never answered on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for RayHead {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: a signal to our own child, by PID.
+            unsafe { kill(c.0.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            // Killed's drop SIGKILLs it if it is still there.
+        }
+    }
+}
+
+fn base_config(dir: &Path) -> PathBuf {
+    tch::manual_seed(0);
+    let teacher = dir.join("teacher.safetensors");
+    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu)
+        .save(&teacher)
+        .unwrap();
+    let cfg = dir.join("base.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nname = \"tiny\"\ndevice = \"cpu\"\n[data]\nroot = \"{root}\"\ndownload = false\nchecksums = \"skip\"\nbatch_size = 32\ntrain_limit = 64\n[teacher]\narch = \"wrn10_1\"\nweights = \"{t}\"\n[student]\narch = \"mobilenet_v2_x0.25\"\n[attack]\nkind = \"pgd\"\nsteps = 1\nstep_size = \"8/255\"\n[loss]\nkind = \"ard\"\n[optim]\nlr = 0.05\n[train]\nepochs = 1\n[eval]\nevery_epochs = 1\nattacks = [\"natural\", \"train_attack\", \"pgd2\"]\ntest_limit = 32\n[metrics]\nlisten = \"\"\n",
+            root = common::cifar_root().display(),
+            t = teacher.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn ray_backend_runs_the_sweep_as_ray_jobs() {
+    let ray = common::repo().join(".venv/bin/ray");
+    if !ray.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no {} (scripts/bootstrap.sh installs scripts/requirements.txt)",
+            ray.display()
+        );
+        eprintln!("SKIPPED: no {}", ray.display());
+        return;
+    }
+    let started = Instant::now();
+    let head = RayHead::start(&ray);
+    eprintln!("ray head up in {:.1}s", started.elapsed().as_secs_f64());
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_config(dir.path());
+    let out = dir.path().join("sweeps");
+    let file = dir.path().join("tiny-ray.toml");
+    let missing = dir.path().join("no-such-teacher.safetensors");
+    std::fs::write(
+        &file,
+        format!(
+            "base = \"{}\"\n[sweep]\nname = \"tiny-ray\"\nout_dir = \"{}\"\nbackend = \"local\"\nparallel = 2\nretries = 1\nmetrics_base_port = 0\npoll_s = 0.5\nray_address = \"http://127.0.0.1:{}\"\n[[rows]]\n\"attack.steps\" = 1\n[[rows]]\n\"attack.steps\" = 2\n\"attack.step_size\" = \"4/255\"\n[[rows]]\n\"teacher.weights\" = \"{}\"\n",
+            base.display(),
+            out.display(),
+            head.port,
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
+        .args([
+            "sweep",
+            "--backend",
+            "ray",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("ray sweep done at {:.1}s", started.elapsed().as_secs_f64());
+    assert_eq!(run.status.code(), Some(1), "{stdout}\n{stderr}");
+    let sweep_dir = out.join("tiny-ray");
+    for name in ["tiny-ray-00-as1", "tiny-ray-01-as2-ss4_255"] {
+        assert!(
+            sweep_dir
+                .join("runs")
+                .join(name)
+                .join("summary.json")
+                .is_file(),
+            "{name}: {stdout}\n{stderr}"
+        );
+        // The job's logs were fetched into the sweep folder.
+        let log =
+            std::fs::read_to_string(sweep_dir.join("logs").join(format!("{name}.log"))).unwrap();
+        assert!(log.contains("=== ray job") && log.contains(name), "{log}");
+    }
+    let failures: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("FAILED tiny-ray-02"))
+        .collect();
+    assert_eq!(failures.len(), 2, "one attempt and one retry:\n{stderr}");
+    assert!(
+        failures[1].contains("FAILED") && failures[1].contains("ray job"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no-such-teacher"),
+        "the job's log tail:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("2 done") && stdout.contains("1 failed"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(sweep_dir.join("report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    drop(head);
+    eprintln!("ray test total {:.1}s", started.elapsed().as_secs_f64());
+}
