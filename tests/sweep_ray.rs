@@ -196,3 +196,130 @@ fn ray_backend_runs_the_sweep_as_ray_jobs() {
     drop(head);
     eprintln!("ray test total {:.1}s", started.elapsed().as_secs_f64());
 }
+
+/// A one-request-per-connection HTTP server on 127.0.0.1 answering like the
+/// Ray Jobs API; records (method, path, body).
+fn fake_ray(
+    answers: Vec<(&'static str, String)>,
+) -> (u16, std::sync::mpsc::Receiver<(String, String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (prefix, body) in answers {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut parts = line.split_whitespace();
+            let method = parts.next().unwrap_or("").to_string();
+            let path = parts.next().unwrap_or("").to_string();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut req = vec![0; length];
+            reader.read_exact(&mut req).unwrap();
+            assert!(
+                path.starts_with(prefix),
+                "expected a request to {prefix}, got {method} {path}"
+            );
+            tx.send((method, path, String::from_utf8(req).unwrap()))
+                .unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn ray_client_submits_polls_and_fetches_logs() {
+    use ard_pipeline::sweep::{
+        manifest::SweepDir, ray::Ray, schedule::Attempt, schedule::Executor,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("s.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "base = \"{}\"\n[sweep]\nname = \"fake\"\nout_dir = \"{}\"\n[[rows]]\n\"attack.steps\" = 2\n",
+            common::repo().join("configs/quickstart.toml").display(),
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let (_, _, runs) =
+        ard_pipeline::sweep::command::plan(&file, Some(ard_pipeline::sweep::Backend::Ray)).unwrap();
+    let dir = SweepDir::new(tmp.path().join("fake"));
+    std::fs::create_dir_all(dir.path.join("logs")).unwrap();
+    let (port, requests) = fake_ray(vec![
+        ("/api/jobs/", r#"{"job_id": "raysubmit_1", "submission_id": "fake-00-as2-a1-1"}"#.into()),
+        ("/api/jobs/fake-00-as2-a1-1", r#"{"status": "RUNNING", "message": ""}"#.into()),
+        (
+            "/api/jobs/fake-00-as2-a1-1",
+            r#"{"status": "FAILED", "message": "Job entrypoint command failed with exit code 1, last logs:\nmore"}"#.into(),
+        ),
+        ("/api/jobs/fake-00-as2-a1-1/logs", r#"{"logs": "starting\nerror: boom\n"}"#.into()),
+    ]);
+    let mut ray = Ray::new(&format!("http://127.0.0.1:{port}/"), dir.clone(), Some(1)).unwrap();
+    let mut handle = ray.start(&runs[0], 1).unwrap();
+    assert_eq!(handle.submission_id, "fake-00-as2-a1-1");
+    let (method, path, body) = requests.recv().unwrap();
+    assert_eq!((method.as_str(), path.as_str()), ("POST", "/api/jobs/"));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = body["entrypoint"].as_str().unwrap();
+    assert!(entry.starts_with("cd '/"), "{entry}");
+    assert!(
+        entry.contains("' --config '/") && entry.ends_with("fake-00-as2.toml'"),
+        "{entry}"
+    );
+    assert!(
+        body["submission_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("fake-00-as2-a1-"),
+        "{body}"
+    );
+    assert_eq!(body["entrypoint_num_cpus"], 1);
+    assert_eq!(body["metadata"]["sweep_run"], "fake-00-as2");
+    assert!(ray.poll(&runs[0], &mut handle).unwrap().is_none());
+    match ray.poll(&runs[0], &mut handle).unwrap() {
+        Some(Attempt::Failed { reason, log_tail }) => {
+            assert!(
+                reason.contains("FAILED")
+                    && reason.contains("exit code 1")
+                    && !reason.contains("more"),
+                "{reason}"
+            );
+            assert!(log_tail.contains("error: boom"), "{log_tail}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let methods: Vec<String> = requests
+        .try_iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "GET /api/jobs/fake-00-as2-a1-1",
+            "GET /api/jobs/fake-00-as2-a1-1",
+            "GET /api/jobs/fake-00-as2-a1-1/logs"
+        ]
+    );
+    let log = std::fs::read_to_string(dir.log("fake-00-as2")).unwrap();
+    assert!(log.contains("error: boom"), "{log}");
+}

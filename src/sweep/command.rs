@@ -126,6 +126,9 @@ pub fn run_sweep(
         runs.len(),
         dir.path.display()
     ));
+    if backend != Backend::K8s && file.sweep.metrics_base_port != 0 {
+        write_targets(&dir, &file.sweep.name, &runs)?;
+    }
     let poll = Duration::from_secs_f64(file.sweep.poll_s.max(0.01));
     let results = match backend {
         Backend::Local => {
@@ -178,6 +181,22 @@ pub fn run_sweep(
         results,
         rendered: Vec::new(),
     })
+}
+
+/// `SWEEP_DIR/prometheus-targets.json`: every run's metrics address in the
+/// Prometheus file_sd format; copy or link it into
+/// deploy/prometheus/sweep-targets/ to scrape a sweep of more than the 8
+/// ports `local.json` lists.
+fn write_targets(dir: &SweepDir, sweep: &str, runs: &[PlannedRun]) -> Result<()> {
+    let targets: Vec<&str> = runs
+        .iter()
+        .map(|r| r.config.metrics.listen.as_str())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let json = serde_json::json!([{ "targets": targets, "labels": { "sweep": sweep } }]);
+    let path = dir.path.join("prometheus-targets.json");
+    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }
 
 /// `ard-pipeline sweep-run`: the config of one row, from a sweep file (as the
