@@ -158,7 +158,8 @@ fn yaml_value(path: &Path, key: &str) -> String {
 /// Parses YAML files with PyYAML from the project venv (no YAML parser is a
 /// dependency of this crate; scripts/requirements.txt installs PyYAML).
 fn yaml_parses(paths: &[PathBuf]) {
-    let script = "import sys, yaml\nfor p in sys.argv[1:]:\n    list(yaml.safe_load_all(open(p)))\n";
+    let script =
+        "import sys, yaml\nfor p in sys.argv[1:]:\n    list(yaml.safe_load_all(open(p)))\n";
     let python = common::repo().join(".venv/bin/python");
     let out = Command::new(&python)
         .arg("-c")
@@ -166,7 +167,11 @@ fn yaml_parses(paths: &[PathBuf]) {
         .args(paths)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bootstrap.sh)", python.display()));
-    assert!(out.status.success(), "YAML does not parse:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "YAML does not parse:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
