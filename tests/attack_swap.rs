@@ -49,17 +49,17 @@ listen = ""
         stages::run_pipeline(&cfg, None, &registry, Some(metrics), Default::default()).unwrap();
     let stage_names = out.summary.stages.iter().map(|s| s.stage.clone()).collect();
     let families = registry.gather();
-    let names = families.iter().map(|f| f.get_name().to_string()).collect();
+    let names = families.iter().map(|f| f.name().to_string()).collect();
     let steps = families
         .iter()
-        .filter(|f| f.get_name() == "ard_attack_gradient_steps_total")
+        .filter(|f| f.name() == "ard_attack_gradient_steps_total")
         .flat_map(|f| f.get_metric().iter())
         .map(|m| {
             let label = m
                 .get_label()
                 .iter()
-                .find(|l| l.get_name() == "attack")
-                .map(|l| l.get_value().to_string())
+                .find(|l| l.name() == "attack")
+                .map(|l| l.value().to_string())
                 .unwrap_or_default();
             (label, m.get_counter().get_value())
         })
