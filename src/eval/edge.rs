@@ -15,6 +15,7 @@
 
 use crate::attacks::noise::{self, NoiseKey};
 use crate::error::{Error, Result};
+use crate::models::mobilenet_v2::scaled;
 use crate::models::{Arch, Model, NUM_CLASSES};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -104,17 +105,6 @@ impl Inventory {
             macs: (c_in * c_out) as u64,
         });
     }
-}
-
-/// Channel rounding of MobileNetV2 (as `models::mobilenet_v2`).
-fn scaled(channels: i64, width: f64) -> i64 {
-    let v = channels as f64 * width;
-    let rounded = (((v + 4.0) / 8.0).floor() * 8.0).max(8.0);
-    (if rounded < 0.9 * v {
-        rounded + 8.0
-    } else {
-        rounded
-    }) as i64
 }
 
 /// The layers the forward pass of `arch` uses on one 32x32 image, in order.

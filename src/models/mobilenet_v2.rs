@@ -18,7 +18,7 @@ const STAGES: [(i64, i64, usize, i64); 7] = [
 ];
 
 /// Rounds `channels * width` to a multiple of 8, never below 90% of it (as torchvision).
-fn scaled(channels: i64, width: f64) -> i64 {
+pub fn scaled(channels: i64, width: f64) -> i64 {
     let v = channels as f64 * width;
     let rounded = (((v + 4.0) / 8.0).floor() * 8.0).max(8.0);
     (if rounded < 0.9 * v {
