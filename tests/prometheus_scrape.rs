@@ -14,11 +14,7 @@ fn prometheus_scrapes_every_stage_of_a_run() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    tch::manual_seed(0);
-    let teacher = dir.path().join("teacher.safetensors");
-    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu)
-        .save(&teacher)
-        .unwrap();
+    let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 0);
     let port = services::free_port();
     let cfg = dir.path().join("scrape.toml");
     std::fs::write(

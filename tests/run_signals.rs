@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 
 fn interrupted_run(signal: i32, expected_code: i32) {
     let dir = tempfile::tempdir().unwrap();
-    tch::manual_seed(0);
-    let teacher = dir.path().join("teacher.safetensors");
-    ard_pipeline::models::Model::new("wrn10_1".parse().unwrap(), tch::Device::Cpu)
-        .save(&teacher)
-        .unwrap();
+    let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 0);
     let port = services::free_port();
     let cfg = dir.path().join("long.toml");
     std::fs::write(

@@ -15,7 +15,7 @@
 
 use crate::attacks::noise::{self, NoiseKey};
 use crate::error::{Error, Result};
-use crate::models::mobilenet_v2::scaled;
+use crate::models::mobilenet_v2::{scaled, STAGES};
 use crate::models::{Arch, Model, NUM_CLASSES};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -166,15 +166,6 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
             inv.linear("linear".into(), 512, NUM_CLASSES);
         }
         Arch::MobileNetV2 { width } => {
-            const STAGES: [(i64, i64, usize, i64); 7] = [
-                (1, 16, 1, 1),
-                (6, 24, 2, 1),
-                (6, 32, 3, 2),
-                (6, 64, 4, 2),
-                (6, 96, 3, 1),
-                (6, 160, 3, 2),
-                (6, 320, 1, 1),
-            ];
             let stem = scaled(32, width);
             let head = scaled(1280, width.max(1.0));
             let mut side = inv.conv("conv1".into(), 3, stem, 3, 1, s);

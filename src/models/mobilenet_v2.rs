@@ -7,7 +7,7 @@ use super::layers::{avg_pool, bn, conv};
 use tch::{nn, nn::ModuleT, Tensor};
 
 /// (expansion, output channels, blocks, first stride) per stage.
-const STAGES: [(i64, i64, usize, i64); 7] = [
+pub const STAGES: [(i64, i64, usize, i64); 7] = [
     (1, 16, 1, 1),
     (6, 24, 2, 1),
     (6, 32, 3, 2),

@@ -70,3 +70,14 @@ pub fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 pub fn deterministic() {
     tch::set_num_threads(1);
 }
+
+/// Writes a seeded, randomly initialised `arch` checkpoint to `dir/NAME.safetensors`
+/// (e.g. a stand-in teacher) and returns its path.
+pub fn random_checkpoint(dir: &Path, name: &str, arch: &str, seed: i64) -> PathBuf {
+    tch::manual_seed(seed);
+    let path = dir.join(format!("{name}.safetensors"));
+    ard_pipeline::models::Model::new(arch.parse().unwrap(), tch::Device::Cpu)
+        .save(&path)
+        .unwrap();
+    path
+}
