@@ -24,10 +24,9 @@ pub struct AttackStage {
     board: WeightBoard,
     staleness: u64,
     seed: u64,
-    threads: usize,
+    threads: super::ThreadBudget,
     /// Version currently loaded in the replica (None: reload).
     loaded: Option<u64>,
-    started: bool,
     /// The attack targets the teacher (paper Algorithm 1): no replica refresh.
     teacher: Option<Model>,
     metrics: Option<crate::metrics::TrainMetrics>,
@@ -55,9 +54,8 @@ impl AttackStage {
             board,
             staleness,
             seed,
-            threads,
+            threads: super::ThreadBudget::new(threads),
             loaded: None,
-            started: false,
             teacher,
             metrics,
         }
@@ -77,10 +75,7 @@ impl Stage for AttackStage {
         mut batch: TrainBatch,
         out: &mut Emitter<TrainBatch>,
     ) -> Result<(), StageError> {
-        if !self.started {
-            tch::set_num_threads(self.threads as i32);
-            self.started = true;
-        }
+        self.threads.apply_once();
         let x_adv = if let Some(teacher) = &self.teacher {
             adversarial_batch(
                 self.attack.as_ref(),

@@ -18,7 +18,7 @@ pub struct DataStage {
     device: Device,
     epochs: usize,
     total_steps: usize,
-    threads: usize,
+    threads: super::ThreadBudget,
     views: ViewSet,
     // Position.
     epoch: usize,
@@ -44,7 +44,7 @@ impl DataStage {
             device,
             epochs,
             total_steps,
-            threads,
+            threads: super::ThreadBudget::new(threads),
             views: ViewSet::All,
             epoch: 0,
             batch_in_epoch: 0,
@@ -68,9 +68,7 @@ impl Source for DataStage {
     }
 
     fn produce(&mut self) -> Result<Option<TrainBatch>, StageError> {
-        if self.step == 0 && self.batch_in_epoch == 0 {
-            tch::set_num_threads(self.threads as i32);
-        }
+        self.threads.apply_once();
         if self.step >= self.total_steps || self.epoch >= self.epochs {
             return Ok(None);
         }

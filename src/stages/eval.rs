@@ -30,8 +30,7 @@ pub struct EvalStage {
     batch_size: usize,
     seed: u64,
     every_epochs: usize,
-    threads: usize,
-    started: bool,
+    threads: super::ThreadBudget,
     run_dir: Option<RunDir>,
     metrics: Option<crate::metrics::TrainMetrics>,
     results: Arc<Mutex<Vec<EvalRecord>>>,
@@ -64,8 +63,7 @@ impl EvalStage {
             batch_size,
             seed,
             every_epochs,
-            threads,
-            started: false,
+            threads: super::ThreadBudget::new(threads),
             run_dir,
             metrics,
             results,
@@ -82,10 +80,7 @@ impl Stage for EvalStage {
     }
 
     fn handle(&mut self, snapshot: Snapshot, _out: &mut Emitter<()>) -> Result<(), StageError> {
-        if !self.started {
-            tch::set_num_threads(self.threads as i32);
-            self.started = true;
-        }
+        self.threads.apply_once();
         let due = self.every_epochs > 0 && snapshot.epoch % self.every_epochs == 0;
         if self.evals.is_empty() || !(due || snapshot.last) {
             return Ok(());

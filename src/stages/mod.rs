@@ -81,6 +81,31 @@ impl ThreadPlan {
     }
 }
 
+/// A stage's intra-op thread count, applied on the stage's own thread the
+/// first time it runs (libtorch's setting is per thread).
+#[derive(Debug)]
+pub struct ThreadBudget {
+    threads: usize,
+    applied: bool,
+}
+
+impl ThreadBudget {
+    pub fn new(threads: usize) -> Self {
+        ThreadBudget {
+            threads,
+            applied: false,
+        }
+    }
+
+    /// Sets the calling thread's libtorch thread count, once.
+    pub fn apply_once(&mut self) {
+        if !self.applied {
+            tch::set_num_threads(self.threads as i32);
+            self.applied = true;
+        }
+    }
+}
+
 /// What a finished pipeline run reports.
 #[derive(Debug)]
 pub struct PipelineOutcome {

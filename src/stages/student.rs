@@ -26,8 +26,7 @@ pub struct StudentStage {
     update: StudentUpdate,
     layout: WeightLayout,
     board: WeightBoard,
-    threads: usize,
-    started: bool,
+    threads: super::ThreadBudget,
     run_dir: Option<RunDir>,
     save_final: Option<PathBuf>,
     metrics: Option<crate::metrics::TrainMetrics>,
@@ -67,8 +66,7 @@ impl StudentStage {
             update,
             layout,
             board,
-            threads,
-            started: false,
+            threads: super::ThreadBudget::new(threads),
             run_dir,
             save_final,
             metrics,
@@ -93,10 +91,7 @@ impl Stage for StudentStage {
     }
 
     fn handle(&mut self, batch: TrainBatch, out: &mut Emitter<Snapshot>) -> Result<(), StageError> {
-        if !self.started {
-            tch::set_num_threads(self.threads as i32);
-            self.started = true;
-        }
+        self.threads.apply_once();
         if batch.step != self.steps_done {
             return Err(StageError::msg(format!(
                 "batch for step {} arrived at step {}",

@@ -14,8 +14,7 @@ use ard_actors::{Emitter, Stage, StageError};
 pub struct TeacherStage {
     teacher: Option<Model>,
     source: SoftLabelSource,
-    threads: usize,
-    started: bool,
+    threads: super::ThreadBudget,
 }
 
 impl TeacherStage {
@@ -23,8 +22,7 @@ impl TeacherStage {
         TeacherStage {
             teacher,
             source,
-            threads,
-            started: false,
+            threads: super::ThreadBudget::new(threads),
         }
     }
 }
@@ -42,10 +40,7 @@ impl Stage for TeacherStage {
         mut batch: TrainBatch,
         out: &mut Emitter<TrainBatch>,
     ) -> Result<(), StageError> {
-        if !self.started {
-            tch::set_num_threads(self.threads as i32);
-            self.started = true;
-        }
+        self.threads.apply_once();
         if let Some(teacher) = &self.teacher {
             batch.teacher =
                 Some(
