@@ -24,6 +24,17 @@ bootstrap:
 services:
 	@bash scripts/services.sh
 
+# Training throughput on this machine, side by side: the PyTorch reference
+# loop, the pipeline and the sequential trainer, with the pipeline's per-stage
+# breakdown (README "Performance"); writes runs/bench.json. The default plan
+# (WRN-16-4 and WRN-34-10 teachers, 1 and 10 steps, online and cached soft
+# labels, 2 batches of 128 each) takes about an hour on 2 cores; narrow it with
+# e.g. BENCH_ARGS="--teachers wrn16_4 --steps 1 --soft-labels cached".
+BENCH_ARGS ?=
+bench: build
+	@mkdir -p runs
+	$(BIN) --log-level warn bench --json runs/bench.json $(BENCH_ARGS)
+
 fmt:
 	cargo fmt --all
 

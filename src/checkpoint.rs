@@ -77,7 +77,16 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 /// shape, and the file may hold nothing else (bar BatchNorm counters). On a
 /// mismatch nothing is modified and the error lists the first differences.
 pub fn load_into(vs: &mut VarStore, path: &Path, arch: &str) -> Result<()> {
-    let mut file = read(path)?;
+    load_map_into(vs, read(path)?, path, arch)
+}
+
+/// [`load_into`] from tensors already read (`path` names them in errors).
+pub fn load_map_into(
+    vs: &mut VarStore,
+    mut file: BTreeMap<String, Tensor>,
+    path: &Path,
+    arch: &str,
+) -> Result<()> {
     file.retain(|name, _| !name.ends_with(BN_COUNTER));
     let vars = vs.variables();
     let mut problems = Vec::new();

@@ -38,6 +38,10 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Write report.md, report.csv and plots of a sweep folder (the paper's Table 2 layout).
     Report(ReportArgs),
+    /// Training throughput, side by side: the PyTorch reference loop, the
+    /// pipeline and the sequential trainer, with the pipeline's per-stage
+    /// breakdown (base settings from --config, default configs/bench.toml).
+    Bench(BenchArgs),
     /// Run one row of a sweep (what a Kubernetes pod of the sweep's Indexed Job runs).
     #[command(hide = true)]
     SweepRun(SweepRunArgs),
@@ -96,6 +100,12 @@ pub struct RunArgs {
     /// Resolve and validate the config, build models and read data, then stop.
     #[arg(long)]
     pub dry_run: bool,
+    /// Continue from the checkpoint in the run folder (an error if there is none).
+    #[arg(long, conflicts_with = "fresh")]
+    pub resume: bool,
+    /// Start afresh even if the run folder holds an unfinished checkpoint.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,4 +175,45 @@ pub struct MergeArgs {
     /// The merged file (default: the config's cache file).
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Teachers, each optionally with its batches per run: wrn16_4=3,wrn34_10=2.
+    #[arg(long, value_delimiter = ',', default_value = "wrn16_4,wrn34_10")]
+    pub teachers: Vec<String>,
+    /// Batches per run, for teachers given without their own count.
+    #[arg(long, default_value_t = 2)]
+    pub batches: usize,
+    /// Attack steps.
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    pub steps: Vec<usize>,
+    /// Soft-label sources: online (a teacher forward per batch), cached (filled before timing).
+    #[arg(long, value_delimiter = ',', default_value = "online,cached")]
+    pub soft_labels: Vec<String>,
+    /// Who trains: reference (PyTorch), pipeline, sequential.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "reference,pipeline,sequential"
+    )]
+    pub sides: Vec<String>,
+    /// How the Rust sides run: fp32, channels_last, bf16, no_grad_clean, threads=N, or +-joined (channels_last+bf16).
+    #[arg(long, value_delimiter = ',', default_value = "fp32")]
+    pub variants: Vec<String>,
+    /// Repetitions of every case (the order of the sides flips on each).
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Python with PyTorch, for the reference.
+    #[arg(long, default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// The reference loop.
+    #[arg(long, default_value = "scripts/bench_reference.py")]
+    pub reference_script: PathBuf,
+    /// Keep weights, caches and run folders here (default: a temporary folder, removed).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }

@@ -6,6 +6,7 @@
 //! crate; the stages that run this domain on it live in [`stages`].
 
 pub mod attacks;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod models;
+pub mod perf;
 pub mod report;
 pub mod run;
 pub mod soft_labels;

@@ -4,7 +4,7 @@
 mod cli;
 
 use anyhow::{bail, Result};
-use ard_pipeline::config::{self, Config};
+use ard_pipeline::config::{self, Config, ResumePolicy};
 use ard_pipeline::eval::{self, EvalAttack};
 use ard_pipeline::models::Arch;
 use ard_pipeline::run::{run_job, Engine, JobEnd};
@@ -114,6 +114,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             )?;
             run(&cfg, &args.run)
         }
+        Some(Command::Bench(args)) => bench_command(&cli, args).map(|()| ExitCode::SUCCESS),
         Some(Command::Eval(args)) => {
             let cfg = match &cli.config {
                 Some(_) => load_config(&cli)?,
@@ -134,15 +135,22 @@ fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
         cli::Engine::Pipeline => Engine::Pipeline,
         cli::Engine::Sequential => Engine::Sequential,
     };
-    match run_job(cfg, engine)? {
+    let mut cfg = cfg.clone();
+    if args.resume {
+        cfg.run.resume = ResumePolicy::Always;
+    } else if args.fresh {
+        cfg.run.resume = ResumePolicy::Never;
+    }
+    match run_job(&cfg, engine)? {
         JobEnd::Finished(report) => {
             print!("{}", report.table());
             Ok(ExitCode::SUCCESS)
         }
         JobEnd::Interrupted(signal) => {
             eprintln!(
-                "interrupted by {}: the last weights are in the run folder",
-                signal.name()
+                "interrupted by {}: checkpointed in {}; continue with --resume",
+                signal.name(),
+                cfg.run.out_dir.join(&cfg.run.name).display()
             );
             Ok(ExitCode::from(signal.exit_code() as u8))
         }
@@ -171,6 +179,58 @@ fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<()> {
                 command::fill(&load_config(cli)?, args.shard, |line| log::info!("{line}"))?;
             println!("{}", report.summary());
         }
+    }
+    Ok(())
+}
+
+fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {
+    use ard_pipeline::bench::{self, BenchPlan, TeacherSpec};
+    let path = config::find_config(
+        cli.config
+            .as_deref()
+            .unwrap_or(std::path::Path::new("configs/bench.toml")),
+    )?;
+    let parse_all = |items: &[String], what: &str| -> Result<Vec<String>> {
+        if items.iter().any(|i| i.trim().is_empty()) {
+            bail!("--{what}: an empty item");
+        }
+        Ok(items.iter().map(|i| i.trim().to_string()).collect())
+    };
+    let soft_labels = parse_all(&args.soft_labels, "soft-labels")?
+        .iter()
+        .map(|s| match s.as_str() {
+            "online" => Ok(config::SoftLabels::Online),
+            "cached" => Ok(config::SoftLabels::Cached),
+            other => bail!("--soft-labels: unknown {other:?} (online, cached)"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let plan = BenchPlan {
+        base: config::load(&path)?,
+        teachers: parse_all(&args.teachers, "teachers")?
+            .iter()
+            .map(|t| TeacherSpec::parse(t, args.batches).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
+        steps: args.steps.clone(),
+        soft_labels,
+        sides: parse_all(&args.sides, "sides")?
+            .iter()
+            .map(|s| s.parse().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
+        variants: parse_all(&args.variants, "variants")?
+            .iter()
+            .map(|v| v.parse().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
+        reps: args.reps,
+        python: args.python.clone(),
+        reference_script: args.reference_script.clone(),
+        work_dir: args.work_dir.clone(),
+    };
+    let report = bench::run(&plan, |line| eprintln!("[bench] {line}"))?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
     Ok(())
 }

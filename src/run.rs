@@ -5,8 +5,8 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Phase, PipelineStatus, Signal, TrainMetrics};
-use crate::stages::{self, RunHooks};
-use crate::train::{self, RunDir};
+use crate::stages::{self, RunOptions};
+use crate::train;
 use ard_actors::CancelToken;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -44,6 +44,10 @@ pub struct RunReport {
     pub stages: Vec<StageReport>,
     /// Accuracy (%) per evaluation of the last evaluated snapshot.
     pub final_eval: BTreeMap<String, f64>,
+    /// Issue 6: worst cases, the best-by-validation checkpoint's test numbers
+    /// (`best_eval`, `best_epoch`, ...), `robustness_gap`, the guard.
+    #[serde(flatten)]
+    pub selection: Box<crate::eval::selection::SelectionSummary>,
 }
 
 impl RunReport {
@@ -72,7 +76,23 @@ impl RunReport {
         for (name, acc) in &self.final_eval {
             s.push_str(&format!("{name:>14}: {acc:6.2}%\n"));
         }
+        s.push_str(&self.selection.table());
         s
+    }
+
+    /// Sets `final_eval` and `selection` from the last test report and the
+    /// validation findings; after a guard roll-back the final numbers are the
+    /// best checkpoint's (issue 6).
+    pub fn with_selection(
+        mut self,
+        selection: Option<&crate::train::validation::SelectionHandle>,
+        last_test: Option<&crate::eval::EvalReport>,
+    ) -> Self {
+        let (final_eval, summary) =
+            crate::train::validation::SelectionHandle::summarize(selection, last_test);
+        self.final_eval = final_eval;
+        self.selection = Box::new(summary);
+        self
     }
 }
 
@@ -87,7 +107,7 @@ pub enum JobEnd {
 /// Runs the whole job as configured.
 pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
     let started = Instant::now();
-    let dir = RunDir::create(cfg)?;
+    let (dir, checkpoint) = train::resume::open_run(cfg)?;
     log::info!("run folder {}", dir.path.display());
     let registry = prometheus::Registry::new();
     let attack_label = cfg.attack.build().name();
@@ -98,6 +118,10 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
         &[attack_label.as_str()],
         &eval_names,
     )?;
+    if let Some(c) = &checkpoint {
+        // The step counter (/status, progress, Prometheus) continues from the checkpoint.
+        train_metrics.inc_train_steps(c.state.position.step as u64);
+    }
     let status = Arc::new(PipelineStatus::new(train_metrics.clone(), registry.clone()));
     let server = metrics::start(&cfg.metrics.listen, registry.clone(), status.clone())?;
     if let Some(server) = &server {
@@ -120,24 +144,19 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
         })?
     };
 
-    let train_images = cfg
-        .data
-        .train_limit
-        .unwrap_or(crate::data::SplitKind::Train.num_images())
-        .min(crate::data::SplitKind::Train.num_images());
+    let train_images = crate::data::validation::train_images(&cfg.data);
     let per_epoch = train_images.div_ceil(cfg.data.batch_size);
-    let progress = (engine == Engine::Pipeline).then(|| {
-        crate::report::progress::Progress::start(
-            train_metrics.clone(),
-            train::sequential::total_steps(cfg, train_images),
-            per_epoch,
-            cfg.train.epochs,
-            cfg.data.batch_size,
-        )
-    });
+    let progress = crate::report::progress::Progress::start(
+        train_metrics.clone(),
+        train::sequential::total_steps(cfg, train_images),
+        per_epoch,
+        cfg.train.epochs,
+        cfg.data.batch_size,
+    );
     let result = match engine {
         Engine::Pipeline => {
-            let hooks = RunHooks {
+            let options = RunOptions {
+                resume: checkpoint,
                 on_start: Some(Box::new({
                     let status = status.clone();
                     let slot = cancel_slot.clone();
@@ -158,7 +177,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 Some(&dir),
                 &registry,
                 Some(train_metrics.clone()),
-                hooks,
+                options,
             )
             .map(|outcome| {
                 let loss: Vec<(usize, f64)> = outcome
@@ -214,17 +233,26 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     wall_s: started.elapsed().as_secs_f64(),
                     final_loss: outcome.epochs.last().map(|e| e.mean_loss),
                     stages,
-                    final_eval: outcome
-                        .evals
-                        .last()
-                        .map(|e| e.report.accuracy.clone())
-                        .unwrap_or_default(),
+                    final_eval: BTreeMap::new(),
+                    selection: Default::default(),
                 }
+                .with_selection(
+                    outcome.selection.as_ref(),
+                    outcome.evals.last().map(|e| &e.report),
+                )
             })
         }
         Engine::Sequential => {
             status.set_phase(Phase::Running);
-            train::train_sequential(cfg, Some(&dir), |line| log::info!("{line}")).map(|outcome| {
+            train::sequential::train_sequential_with(
+                cfg,
+                Some(&dir),
+                checkpoint.as_ref(),
+                Some(&requested),
+                Some(&train_metrics),
+                |line| log::info!("{line}"),
+            )
+            .map(|outcome| {
                 RunReport {
                     run: cfg.run.name.clone(),
                     engine: "sequential".into(),
@@ -233,19 +261,17 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     wall_s: started.elapsed().as_secs_f64(),
                     final_loss: outcome.epochs.last().map(|e| e.mean_loss),
                     stages: Vec::new(),
-                    final_eval: outcome
-                        .epochs
-                        .iter()
-                        .rev()
-                        .find_map(|e| e.eval.as_ref().map(|r| r.accuracy.clone()))
-                        .unwrap_or_default(),
+                    final_eval: BTreeMap::new(),
+                    selection: Default::default(),
                 }
+                .with_selection(
+                    outcome.selection.as_ref(),
+                    outcome.epochs.iter().rev().find_map(|e| e.eval.as_ref()),
+                )
             })
         }
     };
-    if let Some(p) = progress {
-        p.finish();
-    }
+    progress.finish();
     status.set_phase(match &result {
         Err(Error::Cancelled) => Phase::Stopping,
         _ => Phase::Finished,
@@ -262,6 +288,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
             let json =
                 serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?;
             dir.write_text("summary.json", &json)?;
+            train::resume::mark_finished(&dir)?;
             Ok(JobEnd::Finished(report))
         }
         Err(Error::Cancelled) => match signal {

@@ -55,6 +55,18 @@ fn cases() -> Vec<Case> {
             1.25 * eps,
             1,
         ),
+        // N-FGSM: start radius 2 eps, one step of eps, projection radius 3 eps (never binds).
+        Case {
+            eps: 3.0 * eps,
+            ..case(
+                "n_fgsm",
+                Box::new(attacks::n_fgsm(eps, eps, RandomStart::Uniform, true)),
+                "ce",
+                true,
+                eps,
+                1,
+            )
+        },
         case(
             "pgd_train_bn",
             Box::new(attacks::pgd(

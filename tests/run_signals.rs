@@ -70,6 +70,8 @@ fn interrupted_run(signal: i32, expected_code: i32) {
         &last,
     )
     .unwrap();
+    // And the training checkpoint to resume from.
+    assert!(dir.path().join("sig/checkpoint.safetensors").is_file());
     // No temp files left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sig"))
         .unwrap()

@@ -58,6 +58,15 @@ pub(crate) fn stage_body<S: Stage>(
             drive_stage(&mut stage, &mut inbox, &mut out, &cx)
         }));
         cx.clock.stop();
+        if matches!(&outcome, Ok(Err(e)) if e.is_cancelled()) {
+            // The stage's last handle() completed: let it save its state.
+            if catch_unwind(AssertUnwindSafe(|| stage.interrupted())).is_err() {
+                log::error!(
+                    "stage `{}` panicked while saving its state on cancellation",
+                    cx.name
+                );
+            }
+        }
         let mut leftover = split(Duration::ZERO, out.take_waits());
         leftover.idle += inbox.take_idle();
         cx.metrics.record_times(leftover);

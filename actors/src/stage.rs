@@ -66,4 +66,11 @@ pub trait Stage: Send + 'static {
         let _ = out;
         Ok(())
     }
+
+    /// Called once, on the stage's own thread, when the pipeline was cancelled
+    /// (a signal, or another stage's failure) and this stage stopped at a
+    /// message boundary: its last `handle` completed, so its state is
+    /// consistent. Save what must survive here (a checkpoint). Not called after
+    /// this stage's own error or panic, nor after a normal end ([`finish`](Stage::finish)).
+    fn interrupted(&mut self) {}
 }

@@ -97,3 +97,98 @@ fn dropping_the_handle_cancels_the_pipeline() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Records, from `interrupted`, how many messages it had fully handled.
+struct Checkpointing {
+    handled: u64,
+    in_handle: Arc<AtomicBool>,
+    saved: Arc<std::sync::Mutex<Vec<u64>>>,
+    fail_at: Option<u64>,
+}
+
+impl ard_actors::Stage for Checkpointing {
+    type In = common::Batch;
+    type Out = ();
+
+    fn name(&self) -> &str {
+        "student"
+    }
+
+    fn handle(
+        &mut self,
+        _msg: common::Batch,
+        _out: &mut ard_actors::Emitter<()>,
+    ) -> Result<(), ard_actors::StageError> {
+        if self.fail_at == Some(self.handled) {
+            return Err(ard_actors::StageError::msg("loss is NaN"));
+        }
+        self.in_handle.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        self.handled += 1;
+        self.in_handle.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn interrupted(&mut self) {
+        assert!(!self.in_handle.load(Ordering::SeqCst), "called mid-handle");
+        self.saved.lock().unwrap().push(self.handled);
+    }
+}
+
+fn checkpointing(fail_at: Option<u64>) -> (Checkpointing, Arc<std::sync::Mutex<Vec<u64>>>) {
+    let saved = Arc::new(std::sync::Mutex::new(Vec::new()));
+    (
+        Checkpointing {
+            handled: 0,
+            in_handle: Arc::new(AtomicBool::new(false)),
+            saved: saved.clone(),
+            fail_at,
+        },
+        saved,
+    )
+}
+
+#[test]
+fn interrupted_runs_once_after_the_last_complete_message_on_cancel() {
+    let (stage, saved) = checkpointing(None);
+    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
+        .and_then(|b| b.source(CountSource::new("data", u64::MAX), 2))
+        .and_then(|chain| chain.sink(stage))
+        .and_then(|b| b.run())
+        .expect("pipeline starts");
+    std::thread::sleep(Duration::from_millis(150));
+    handle.cancel();
+    assert!(matches!(handle.join(), Err(PipelineError::Cancelled)));
+    let saved = saved.lock().unwrap().clone();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert!(saved[0] >= 1, "{saved:?}");
+}
+
+#[test]
+fn interrupted_is_not_called_after_a_normal_end_or_the_stages_own_error() {
+    let (stage, saved) = checkpointing(None);
+    PipelineBuilder::new(&registry(), PipelineOptions::default())
+        .and_then(|b| b.source(CountSource::new("data", 3), 2))
+        .and_then(|chain| chain.sink(stage))
+        .and_then(|b| b.run())
+        .expect("pipeline starts")
+        .join()
+        .expect("runs to the end");
+    assert!(saved.lock().unwrap().is_empty());
+
+    let (stage, saved) = checkpointing(Some(2));
+    let result = PipelineBuilder::new(&registry(), PipelineOptions::default())
+        .and_then(|b| b.source(CountSource::new("data", 10), 2))
+        .and_then(|chain| chain.sink(stage))
+        .and_then(|b| b.run())
+        .expect("pipeline starts")
+        .join();
+    assert!(
+        matches!(result, Err(PipelineError::StageFailed { .. })),
+        "{result:?}"
+    );
+    assert!(
+        saved.lock().unwrap().is_empty(),
+        "a failed stage keeps its last good state"
+    );
+}

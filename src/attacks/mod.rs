@@ -1,5 +1,5 @@
 //! Attacks: the `Attack` trait and one file per kind. The training attacks
-//! (`none`, `fgsm`, `fgsm_rs`, `pgd`, `kl_pgd`, `trades`) are chosen by
+//! (`none`, `fgsm`, `fgsm_rs`, `n_fgsm`, `pgd`, `kl_pgd`, `trades`) are chosen by
 //! `[attack] kind`; the evaluation attacks (`cw`, `apgd_ce`, `apgd_dlr`,
 //! `apgd_t`, and `restarts` around any attack) are built by `crate::eval`.
 //!
@@ -19,6 +19,7 @@ mod fgsm;
 mod fgsm_rs;
 mod kl_pgd;
 pub mod margin;
+mod n_fgsm;
 pub mod noise;
 mod none;
 mod pgd;
@@ -35,6 +36,7 @@ pub use cw::{cw, CW_KAPPA};
 pub use fgsm::fgsm;
 pub use fgsm_rs::fgsm_rs;
 pub use kl_pgd::kl_pgd;
+pub use n_fgsm::{n_fgsm, NFgsm};
 pub use noise::NoiseKey;
 pub use none::NoAttack;
 pub use pgd::pgd;
@@ -115,6 +117,7 @@ impl AttackConfig {
             AttackKind::None => Box::new(NoAttack),
             AttackKind::Fgsm => Box::new(fgsm(eps, step, train_bn)),
             AttackKind::FgsmRs => Box::new(fgsm_rs(eps, step, self.random_start, train_bn)),
+            AttackKind::NFgsm => Box::new(n_fgsm(eps, step, self.random_start, train_bn)),
             AttackKind::Pgd => Box::new(pgd(eps, step, self.steps, self.random_start, train_bn)),
             AttackKind::KlPgd => {
                 Box::new(kl_pgd(eps, step, self.steps, self.random_start, train_bn))

@@ -27,6 +27,9 @@ pub struct Config {
     pub eval: EvalConfig,
     pub pipeline: PipelineConfig,
     pub metrics: MetricsConfig,
+    pub perf: PerfConfig,
+    /// `[guard]`: the catastrophic-overfitting guard (issue 6).
+    pub guard: GuardConfig,
 }
 
 /// `[run]`: identity, seed, device and where results go.
@@ -45,6 +48,27 @@ pub struct RunConfig {
     pub save_final: Option<PathBuf>,
     /// Intra-op threads for libtorch on CPU (default: all cores).
     pub threads: Option<usize>,
+    /// Also write the training checkpoint (`checkpoint.safetensors`: weights,
+    /// optimiser state, data position) every N optimisation steps; it is
+    /// always written at epoch ends and on SIGINT/SIGTERM.
+    pub checkpoint_every_steps: Option<usize>,
+    /// What a run does when its folder holds an unfinished checkpoint:
+    /// `auto` resumes it (the config must match), `always` requires one
+    /// (`--resume`), `never` starts afresh (`--fresh`).
+    pub resume: ResumePolicy,
+}
+
+/// Whether a run continues from the checkpoint in its run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumePolicy {
+    /// Resume an unfinished checkpoint when there is one, else start afresh.
+    #[default]
+    Auto,
+    /// Resume; a missing checkpoint is an error.
+    Always,
+    /// Start afresh, discarding any checkpoint of an earlier run of this name.
+    Never,
 }
 
 impl Default for RunConfig {
@@ -56,6 +80,8 @@ impl Default for RunConfig {
             out_dir: "runs".into(),
             save_final: None,
             threads: None,
+            checkpoint_every_steps: None,
+            resume: ResumePolicy::Auto,
         }
     }
 }
@@ -89,6 +115,10 @@ pub struct DataConfig {
     pub train_limit: Option<usize>,
     /// Use only the first N test images.
     pub test_limit: Option<usize>,
+    /// Hold out the last N of the 50,000 training images as the validation
+    /// split (model selection, overfitting guard); training never sees them
+    /// and uses a prefix of the rest (`train_limit` of it). 0: no split.
+    pub validation_images: usize,
     /// Reshuffle the training set every epoch (seeded).
     pub shuffle: bool,
     /// Random crop (padding 4) and horizontal flip.
@@ -104,6 +134,7 @@ impl Default for DataConfig {
             batch_size: 128,
             train_limit: None,
             test_limit: None,
+            validation_images: 1000,
             shuffle: true,
             augment: true,
         }
@@ -243,6 +274,10 @@ pub enum AttackKind {
     Fgsm,
     /// Uniform random start, one step (Wong et al., "Fast is better than free").
     FgsmRs,
+    /// Uniform start of radius 2 eps, one step, no projection to the eps-ball
+    /// (N-FGSM, de Jorge et al. 2022): single-step training that resists
+    /// catastrophic overfitting.
+    NFgsm,
     /// k steps of CE on the true labels (ARD's and the paper's training attack).
     Pgd,
     /// k steps maximising KL(S(x') || T(x)) (RSLAD).
@@ -467,6 +502,11 @@ pub struct EvalConfig {
     pub attacks: Vec<String>,
     /// Use only the first N test images for evaluation.
     pub test_limit: Option<usize>,
+    /// The attack `best.safetensors` is chosen by on the validation split
+    /// (highest accuracy under it, ties by natural accuracy); the guard uses it too.
+    pub validation_attack: String,
+    /// Validate on only the first N validation images (default: `test_limit`, else all).
+    pub validation_limit: Option<usize>,
 }
 
 impl Default for EvalConfig {
@@ -475,6 +515,8 @@ impl Default for EvalConfig {
             every_epochs: 1,
             attacks: vec!["natural".into(), "train_attack".into(), "pgd20".into()],
             test_limit: None,
+            validation_attack: "pgd10".into(),
+            validation_limit: None,
         }
     }
 }
@@ -513,6 +555,85 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+/// Numeric type of the training attack's forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackDtype {
+    /// Single precision, as everything else.
+    #[default]
+    F32,
+    /// bfloat16 convolutions and linear layers on a copy of the student (BatchNorm
+    /// and its running statistics stay f32; inputs and logits are cast at the
+    /// model's edges). The attack only needs the sign of the input gradient.
+    /// Needs a CPU with native bf16 (AVX512-BF16); refused on CUDA.
+    Bf16,
+}
+
+/// `[perf]`: CPU fast paths, off by default. They change how the numbers are
+/// computed, not the algorithm (see `src/perf.rs` and README "Performance").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerfConfig {
+    /// Keep 4-d convolution weights and model inputs in channels-last (NHWC)
+    /// memory format, for the student, its attack replica and the teacher.
+    pub channels_last: bool,
+    /// `f32` or `bf16` for the training attack on the student.
+    pub attack_dtype: AttackDtype,
+    /// ARD at alpha = 1 runs the student's clean forward only for BatchNorm's
+    /// running statistics (its loss term has weight 0, as in ARD's code): run
+    /// it without recording a graph. The same weights bit for bit, one
+    /// backward pass and the clean forward's activations less.
+    pub clean_forward_no_grad: bool,
+}
+
+// --- [guard] (issue 6: honest robustness evaluation) -------------------------
+
+/// What the catastrophic-overfitting guard does about a collapse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardAction {
+    /// No guard.
+    #[default]
+    Off,
+    /// Log a warning naming the epoch and the numbers.
+    Warn,
+    /// Warn, stop training, and make the best-by-validation checkpoint the final result.
+    Stop,
+}
+
+impl GuardAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardAction::Off => "off",
+            GuardAction::Warn => "warn",
+            GuardAction::Stop => "stop",
+        }
+    }
+}
+
+/// `[guard]`: watches 1-step training for catastrophic overfitting. After every
+/// epoch it evaluates the validation split under `eval.validation_attack` and
+/// the training attack; a collapse is robust accuracy `max_drop` points or
+/// more below its best so far while training-attack accuracy rose (or held)
+/// since then (see `src/train/overfit_guard.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// `off`, `warn` or `stop`.
+    pub action: GuardAction,
+    /// Percentage points below the best robust accuracy that count as a collapse.
+    pub max_drop: Real,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            action: GuardAction::Off,
+            max_drop: Real(10.0),
         }
     }
 }

@@ -79,6 +79,12 @@ impl Config {
             self.run.threads,
             "must be at least 1 when set",
         );
+        c.require(
+            self.run.checkpoint_every_steps != Some(0),
+            "run.checkpoint_every_steps",
+            self.run.checkpoint_every_steps.unwrap_or(0),
+            "must be at least 1 when set (epoch ends are always checkpointed)",
+        );
 
         if let Views::Fixed(k) = self.teacher.views {
             c.require(
@@ -116,11 +122,11 @@ impl Config {
                 "must be at most 2*eps: a larger step always leaves the eps-ball and is projected back");
         }
         match a.kind {
-            AttackKind::Fgsm | AttackKind::FgsmRs => c.require(
+            AttackKind::Fgsm | AttackKind::FgsmRs | AttackKind::NFgsm => c.require(
                 a.steps == 1,
                 "attack.steps",
                 a.steps,
-                "fgsm and fgsm_rs take exactly 1 step",
+                "fgsm, fgsm_rs and n_fgsm take exactly 1 step",
             ),
             AttackKind::Pgd | AttackKind::KlPgd | AttackKind::Trades => {
                 c.require(a.steps >= 1, "attack.steps", a.steps, "must be at least 1")
@@ -134,14 +140,14 @@ impl Config {
             "fgsm has no random start; use fgsm_rs for one",
         );
         c.require(
-            a.kind != AttackKind::FgsmRs
+            !matches!(a.kind, AttackKind::FgsmRs | AttackKind::NFgsm)
                 || matches!(
                     a.random_start,
                     RandomStart::Uniform | RandomStart::UniformClamped
                 ),
             "attack.random_start",
             a.random_start,
-            "fgsm_rs starts uniformly (uniform or uniform_clamped)",
+            "fgsm_rs and n_fgsm start uniformly (uniform or uniform_clamped)",
         );
         c.require(
             a.target == AttackTarget::Student || self.loss.kind == LossKind::PaperAlg1,
@@ -340,6 +346,76 @@ impl Config {
                 "must be HOST:PORT with a numeric host, e.g. 127.0.0.1:9187, or empty",
             );
         }
+
+        let perf = &self.perf;
+        c.require(
+            !perf.clean_forward_no_grad || self.loss.build().clean_forward_only_for_bn(),
+            "perf.clean_forward_no_grad",
+            true,
+            "only means something for the ard loss with alpha = 1 and clean_forward_for_bn = true",
+        );
+        if perf.attack_dtype == AttackDtype::Bf16 {
+            c.require(
+                a.kind != AttackKind::None,
+                "perf.attack_dtype",
+                perf.attack_dtype,
+                "bf16 is for the training attack, and attack.kind = \"none\" runs none",
+            );
+            c.require(
+                a.target == AttackTarget::Student,
+                "perf.attack_dtype",
+                perf.attack_dtype,
+                "bf16 applies to the attack on the student; an attack on the teacher runs in f32",
+            );
+        }
+
+        // --- validation split, model selection, overfitting guard (issue 6) ---
+        let train_total = crate::data::SplitKind::Train.num_images();
+        let v = self.data.validation_images;
+        c.require(
+            v < train_total,
+            "data.validation_images",
+            v,
+            "must leave training images: at most 49999 of CIFAR-10's 50000",
+        );
+        if let Some(n) = self.data.train_limit {
+            c.require(
+                n.saturating_add(v) <= train_total,
+                "data.train_limit",
+                n,
+                &format!(
+                    "with data.validation_images = {v} at most {} images remain for training \
+                     (the validation split is the last {v} of the 50000)",
+                    train_total.saturating_sub(v)
+                ),
+            );
+        }
+        c.require(
+            crate::eval::EvalAttack::parse(&self.eval.validation_attack).is_ok(),
+            "eval.validation_attack",
+            &self.eval.validation_attack,
+            &format!("unknown; known: {}", crate::eval::KNOWN_EVALS),
+        );
+        c.require(
+            self.eval.validation_limit != Some(0),
+            "eval.validation_limit",
+            self.eval.validation_limit,
+            "must be at least 1 when set",
+        );
+        let g = &self.guard;
+        c.require(
+            g.max_drop.get() > 0.0 && g.max_drop.get() <= 100.0,
+            "guard.max_drop",
+            g.max_drop,
+            "must be in (0, 100] (percentage points)",
+        );
+        c.require(
+            g.action == GuardAction::Off || v >= 1,
+            "guard.action",
+            g.action,
+            "the guard evaluates held-out images: set data.validation_images to at least 1",
+        );
+        // --- end of issue 6 checks ---
 
         if c.0.is_empty() {
             Ok(())

@@ -8,6 +8,7 @@
 //! - [`download`]: fetch and verify the official archive, install it atomically.
 //! - [`augment`]: the 162 crop-and-flip [`View`]s, keyed by (seed, epoch, index).
 //! - [`batch`]: per-epoch order, batch plans, and [`Batch`] tensors.
+//! - [`validation`]: the held-out validation split (the last training images).
 //!
 //! Typical use: `let train = data::load(&cfg.data, SplitKind::Train)?;` then, per
 //! epoch, `for (idx, views) in EpochPlan::train(&cfg.data, seed, epoch).batches(train.len())`
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod checksum;
 pub mod cifar;
 pub mod download;
+pub mod validation;
 
 pub use augment::{apply_view, view_for, View, NUM_VIEWS};
 pub use batch::{batches, epoch_order, make_batch, Batch, Batches, EpochPlan};
@@ -30,8 +32,12 @@ use crate::error::Result;
 
 /// Loads split `kind` as `[data]` says: makes sure the files are there
 /// ([`ensure_cifar10`]), reads and verifies them ([`load_split`]), and keeps the
-/// first `train_limit` / `test_limit` images.
+/// first `train_limit` / `test_limit` images. Training images exclude the
+/// validation split (the last `validation_images`, see [`validation`]).
 pub fn load(cfg: &DataConfig, kind: SplitKind) -> Result<Split> {
+    if kind == SplitKind::Train {
+        return Ok(validation::load_train_and_validation(cfg)?.0);
+    }
     ensure_cifar10(cfg)?;
     let split = load_split(&cfg.root, kind, cfg.checksums)?;
     let limit = match kind {

@@ -84,6 +84,13 @@ impl Objective {
         )
     }
 
+    /// Whether the student's clean forward runs only for its BatchNorm side
+    /// effect (ARD at alpha = 1 with `clean_forward_for_bn`): its loss term has
+    /// weight 0, so its gradient is exactly zero.
+    pub fn clean_forward_only_for_bn(&self) -> bool {
+        self.kind == LossKind::Ard && self.alpha == 1.0 && self.clean_forward_for_bn
+    }
+
     /// Whether the student's clean forward must run (for the loss, or for the
     /// BatchNorm side effect ARD's loop has even at alpha = 1).
     pub fn needs_clean_forward(&self) -> bool {

@@ -26,6 +26,7 @@
 
 pub mod command;
 pub mod edge;
+pub mod selection;
 
 use crate::attacks::{self, Attack, AttackInput, NoiseKey, Restarts};
 use crate::config::AttackConfig;

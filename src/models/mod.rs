@@ -13,7 +13,7 @@ pub use arch::Arch;
 use crate::checkpoint;
 use crate::error::Result;
 use std::path::Path;
-use tch::{nn, nn::ModuleT, Device, Tensor};
+use tch::{nn, nn::ModuleT, Device, Kind, Tensor};
 
 /// CIFAR-10.
 pub const NUM_CLASSES: i64 = 10;
@@ -24,6 +24,10 @@ pub struct Model {
     pub arch: Arch,
     pub vs: nn::VarStore,
     net: Box<dyn ModuleT>,
+    /// Inputs go to the network in channels-last format ([`Model::use_channels_last`]).
+    channels_last: bool,
+    /// Type the network computes in ([`Model::use_compute_kind`]); f32 by default.
+    compute: Kind,
 }
 
 impl Model {
@@ -41,7 +45,13 @@ impl Model {
                 Box::new(wide_resnet::wide_resnet(&root, NUM_CLASSES, depth, widen))
             }
         };
-        Model { arch, vs, net }
+        Model {
+            arch,
+            vs,
+            net,
+            channels_last: false,
+            compute: Kind::Float,
+        }
     }
 
     /// A model with weights from a safetensors checkpoint.
@@ -51,10 +61,76 @@ impl Model {
         Ok(model)
     }
 
-    /// Logits for `x` ([B, 3, 32, 32] in [0, 1]); `train` selects BatchNorm's
-    /// batch statistics (and updates its running statistics).
+    /// Logits for `x` ([B, 3, 32, 32] in [0, 1], f32) as f32 [B, classes];
+    /// `train` selects BatchNorm's batch statistics (and updates its running
+    /// statistics). A channels-last or bf16 model converts `x` on the way in
+    /// and the logits on the way out; gradients flow through both casts.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.net.forward_t(x, train)
+        let x = if self.channels_last {
+            to_channels_last(x)
+        } else {
+            x.shallow_clone()
+        };
+        if self.compute == Kind::Float {
+            self.net.forward_t(&x, train)
+        } else {
+            self.net
+                .forward_t(&x.to_kind(self.compute), train)
+                .to_kind(Kind::Float)
+        }
+    }
+
+    /// Stores every 4-d weight (the convolutions) channels-last — NCHW shape
+    /// with NHWC strides, which oneDNN's convolutions prefer — and makes
+    /// [`Model::forward_t`] convert its input the same way. Values, names and
+    /// checkpoints are unchanged (saving writes contiguous NCHW); copies into
+    /// these variables (`copy_`) keep the format.
+    pub fn use_channels_last(&mut self) {
+        tch::no_grad(|| {
+            for (_, mut var) in self.vs.variables() {
+                if var.dim() == 4 {
+                    let nhwc = to_channels_last(&var.detach());
+                    var.set_data(&nhwc);
+                }
+            }
+        });
+        self.channels_last = true;
+    }
+
+    /// Computes in `kind` (e.g. bf16): every variable except BatchNorm's
+    /// (weight, bias, running statistics: they stay f32, which libtorch's
+    /// mixed-type BatchNorm accepts) is converted, inputs are cast to `kind`
+    /// and logits back to f32. Meant for a replica that only runs attacks:
+    /// copying f32 weights in (`copy_`) rounds them to `kind`.
+    pub fn use_compute_kind(&mut self, kind: Kind) {
+        let vars = self.vs.variables();
+        let batch_norms: Vec<&str> = vars
+            .keys()
+            .filter_map(|n| n.strip_suffix(".running_mean"))
+            .collect();
+        let is_batch_norm = |name: &str| {
+            name.rsplit_once('.')
+                .is_some_and(|(prefix, _)| batch_norms.contains(&prefix))
+        };
+        tch::no_grad(|| {
+            for (name, var) in &vars {
+                if !is_batch_norm(name) && var.kind() != kind {
+                    let converted = var.detach().to_kind(kind);
+                    var.shallow_clone().set_data(&converted);
+                }
+            }
+        });
+        self.compute = kind;
+    }
+
+    /// The type the network computes in (f32 unless [`Model::use_compute_kind`]).
+    pub fn compute_kind(&self) -> Kind {
+        self.compute
+    }
+
+    /// Whether weights and inputs are channels-last ([`Model::use_channels_last`]).
+    pub fn is_channels_last(&self) -> bool {
+        self.channels_last
     }
 
     /// Saves the weights (and BatchNorm statistics) as safetensors, atomically.
@@ -80,4 +156,14 @@ impl Model {
     pub fn device(&self) -> Device {
         self.vs.device()
     }
+}
+
+/// `x` [N, C, H, W] with channels-last (NHWC) strides and the same shape and
+/// values: tch 0.26 has no memory-format argument, so a permute to NHWC, a
+/// contiguous copy, and a permute back.
+pub fn to_channels_last(x: &Tensor) -> Tensor {
+    if x.dim() != 4 {
+        return x.shallow_clone();
+    }
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }

@@ -65,6 +65,8 @@ fn follow(
     stop: Arc<AtomicBool>,
 ) {
     let started = Instant::now();
+    // Steps done before this process started (a resumed run) do not count towards its speed.
+    let first = (metrics.train_steps() as usize).min(total);
     let terminal = std::io::stderr().is_terminal();
     let bar = ProgressBar::with_draw_target(
         Some(per_epoch as u64),
@@ -90,14 +92,14 @@ fn follow(
             epoch_shown = epoch;
         }
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-        let images_per_s = done as f64 * batch as f64 / elapsed;
+        let images_per_s = (done - first) as f64 * batch as f64 / elapsed;
         bar.set_position((done - epoch * per_epoch) as u64);
         bar.set_message(format!("{images_per_s:.0} img/s"));
         let tenth = done * 10 / total.max(1);
         if !terminal && tenth > last_logged_tenth {
             last_logged_tenth = tenth;
-            let eta = if done > 0 {
-                elapsed * (total - done) as f64 / done as f64
+            let eta = if done > first {
+                elapsed * (total - done) as f64 / (done - first) as f64
             } else {
                 0.0
             };

@@ -25,6 +25,8 @@ pub struct DataStage {
     batch_in_epoch: usize,
     step: usize,
     plan: Option<data::Batches>,
+    /// Raised by the overfitting guard (issue 6): produce nothing more.
+    stop: Option<crate::train::overfit_guard::StopFlag>,
 }
 
 impl DataStage {
@@ -50,7 +52,23 @@ impl DataStage {
             batch_in_epoch: 0,
             step: 0,
             plan: None,
+            stop: None,
         }
+    }
+
+    /// Ends the run early once `stop` is raised (the pipeline then drains).
+    pub fn stopping_on(mut self, stop: Option<crate::train::overfit_guard::StopFlag>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Starts at `position` (a resumption): the batches before it are skipped
+    /// without being built.
+    pub fn starting_at(mut self, position: &crate::train::resume::TrainPosition) -> Self {
+        self.epoch = position.epoch;
+        self.batch_in_epoch = position.batch_in_epoch;
+        self.step = position.step;
+        self
     }
 
     /// Draws each image's view from `views` (default: all 162, the paper's augmentation).
@@ -72,8 +90,19 @@ impl Source for DataStage {
         if self.step >= self.total_steps || self.epoch >= self.epochs {
             return Ok(None);
         }
+        if self.stop.as_ref().is_some_and(|s| s.is_raised()) {
+            log::warn!("guard: no more training batches after step {}", self.step);
+            return Ok(None);
+        }
+        let skip = self.batch_in_epoch;
         let plan = self.plan.get_or_insert_with(|| {
-            EpochPlan::train(&self.cfg, self.seed, self.epoch as u64).batches(self.train.len())
+            let mut plan =
+                EpochPlan::train(&self.cfg, self.seed, self.epoch as u64).batches(self.train.len());
+            // Mid-epoch start: the batches already trained on are passed over.
+            for _ in 0..skip {
+                plan.next();
+            }
+            plan
         });
         let per_epoch = plan.len() + self.batch_in_epoch;
         let Some((indices, views)) = plan.next() else {

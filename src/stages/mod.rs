@@ -23,6 +23,7 @@ use crate::distill::{Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
+use crate::train::resume::TrainPosition;
 use crate::train::sequential::{eval_attacks, total_steps, RunSetup};
 use crate::train::{RunDir, StudentUpdate};
 use ard_actors::{
@@ -115,14 +116,18 @@ pub struct PipelineOutcome {
     /// The student's final variables in [`weights::WeightLayout`] order.
     pub final_weights: Vec<tch::Tensor>,
     pub student: Model,
+    /// Validation findings: the best checkpoint and the guard (None without a validation split).
+    pub selection: Option<crate::train::validation::SelectionHandle>,
 }
 
-/// Hooks a caller may attach to a running pipeline.
+/// What a caller may add to a pipeline run: hooks, and a checkpoint to resume.
 #[derive(Default)]
-pub struct RunHooks {
+pub struct RunOptions {
     /// Called once the pipeline runs, with its cancel token and stats reader
     /// (to wire signals and the /status endpoint).
     pub on_start: Option<Box<dyn FnOnce(CancelToken, StatsReader)>>,
+    /// Continue from this training checkpoint (see [`crate::train::resume`]).
+    pub resume: Option<crate::train::resume::Checkpoint>,
 }
 
 /// Runs the configured training on the five-stage pipeline.
@@ -131,16 +136,25 @@ pub fn run_pipeline(
     run_dir: Option<&RunDir>,
     registry: &prometheus::Registry,
     metrics: Option<TrainMetrics>,
-    hooks: RunHooks,
+    run_options: RunOptions,
 ) -> Result<PipelineOutcome> {
     let RunSetup {
         device,
         train,
+        validation,
         test,
-        student,
+        mut student,
         teacher,
     } = RunSetup::build(cfg)?;
     let total = total_steps(cfg, train.len());
+    let mut sgd = Sgd::from_config(&student.vs, &cfg.optim);
+    let start = match &run_options.resume {
+        Some(checkpoint) => {
+            checkpoint.restore(&mut student, &mut sgd)?;
+            checkpoint.state.position.clone()
+        }
+        None => TrainPosition::default(),
+    };
     let soft_labels = crate::soft_labels::SoftLabelSource::for_run(
         cfg,
         &train,
@@ -152,8 +166,9 @@ pub fn run_pipeline(
     let objective = cfg.loss.build();
     let update = StudentUpdate {
         objective,
-        sgd: Sgd::from_config(&student.vs, &cfg.optim),
+        sgd,
         schedule: Schedule::new(&cfg.optim, total),
+        clean_forward_no_grad: cfg.perf.clean_forward_no_grad,
     };
     let load_teacher = || -> Result<Model> {
         let path = cfg
@@ -163,29 +178,53 @@ pub fn run_pipeline(
             .ok_or_else(|| Error::Other("no teacher.weights".into()))?;
         Model::load(cfg.teacher.arch, device, path)
     };
+    let perf = cfg.perf.build(device)?;
     let mut replica = Model::new(cfg.student.arch, device);
     replica.copy_weights_from(&student)?;
+    // channels-last and/or bf16 as [perf] asks (the student was prepared by RunSetup).
+    perf.prepare_attack_replica(&mut replica);
     let attack_teacher = match cfg.attack.target {
         AttackTarget::Teacher => Some(load_teacher()?),
         AttackTarget::Student => None,
     };
     let evals = eval_attacks(cfg)?;
+    // Issue 6: validation (best checkpoint) and the overfitting guard run in
+    // the eval stage; the guard stops training through the data stage.
+    let validator = crate::train::validation::Validator::for_run(
+        cfg,
+        &validation,
+        run_dir,
+        run_options.resume.as_ref().map(|_| start.epoch),
+    )?;
+    let selection = validator.as_ref().map(|v| v.handle());
+    let stop = validator.as_ref().map(|v| v.stop_flag());
     let eval_teacher = match (cfg.attack.kind, teacher.is_some()) {
         (crate::config::AttackKind::KlPgd, true)
-            if evals.contains(&crate::eval::EvalAttack::TrainAttack) =>
+            if evals.contains(&crate::eval::EvalAttack::TrainAttack)
+                || validator.as_ref().is_some_and(|v| v.needs_teacher()) =>
         {
             Some(load_teacher()?)
         }
         _ => None,
     };
-    let eval_model = Model::new(cfg.student.arch, device);
+    let mut eval_model = Model::new(cfg.student.arch, device);
+    perf.prepare(&mut eval_model);
 
     let board = attack::WeightBoard::new();
     let latest_weights = board.clone();
     let layout = weights::WeightLayout::of(&student);
     let final_weights = Arc::new(Mutex::new(None));
-    let epoch_log = Arc::new(Mutex::new(Vec::new()));
-    let eval_log = Arc::new(Mutex::new(Vec::new()));
+    // A resumed run carries its finished epochs and recorded evaluations over.
+    let (prior_epochs, prior_evals) = match (&run_options.resume, run_dir) {
+        (Some(c), Some(dir)) => (
+            c.state.epochs.clone(),
+            crate::train::resume::recorded_evals(dir),
+        ),
+        (Some(c), None) => (c.state.epochs.clone(), Vec::new()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let epoch_log = Arc::new(Mutex::new(prior_epochs));
+    let eval_log = Arc::new(Mutex::new(prior_evals));
     let owned_dir = run_dir.cloned();
 
     let data_stage = data::DataStage::new(
@@ -197,7 +236,9 @@ pub fn run_pipeline(
         total,
         threads.data,
     )
-    .with_view_set(crate::soft_labels::identity::view_set(cfg)?);
+    .with_view_set(crate::soft_labels::identity::view_set(cfg)?)
+    .starting_at(&start)
+    .stopping_on(stop);
     let teacher_stage = teacher::TeacherStage::new(teacher, soft_labels, threads.teacher);
     let attack_stage = attack::AttackStage::new(
         cfg.attack.build(),
@@ -227,6 +268,12 @@ pub fn run_pipeline(
                 test.images.size()[0] as u64
             },
         ),
+        run_dir.map(|dir| student::Checkpointing {
+            path: dir.file(crate::train::resume::CHECKPOINT_FILE),
+            every_steps: cfg.run.checkpoint_every_steps,
+            config: cfg.clone(),
+        }),
+        &start,
     )?;
     let eval_stage = eval::EvalStage::new(
         eval_model,
@@ -241,7 +288,8 @@ pub fn run_pipeline(
         owned_dir,
         metrics,
         eval_log.clone(),
-    );
+    )
+    .with_validator(validator);
 
     let options = PipelineOptions {
         stall_timeout: cfg
@@ -267,7 +315,7 @@ pub fn run_pipeline(
         .map_err(pipeline_err)?
         .run()
         .map_err(pipeline_err)?;
-    if let Some(on_start) = hooks.on_start {
+    if let Some(on_start) = run_options.on_start {
         on_start(handle.cancel_token(), handle.stats_reader());
     }
     let summary = match handle.join() {
@@ -305,6 +353,18 @@ pub fn run_pipeline(
         .ok_or_else(|| Error::Other("the student stage ended without final weights".into()))?;
     let student = Model::new(cfg.student.arch, device);
     weights::WeightLayout::of(&student).load(&student, &final_weights)?;
+    let mut final_weights = final_weights;
+    if let Some(selection) = &selection {
+        // After a guard stop the final result is the best checkpoint.
+        let mut paths: Vec<std::path::PathBuf> = run_dir
+            .map(|d| d.file("final.safetensors"))
+            .into_iter()
+            .collect();
+        paths.extend(cfg.run.save_final.clone());
+        if selection.roll_back(&student, &paths)?.is_some() {
+            final_weights = weights::WeightLayout::of(&student).snapshot(&student);
+        }
+    }
     let epochs = epoch_log.lock().map(|v| v.clone()).unwrap_or_default();
     let evals = eval_log.lock().map(|v| v.clone()).unwrap_or_default();
     Ok(PipelineOutcome {
@@ -313,5 +373,6 @@ pub fn run_pipeline(
         evals,
         final_weights,
         student,
+        selection,
     })
 }

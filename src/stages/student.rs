@@ -6,6 +6,7 @@ use super::attack::WeightBoard;
 use super::messages::{Snapshot, TrainBatch};
 use super::weights::WeightLayout;
 use crate::models::Model;
+use crate::train::resume::{self, TrainPosition, TrainState};
 use crate::train::step::StudentUpdate;
 use crate::train::RunDir;
 use ard_actors::{emitter::TrySend, Emitter, Stage, StageError};
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Per-epoch training figures the student stage reports.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochTrainStats {
     pub epoch: usize,
     pub steps: usize,
@@ -35,11 +36,27 @@ pub struct StudentStage {
     epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
     /// (every_epochs, test images per evaluation) of the eval stage.
     eval_plan: (usize, u64),
+    checkpoints: Option<Checkpointing>,
     loss_sum: f64,
     steps_in_epoch: usize,
     epoch_started: std::time::Instant,
+    /// Seconds of the current epoch spent before a resumption.
+    epoch_seconds_before: f64,
     epoch_images: usize,
     steps_done: usize,
+    /// Epoch of the next step (0-based).
+    next_epoch: usize,
+    /// The run's last snapshot went to the eval stage.
+    sent_last: bool,
+}
+
+/// Where and how often the student stage writes the training checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpointing {
+    pub path: PathBuf,
+    /// Also every N steps (always at epoch ends and on cancellation).
+    pub every_steps: Option<usize>,
+    pub config: crate::config::Config,
 }
 
 impl StudentStage {
@@ -55,11 +72,13 @@ impl StudentStage {
         final_weights: Arc<Mutex<Option<Vec<tch::Tensor>>>>,
         epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
         eval_plan: (usize, u64),
+        checkpoints: Option<Checkpointing>,
+        start: &TrainPosition,
     ) -> crate::Result<Self> {
         let layout = WeightLayout::of(&student);
-        // Version 0: the initial weights.
+        // Version = steps done: 0 for the initial weights, the checkpoint's step on a resumption.
         board
-            .publish(0, layout.snapshot(&student))
+            .publish(start.step as u64, layout.snapshot(&student))
             .map_err(|e| crate::Error::Other(format!("publishing initial weights: {e}")))?;
         Ok(StudentStage {
             student,
@@ -73,12 +92,42 @@ impl StudentStage {
             final_weights,
             epochs,
             eval_plan,
-            loss_sum: 0.0,
-            steps_in_epoch: 0,
+            checkpoints,
+            loss_sum: start.epoch_loss_sum,
+            steps_in_epoch: start.batch_in_epoch,
             epoch_started: std::time::Instant::now(),
-            epoch_images: 0,
-            steps_done: 0,
+            epoch_seconds_before: start.epoch_seconds,
+            epoch_images: start.epoch_images,
+            steps_done: start.step,
+            next_epoch: start.epoch,
+            sent_last: false,
         })
+    }
+
+    fn epoch_seconds(&self) -> f64 {
+        self.epoch_seconds_before + self.epoch_started.elapsed().as_secs_f64()
+    }
+
+    /// Writes the training checkpoint of the current state (after a complete step).
+    fn checkpoint(&self) -> crate::Result<()> {
+        let Some(plan) = &self.checkpoints else {
+            return Ok(());
+        };
+        let position = TrainPosition {
+            step: self.steps_done,
+            epoch: self.next_epoch,
+            batch_in_epoch: self.steps_in_epoch,
+            epoch_loss_sum: self.loss_sum,
+            epoch_images: self.epoch_images,
+            epoch_seconds: self.epoch_seconds(),
+        };
+        let epochs = self
+            .epochs
+            .lock()
+            .map_err(|_| crate::Error::Other("epoch log poisoned".into()))?
+            .clone();
+        let state = TrainState::new(&plan.config, position, epochs);
+        resume::write(&plan.path, &self.student, &self.update.sgd, &state)
     }
 }
 
@@ -120,6 +169,7 @@ impl Stage for StudentStage {
             )
             .map_err(|e| StageError::msg(format!("{e}")))?;
         self.steps_done += 1;
+        self.next_epoch = batch.epoch + usize::from(batch.last_in_epoch);
         self.loss_sum += loss;
         self.steps_in_epoch += 1;
         self.epoch_images += batch.y.size()[0] as usize;
@@ -132,6 +182,14 @@ impl Stage for StudentStage {
             m.set_epoch(batch.epoch as u64 + 1);
             m.inc_train_steps(1);
             m.set_weight_staleness((batch.step as u64).saturating_sub(batch.weights_version));
+        }
+        let periodic = self
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.every_steps)
+            .is_some_and(|n| self.steps_done % n == 0);
+        if periodic && !batch.last_in_epoch {
+            self.checkpoint()?;
         }
         if batch.last_in_epoch {
             let stats = EpochTrainStats {
@@ -151,25 +209,28 @@ impl Stage for StudentStage {
                 .lock()
                 .map_err(|_| StageError::msg("epoch log poisoned"))?
                 .push(stats.clone());
+            let seconds = self.epoch_seconds();
+            let images = self.epoch_images;
             self.loss_sum = 0.0;
             self.steps_in_epoch = 0;
+            self.epoch_started = std::time::Instant::now();
+            self.epoch_seconds_before = 0.0;
+            self.epoch_images = 0;
             if let Some(dir) = &self.run_dir {
                 self.student.save(&dir.file("last.safetensors"))?;
-                crate::checkpoint::write_atomic(
-                    &dir.file("last.optim.safetensors"),
-                    &self.update.sgd.state_tensors(),
+                dir.append_jsonl(
+                    "metrics.jsonl",
+                    &serde_json::json!({
+                        "epoch": stats.epoch,
+                        "steps": stats.steps,
+                        "mean_loss": stats.mean_loss,
+                        "lr": stats.lr,
+                        "seconds": seconds,
+                        "images_per_s": images as f64 / seconds.max(1e-9),
+                    }),
                 )?;
-                dir.append_jsonl("metrics.jsonl", &serde_json::json!({
-                    "epoch": stats.epoch,
-                    "steps": stats.steps,
-                    "mean_loss": stats.mean_loss,
-                    "lr": stats.lr,
-                    "seconds": self.epoch_started.elapsed().as_secs_f64(),
-                    "images_per_s": self.epoch_images as f64 / self.epoch_started.elapsed().as_secs_f64().max(1e-9),
-                }))?;
             }
-            self.epoch_started = std::time::Instant::now();
-            self.epoch_images = 0;
+            self.checkpoint()?;
             let snapshot = Snapshot {
                 epoch: batch.epoch + 1,
                 step: self.steps_done,
@@ -187,6 +248,7 @@ impl Stage for StudentStage {
             };
             if batch.last_in_run {
                 out.send(snapshot)?;
+                self.sent_last = true;
             } else if let TrySend::Full(s) = out.try_send(snapshot)? {
                 // Evaluation never stalls training: a snapshot the eval stage has no room for is skipped, loudly.
                 log::warn!(
@@ -198,8 +260,32 @@ impl Stage for StudentStage {
         Ok(())
     }
 
-    fn finish(&mut self, _out: &mut Emitter<Snapshot>) -> Result<(), StageError> {
+    fn interrupted(&mut self) {
+        // Cancelled (a signal, or another stage failed) after a complete step: keep it.
+        if self.checkpoints.is_some() {
+            match self.checkpoint() {
+                Ok(()) => log::warn!(
+                    "checkpointed after step {} (epoch {}); resume with --resume",
+                    self.steps_done,
+                    self.next_epoch + 1
+                ),
+                Err(e) => log::error!("could not checkpoint after step {}: {e}", self.steps_done),
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Emitter<Snapshot>) -> Result<(), StageError> {
         self.board.close();
+        if !self.sent_last && self.steps_done > 0 {
+            // Resumed after the last step (killed during the final evaluation): evaluate it now.
+            out.send(Snapshot {
+                epoch: self.epochs.lock().map(|e| e.len()).unwrap_or(0),
+                step: self.steps_done,
+                last: true,
+                weights: self.layout.snapshot(&self.student),
+                eval_images: self.eval_plan.1,
+            })?;
+        }
         if let Some(dir) = &self.run_dir {
             self.student.save(&dir.file("final.safetensors"))?;
         }

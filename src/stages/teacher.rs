@@ -60,4 +60,11 @@ impl Stage for TeacherStage {
         self.source.finish()?;
         Ok(())
     }
+
+    fn interrupted(&mut self) {
+        // Keep the soft labels computed so far: a resumed run reads them back.
+        if let Err(e) = self.source.finish() {
+            log::error!("soft labels: could not write the cache on cancellation: {e}");
+        }
+    }
 }

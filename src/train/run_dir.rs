@@ -17,10 +17,14 @@ impl RunDir {
     /// Creates the folder and writes the resolved config into it.
     pub fn create(cfg: &Config) -> Result<RunDir> {
         let path = cfg.run.out_dir.join(&cfg.run.name);
-        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        create_run_folder(&path)?;
         let dir = RunDir { path };
-        // A new run starts its per-epoch records afresh.
-        for name in ["metrics.jsonl", "eval.jsonl"] {
+        // A new run starts its per-epoch records and its checkpoint afresh.
+        for name in [
+            "metrics.jsonl",
+            "eval.jsonl",
+            super::resume::CHECKPOINT_FILE,
+        ] {
             let file = dir.file(name);
             if file.exists() {
                 log::info!(
@@ -32,6 +36,38 @@ impl RunDir {
         }
         dir.write_text("config.toml", &cfg.to_toml())?;
         Ok(dir)
+    }
+
+    /// Opens the folder of a run being resumed: its records stay (see
+    /// [`RunDir::retain_jsonl`]), the config is written again.
+    pub fn reopen(cfg: &Config) -> Result<RunDir> {
+        let path = cfg.run.out_dir.join(&cfg.run.name);
+        create_run_folder(&path)?;
+        let dir = RunDir { path };
+        dir.write_text("config.toml", &cfg.to_toml())?;
+        Ok(dir)
+    }
+
+    /// Keeps only the JSON lines of `name` that `keep` accepts (rewritten
+    /// atomically; an absent file stays absent).
+    pub fn retain_jsonl(
+        &self,
+        name: &str,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<()> {
+        let path = self.file(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str(l).is_ok_and(|v| keep(&v)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if kept != text {
+            write_text_atomic(&path, &kept)?;
+        }
+        Ok(())
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -54,6 +90,15 @@ impl RunDir {
             .map_err(|e| Error::io(&path, e))?;
         writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
     }
+}
+
+fn create_run_folder(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| {
+        Error::Other(format!(
+            "run folder {}: cannot create it ({e}); set run.out_dir to a writable folder",
+            path.display()
+        ))
+    })
 }
 
 /// Writes `text` to `path` via a temp file and rename.

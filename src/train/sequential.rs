@@ -2,6 +2,7 @@
 //! semantic reference of the actor pipeline, and the engine of
 //! `ard-pipeline run --engine sequential`.
 
+use super::resume::{self, Checkpoint, TrainPosition, TrainState};
 use super::run_dir::RunDir;
 use super::step::{adversarial_batch, attack_key, StudentUpdate};
 use crate::config::{AttackTarget, Config};
@@ -9,8 +10,11 @@ use crate::data::{self, SplitKind};
 use crate::distill::{Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
+use crate::metrics::TrainMetrics;
 use crate::models::Model;
+use crate::stages::EpochTrainStats;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::Device;
 
@@ -26,6 +30,31 @@ pub struct EpochRecord {
     pub eval: Option<EvalReport>,
 }
 
+impl EpochRecord {
+    /// The figures a checkpoint keeps.
+    fn stats(&self) -> EpochTrainStats {
+        EpochTrainStats {
+            epoch: self.epoch,
+            steps: self.steps,
+            mean_loss: self.mean_loss,
+            lr: self.lr,
+        }
+    }
+
+    /// An epoch finished before a resumption (its timing and evaluation are in the run folder's records).
+    fn restored(stats: &EpochTrainStats) -> EpochRecord {
+        EpochRecord {
+            epoch: stats.epoch,
+            steps: stats.steps,
+            mean_loss: stats.mean_loss,
+            lr: stats.lr,
+            seconds: 0.0,
+            images_per_s: 0.0,
+            eval: None,
+        }
+    }
+}
+
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct TrainOutcome {
@@ -33,12 +62,16 @@ pub struct TrainOutcome {
     pub steps: usize,
     pub epochs: Vec<EpochRecord>,
     pub wall_s: f64,
+    /// Validation findings: the best checkpoint and the guard (None without a validation split).
+    pub selection: Option<super::validation::SelectionHandle>,
 }
 
 /// Everything a run needs, built from the config (models loaded, data read).
 pub struct RunSetup {
     pub device: Device,
     pub train: data::Split,
+    /// The held-out validation split (`data.validation_images`), never trained on.
+    pub validation: data::Split,
     pub test: EvalSet,
     pub student: Model,
     pub teacher: Option<Model>,
@@ -51,21 +84,20 @@ impl RunSetup {
         crate::device::set_threads(cfg.run.threads);
         tch::manual_seed(cfg.run.seed as i64);
         data::ensure_cifar10(&cfg.data)?;
-        let mut train = data::load_split(&cfg.data.root, SplitKind::Train, cfg.data.checksums)?;
-        if let Some(n) = cfg.data.train_limit {
-            train = train.prefix(n);
-        }
+        let (train, validation) = data::validation::load_train_and_validation(&cfg.data)?;
         let mut test = data::load_split(&cfg.data.root, SplitKind::Test, cfg.data.checksums)?;
         if let Some(n) = cfg.eval.test_limit.or(cfg.data.test_limit) {
             test = test.prefix(n);
         }
         let test = eval_set(&test)?;
-        let student = match &cfg.student.init {
+        let perf = cfg.perf.build(device)?;
+        let mut student = match &cfg.student.init {
             Some(path) => Model::load(cfg.student.arch, device, path)?,
             None => Model::new(cfg.student.arch, device),
         };
+        perf.prepare(&mut student);
         let needs_teacher = cfg.loss.build().needs_teacher();
-        let teacher = match (&cfg.teacher.weights, needs_teacher) {
+        let mut teacher = match (&cfg.teacher.weights, needs_teacher) {
             (Some(path), true) => Some(Model::load(cfg.teacher.arch, device, path)?),
             (None, true) => {
                 return Err(Error::Other(format!(
@@ -75,9 +107,13 @@ impl RunSetup {
             }
             (_, false) => None,
         };
+        if let Some(t) = teacher.as_mut() {
+            perf.prepare(t);
+        }
         Ok(RunSetup {
             device,
             train,
+            validation,
             test,
             student,
             teacher,
@@ -116,36 +152,103 @@ pub fn eval_attacks(cfg: &Config) -> Result<Vec<EvalAttack>> {
 pub fn train_sequential(
     cfg: &Config,
     run_dir: Option<&RunDir>,
+    log: impl FnMut(&str),
+) -> Result<TrainOutcome> {
+    train_sequential_with(cfg, run_dir, None, None, None, log)
+}
+
+/// [`train_sequential`], continuing from `resume` when given, and stopping
+/// with a checkpoint (then [`Error::Cancelled`]) after the step during which
+/// `stop` became true. With a run folder it checkpoints at epoch ends and
+/// every `run.checkpoint_every_steps`; with `metrics` it reports each step.
+pub fn train_sequential_with(
+    cfg: &Config,
+    run_dir: Option<&RunDir>,
+    resume: Option<&Checkpoint>,
+    stop: Option<&AtomicBool>,
+    metrics: Option<&TrainMetrics>,
     mut log: impl FnMut(&str),
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
     let RunSetup {
         device,
         train,
+        validation,
         test,
-        student,
+        mut student,
         teacher,
     } = RunSetup::build(cfg)?;
     let attack = cfg.attack.build();
+    // With perf.attack_dtype = "bf16" the attack runs on a bf16 copy of the student.
+    let mut attack_shadow = cfg.perf.build(device)?.attack_shadow(&student)?;
     let objective = cfg.loss.build();
     let total = total_steps(cfg, train.len());
+    let mut sgd = Sgd::from_config(&student.vs, &cfg.optim);
+    let start = match resume {
+        Some(c) => {
+            c.restore(&mut student, &mut sgd)?;
+            c.state.position.clone()
+        }
+        None => TrainPosition::default(),
+    };
     let mut update = StudentUpdate {
         objective,
-        sgd: Sgd::from_config(&student.vs, &cfg.optim),
+        sgd,
         schedule: Schedule::new(&cfg.optim, total),
+        clean_forward_no_grad: cfg.perf.clean_forward_no_grad,
+    };
+    let checkpoint_path = run_dir.map(|d| d.file(resume::CHECKPOINT_FILE));
+    let save = |student: &Model,
+                update: &StudentUpdate,
+                position: TrainPosition,
+                epochs: &[EpochRecord]|
+     -> Result<()> {
+        let Some(path) = &checkpoint_path else {
+            return Ok(());
+        };
+        let stats = epochs.iter().map(EpochRecord::stats).collect();
+        resume::write(
+            path,
+            student,
+            &update.sgd,
+            &TrainState::new(cfg, position, stats),
+        )
     };
     let evals = eval_attacks(cfg)?;
     let seed = cfg.run.seed;
+    // Issue 6: validation (best checkpoint) and the overfitting guard.
+    let mut validator = super::validation::Validator::for_run(
+        cfg,
+        &validation,
+        run_dir,
+        resume.map(|_| start.epoch),
+    )?;
     let view_set = crate::soft_labels::identity::view_set(cfg)?;
     let mut soft_labels =
         crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), None)?;
-    let mut step = 0usize;
-    let mut epochs = Vec::new();
-    for epoch in 0..cfg.train.epochs {
+    let mut step = start.step;
+    let mut epochs: Vec<EpochRecord> = resume
+        .map(|c| c.state.epochs.iter().map(EpochRecord::restored).collect())
+        .unwrap_or_default();
+    for epoch in start.epoch..cfg.train.epochs {
+        let resumed = epoch == start.epoch;
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut steps_in_epoch, mut images, mut lr) = (0.0, 0usize, 0usize, 0.0);
+        let before = if resumed { start.epoch_seconds } else { 0.0 };
+        let (mut loss_sum, mut steps_in_epoch, mut images, mut lr) = if resumed {
+            (
+                start.epoch_loss_sum,
+                start.batch_in_epoch,
+                start.epoch_images,
+                0.0,
+            )
+        } else {
+            (0.0, 0usize, 0usize, 0.0)
+        };
         let plan = data::EpochPlan::train(&cfg.data, seed, epoch as u64);
-        for (indices, views) in data::batches(&train, &plan) {
+        let skip = if resumed { start.batch_in_epoch } else { 0 };
+        let batches = data::batches(&train, &plan);
+        let per_epoch = batches.len();
+        for (indices, views) in batches.skip(skip) {
             if step >= total {
                 break;
             }
@@ -158,9 +261,10 @@ pub fn train_sequential(
                 }
                 None => None,
             };
-            let attacked = match cfg.attack.target {
-                AttackTarget::Student => &student,
-                AttackTarget::Teacher => teacher.as_ref().ok_or_else(|| {
+            let attacked = match (cfg.attack.target, attack_shadow.as_mut()) {
+                (AttackTarget::Student, Some(shadow)) => shadow.refresh(&student)?,
+                (AttackTarget::Student, None) => &student,
+                (AttackTarget::Teacher, _) => teacher.as_ref().ok_or_else(|| {
                     Error::Other("attack.target = teacher needs a teacher".into())
                 })?,
             };
@@ -172,6 +276,9 @@ pub fn train_sequential(
                 t.as_ref(),
                 attack_key(seed, step as u64),
             )?;
+            if let Some(shadow) = &attack_shadow {
+                shadow.statistics_to(&student)?;
+            }
             let (loss, step_lr) = update.step(
                 &student,
                 &batch.images,
@@ -186,11 +293,50 @@ pub fn train_sequential(
             steps_in_epoch += 1;
             images += indices.len();
             step += 1;
+            if let Some(m) = metrics {
+                m.set_loss(loss);
+                m.set_lr(step_lr);
+                m.set_epoch(epoch as u64 + 1);
+                m.inc_train_steps(1);
+            }
+            let position = || TrainPosition {
+                step,
+                epoch,
+                batch_in_epoch: steps_in_epoch,
+                epoch_loss_sum: loss_sum,
+                epoch_images: images,
+                epoch_seconds: before + epoch_start.elapsed().as_secs_f64(),
+            };
+            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                soft_labels.finish()?;
+                save(&student, &update, position(), &epochs)?;
+                log(&format!("stopped after step {step}, checkpointed"));
+                return Err(Error::Cancelled);
+            }
+            let epoch_done = step >= total || steps_in_epoch == per_epoch;
+            if !epoch_done
+                && cfg
+                    .run
+                    .checkpoint_every_steps
+                    .is_some_and(|n| step % n == 0)
+            {
+                save(&student, &update, position(), &epochs)?;
+            }
         }
         soft_labels.end_epoch()?;
-        let seconds = epoch_start.elapsed().as_secs_f64();
+        let seconds = before + epoch_start.elapsed().as_secs_f64();
         let last = epoch + 1 == cfg.train.epochs || step >= total;
         let due = cfg.eval.every_epochs > 0 && (epoch + 1) % cfg.eval.every_epochs == 0;
+        let guard_stop = match validator.as_mut() {
+            Some(v) => v.on_snapshot(
+                &student,
+                epoch + 1,
+                step,
+                (due || last) && !evals.is_empty(),
+                teacher.as_ref(),
+            )?,
+            None => false,
+        };
         let eval = if (due || last) && !evals.is_empty() {
             Some(eval::evaluate(
                 &student,
@@ -230,12 +376,48 @@ pub fn train_sequential(
         if let Some(dir) = run_dir {
             dir.append_jsonl("metrics.jsonl", &record)?;
         }
+        if let (Some(v), Some(report)) = (validator.as_mut(), &record.eval) {
+            v.record_test(record.epoch, report)?;
+        }
         epochs.push(record);
-        if step >= total {
+        save(
+            &student,
+            &update,
+            TrainPosition {
+                step,
+                epoch: epoch + 1,
+                ..Default::default()
+            },
+            &epochs,
+        )?;
+        if step >= total || guard_stop {
             break;
         }
     }
     soft_labels.finish()?;
+    let selection = match validator.as_mut() {
+        Some(v) => {
+            if !evals.is_empty() {
+                let scratch = Model::new(cfg.student.arch, device);
+                v.finish(&scratch, |m| {
+                    eval::evaluate(
+                        m,
+                        &test,
+                        &evals,
+                        &cfg.attack,
+                        cfg.data.batch_size,
+                        seed,
+                        teacher.as_ref(),
+                        |_, _| {},
+                    )
+                })?;
+            }
+            // After a guard stop the final result is the best checkpoint.
+            v.handle().roll_back(&student, &[])?;
+            Some(v.handle())
+        }
+        None => None,
+    };
     if let Some(dir) = run_dir {
         student.save(&dir.file("final.safetensors"))?;
     }
@@ -247,5 +429,6 @@ pub fn train_sequential(
         steps: step,
         epochs,
         wall_s: started.elapsed().as_secs_f64(),
+        selection,
     })
 }

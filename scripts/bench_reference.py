@@ -1,0 +1,161 @@
+"""The PyTorch side of `ard-pipeline bench`: ARD's training loop as the
+paper's code runs it, timed, in plain eager PyTorch.
+
+Per batch: the teacher's forward on the clean augmented batch (eval mode, no
+grad) or, with --soft-labels cached, a lookup of logits computed before the
+clock starts; PGD on the student with BatchNorm in train mode from
+x + U(-eps, eps) (cross-entropy, summed); the ARD loss (alpha, T, KL with
+reduction 'mean', the clean forward computed for BatchNorm's sake as ARD's
+loop does); torch.optim.SGD with momentum and weight decay.
+
+The models and the two pieces of the step are not written again here: they
+come from tests/parity/ref_models.py and tests/parity/ref_ard.py (`attack`,
+`loss`), the references the parity tests hold the Rust side to; the loop is
+ref_ard.ard_step with a clock around each part.
+
+Prints one JSON object on stdout: images, seconds (first batch to last, the
+first one included, as on the Rust side), images/s, mean loss, and the
+seconds spent in each part (data, teacher, attack, student).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "parity"))
+import ref_ard  # noqa: E402
+import ref_models  # noqa: E402
+
+
+def load_model(arch, path):
+    model = ref_models.build(arch)
+    if path:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(path), strict=True)
+    return model
+
+
+def cifar_prefix(root, n):
+    """The first n training images (uint8 [n, 3, 32, 32]) and labels, as the
+    Rust side's `data.train_limit = n` takes them."""
+    parts, have = [], 0
+    for i in range(1, 6):
+        raw = np.fromfile(os.path.join(root, f"data_batch_{i}.bin"), dtype=np.uint8).reshape(-1, 3073)
+        parts.append(raw)
+        have += len(raw)
+        if have >= n:
+            break
+    raw = np.concatenate(parts)[:n]
+    x = torch.from_numpy(raw[:, 1:].reshape(-1, 3, 32, 32).copy())
+    y = torch.from_numpy(raw[:, 0].astype(np.int64))
+    return x, y
+
+
+def make_batch(images, labels, idx, seed):
+    """Random crop (padding 4) and horizontal flip, seeded per batch so the
+    untimed soft-label pass sees the same batches as the timed loop."""
+    g = torch.Generator().manual_seed(seed)
+    x = images[idx].float().div_(255.0)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    offsets = torch.randint(0, 9, (len(idx), 2), generator=g)
+    flips = torch.rand(len(idx), generator=g) < 0.5
+    out = torch.empty_like(x)
+    for i in range(len(idx)):
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        crop = padded[i, :, dy:dy + 32, dx:dx + 32]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out, labels[idx]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--student", default="mobilenet_v2")
+    p.add_argument("--student-weights")
+    p.add_argument("--teacher", default="wrn16_4")
+    p.add_argument("--teacher-weights")
+    p.add_argument("--data", required=True, help="folder of the CIFAR-10 binary files")
+    p.add_argument("--batches", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--eps", type=float, default=8 / 255)
+    p.add_argument("--step-size", type=float, default=8 / 255)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=30.0)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=2e-4)
+    p.add_argument("--soft-labels", choices=["online", "cached"], default="online")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: PyTorch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    student = load_model(a.student, a.student_weights)
+    teacher = load_model(a.teacher, a.teacher_weights).eval()
+    opt = torch.optim.SGD(student.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+    n = a.batches * a.batch_size
+    images, labels = cifar_prefix(a.data, n)
+    if len(images) < n:
+        sys.exit(f"only {len(images)} training images, {n} needed")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(a.seed))
+    batch_idx = [order[b * a.batch_size:(b + 1) * a.batch_size] for b in range(a.batches)]
+    loss_cfg = {"temperature": a.temperature, "alpha": a.alpha, "kl_reduction": "mean"}
+
+    cached = None
+    if a.soft_labels == "cached":
+        # Filled before the clock starts, like the Rust side's soft-label cache.
+        with torch.no_grad():
+            cached = [teacher(make_batch(images, labels, idx, a.seed + b)[0]) for b, idx in enumerate(batch_idx)]
+
+    parts = dict(data=0.0, teacher=0.0, attack=0.0, student=0.0)
+    losses = []
+    started = time.perf_counter()
+    for b, idx in enumerate(batch_idx):
+        t0 = time.perf_counter()
+        x, y = make_batch(images, labels, idx, a.seed + b)
+        t1 = time.perf_counter()
+        if cached is None:
+            with torch.no_grad():
+                t = teacher(x)
+        else:
+            t = cached[b]
+        t2 = time.perf_counter()
+        noise = (torch.rand_like(x) * 2.0 - 1.0) * a.eps
+        x_adv = ref_ard.attack(student, x, y, x + noise, a.eps, a.step_size, a.steps, "ce", True, t)
+        t3 = time.perf_counter()
+        student.train()
+        s_adv = student(x_adv)
+        s_clean = student(x)
+        value = ref_ard.loss("ard", s_adv, s_clean, t, y, loss_cfg)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+        t4 = time.perf_counter()
+        parts["data"] += t1 - t0
+        parts["teacher"] += t2 - t1
+        parts["attack"] += t3 - t2
+        parts["student"] += t4 - t3
+    seconds = time.perf_counter() - started
+    print(json.dumps({
+        "images": n,
+        "batches": a.batches,
+        "seconds": seconds,
+        "images_per_s": n / seconds,
+        "mean_loss": sum(losses) / len(losses),
+        "parts": parts,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()

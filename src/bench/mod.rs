@@ -1,0 +1,568 @@
+//! `ard-pipeline bench`: ARD training throughput, side by side on this machine,
+//! of the PyTorch reference loop (`scripts/bench_reference.py`, eager PyTorch
+//! on the reference models of `tests/parity/`), the actor pipeline and the
+//! sequential trainer, with the pipeline's per-stage breakdown.
+//!
+//! A plan is a product: teachers x attack steps x soft-label source (the
+//! cases) x repetitions, and within each, every side; the Rust sides once per
+//! variant (fp32, or a set of `[perf]` fast paths or a thread count). The
+//! sides of one case run one after the other and the order flips on every
+//! repetition, so that a machine whose load drifts (shared cores) biases none
+//! of them. All sides train the same random weights on the same CIFAR-10
+//! prefix (`batches x batch_size` images), and every side's clock runs from
+//! its first batch to its last (the first batch included; model building,
+//! data loading and Python's start-up excluded). With cached soft labels the
+//! cache is filled before the clock starts (one fixed view per image,
+//! `teacher.views = 1`, so that the fill is one teacher pass per image; the
+//! online runs use the same views, so both train on the same batches).
+//!
+//! Everything else (student, batch size, eps, loss, optimiser) comes from the
+//! base config (`configs/bench.toml`). The report is a table and, with
+//! `--json`, [`BenchReport`] as JSON.
+
+mod report;
+
+pub use report::{BenchReport, Machine, RunRecord, StageShare, SummaryRow};
+
+use crate::config::{AttackDtype, Config, SoftLabels, Views};
+use crate::error::{Error, Result};
+use crate::metrics::TrainMetrics;
+use crate::models::{Arch, Model};
+use crate::{soft_labels, stages, train};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Instant;
+use tch::Device;
+
+/// Who trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The PyTorch reference loop (always fp32, PyTorch's default threads).
+    Reference,
+    /// The five-stage actor pipeline.
+    Pipeline,
+    /// The sequential trainer.
+    Sequential,
+}
+
+impl FromStr for Side {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "reference" => Ok(Side::Reference),
+            "pipeline" => Ok(Side::Pipeline),
+            "sequential" => Ok(Side::Sequential),
+            other => Err(format!(
+                "unknown side {other:?} (reference, pipeline, sequential)"
+            )),
+        }
+    }
+}
+
+/// How the Rust sides run: `fp32` (the config's `[perf]` and threads as
+/// they are), or `+`-joined changes: `channels_last`, `bf16`,
+/// `no_grad_clean` (`perf.clean_forward_no_grad`), `threads=N` (every stage
+/// N intra-op threads instead of the pipeline's thread plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variant {
+    pub name: String,
+    pub channels_last: bool,
+    pub bf16: bool,
+    pub no_grad_clean: bool,
+    pub threads: Option<usize>,
+}
+
+impl FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut v = Variant {
+            name: s.to_string(),
+            channels_last: false,
+            bf16: false,
+            no_grad_clean: false,
+            threads: None,
+        };
+        for part in s.split('+') {
+            match part {
+                "fp32" => {}
+                "channels_last" => v.channels_last = true,
+                "bf16" => v.bf16 = true,
+                "no_grad_clean" => v.no_grad_clean = true,
+                _ => match part.strip_prefix("threads=").map(str::parse::<usize>) {
+                    Some(Ok(n)) if n >= 1 => v.threads = Some(n),
+                    _ => {
+                        return Err(format!(
+                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, threads=N, joined with +)"
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(v)
+    }
+}
+
+impl Variant {
+    /// `cfg` with this variant's changes.
+    fn apply(&self, cfg: &mut Config) {
+        if self.channels_last {
+            cfg.perf.channels_last = true;
+        }
+        if self.bf16 {
+            cfg.perf.attack_dtype = AttackDtype::Bf16;
+        }
+        if self.no_grad_clean {
+            cfg.perf.clean_forward_no_grad = true;
+        }
+        if self.threads.is_some() {
+            cfg.run.threads = self.threads;
+        }
+    }
+}
+
+/// One teacher of the plan and the batches each of its runs trains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeacherSpec {
+    pub arch: Arch,
+    pub batches: usize,
+}
+
+impl TeacherSpec {
+    /// `wrn16_4` (with `default_batches`) or `wrn16_4=3`.
+    pub fn parse(text: &str, default_batches: usize) -> std::result::Result<Self, String> {
+        let (name, batches) = match text.split_once('=') {
+            Some((n, b)) => (
+                n,
+                b.parse::<usize>()
+                    .ok()
+                    .filter(|&b| b >= 1)
+                    .ok_or_else(|| format!("{text:?}: batches must be a number >= 1"))?,
+            ),
+            None => (text, default_batches),
+        };
+        Ok(TeacherSpec {
+            arch: name.parse()?,
+            batches,
+        })
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    /// The ARD settings every run starts from.
+    pub base: Config,
+    pub teachers: Vec<TeacherSpec>,
+    pub steps: Vec<usize>,
+    pub soft_labels: Vec<SoftLabels>,
+    pub sides: Vec<Side>,
+    pub variants: Vec<Variant>,
+    pub reps: usize,
+    /// The venv's Python and the reference script (for [`Side::Reference`]).
+    pub python: PathBuf,
+    pub reference_script: PathBuf,
+    /// Where weights, caches and run folders go (default: a temporary folder).
+    pub work_dir: Option<PathBuf>,
+}
+
+/// One timed case.
+#[derive(Debug, Clone)]
+struct Case {
+    teacher: Arch,
+    batches: usize,
+    steps: usize,
+    soft_labels: SoftLabels,
+}
+
+impl BenchPlan {
+    /// Structural checks: non-empty lists, a base config that validates, and
+    /// each run's config valid (no data or device touched).
+    pub fn check(&self) -> Result<()> {
+        let empty = |what: &str| Error::Other(format!("bench: no {what} given"));
+        if self.teachers.is_empty() {
+            return Err(empty("teachers"));
+        }
+        if self.steps.is_empty() || self.steps.contains(&0) {
+            return Err(Error::Other(
+                "bench: attack steps must be given and be >= 1".into(),
+            ));
+        }
+        if self.soft_labels.is_empty() {
+            return Err(empty("soft-label sources"));
+        }
+        if self.sides.is_empty() {
+            return Err(empty("sides"));
+        }
+        if self.variants.is_empty() {
+            return Err(empty("variants"));
+        }
+        if self.reps == 0 {
+            return Err(Error::Other("bench: reps must be >= 1".into()));
+        }
+        for case in self.cases() {
+            for variant in &self.variants {
+                self.config(&case, variant, Path::new("/nonexistent"), "check")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn cases(&self) -> Vec<Case> {
+        let mut cases = Vec::new();
+        for t in &self.teachers {
+            for &soft_labels in &self.soft_labels {
+                for &steps in &self.steps {
+                    cases.push(Case {
+                        teacher: t.arch,
+                        batches: t.batches,
+                        steps,
+                        soft_labels,
+                    });
+                }
+            }
+        }
+        cases
+    }
+
+    /// The run config of one case and variant, validated.
+    fn config(&self, case: &Case, variant: &Variant, work: &Path, name: &str) -> Result<Config> {
+        let mut cfg = self.base.clone();
+        cfg.run.name = name.to_string();
+        cfg.run.device = "cpu".into();
+        cfg.run.out_dir = work.join("runs");
+        cfg.run.save_final = None;
+        cfg.data.train_limit = Some(case.batches * cfg.data.batch_size);
+        cfg.teacher.arch = case.teacher;
+        cfg.teacher.weights = Some(teacher_weights(work, case.teacher));
+        cfg.teacher.soft_labels = case.soft_labels;
+        cfg.teacher.views = Views::Fixed(1);
+        cfg.teacher.cache_dir = work.join(format!("cache-{}", case.teacher));
+        cfg.student.init = Some(work.join("student.safetensors"));
+        cfg.attack.steps = case.steps;
+        // The paper's 1 step of eps; ARD's 2/255 for more steps.
+        cfg.attack.step_size = if case.steps == 1 {
+            cfg.attack.eps
+        } else {
+            crate::config::Real(2.0 / 255.0)
+        };
+        cfg.train.epochs = 1;
+        cfg.train.max_steps = None;
+        cfg.eval.attacks = Vec::new();
+        cfg.metrics.listen = String::new();
+        variant.apply(&mut cfg);
+        cfg.validate().map_err(|problems| Error::Config {
+            file: format!("bench run {name}"),
+            message: problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+        Ok(cfg)
+    }
+}
+
+fn teacher_weights(work: &Path, arch: Arch) -> PathBuf {
+    work.join(format!("teacher-{arch}.safetensors"))
+}
+
+/// Runs the plan; `progress` receives a line per run.
+pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchReport> {
+    plan.check()?;
+    let started = Instant::now();
+    if plan.sides.contains(&Side::Reference) {
+        for (what, path) in [
+            ("python", &plan.python),
+            ("reference script", &plan.reference_script),
+        ] {
+            if !path.is_file() {
+                return Err(Error::Other(format!(
+                    "bench: no {what} at {} (run scripts/bootstrap.sh, or leave `reference` out of --sides)",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let (work, _cleanup) = match &plan.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            (dir.clone(), RemoveOnDrop(None))
+        }
+        None => {
+            let dir = temp_dir()?;
+            (dir.clone(), RemoveOnDrop(Some(dir)))
+        }
+    };
+    let mut machine = Machine::probe();
+    // Random weights (timing does not depend on them), the same for every side.
+    tch::manual_seed(plan.base.run.seed as i64);
+    Model::new(plan.base.student.arch, Device::Cpu).save(&work.join("student.safetensors"))?;
+    for t in &plan.teachers {
+        let path = teacher_weights(&work, t.arch);
+        if !path.is_file() {
+            Model::new(t.arch, Device::Cpu).save(&path)?;
+        }
+    }
+    let mut runs = Vec::new();
+    let mut fills = BTreeMap::new();
+    for case in plan.cases() {
+        let label = format!(
+            "{} {}-step {:?} ({} x {})",
+            case.teacher, case.steps, case.soft_labels, case.batches, plan.base.data.batch_size
+        )
+        .to_lowercase();
+        let rust_sides: Vec<Side> = plan
+            .sides
+            .iter()
+            .copied()
+            .filter(|s| *s != Side::Reference)
+            .collect();
+        if case.soft_labels == SoftLabels::Cached
+            && !rust_sides.is_empty()
+            && !fills.contains_key(&case.teacher.to_string())
+        {
+            let cfg = plan.config(&case, &plan.variants[0], &work, "bench-fill")?;
+            let fill = soft_labels::command::fill(&cfg, None, |_| {})?;
+            progress(&format!(
+                "{}: soft-label cache filled in {:.1}s (untimed)",
+                case.teacher, fill.seconds
+            ));
+            fills.insert(case.teacher.to_string(), fill.seconds);
+        }
+        for rep in 0..plan.reps {
+            let mut order: Vec<(Side, Option<&Variant>)> = Vec::new();
+            if plan.sides.contains(&Side::Reference) {
+                order.push((Side::Reference, None));
+            }
+            for variant in &plan.variants {
+                for &side in &rust_sides {
+                    order.push((side, Some(variant)));
+                }
+            }
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for (side, variant) in order {
+                let record = match (side, variant) {
+                    (Side::Reference, _) => reference(plan, &case, &work)?,
+                    (side, Some(variant)) => {
+                        let name = format!("bench-{side:?}-{}", variant.name).to_lowercase();
+                        let name: String = name
+                            .chars()
+                            .map(|c| {
+                                if c.is_alphanumeric() || c == '-' {
+                                    c
+                                } else {
+                                    '_'
+                                }
+                            })
+                            .collect();
+                        let cfg = plan.config(&case, variant, &work, &name)?;
+                        rust_side(side, &cfg)?
+                    }
+                    (_, None) => unreachable!("Rust sides always carry a variant"),
+                };
+                let record = RunRecord {
+                    teacher: case.teacher.to_string(),
+                    steps: case.steps,
+                    soft_labels: case.soft_labels,
+                    batches: case.batches,
+                    side,
+                    variant: variant.map_or_else(|| "fp32".to_string(), |v| v.name.clone()),
+                    rep,
+                    ..record
+                };
+                progress(&format!(
+                    "{label} rep {rep}: {:?} {}: {:.2} images/s ({:.1}s)",
+                    side, record.variant, record.images_per_s, record.seconds
+                ));
+                runs.push(record);
+            }
+        }
+    }
+    machine.load_after = Machine::load_average();
+    Ok(BenchReport::new(
+        machine,
+        plan,
+        runs,
+        fills,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// A fresh folder under the system's temp dir.
+fn temp_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+/// Removes the bench's temporary folder (weights, caches, run folders) when the bench ends.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// One run of the pipeline or the sequential trainer.
+fn rust_side(side: Side, cfg: &Config) -> Result<RunRecord> {
+    let images = cfg.data.train_limit.unwrap_or(0) as u64;
+    match side {
+        Side::Pipeline => {
+            let registry = prometheus::Registry::new();
+            let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[])
+                .map_err(|e| Error::Other(format!("metrics: {e}")))?;
+            let out = stages::run_pipeline(
+                cfg,
+                None,
+                &registry,
+                Some(metrics.clone()),
+                Default::default(),
+            )?;
+            let wall = out.summary.wall.as_secs_f64();
+            let (hits, misses) = metrics.cache_counts();
+            let stages = out
+                .summary
+                .stages
+                .iter()
+                .map(|s| StageShare {
+                    stage: s.stage.clone(),
+                    batches: s.batches,
+                    images: s.images,
+                    busy_s: s.busy_s,
+                    blocked_s: s.blocked_s,
+                    idle_s: s.idle_s,
+                    busy_share: s.busy_s / wall.max(1e-9),
+                })
+                .collect();
+            Ok(RunRecord::timed(
+                images,
+                wall,
+                out.epochs.first().map(|e| e.mean_loss),
+                Some(stages),
+                None,
+                Some((hits, misses)),
+            ))
+        }
+        Side::Sequential => {
+            let out = train::train_sequential(cfg, None, |_| {})?;
+            let seconds = out.epochs.iter().map(|e| e.seconds).sum();
+            Ok(RunRecord::timed(
+                images,
+                seconds,
+                out.epochs.first().map(|e| e.mean_loss),
+                None,
+                None,
+                None,
+            ))
+        }
+        Side::Reference => unreachable!("the reference runs in Python"),
+    }
+}
+
+/// One run of the PyTorch reference loop.
+fn reference(plan: &BenchPlan, case: &Case, work: &Path) -> Result<RunRecord> {
+    let b = &plan.base;
+    let step = if case.steps == 1 {
+        b.attack.eps.get()
+    } else {
+        2.0 / 255.0
+    };
+    let mut cmd = Command::new(&plan.python);
+    cmd.arg(&plan.reference_script)
+        .arg("--student")
+        .arg(b.student.arch.to_string())
+        .arg("--student-weights")
+        .arg(work.join("student.safetensors"))
+        .arg("--teacher")
+        .arg(case.teacher.to_string())
+        .arg("--teacher-weights")
+        .arg(teacher_weights(work, case.teacher))
+        .arg("--data")
+        .arg(&b.data.root)
+        .args(["--batches", &case.batches.to_string()])
+        .args(["--batch-size", &b.data.batch_size.to_string()])
+        .args(["--steps", &case.steps.to_string()])
+        .args(["--eps", &b.attack.eps.get().to_string()])
+        .args(["--step-size", &step.to_string()])
+        .args(["--alpha", &b.loss.alpha.get().to_string()])
+        .args(["--temperature", &b.loss.temperature.get().to_string()])
+        .args(["--lr", &b.optim.lr.get().to_string()])
+        .args(["--momentum", &b.optim.momentum.get().to_string()])
+        .args(["--weight-decay", &b.optim.weight_decay.get().to_string()])
+        .args([
+            "--soft-labels",
+            match case.soft_labels {
+                SoftLabels::Online => "online",
+                SoftLabels::Cached => "cached",
+            },
+        ])
+        .args(["--threads", &b.run.threads.unwrap_or(0).to_string()])
+        .args(["--seed", &b.run.seed.to_string()]);
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Other(format!("bench: cannot run {}: {e}", plan.python.display())))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "bench: the reference loop failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let parsed: ReferenceOutput = serde_json::from_str(line).map_err(|e| {
+        Error::Other(format!(
+            "bench: reference output {line:?} is not its JSON: {e}"
+        ))
+    })?;
+    Ok(RunRecord::timed(
+        parsed.images,
+        parsed.seconds,
+        Some(parsed.mean_loss),
+        None,
+        Some(parsed.parts),
+        None,
+    ))
+}
+
+/// What `scripts/bench_reference.py` prints.
+#[derive(Debug, serde::Deserialize)]
+struct ReferenceOutput {
+    images: u64,
+    seconds: f64,
+    mean_loss: f64,
+    parts: BTreeMap<String, f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_parse() {
+        let v: Variant = "channels_last+bf16".parse().unwrap();
+        assert!(v.channels_last && v.bf16 && v.threads.is_none());
+        let v: Variant = "threads=1".parse().unwrap();
+        assert_eq!(v.threads, Some(1));
+        assert!("fp16".parse::<Variant>().is_err());
+        assert!("threads=0".parse::<Variant>().is_err());
+    }
+
+    #[test]
+    fn teachers_parse_with_their_batches() {
+        let t = TeacherSpec::parse("wrn34_10=2", 5).unwrap();
+        assert_eq!((t.arch.to_string().as_str(), t.batches), ("wrn34_10", 2));
+        assert_eq!(TeacherSpec::parse("wrn16_4", 5).unwrap().batches, 5);
+        assert!(TeacherSpec::parse("wrn16_4=0", 5).is_err());
+        assert!(TeacherSpec::parse("vgg", 5).is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! What `ard-pipeline bench` reports: every run, a summary row per case and
+//! variant (medians over repetitions, and the ratios), the machine, and the
+//! process's peak resident memory.
+
+use super::{BenchPlan, Side};
+use crate::config::SoftLabels;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The machine the numbers come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    /// Cores this process may use.
+    pub cores: usize,
+    /// Native bf16 (AVX512-BF16).
+    pub native_bf16: bool,
+    /// 1-, 5- and 15-minute load averages before and after the bench.
+    pub load_before: Vec<f64>,
+    pub load_after: Vec<f64>,
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            native_bf16: crate::perf::cpu_has_native_bf16(),
+            load_before: Self::load_average(),
+            load_after: Vec::new(),
+        }
+    }
+
+    pub fn load_average() -> Vec<f64> {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    }
+}
+
+/// A pipeline stage's share of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageShare {
+    pub stage: String,
+    pub batches: u64,
+    pub images: u64,
+    pub busy_s: f64,
+    pub blocked_s: f64,
+    pub idle_s: f64,
+    /// busy_s over the run's wall time.
+    pub busy_share: f64,
+}
+
+/// One timed run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub teacher: String,
+    pub steps: usize,
+    pub soft_labels: SoftLabels,
+    pub batches: usize,
+    pub side: Side,
+    pub variant: String,
+    pub rep: usize,
+    pub images: u64,
+    /// First batch to last, the first included.
+    pub seconds: f64,
+    pub images_per_s: f64,
+    /// Mean training loss of the run's batches (the sides train the same
+    /// weights on the same images, so these should be alike).
+    pub mean_loss: Option<f64>,
+    /// Pipeline: every stage's busy, blocked and idle time.
+    pub stages: Option<Vec<StageShare>>,
+    /// Reference: seconds in data, teacher, attack and student.
+    pub parts: Option<BTreeMap<String, f64>>,
+    /// Pipeline: soft-label cache hits and misses.
+    pub cache_hits: Option<u64>,
+    pub cache_misses: Option<u64>,
+}
+
+impl RunRecord {
+    pub(super) fn timed(
+        images: u64,
+        seconds: f64,
+        mean_loss: Option<f64>,
+        stages: Option<Vec<StageShare>>,
+        parts: Option<BTreeMap<String, f64>>,
+        cache: Option<(u64, u64)>,
+    ) -> RunRecord {
+        RunRecord {
+            teacher: String::new(),
+            steps: 0,
+            soft_labels: SoftLabels::Online,
+            batches: 0,
+            side: Side::Reference,
+            variant: String::new(),
+            rep: 0,
+            images,
+            seconds,
+            images_per_s: images as f64 / seconds.max(1e-9),
+            mean_loss,
+            stages,
+            parts,
+            cache_hits: cache.map(|c| c.0),
+            cache_misses: cache.map(|c| c.1),
+        }
+    }
+}
+
+/// Medians over repetitions for one case and variant, and their ratios.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    pub teacher: String,
+    pub steps: usize,
+    pub soft_labels: SoftLabels,
+    pub variant: String,
+    pub reference_images_per_s: Option<f64>,
+    pub pipeline_images_per_s: Option<f64>,
+    pub sequential_images_per_s: Option<f64>,
+    /// Pipeline images/s over the reference's (> 1: the pipeline is faster).
+    pub pipeline_speedup_vs_reference: Option<f64>,
+    pub sequential_speedup_vs_reference: Option<f64>,
+    /// Pipeline epoch time over the sequential trainer's (target <= 1.05).
+    pub pipeline_time_over_sequential: Option<f64>,
+    /// Median busy share per pipeline stage.
+    pub pipeline_busy_share: BTreeMap<String, f64>,
+}
+
+/// The whole report (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub machine: Machine,
+    pub student: String,
+    pub batch_size: usize,
+    /// Seconds each teacher's soft-label cache took to fill (untimed in the runs).
+    pub cache_fill_s: BTreeMap<String, f64>,
+    pub runs: Vec<RunRecord>,
+    pub summary: Vec<SummaryRow>,
+    /// Peak resident memory of this process (VmHWM), MiB.
+    pub peak_rss_mib: Option<f64>,
+    pub wall_s: f64,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// VmHWM of this process, MiB (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+impl BenchReport {
+    pub(super) fn new(
+        machine: Machine,
+        plan: &BenchPlan,
+        runs: Vec<RunRecord>,
+        cache_fill_s: BTreeMap<String, f64>,
+        wall_s: f64,
+    ) -> BenchReport {
+        let mut summary = Vec::new();
+        let mut seen = Vec::new();
+        for r in &runs {
+            let key = (r.teacher.clone(), r.steps, r.soft_labels);
+            if !seen.contains(&key) {
+                seen.push(key);
+            }
+        }
+        for (teacher, steps, soft_labels) in seen {
+            let of_case = |side: Side, variant: Option<&str>| -> Vec<&RunRecord> {
+                runs.iter()
+                    .filter(|r| {
+                        r.teacher == teacher
+                            && r.steps == steps
+                            && r.soft_labels == soft_labels
+                            && r.side == side
+                            && variant.is_none_or(|v| r.variant == v)
+                    })
+                    .collect()
+            };
+            let speed = |rs: &[&RunRecord]| median(rs.iter().map(|r| r.images_per_s).collect());
+            let reference = speed(&of_case(Side::Reference, None));
+            for variant in &plan.variants {
+                let pipeline_runs = of_case(Side::Pipeline, Some(&variant.name));
+                let pipeline = speed(&pipeline_runs);
+                let sequential = speed(&of_case(Side::Sequential, Some(&variant.name)));
+                let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+                let mut busy: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+                for r in &pipeline_runs {
+                    for s in r.stages.iter().flatten() {
+                        busy.entry(s.stage.clone()).or_default().push(s.busy_share);
+                    }
+                }
+                summary.push(SummaryRow {
+                    teacher: teacher.clone(),
+                    steps,
+                    soft_labels,
+                    variant: variant.name.clone(),
+                    reference_images_per_s: reference,
+                    pipeline_images_per_s: pipeline,
+                    sequential_images_per_s: sequential,
+                    pipeline_speedup_vs_reference: ratio(pipeline, reference),
+                    sequential_speedup_vs_reference: ratio(sequential, reference),
+                    // Same images on both: time ratio = inverse speed ratio.
+                    pipeline_time_over_sequential: ratio(sequential, pipeline),
+                    pipeline_busy_share: busy
+                        .into_iter()
+                        .filter_map(|(k, v)| median(v).map(|m| (k, m)))
+                        .collect(),
+                });
+            }
+        }
+        BenchReport {
+            machine,
+            student: plan.base.student.arch.to_string(),
+            batch_size: plan.base.data.batch_size,
+            cache_fill_s,
+            runs,
+            summary,
+            peak_rss_mib: peak_rss_mib(),
+            wall_s,
+        }
+    }
+
+    /// The human-readable tables.
+    pub fn table(&self) -> String {
+        let f = |v: Option<f64>, prec: usize| {
+            v.map(|v| format!("{v:.prec$}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let mut s = format!(
+            "ARD training throughput: student {}, batch {}, CPU {} ({} cores, native bf16: {}), load {:?} -> {:?}\n\n",
+            self.student,
+            self.batch_size,
+            self.machine.cpu,
+            self.machine.cores,
+            self.machine.native_bf16,
+            self.machine.load_before,
+            self.machine.load_after
+        );
+        s.push_str(&format!(
+            "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
+            "teacher",
+            "steps",
+            "labels",
+            "variant",
+            "ref im/s",
+            "pipe im/s",
+            "seq im/s",
+            "pipe/ref",
+            "seq/ref",
+            "tpipe/tseq"
+        ));
+        for r in &self.summary {
+            s.push_str(&format!(
+                "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
+                r.teacher,
+                r.steps,
+                format!("{:?}", r.soft_labels).to_lowercase(),
+                r.variant,
+                f(r.reference_images_per_s, 2),
+                f(r.pipeline_images_per_s, 2),
+                f(r.sequential_images_per_s, 2),
+                f(r.pipeline_speedup_vs_reference, 2),
+                f(r.sequential_speedup_vs_reference, 2),
+                f(r.pipeline_time_over_sequential, 3),
+            ));
+        }
+        s.push_str("(medians over repetitions; pipe/ref, seq/ref: speed-ups over the PyTorch loop; tpipe/tseq: pipeline time over sequential time)\n");
+        let stages = ["data", "teacher", "attack", "student", "eval"];
+        if self
+            .summary
+            .iter()
+            .any(|r| !r.pipeline_busy_share.is_empty())
+        {
+            s.push_str(&format!(
+                "\npipeline busy share of wall time\n{:<9} {:>5} {:<7} {:<20} |",
+                "teacher", "steps", "labels", "variant"
+            ));
+            for st in stages {
+                s.push_str(&format!(" {st:>8}"));
+            }
+            s.push('\n');
+            for r in self
+                .summary
+                .iter()
+                .filter(|r| !r.pipeline_busy_share.is_empty())
+            {
+                s.push_str(&format!(
+                    "{:<9} {:>5} {:<7} {:<20} |",
+                    r.teacher,
+                    r.steps,
+                    format!("{:?}", r.soft_labels).to_lowercase(),
+                    r.variant
+                ));
+                for st in stages {
+                    s.push_str(&format!(
+                        " {:>7.1}%",
+                        100.0 * r.pipeline_busy_share.get(st).copied().unwrap_or(0.0)
+                    ));
+                }
+                s.push('\n');
+            }
+        }
+        let parts: Vec<&RunRecord> = self.runs.iter().filter(|r| r.parts.is_some()).collect();
+        if !parts.is_empty() {
+            s.push_str("\nreference time by part (seconds)\n");
+            for r in parts {
+                let p = r.parts.as_ref().expect("filtered");
+                s.push_str(&format!(
+                    "{:<9} {:>5} {:<7} rep {}: {}\n",
+                    r.teacher,
+                    r.steps,
+                    format!("{:?}", r.soft_labels).to_lowercase(),
+                    r.rep,
+                    p.iter()
+                        .map(|(k, v)| format!("{k} {v:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if !self.cache_fill_s.is_empty() {
+            s.push_str(&format!(
+                "\nsoft-label cache fill (untimed): {}\n",
+                self.cache_fill_s
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.1}s"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        s.push_str(&format!(
+            "peak RSS of the bench process: {} MiB; {:.0}s in all\n",
+            f(self.peak_rss_mib, 0),
+            self.wall_s
+        ));
+        s
+    }
+}

@@ -1,0 +1,264 @@
+//! CPU fast paths (`[perf]` in the config), all off by default:
+//!
+//! - `channels_last`: convolution weights and model inputs in channels-last
+//!   (NHWC) memory format ([`Model::use_channels_last`]) for the student, the
+//!   attack's replica and the teacher;
+//! - `attack_dtype = "bf16"`: the training attack runs on a bf16 copy of the
+//!   student ([`Model::use_compute_kind`]): convolutions and the linear layer
+//!   in bf16, BatchNorm and its running statistics in f32, inputs and logits
+//!   cast at the model's edges. The attack needs only the sign of the input
+//!   gradient; the student's own forward, loss and update stay f32;
+//! - `clean_forward_no_grad`: ARD at alpha = 1 computes the student's clean
+//!   forward only for BatchNorm's running statistics; without a graph it
+//!   costs no backward pass and keeps no activations, and the update is the
+//!   same bit for bit ([`crate::train::StudentUpdate`]). Device-independent.
+//!
+//! The pipeline's attack stage simply makes its replica the bf16 copy (the
+//! weights it loads are rounded on the way in, the BatchNorm statistics it
+//! sends back are f32). The sequential trainer, which attacks the student
+//! itself, keeps an [`AttackShadow`]. Both engines therefore compute the same
+//! thing. Whether each path pays off on a given CPU is measured by
+//! `ard-pipeline bench` (README, "Performance").
+
+use crate::config::{AttackDtype, PerfConfig};
+use crate::error::{Error, Result};
+use crate::models::Model;
+use tch::{Device, Kind};
+
+/// Whether this CPU computes bf16 natively (x86-64: AVX512-BF16). Without it
+/// libtorch still runs bf16, converting in software, which is slower than f32.
+pub fn cpu_has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The fast paths of a run, checked against its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Perf {
+    pub channels_last: bool,
+    /// The attack's compute type when it is not f32.
+    pub attack_kind: Option<Kind>,
+}
+
+impl PerfConfig {
+    /// Checks the memory-format and bf16 paths against the device: they are
+    /// CPU paths (measured and tested there only), and bf16 needs native
+    /// support. (`clean_forward_no_grad` is read by the student's update.)
+    pub fn build(&self, device: Device) -> Result<Perf> {
+        let perf = Perf {
+            channels_last: self.channels_last,
+            attack_kind: match self.attack_dtype {
+                AttackDtype::F32 => None,
+                AttackDtype::Bf16 => Some(Kind::BFloat16),
+            },
+        };
+        if perf == Perf::default() {
+            return Ok(perf);
+        }
+        if device != Device::Cpu {
+            return Err(Error::Other(format!(
+                "[perf] channels_last / attack_dtype are CPU fast paths (tested on CPU only); \
+                 the run's device is {device:?}: turn them off there"
+            )));
+        }
+        if perf.attack_kind.is_some() && !cpu_has_native_bf16() {
+            return Err(Error::Other(
+                "perf.attack_dtype = \"bf16\": this CPU has no native bf16 (AVX512-BF16), \
+                 where bf16 is slower than f32; use \"f32\""
+                    .into(),
+            ));
+        }
+        Ok(perf)
+    }
+}
+
+impl Perf {
+    /// Applies the memory-format path to a model that runs in f32 (student,
+    /// teacher, evaluation copy). A no-op when off.
+    pub fn prepare(&self, model: &mut Model) {
+        if self.channels_last {
+            model.use_channels_last();
+        }
+    }
+
+    /// Makes `replica` the model the training attack runs on: channels-last
+    /// when asked, and converted to the attack's compute type.
+    pub fn prepare_attack_replica(&self, replica: &mut Model) {
+        self.prepare(replica);
+        if let Some(kind) = self.attack_kind {
+            replica.use_compute_kind(kind);
+        }
+    }
+
+    /// The sequential trainer's reduced-precision copy of `student`, when the
+    /// attack is not f32.
+    pub fn attack_shadow(&self, student: &Model) -> Result<Option<AttackShadow>> {
+        if self.attack_kind.is_none() {
+            return Ok(None);
+        }
+        let mut model = Model::new(student.arch, student.device());
+        model.copy_weights_from(student)?;
+        self.prepare_attack_replica(&mut model);
+        let running: Vec<String> = model
+            .vs
+            .variables()
+            .into_keys()
+            .filter(|n| n.ends_with(".running_mean") || n.ends_with(".running_var"))
+            .collect();
+        Ok(Some(AttackShadow { model, running }))
+    }
+}
+
+/// A bf16 copy of the student for the sequential trainer's attack: refreshed
+/// from the student before each attack; the BatchNorm running statistics the
+/// attack's train-mode forwards produce (kept in f32) are copied back after
+/// it, as the pipeline's attack stage sends them to the student.
+#[derive(Debug)]
+pub struct AttackShadow {
+    model: Model,
+    running: Vec<String>,
+}
+
+impl AttackShadow {
+    /// Loads the student's current weights (rounded to the shadow's type) and
+    /// returns the model to attack.
+    pub fn refresh(&mut self, student: &Model) -> Result<&Model> {
+        self.model.vs.copy(&student.vs)?;
+        Ok(&self.model)
+    }
+
+    /// Copies the running statistics the attack left in the shadow to `student`.
+    pub fn statistics_to(&self, student: &Model) -> Result<()> {
+        let from = self.model.vs.variables();
+        let to = student.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for name in &self.running {
+                let (Some(src), Some(dst)) = (from.get(name), to.get(name)) else {
+                    return Err(Error::Other(format!("attack shadow: no variable {name}")));
+                };
+                dst.shallow_clone().f_copy_(src)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Tensor;
+
+    // Tests run in parallel and libtorch's seed is global: models are copied
+    // from one another rather than re-seeded, and each test draws its input once.
+    fn model() -> Model {
+        Model::new("mobilenet_v2_x0.5".parse().unwrap(), Device::Cpu)
+    }
+
+    fn copy_of(m: &Model) -> Model {
+        let mut c = model();
+        c.copy_weights_from(m).unwrap();
+        c
+    }
+
+    fn input() -> Tensor {
+        Tensor::rand([16, 3, 32, 32], (Kind::Float, Device::Cpu))
+    }
+
+    fn max_abs(t: &Tensor) -> f64 {
+        t.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn channels_last_computes_the_same_logits() {
+        let plain = model();
+        let mut fast = copy_of(&plain);
+        fast.use_channels_last();
+        let w = fast.vs.variables()["conv1.weight"].shallow_clone();
+        assert!(!w.is_contiguous(), "conv weights are channels-last");
+        let x = input();
+        let a = plain.forward_t(&x, false);
+        let diff = max_abs(&(&a - fast.forward_t(&x, false)));
+        assert!(diff < 1e-4, "max |difference| {diff}");
+        // Saving still writes contiguous NCHW tensors.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        fast.save(&path).unwrap();
+        let back = Model::load(fast.arch, Device::Cpu, &path).unwrap();
+        let diff = max_abs(&(&back.forward_t(&x, false) - &a));
+        assert!(diff < 1e-4, "reloaded: max |difference| {diff}");
+    }
+
+    #[test]
+    fn bf16_replica_keeps_batch_norm_f32_and_tracks_f32_logits() {
+        let plain = model();
+        let mut low = copy_of(&plain);
+        low.use_compute_kind(Kind::BFloat16);
+        let vars = low.vs.variables();
+        assert_eq!(vars["conv1.weight"].kind(), Kind::BFloat16);
+        assert_eq!(vars["linear.bias"].kind(), Kind::BFloat16);
+        assert_eq!(vars["bn1.weight"].kind(), Kind::Float);
+        assert_eq!(vars["bn1.running_var"].kind(), Kind::Float);
+        let x = input();
+        // Eval mode: bf16 rounding only (measured about 0.5% of the logits' scale).
+        let (a, b) = (plain.forward_t(&x, false), low.forward_t(&x, false));
+        assert_eq!(b.kind(), Kind::Float);
+        let diff = max_abs(&(&a - &b));
+        assert!(diff < 0.05 * max_abs(&a), "max |difference| {diff}");
+        // Train-mode forwards move the f32 running statistics of both alike
+        // (at random init batch statistics amplify rounding, hence the loose bound).
+        let _ = (plain.forward_t(&x, true), low.forward_t(&x, true));
+        let (ra, rb) = (
+            plain.vs.variables()["bn1.running_mean"].shallow_clone(),
+            vars["bn1.running_mean"].shallow_clone(),
+        );
+        let diff = max_abs(&(&ra - &rb));
+        assert!(diff < 0.05 * max_abs(&ra), "running mean differs by {diff}");
+        // Input gradients flow back through the casts, in f32.
+        let x = x.set_requires_grad(true);
+        let g = Tensor::run_backward(
+            &[low.forward_t(&x, true).sum(Kind::Float)],
+            &[&x],
+            false,
+            false,
+        );
+        assert_eq!(g[0].kind(), Kind::Float);
+        assert!(max_abs(&g[0]) > 0.0);
+    }
+
+    #[test]
+    fn attack_shadow_refreshes_and_returns_statistics() {
+        let student = model();
+        let perf = Perf {
+            channels_last: false,
+            attack_kind: Some(Kind::BFloat16),
+        };
+        let mut shadow = perf.attack_shadow(&student).unwrap().unwrap();
+        let attacked = shadow.refresh(&student).unwrap();
+        let _ = attacked.forward_t(&input(), true);
+        let before = student.vs.variables()["bn1.running_mean"].copy();
+        shadow.statistics_to(&student).unwrap();
+        let after = student.vs.variables()["bn1.running_mean"].copy();
+        assert!((&after - &before).abs().max().double_value(&[]) > 0.0);
+        assert_eq!(student.vs.variables()["conv1.weight"].kind(), Kind::Float);
+    }
+
+    #[test]
+    fn fast_paths_are_cpu_only() {
+        let cfg = PerfConfig {
+            channels_last: true,
+            ..Default::default()
+        };
+        assert!(cfg.build(Device::Cpu).is_ok());
+        assert!(cfg.build(Device::Cuda(0)).is_err());
+        assert_eq!(
+            PerfConfig::default().build(Device::Cuda(0)).unwrap(),
+            Perf::default()
+        );
+    }
+}

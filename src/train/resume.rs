@@ -1,0 +1,381 @@
+//! The training checkpoint, `checkpoint.safetensors` in the run folder:
+//! everything a run needs to continue exactly where it stopped, in one
+//! safetensors file replaced atomically (the previous one stays until the new
+//! one is complete).
+//!
+//! It holds the student's variables (weights and BatchNorm statistics) under
+//! `model.`, the optimiser's momentum under `optim.`, and a JSON [`TrainState`]
+//! (as bytes under `__state__`): the data position (epoch, batch, global step,
+//! which also fixes the learning-rate schedule), the running epoch figures, the
+//! finished epochs, and the resolved config the run was started with.
+//!
+//! No random-generator state needs saving: every random draw of training
+//! (shuffle, augmentation views, attack random starts) is keyed by
+//! (seed, epoch, index) or (seed, step), so the position determines it. The
+//! soft-label cache saves itself (written at epoch ends, entries missing after
+//! a kill are recomputed bit-identically), and evaluations live in
+//! `eval.jsonl`, trimmed to the checkpoint on resume.
+
+use super::RunDir;
+use crate::config::{Config, ResumePolicy};
+use crate::distill::Sgd;
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::stages::EpochTrainStats;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// File name of the training checkpoint inside the run folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const STATE_KEY: &str = "__state__";
+const MODEL_PREFIX: &str = "model.";
+const OPTIM_PREFIX: &str = "optim.";
+const FORMAT: u32 = 1;
+
+/// Config keys that may change between a run and its resumption: they do not
+/// change what is trained (where things are, what is evaluated, how it is
+/// served). Anything else must match.
+const MAY_CHANGE: &[&str] = &[
+    "run.resume",
+    "run.threads",
+    "run.out_dir",
+    "run.save_final",
+    "run.checkpoint_every_steps",
+    "data.root",
+    "data.download",
+    "data.checksums",
+    "teacher.cache_dir",
+    "teacher.soft_labels",
+    "teacher.cache_dtype",
+    "eval.",
+    "metrics.",
+    "pipeline.stall_timeout_s",
+    "pipeline.queue_capacity",
+];
+
+/// Where training stands: the next step to run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainPosition {
+    /// Optimisation steps done (the next step's global index).
+    pub step: usize,
+    /// Epoch of the next step, from 0.
+    pub epoch: usize,
+    /// Batches of that epoch already done.
+    pub batch_in_epoch: usize,
+    /// Running figures of the unfinished epoch.
+    pub epoch_loss_sum: f64,
+    pub epoch_images: usize,
+    pub epoch_seconds: f64,
+}
+
+/// The JSON part of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format: u32,
+    pub position: TrainPosition,
+    /// Epochs completed so far.
+    pub epochs: Vec<EpochTrainStats>,
+    /// True once the run completed all its steps.
+    pub finished: bool,
+    /// Student architecture.
+    pub arch: String,
+    /// The resolved config the run was started with (TOML).
+    pub config: String,
+}
+
+impl TrainState {
+    pub fn new(cfg: &Config, position: TrainPosition, epochs: Vec<EpochTrainStats>) -> Self {
+        TrainState {
+            format: FORMAT,
+            position,
+            epochs,
+            finished: false,
+            arch: cfg.student.arch.to_string(),
+            config: cfg.to_toml(),
+        }
+    }
+}
+
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub state: TrainState,
+    model: BTreeMap<String, Tensor>,
+    optim: BTreeMap<String, Tensor>,
+}
+
+fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Writes the checkpoint of `student` and `sgd` at `state` to `path`
+/// atomically. Non-finite weights are refused (the previous checkpoint, the
+/// last good one, stays).
+pub fn write(path: &Path, student: &Model, sgd: &Sgd, state: &TrainState) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (name, t) in student.vs.variables() {
+        let finite = tch::no_grad(|| t.isfinite().all().int64_value(&[]) == 1);
+        if !finite {
+            return Err(Error::Other(format!(
+                "student weights are not finite after step {} ({name}); the last good checkpoint {} is kept",
+                state.position.step,
+                path.display()
+            )));
+        }
+        tensors.push((
+            format!("{MODEL_PREFIX}{name}"),
+            t.to_device(tch::Device::Cpu).contiguous(),
+        ));
+    }
+    for (name, t) in sgd.state_tensors() {
+        tensors.push((format!("{OPTIM_PREFIX}{name}"), t.contiguous()));
+    }
+    let json = serde_json::to_vec(state).map_err(|e| Error::Other(e.to_string()))?;
+    tensors.push((STATE_KEY.to_string(), Tensor::from_slice(&json)));
+    crate::checkpoint::write_atomic(path, &tensors)
+}
+
+/// Reads a checkpoint; a file that is not one is an error naming it.
+pub fn read(path: &Path) -> Result<Checkpoint> {
+    let mut all = crate::checkpoint::read(path)?;
+    let state = all
+        .remove(STATE_KEY)
+        .ok_or_else(|| ckpt_err(path, "not a training checkpoint (no training state)"))?;
+    if state.kind() != Kind::Uint8 {
+        return Err(ckpt_err(path, "training state is not bytes"));
+    }
+    let bytes = Vec::<u8>::try_from(&state)
+        .map_err(|e| ckpt_err(path, format!("training state unreadable: {e}")))?;
+    let state: TrainState = serde_json::from_slice(&bytes)
+        .map_err(|e| ckpt_err(path, format!("training state unreadable: {e}")))?;
+    if state.format != FORMAT {
+        return Err(ckpt_err(
+            path,
+            format!(
+                "checkpoint format {} (this build reads {FORMAT})",
+                state.format
+            ),
+        ));
+    }
+    let (mut model, mut optim) = (BTreeMap::new(), BTreeMap::new());
+    for (name, t) in all {
+        if let Some(n) = name.strip_prefix(MODEL_PREFIX) {
+            model.insert(n.to_string(), t);
+        } else if let Some(n) = name.strip_prefix(OPTIM_PREFIX) {
+            optim.insert(n.to_string(), t);
+        } else {
+            return Err(ckpt_err(path, format!("unexpected entry {name}")));
+        }
+    }
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        state,
+        model,
+        optim,
+    })
+}
+
+impl Checkpoint {
+    /// Loads the saved weights into `student` and the momentum into `sgd`
+    /// (strictly: names and shapes must match).
+    pub fn restore(&self, student: &mut Model, sgd: &mut Sgd) -> Result<()> {
+        let arch = student.arch.to_string();
+        let model = self
+            .model
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect();
+        crate::checkpoint::load_map_into(&mut student.vs, model, &self.path, &arch)?;
+        sgd.load_state(&self.optim)
+            .map_err(|e| ckpt_err(&self.path, e.to_string()))
+    }
+
+    /// Loads only the saved weights into `student`.
+    pub fn restore_weights(&self, student: &mut Model) -> Result<()> {
+        let arch = student.arch.to_string();
+        let model = self
+            .model
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect();
+        crate::checkpoint::load_map_into(&mut student.vs, model, &self.path, &arch)
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// The training settings that differ between the checkpoint's config and
+/// `cfg`, as `key: checkpoint X, config Y` lines.
+pub fn config_differences(saved: &str, cfg: &Config) -> Result<Vec<String>> {
+    let parse = |text: &str| -> Result<BTreeMap<String, String>> {
+        let value: toml::Value = toml::from_str(text)
+            .map_err(|e| Error::Other(format!("checkpoint config unreadable: {e}")))?;
+        let mut flat = BTreeMap::new();
+        flatten("", &value, &mut flat);
+        flat.retain(|k, _| !MAY_CHANGE.iter().any(|p| k == p || k.starts_with(p)));
+        Ok(flat)
+    };
+    let (old, new) = (parse(saved)?, parse(&cfg.to_toml())?);
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let none = "(unset)".to_string();
+    Ok(keys
+        .into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: checkpoint {}, config {}",
+                old.get(k).unwrap_or(&none),
+                new.get(k).unwrap_or(&none)
+            )
+        })
+        .collect())
+}
+
+/// Opens the run folder of `cfg` and decides, per `run.resume`, whether the
+/// run continues from its checkpoint. A fresh start clears the records and
+/// the checkpoint of an earlier run of the same name; a resumption keeps the
+/// records up to the checkpoint and drops the later ones (they are redone).
+pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
+    let path = cfg.run.out_dir.join(&cfg.run.name).join(CHECKPOINT_FILE);
+    let fresh_hint =
+        "start afresh with --fresh (or run.resume = \"never\"), or use another run.name";
+    let checkpoint = match cfg.run.resume {
+        ResumePolicy::Never => None,
+        ResumePolicy::Auto | ResumePolicy::Always if path.exists() => {
+            let ckpt = read(&path).map_err(|e| Error::Other(format!("{e}; {fresh_hint}")))?;
+            if ckpt.state.finished {
+                if cfg.run.resume == ResumePolicy::Always {
+                    return Err(ckpt_err(
+                        &path,
+                        format!("nothing to resume: that run finished; {fresh_hint}"),
+                    ));
+                }
+                log::info!(
+                    "{} belongs to a finished run: starting afresh",
+                    path.display()
+                );
+                None
+            } else {
+                let diffs = config_differences(&ckpt.state.config, cfg)?;
+                if !diffs.is_empty() {
+                    let shown: Vec<_> = diffs.iter().take(6).cloned().collect();
+                    return Err(ckpt_err(
+                        &path,
+                        format!(
+                            "cannot resume: the config differs from the checkpoint's in {} setting(s): {}; {fresh_hint}",
+                            diffs.len(),
+                            shown.join("; ")
+                        ),
+                    ));
+                }
+                Some(ckpt)
+            }
+        }
+        ResumePolicy::Always => {
+            return Err(ckpt_err(
+                &path,
+                "nothing to resume: no checkpoint in the run folder",
+            ))
+        }
+        ResumePolicy::Auto => None,
+    };
+    let dir = match &checkpoint {
+        None => RunDir::create(cfg)?,
+        Some(ckpt) => {
+            let dir = RunDir::reopen(cfg)?;
+            let done = ckpt.state.epochs.len();
+            let step = ckpt.state.position.step;
+            dir.retain_jsonl("metrics.jsonl", |r| {
+                r["epoch"].as_u64().is_some_and(|e| e as usize <= done)
+            })?;
+            dir.retain_jsonl("eval.jsonl", |r| {
+                r["step"].as_u64().is_some_and(|s| s as usize <= step)
+            })?;
+            log::info!(
+                "resuming {} at step {} (epoch {}, batch {})",
+                ckpt.path.display(),
+                step,
+                ckpt.state.position.epoch + 1,
+                ckpt.state.position.batch_in_epoch
+            );
+            dir
+        }
+    };
+    Ok((dir, checkpoint))
+}
+
+/// Marks the checkpoint in `dir` as belonging to a finished run (the job's
+/// last act), so that `run.resume = "auto"` starts the next run of this name
+/// afresh. No checkpoint, nothing to do.
+pub fn mark_finished(dir: &RunDir) -> Result<()> {
+    let path = dir.file(CHECKPOINT_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let mut all = crate::checkpoint::read(&path)?;
+    let mut state = read(&path)?.state;
+    state.finished = true;
+    let json = serde_json::to_vec(&state).map_err(|e| Error::Other(e.to_string()))?;
+    all.insert(STATE_KEY.to_string(), Tensor::from_slice(&json));
+    crate::checkpoint::write_atomic(&path, &all.into_iter().collect::<Vec<_>>())
+}
+
+/// The evaluations recorded in the run folder (to carry across a resumption).
+pub fn recorded_evals(dir: &RunDir) -> Vec<crate::stages::EvalRecord> {
+    std::fs::read_to_string(dir.file("eval.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_settings_must_match_but_serving_ones_may_change() {
+        let cfg = Config::default();
+        let saved = cfg.to_toml();
+        let mut same = cfg.clone();
+        same.metrics.listen = "127.0.0.1:1".into();
+        same.eval.test_limit = Some(7);
+        same.run.threads = Some(1);
+        assert!(config_differences(&saved, &same).unwrap().is_empty());
+        let mut other = cfg.clone();
+        other.optim.lr = crate::config::Real(0.5);
+        other.train.epochs = 99;
+        let diffs = config_differences(&saved, &other).unwrap();
+        assert_eq!(diffs.len(), 2, "{diffs:?}");
+        assert!(
+            diffs.iter().any(|d| d.starts_with("optim.lr:")),
+            "{diffs:?}"
+        );
+        assert!(
+            diffs.iter().any(|d| d.starts_with("train.epochs:")),
+            "{diffs:?}"
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! Per-epoch validation of a training run: model selection on the validation
+//! split (`best.safetensors`) and the catastrophic-overfitting guard, one
+//! [`Validator`] used alike by the eval stage of the pipeline (off the
+//! critical path) and by the sequential trainer.
+//!
+//! A snapshot is validated when the test evaluation is due for it
+//! (`eval.every_epochs`, and the last one) and, with the guard on, after every
+//! epoch. Validation evaluates natural accuracy and `eval.validation_attack`
+//! (plus the training attack when the guard is on) on the validation split
+//! ([`crate::data::validation`]; its first `eval.validation_limit` images,
+//! default `eval.test_limit`), never on the test set. Each validated epoch is
+//! a line of `validation.jsonl`; the best so far ([`ValidationScore::beats`])
+//! is `best.safetensors` + `best.json` in the run folder and a CPU copy in
+//! memory. At the end of the run ([`Validator::finish`]) the best checkpoint is
+//! evaluated on the test set when its epoch was not, so the final report can
+//! show both.
+//!
+//! With `guard.action = "stop"`, a collapse raises the [`StopFlag`]: the
+//! pipeline's data stage stops producing batches (training ends a few steps
+//! later, with what is in flight), the sequential trainer stops after that
+//! epoch, and [`SelectionHandle::roll_back`] makes the best-by-validation
+//! checkpoint the final result.
+
+use super::overfit_guard::{Collapse, GuardPoint, OverfitGuard, StopFlag};
+use super::run_dir::{write_text_atomic, RunDir};
+use crate::config::{AttackConfig, Config, GuardAction};
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::eval::selection::{
+    BestRecord, GuardSummary, SelectionSummary, ValidationScore, BEST_RECORD, BEST_WEIGHTS,
+    VALIDATION_LOG,
+};
+use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
+use crate::models::Model;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tch::{Device, Tensor};
+
+/// One line of `validation.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationLine {
+    pub epoch: usize,
+    pub step: usize,
+    pub images: usize,
+    /// `eval.validation_attack`.
+    pub attack: String,
+    pub natural: f64,
+    pub robust: f64,
+    /// Accuracy under the training attack (only when the guard is on).
+    pub train_attack: Option<f64>,
+    /// This snapshot became `best.safetensors`.
+    pub best: bool,
+    /// The guard saw a collapse at this epoch.
+    pub collapse: bool,
+}
+
+/// What validation found so far; shared between the [`Validator`] (inside a
+/// stage) and the caller, who reads it once training ends.
+#[derive(Debug, Default)]
+pub struct SelectionState {
+    pub best: Option<BestRecord>,
+    /// The best snapshot's variables, on the CPU, by name.
+    pub best_weights: Option<BTreeMap<String, Tensor>>,
+    /// The best snapshot's test report, once known.
+    pub best_test: Option<EvalReport>,
+    /// `None` when the guard is off.
+    pub guard_action: Option<GuardAction>,
+    pub collapses: Vec<Collapse>,
+    /// The epoch after which the guard stopped training.
+    pub stopped_after: Option<usize>,
+    /// The epoch the final result was rolled back to.
+    pub rolled_back_to: Option<usize>,
+}
+
+/// The caller's view of a [`Validator`]'s findings.
+#[derive(Debug, Clone, Default)]
+pub struct SelectionHandle(Arc<Mutex<SelectionState>>);
+
+impl SelectionHandle {
+    pub fn lock(&self) -> Result<MutexGuard<'_, SelectionState>> {
+        self.0
+            .lock()
+            .map_err(|_| Error::Other("validation state poisoned".into()))
+    }
+
+    /// When the guard stopped training: loads the best-by-validation weights
+    /// into `model` and saves them to each of `paths` (the final-checkpoint
+    /// files). Returns the epoch rolled back to; `None` when there was no stop
+    /// (or nothing to roll back to, which is logged).
+    pub fn roll_back(&self, model: &Model, paths: &[PathBuf]) -> Result<Option<usize>> {
+        let mut state = self.lock()?;
+        let Some(stopped) = state.stopped_after else {
+            return Ok(None);
+        };
+        let (Some(best), Some(weights)) = (&state.best, &state.best_weights) else {
+            log::warn!(
+                "guard: training stopped after epoch {stopped}, but no validated checkpoint \
+                 exists to roll back to; the final result is the last weights"
+            );
+            return Ok(None);
+        };
+        load_named(model, weights)?;
+        for path in paths {
+            model.save(path)?;
+        }
+        let epoch = best.epoch;
+        log::warn!(
+            "guard: final result rolled back to the best-by-validation checkpoint of epoch {epoch}"
+        );
+        state.rolled_back_to = Some(epoch);
+        Ok(Some(epoch))
+    }
+
+    /// The final accuracies (`final_eval`) and the selection part of the
+    /// summary, given the test report of the last evaluated snapshot. After a
+    /// roll-back the final checkpoint is the best one, and so are its numbers.
+    pub fn summarize(
+        handle: Option<&SelectionHandle>,
+        last_test: Option<&EvalReport>,
+    ) -> (BTreeMap<String, f64>, SelectionSummary) {
+        let state = handle.and_then(|h| h.lock().ok());
+        let Some(state) = state else {
+            return (
+                last_test.map(|r| r.accuracy.clone()).unwrap_or_default(),
+                SelectionSummary::new(last_test, None, None),
+            );
+        };
+        let final_test = match state.rolled_back_to {
+            Some(_) => state.best_test.as_ref(),
+            None => last_test,
+        };
+        let guard = state.guard_action.map(|action| GuardSummary {
+            action: action.name().into(),
+            collapses: state.collapses.clone(),
+            stopped_after_epoch: state.stopped_after,
+            rolled_back_to_epoch: state.rolled_back_to,
+        });
+        let best = state.best.as_ref().map(|b| (b, state.best_test.as_ref()));
+        (
+            final_test.map(|r| r.accuracy.clone()).unwrap_or_default(),
+            SelectionSummary::new(final_test, best, guard),
+        )
+    }
+}
+
+/// Copies `weights` (by name) into `model`'s variables.
+fn load_named(model: &Model, weights: &BTreeMap<String, Tensor>) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        for (name, var) in model.vs.variables() {
+            let w = weights
+                .get(&name)
+                .ok_or_else(|| Error::Other(format!("best checkpoint: no variable {name}")))?;
+            var.shallow_clone()
+                .f_copy_(&w.f_to_device(var.device())?.f_to_kind(var.kind())?)?;
+        }
+        Ok(())
+    })
+}
+
+/// Deep CPU copies of `model`'s variables.
+fn cpu_copy(model: &Model) -> BTreeMap<String, Tensor> {
+    tch::no_grad(|| {
+        model
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy()))
+            .collect()
+    })
+}
+
+/// Validates snapshots: see the module docs.
+pub struct Validator {
+    set: EvalSet,
+    images: usize,
+    attack: EvalAttack,
+    train_attack: AttackConfig,
+    batch_size: usize,
+    seed: u64,
+    guard: Option<OverfitGuard>,
+    stop: StopFlag,
+    dir: Option<RunDir>,
+    state: SelectionHandle,
+}
+
+impl Validator {
+    /// The validator of a run of `cfg` on `validation` (the held-out images),
+    /// or `None` when there are none (`data.validation_images = 0`). A fresh
+    /// run (`resumed_epochs = None`) removes a previous run's validation
+    /// files from `dir`; a resumed one keeps those of its first
+    /// `resumed_epochs` epochs and carries the best checkpoint and the guard's
+    /// memory over.
+    pub fn for_run(
+        cfg: &Config,
+        validation: &Split,
+        dir: Option<&RunDir>,
+        resumed_epochs: Option<usize>,
+    ) -> Result<Option<Validator>> {
+        if validation.is_empty() {
+            return Ok(None);
+        }
+        let attack = EvalAttack::parse(&cfg.eval.validation_attack).map_err(Error::Other)?;
+        let limit = cfg.eval.validation_limit.or(cfg.eval.test_limit);
+        let split = match limit {
+            Some(n) => validation.clone().prefix(n),
+            None => validation.clone(),
+        };
+        let guard = (cfg.guard.action != GuardAction::Off)
+            .then(|| OverfitGuard::new(cfg.guard.max_drop.get()));
+        let mut v = Validator {
+            set: EvalSet::from_split(&split)?,
+            images: split.len(),
+            attack,
+            train_attack: cfg.attack.clone(),
+            batch_size: cfg.data.batch_size,
+            seed: cfg.run.seed,
+            guard,
+            stop: StopFlag::new(),
+            dir: dir.cloned(),
+            state: SelectionHandle::default(),
+        };
+        v.state.lock()?.guard_action =
+            (cfg.guard.action != GuardAction::Off).then_some(cfg.guard.action);
+        match (dir, resumed_epochs) {
+            (Some(dir), None) => {
+                for name in [VALIDATION_LOG, BEST_RECORD, BEST_WEIGHTS] {
+                    let file = dir.file(name);
+                    if file.exists() {
+                        std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
+                    }
+                }
+            }
+            (Some(dir), Some(epochs)) => v.restore(dir, epochs)?,
+            (None, _) => {}
+        }
+        Ok(Some(v))
+    }
+
+    /// The flag the guard raises to stop training.
+    pub fn stop_flag(&self) -> StopFlag {
+        self.stop.clone()
+    }
+
+    /// Where the findings are read after training.
+    pub fn handle(&self) -> SelectionHandle {
+        self.state.clone()
+    }
+
+    /// Whether validating needs the teacher's logits (a kl_pgd training attack).
+    pub fn needs_teacher(&self) -> bool {
+        self.evals()
+            .iter()
+            .any(|e| e.needs_teacher(&self.train_attack))
+    }
+
+    /// Whether a snapshot is validated, given whether its test evaluation is due.
+    pub fn wants(&self, test_due: bool) -> bool {
+        test_due || self.guard.is_some()
+    }
+
+    fn evals(&self) -> Vec<EvalAttack> {
+        let mut evals = vec![EvalAttack::Natural];
+        let mut add = |e: EvalAttack| {
+            if !evals.contains(&e) {
+                evals.push(e);
+            }
+        };
+        add(self.attack);
+        if self.guard.is_some() {
+            add(EvalAttack::TrainAttack);
+        }
+        evals
+    }
+
+    /// Validates `model` (the snapshot after `epoch` epochs and `step` steps)
+    /// if [`Validator::wants`] it: keeps it when it is the best so far, and
+    /// runs the guard. Returns whether training is to stop. Snapshots after a
+    /// stop are ignored.
+    pub fn on_snapshot(
+        &mut self,
+        model: &Model,
+        epoch: usize,
+        step: usize,
+        test_due: bool,
+        teacher: Option<&Model>,
+    ) -> Result<bool> {
+        if self.stop.is_raised() {
+            return Ok(true);
+        }
+        if !self.wants(test_due) {
+            return Ok(false);
+        }
+        let report = eval::evaluate(
+            model,
+            &self.set,
+            &self.evals(),
+            &self.train_attack,
+            self.batch_size,
+            self.seed,
+            teacher,
+            |_, _| {},
+        )?;
+        let acc = |name: &str| report.accuracy.get(name).copied().unwrap_or(f64::NAN);
+        let attack = self.attack.name();
+        let score = ValidationScore {
+            natural: acc("natural"),
+            robust: acc(&attack),
+        };
+        let train_attack = self.guard.is_some().then(|| acc("train_attack"));
+        let mut state = self.state.lock()?;
+        let is_best = state
+            .best
+            .as_ref()
+            .is_none_or(|b| score.beats(&b.validation));
+        if is_best {
+            let record = BestRecord {
+                epoch,
+                step,
+                attack: attack.clone(),
+                images: self.images,
+                validation: score,
+            };
+            if let Some(dir) = &self.dir {
+                model.save(&dir.file(BEST_WEIGHTS))?;
+                write_json(&dir.file(BEST_RECORD), &record)?;
+            }
+            state.best = Some(record);
+            state.best_weights = Some(cpu_copy(model));
+            state.best_test = None;
+        }
+        let collapse = match (&mut self.guard, train_attack) {
+            (Some(guard), Some(train_attack)) => guard.observe(GuardPoint {
+                epoch,
+                robust: score.robust,
+                train_attack,
+            }),
+            _ => None,
+        };
+        log::info!(
+            "validation after epoch {epoch} ({} images): natural {:.2}%, {attack} {:.2}%{}{}",
+            self.images,
+            score.natural,
+            score.robust,
+            train_attack
+                .map(|t| format!(", train_attack {t:.2}%"))
+                .unwrap_or_default(),
+            if is_best { " (best so far)" } else { "" }
+        );
+        if let Some(c) = collapse {
+            state.collapses.push(c);
+            if state.guard_action == Some(GuardAction::Stop) {
+                log::warn!("guard: {c}; stopping training (guard.action = \"stop\")");
+                state.stopped_after = Some(epoch);
+                self.stop.raise();
+            } else {
+                log::warn!("guard: {c} (guard.action = \"warn\")");
+            }
+        }
+        drop(state);
+        if let Some(dir) = &self.dir {
+            dir.append_jsonl(
+                VALIDATION_LOG,
+                &ValidationLine {
+                    epoch,
+                    step,
+                    images: self.images,
+                    attack,
+                    natural: score.natural,
+                    robust: score.robust,
+                    train_attack,
+                    best: is_best,
+                    collapse: collapse.is_some(),
+                },
+            )?;
+        }
+        Ok(self.stop.is_raised())
+    }
+
+    /// The test report of the snapshot of `epoch` (evaluated by the caller):
+    /// kept when that snapshot is the best.
+    pub fn record_test(&mut self, epoch: usize, report: &EvalReport) -> Result<()> {
+        let mut state = self.state.lock()?;
+        if state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
+            state.best_test = Some(report.clone());
+        }
+        Ok(())
+    }
+
+    /// At the end of training: evaluates the best checkpoint on the test set
+    /// with `evaluate` (on `scratch`, a model of the student's architecture
+    /// whose weights it overwrites) when its epoch was not test-evaluated.
+    pub fn finish(
+        &mut self,
+        scratch: &Model,
+        evaluate: impl FnOnce(&Model) -> Result<EvalReport>,
+    ) -> Result<()> {
+        let mut state = self.state.lock()?;
+        if state.best_test.is_some() {
+            return Ok(());
+        }
+        let (Some(best), Some(weights)) = (&state.best, &state.best_weights) else {
+            return Ok(());
+        };
+        log::info!(
+            "evaluating the best-by-validation checkpoint (epoch {}) on the test set",
+            best.epoch
+        );
+        load_named(scratch, weights)?;
+        let report = evaluate(scratch)?;
+        state.best_test = Some(report);
+        Ok(())
+    }
+
+    /// Carries a resumed run's findings over: the validation lines of its
+    /// first `epochs` epochs (later ones are dropped), the guard's memory, and
+    /// the best checkpoint when it is among them.
+    fn restore(&mut self, dir: &RunDir, epochs: usize) -> Result<()> {
+        let path = dir.file(VALIDATION_LOG);
+        let lines: Vec<ValidationLine> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &ValidationLine| l.epoch <= epochs)
+            .collect();
+        let mut text = String::new();
+        for l in &lines {
+            text += &serde_json::to_string(l).map_err(|e| Error::Other(e.to_string()))?;
+            text.push('\n');
+        }
+        if path.exists() {
+            write_text_atomic(&path, &text)?;
+        }
+        let mut state = self.state.lock()?;
+        if let Some(guard) = &mut self.guard {
+            for l in &lines {
+                if let Some(train_attack) = l.train_attack {
+                    if let Some(c) = guard.observe(GuardPoint {
+                        epoch: l.epoch,
+                        robust: l.robust,
+                        train_attack,
+                    }) {
+                        state.collapses.push(c);
+                    }
+                }
+            }
+        }
+        let record: Option<BestRecord> = std::fs::read_to_string(dir.file(BEST_RECORD))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        match record {
+            Some(best) if best.epoch <= epochs => {
+                let weights = crate::checkpoint::read(&dir.file(BEST_WEIGHTS))?;
+                state.best = Some(best);
+                state.best_weights = Some(weights);
+            }
+            Some(best) => log::warn!(
+                "the best checkpoint (epoch {}) is newer than the resumed position (epoch {epochs}); \
+                 selection starts afresh",
+                best.epoch
+            ),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(e.to_string()))?;
+    write_text_atomic(path, &(text + "\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(fill: f64) -> Model {
+        let m = Model::new("mobilenet_v2_x0.25".parse().unwrap(), Device::Cpu);
+        tch::no_grad(|| {
+            for (_, mut v) in m.vs.variables() {
+                let _ = v.fill_(fill);
+            }
+        });
+        m
+    }
+
+    fn first_value(m: &Model) -> f64 {
+        let vars = m.vs.variables();
+        let name = vars.keys().min().unwrap().clone();
+        vars[&name].flatten(0, -1).double_value(&[0])
+    }
+
+    #[test]
+    fn roll_back_loads_the_best_weights_only_after_a_stop() {
+        let handle = SelectionHandle::default();
+        let m = model(1.0);
+        {
+            let mut s = handle.lock().unwrap();
+            s.best = Some(BestRecord {
+                epoch: 2,
+                step: 20,
+                attack: "pgd10".into(),
+                images: 10,
+                validation: ValidationScore {
+                    natural: 50.0,
+                    robust: 30.0,
+                },
+            });
+            s.best_weights = Some(cpu_copy(&model(0.25)));
+        }
+        assert_eq!(handle.roll_back(&m, &[]).unwrap(), None);
+        assert_eq!(first_value(&m), 1.0);
+        handle.lock().unwrap().stopped_after = Some(4);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("final.safetensors");
+        assert_eq!(
+            handle.roll_back(&m, std::slice::from_ref(&out)).unwrap(),
+            Some(2)
+        );
+        assert_eq!(first_value(&m), 0.25);
+        let saved = Model::load(m.arch, Device::Cpu, &out).unwrap();
+        assert_eq!(first_value(&saved), 0.25);
+        // After the roll-back the final numbers are the best checkpoint's.
+        let best_test = EvalReport {
+            images: 10,
+            accuracy: [("natural".to_string(), 40.0)].into(),
+            worst_case: 40.0,
+            ..EvalReport::default()
+        };
+        handle.lock().unwrap().best_test = Some(best_test);
+        let last = EvalReport {
+            images: 10,
+            accuracy: [("natural".to_string(), 70.0)].into(),
+            worst_case: 70.0,
+            ..EvalReport::default()
+        };
+        let (final_eval, summary) = SelectionHandle::summarize(Some(&handle), Some(&last));
+        assert_eq!(final_eval["natural"], 40.0);
+        assert_eq!(summary.best_epoch, Some(2));
+        let (final_eval, _) = SelectionHandle::summarize(None, Some(&last));
+        assert_eq!(final_eval["natural"], 70.0);
+    }
+}
