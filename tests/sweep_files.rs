@@ -122,7 +122,7 @@ fn a_grid_is_the_cartesian_product() {
     std::fs::write(
         &f,
         format!(
-            "base = \"{}\"\n[sweep]\nname = \"g\"\nparallel = 2\nmetrics_base_port = 0\n[grid]\n\"attack.steps\" = [1, 2, 10]\noptim.lr = [0.05, 0.1]\n",
+            "base = \"{}\"\n[sweep]\nname = \"g\"\nparallel = 2\nmetrics_base_port = 0\n[common]\n\"attack.kind\" = \"pgd\"\n[grid]\n\"attack.steps\" = [1, 2, 10]\noptim.lr = [0.05, 0.1]\n",
             repo().join("configs/quickstart.toml").display()
         ),
     )

@@ -255,7 +255,7 @@ fn ray_client_submits_polls_and_fetches_logs() {
     std::fs::write(
         &file,
         format!(
-            "base = \"{}\"\n[sweep]\nname = \"fake\"\nout_dir = \"{}\"\n[[rows]]\n\"attack.steps\" = 2\n",
+            "base = \"{}\"\n[sweep]\nname = \"fake\"\nout_dir = \"{}\"\n[common]\n\"attack.kind\" = \"pgd\"\n[[rows]]\n\"attack.steps\" = 2\n",
             common::repo().join("configs/quickstart.toml").display(),
             tmp.path().display()
         ),

@@ -39,6 +39,15 @@ pub fn n_fgsm(eps: f64, step_size: f64, start: RandomStart, train_bn: bool) -> N
     }
 }
 
+impl NFgsm {
+    /// The same attack kept inside the eps-ball (the step is projected back),
+    /// for evaluation: robustness is measured at eps, whatever training used.
+    pub fn within(mut self, eps: f64) -> NFgsm {
+        self.step.eps = eps;
+        self
+    }
+}
+
 impl Attack for NFgsm {
     fn name(&self) -> String {
         "n_fgsm".into()

@@ -229,6 +229,13 @@ impl EvalAttack {
             EvalAttack::TrainAttack => {
                 let mut cfg = train_attack.clone();
                 cfg.bn_mode = crate::config::BnMode::Eval;
+                if cfg.kind == crate::config::AttackKind::NFgsm {
+                    // N-FGSM trains beyond the eps-ball; evaluated, it stays inside.
+                    let (e, step) = (cfg.eps.get(), cfg.step_size.get());
+                    return Some(Box::new(
+                        attacks::n_fgsm(e, step, cfg.random_start, false).within(e),
+                    ));
+                }
                 Some(cfg.build())
             }
             EvalAttack::Fgsm => Some(Box::new(attacks::fgsm(eps, eps, false))),
