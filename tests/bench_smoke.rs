@@ -58,7 +58,7 @@ fn bench_runs_every_side_and_writes_its_json() {
     assert!(num(&report["machine"], "cores") >= 1.0);
     assert!(report["machine"]["native_bf16"].is_boolean());
     assert!(num(&report, "peak_rss_mib") > 0.0);
-    assert!(report["cache_fill_s"]["wrn10_1"].is_number());
+    assert!(report["cache_fill_s"]["wrn10_1/1b"].is_number());
 
     let runs = report["runs"].as_array().unwrap();
     // 2 cases x (reference + 2 Rust sides per variant).

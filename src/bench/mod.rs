@@ -240,7 +240,12 @@ impl BenchPlan {
         cfg.teacher.weights = Some(teacher_weights(work, case.teacher));
         cfg.teacher.soft_labels = case.soft_labels;
         cfg.teacher.views = Views::Fixed(1);
-        cfg.teacher.cache_dir = work.join(format!("cache-{}", case.teacher));
+        // A cache belongs to one training prefix (its identity hashes the images).
+        cfg.teacher.cache_dir = work.join(format!(
+            "cache-{}-{}",
+            case.teacher,
+            cfg.data.train_limit.unwrap_or(0)
+        ));
         cfg.student.init = Some(work.join("student.safetensors"));
         cfg.attack.steps = case.steps;
         // The paper's 1 step of eps; ARD's 2/255 for more steps.
@@ -264,6 +269,11 @@ impl BenchPlan {
         })?;
         Ok(cfg)
     }
+}
+
+/// The soft-label cache of a case: its teacher and its images.
+fn fill_key(case: &Case) -> String {
+    format!("{}/{}b", case.teacher, case.batches)
 }
 
 fn teacher_weights(work: &Path, arch: Arch) -> PathBuf {
@@ -323,7 +333,7 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             .collect();
         if case.soft_labels == SoftLabels::Cached
             && !rust_sides.is_empty()
-            && !fills.contains_key(&case.teacher.to_string())
+            && !fills.contains_key(&fill_key(&case))
         {
             let cfg = plan.config(&case, &plan.variants[0], &work, "bench-fill")?;
             let fill = soft_labels::command::fill(&cfg, None, |_| {})?;
@@ -331,7 +341,7 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
                 "{}: soft-label cache filled in {:.1}s (untimed)",
                 case.teacher, fill.seconds
             ));
-            fills.insert(case.teacher.to_string(), fill.seconds);
+            fills.insert(fill_key(&case), fill.seconds);
         }
         for rep in 0..plan.reps {
             let mut order: Vec<(Side, Option<&Variant>)> = Vec::new();

@@ -145,7 +145,8 @@ pub struct BenchReport {
     pub machine: Machine,
     pub student: String,
     pub batch_size: usize,
-    /// Seconds each teacher's soft-label cache took to fill (untimed in the runs).
+    /// Seconds each soft-label cache took to fill, by `teacher/batches`
+    /// (untimed in the runs).
     pub cache_fill_s: BTreeMap<String, f64>,
     pub runs: Vec<RunRecord>,
     pub summary: Vec<SummaryRow>,
