@@ -14,12 +14,14 @@ come from tests/parity/ref_models.py and tests/parity/ref_ard.py (`attack`,
 ref_ard.ard_step with a clock around each part.
 
 Prints one JSON object on stdout: images, seconds (first batch to last, the
-first one included, as on the Rust side), images/s, mean loss, and the
-seconds spent in each part (data, teacher, attack, student).
+first one included, as on the Rust side), images/s, mean loss, the seconds
+spent in each part (data, teacher, attack, student), and the process's peak
+resident memory.
 """
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -153,6 +155,7 @@ def main():
         "mean_loss": sum(losses) / len(losses),
         "parts": parts,
         "threads": torch.get_num_threads(),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "torch": torch.__version__,
     }))
 

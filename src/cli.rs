@@ -42,6 +42,9 @@ pub enum Command {
     /// pipeline and the sequential trainer, with the pipeline's per-stage
     /// breakdown (base settings from --config, default configs/bench.toml).
     Bench(BenchArgs),
+    /// One run of a bench: `--side pipeline|sequential RUN_CONFIG` (what `bench` starts per run).
+    #[command(hide = true)]
+    BenchRun(BenchRunArgs),
     /// Run one row of a sweep (what a Kubernetes pod of the sweep's Indexed Job runs).
     #[command(hide = true)]
     SweepRun(SweepRunArgs),
@@ -198,7 +201,7 @@ pub struct BenchArgs {
         default_value = "reference,pipeline,sequential"
     )]
     pub sides: Vec<String>,
-    /// How the Rust sides run: fp32, channels_last, bf16, no_grad_clean, threads=N, or +-joined (channels_last+bf16).
+    /// How the Rust sides run: fp32, channels_last, bf16, no_grad_clean, malloc_reuse, threads=N, or +-joined (channels_last+bf16).
     #[arg(long, value_delimiter = ',', default_value = "fp32")]
     pub variants: Vec<String>,
     /// Repetitions of every case (the order of the sides flips on each).
@@ -216,4 +219,13 @@ pub struct BenchArgs {
     /// Keep weights, caches and run folders here (default: a temporary folder, removed).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchRunArgs {
+    /// pipeline or sequential.
+    #[arg(long)]
+    pub side: String,
+    /// The run's resolved config (written by `bench`).
+    pub run_config: PathBuf,
 }

@@ -115,6 +115,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             run(&cfg, &args.run)
         }
         Some(Command::Bench(args)) => bench_command(&cli, args).map(|()| ExitCode::SUCCESS),
+        Some(Command::BenchRun(args)) => {
+            let side = args.side.parse().map_err(anyhow::Error::msg)?;
+            println!(
+                "{}",
+                ard_pipeline::bench::run_child(side, &args.run_config)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Eval(args)) => {
             let cfg = match &cli.config {
                 Some(_) => load_config(&cli)?,
@@ -221,6 +229,7 @@ fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {
             .map(|v| v.parse().map_err(anyhow::Error::msg))
             .collect::<Result<_>>()?,
         reps: args.reps,
+        exe: std::env::current_exe()?,
         python: args.python.clone(),
         reference_script: args.reference_script.clone(),
         work_dir: args.work_dir.clone(),

@@ -11,7 +11,13 @@
 //! - `clean_forward_no_grad`: ARD at alpha = 1 computes the student's clean
 //!   forward only for BatchNorm's running statistics; without a graph it
 //!   costs no backward pass and keeps no activations, and the update is the
-//!   same bit for bit ([`crate::train::StudentUpdate`]). Device-independent.
+//!   same bit for bit ([`crate::train::StudentUpdate`]). Device-independent;
+//! - `malloc_reuse`: glibc malloc with one arena and no returning of freed
+//!   memory ([`reuse_freed_memory`]). libtorch allocates its activations and
+//!   gradients afresh on every step; by default glibc serves blocks over
+//!   32 MB with fresh mappings and keeps one arena per thread, so each step
+//!   page-faults its working set in again (kernel time), and every pipeline
+//!   stage thread holds its own high-water mark (resident memory).
 //!
 //! The pipeline's attack stage simply makes its replica the bf16 copy (the
 //! weights it loads are rounded on the way in, the BatchNorm statistics it
@@ -38,12 +44,43 @@ pub fn cpu_has_native_bf16() -> bool {
     }
 }
 
+/// glibc malloc, process-wide: one arena for every thread, no block served
+/// by its own mapping, and free memory at the top of the heap kept (up to
+/// 2 GiB), so freed buffers are reused instead of faulted in again. Takes
+/// effect for arenas not yet created (call it before starting threads).
+/// Returns false where it does not apply (not glibc) or glibc refused.
+pub fn reuse_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::raw::c_int;
+        extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+        }
+        // From glibc's malloc.h.
+        const M_TRIM_THRESHOLD: c_int = -1;
+        const M_MMAP_MAX: c_int = -4;
+        const M_ARENA_MAX: c_int = -8;
+        // SAFETY: mallopt only changes allocator parameters; these values are valid.
+        unsafe {
+            mallopt(M_ARENA_MAX, 1) == 1
+                && mallopt(M_MMAP_MAX, 0) == 1
+                && mallopt(M_TRIM_THRESHOLD, c_int::MAX) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// The fast paths of a run, checked against its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Perf {
     pub channels_last: bool,
     /// The attack's compute type when it is not f32.
     pub attack_kind: Option<Kind>,
+    /// Tune glibc malloc when the run starts ([`reuse_freed_memory`]).
+    pub malloc_reuse: bool,
 }
 
 impl PerfConfig {
@@ -57,8 +94,9 @@ impl PerfConfig {
                 AttackDtype::F32 => None,
                 AttackDtype::Bf16 => Some(Kind::BFloat16),
             },
+            malloc_reuse: self.malloc_reuse,
         };
-        if perf == Perf::default() {
+        if !perf.channels_last && perf.attack_kind.is_none() {
             return Ok(perf);
         }
         if device != Device::Cpu {
@@ -79,6 +117,13 @@ impl PerfConfig {
 }
 
 impl Perf {
+    /// Process-wide settings, once per run before its threads start.
+    pub fn apply_process_settings(&self) {
+        if self.malloc_reuse && !reuse_freed_memory() {
+            log::warn!("perf.malloc_reuse: not glibc malloc here (or refused); left as it is");
+        }
+    }
+
     /// Applies the memory-format path to a model that runs in f32 (student,
     /// teacher, evaluation copy). A no-op when off.
     pub fn prepare(&self, model: &mut Model) {
@@ -235,8 +280,8 @@ mod tests {
     fn attack_shadow_refreshes_and_returns_statistics() {
         let student = model();
         let perf = Perf {
-            channels_last: false,
             attack_kind: Some(Kind::BFloat16),
+            ..Default::default()
         };
         let mut shadow = perf.attack_shadow(&student).unwrap().unwrap();
         let attacked = shadow.refresh(&student).unwrap();

@@ -1,6 +1,6 @@
 //! `ard-pipeline bench` in a tiny setting (batches of 4 images, a WRN-10-1
-//! teacher, a width-0.5 student, one thread): every side runs, and the JSON
-//! report is well formed. No timing is asserted.
+//! teacher, a width-0.5 student, one thread): every side runs (each in its own
+//! process), and the JSON report is well formed. No timing is asserted.
 
 mod common;
 
@@ -70,6 +70,8 @@ fn bench_runs_every_side_and_writes_its_json() {
         assert!(speed.is_finite() && speed > 0.0, "{run}");
         let loss = num(run, "mean_loss");
         assert!(loss.is_finite() && loss >= 0.0, "{run}");
+        // Every run is its own process and reports its peak memory.
+        assert!(num(run, "peak_rss_mib") > 10.0, "{run}");
         match run["side"].as_str().unwrap() {
             "reference" => {
                 assert_eq!(run["variant"], "fp32");
@@ -111,6 +113,7 @@ fn bench_runs_every_side_and_writes_its_json() {
             assert!(num(row, key) > 0.0, "{key} in {row}");
         }
         assert!(row["pipeline_busy_share"]["attack"].is_number());
+        assert!(num(row, "pipeline_peak_rss_mib") > 0.0, "{row}");
     }
 }
 

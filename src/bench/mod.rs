@@ -5,7 +5,11 @@
 //!
 //! A plan is a product: teachers x attack steps x soft-label source (the
 //! cases) x repetitions, and within each, every side; the Rust sides once per
-//! variant (fp32, or a set of `[perf]` fast paths or a thread count). The
+//! variant (fp32, or a set of `[perf]` fast paths or a thread count). Every
+//! run is a fresh process (the Rust sides re-run this binary with the hidden
+//! `bench-run` command, the reference is a Python process), so that no run
+//! inherits another's allocator state, and each reports its own peak
+//! resident memory. The
 //! sides of one case run one after the other and the order flips on every
 //! repetition, so that a machine whose load drifts (shared cores) biases none
 //! of them. All sides train the same random weights on the same CIFAR-10
@@ -38,7 +42,7 @@ use std::time::Instant;
 use tch::Device;
 
 /// Who trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The PyTorch reference loop (always fp32, PyTorch's default threads).
@@ -65,14 +69,16 @@ impl FromStr for Side {
 
 /// How the Rust sides run: `fp32` (the config's `[perf]` and threads as
 /// they are), or `+`-joined changes: `channels_last`, `bf16`,
-/// `no_grad_clean` (`perf.clean_forward_no_grad`), `threads=N` (every stage
-/// N intra-op threads instead of the pipeline's thread plan).
+/// `no_grad_clean` (`perf.clean_forward_no_grad`), `malloc_reuse`
+/// (`perf.malloc_reuse`), `threads=N` (every stage N intra-op threads
+/// instead of the pipeline's thread plan).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Variant {
     pub name: String,
     pub channels_last: bool,
     pub bf16: bool,
     pub no_grad_clean: bool,
+    pub malloc_reuse: bool,
     pub threads: Option<usize>,
 }
 
@@ -84,6 +90,7 @@ impl FromStr for Variant {
             channels_last: false,
             bf16: false,
             no_grad_clean: false,
+            malloc_reuse: false,
             threads: None,
         };
         for part in s.split('+') {
@@ -92,11 +99,12 @@ impl FromStr for Variant {
                 "channels_last" => v.channels_last = true,
                 "bf16" => v.bf16 = true,
                 "no_grad_clean" => v.no_grad_clean = true,
+                "malloc_reuse" => v.malloc_reuse = true,
                 _ => match part.strip_prefix("threads=").map(str::parse::<usize>) {
                     Some(Ok(n)) if n >= 1 => v.threads = Some(n),
                     _ => {
                         return Err(format!(
-                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, threads=N, joined with +)"
+                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, malloc_reuse, threads=N, joined with +)"
                         ))
                     }
                 },
@@ -117,6 +125,9 @@ impl Variant {
         }
         if self.no_grad_clean {
             cfg.perf.clean_forward_no_grad = true;
+        }
+        if self.malloc_reuse {
+            cfg.perf.malloc_reuse = true;
         }
         if self.threads.is_some() {
             cfg.run.threads = self.threads;
@@ -162,6 +173,8 @@ pub struct BenchPlan {
     pub sides: Vec<Side>,
     pub variants: Vec<Variant>,
     pub reps: usize,
+    /// The `ard-pipeline` binary that runs each Rust run (`bench-run`).
+    pub exe: PathBuf,
     /// The venv's Python and the reference script (for [`Side::Reference`]).
     pub python: PathBuf,
     pub reference_script: PathBuf,
@@ -372,7 +385,7 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
                             })
                             .collect();
                         let cfg = plan.config(&case, variant, &work, &name)?;
-                        rust_side(side, &cfg)?
+                        rust_process(plan, side, &cfg, &work)?
                     }
                     (_, None) => unreachable!("Rust sides always carry a variant"),
                 };
@@ -422,8 +435,53 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// One run of the pipeline or the sequential trainer.
-fn rust_side(side: Side, cfg: &Config) -> Result<RunRecord> {
+/// One Rust run in its own process: `exe bench-run --side S CONFIG`.
+fn rust_process(plan: &BenchPlan, side: Side, cfg: &Config, work: &Path) -> Result<RunRecord> {
+    let path = work.join(format!("{}-{side:?}.toml", cfg.run.name).to_lowercase());
+    std::fs::write(&path, cfg.to_toml()).map_err(|e| Error::io(&path, e))?;
+    let side_name = match side {
+        Side::Pipeline => "pipeline",
+        Side::Sequential => "sequential",
+        Side::Reference => unreachable!("the reference runs in Python"),
+    };
+    let out = Command::new(&plan.exe)
+        .args(["--log-level", "warn", "bench-run", "--side", side_name])
+        .arg(&path)
+        .output()
+        .map_err(|e| Error::Other(format!("bench: cannot run {}: {e}", plan.exe.display())))?;
+    parse_child(&out, "run")
+}
+
+/// The JSON record a child process printed last on stdout.
+fn parse_child(out: &std::process::Output, what: &str) -> Result<RunRecord> {
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "bench: the {what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| {
+        Error::Other(format!(
+            "bench: {what} output {line:?} is not its JSON: {e}"
+        ))
+    })
+}
+
+/// The hidden `bench-run` command: one run of the pipeline or the sequential
+/// trainer from a resolved config file (no environment overrides: the
+/// parent has applied them), as one JSON line of [`RunRecord`].
+pub fn run_child(side: Side, config_path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
+    let cfg = crate::config::load_str(&text, &config_path.display().to_string(), false)?;
+    let record = run_one(side, &cfg)?;
+    serde_json::to_string(&record).map_err(|e| Error::Other(format!("bench: {e}")))
+}
+
+/// One run of the pipeline or the sequential trainer, in this process.
+pub fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     let images = cfg.data.train_limit.unwrap_or(0) as u64;
     match side {
         Side::Pipeline => {
@@ -476,6 +534,10 @@ fn rust_side(side: Side, cfg: &Config) -> Result<RunRecord> {
         }
         Side::Reference => unreachable!("the reference runs in Python"),
     }
+    .map(|record| RunRecord {
+        peak_rss_mib: report::peak_rss_mib(),
+        ..record
+    })
 }
 
 /// One run of the PyTorch reference loop.
@@ -520,37 +582,7 @@ fn reference(plan: &BenchPlan, case: &Case, work: &Path) -> Result<RunRecord> {
     let out = cmd
         .output()
         .map_err(|e| Error::Other(format!("bench: cannot run {}: {e}", plan.python.display())))?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "bench: the reference loop failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    let parsed: ReferenceOutput = serde_json::from_str(line).map_err(|e| {
-        Error::Other(format!(
-            "bench: reference output {line:?} is not its JSON: {e}"
-        ))
-    })?;
-    Ok(RunRecord::timed(
-        parsed.images,
-        parsed.seconds,
-        Some(parsed.mean_loss),
-        None,
-        Some(parsed.parts),
-        None,
-    ))
-}
-
-/// What `scripts/bench_reference.py` prints.
-#[derive(Debug, serde::Deserialize)]
-struct ReferenceOutput {
-    images: u64,
-    seconds: f64,
-    mean_loss: f64,
-    parts: BTreeMap<String, f64>,
+    parse_child(&out, "reference loop")
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use super::{BenchPlan, Side};
 use crate::config::SoftLabels;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The machine the numbers come from.
@@ -53,7 +53,7 @@ impl Machine {
 }
 
 /// A pipeline stage's share of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageShare {
     pub stage: String,
     pub batches: u64,
@@ -65,15 +65,23 @@ pub struct StageShare {
     pub busy_share: f64,
 }
 
-/// One timed run.
-#[derive(Debug, Clone, Serialize)]
+/// One timed run. A run's own process prints the fields from `images` on;
+/// the bench fills in the case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
+    #[serde(default)]
     pub teacher: String,
+    #[serde(default)]
     pub steps: usize,
+    #[serde(default = "online")]
     pub soft_labels: SoftLabels,
+    #[serde(default)]
     pub batches: usize,
+    #[serde(default = "reference")]
     pub side: Side,
+    #[serde(default)]
     pub variant: String,
+    #[serde(default)]
     pub rep: usize,
     pub images: u64,
     /// First batch to last, the first included.
@@ -87,8 +95,21 @@ pub struct RunRecord {
     /// Reference: seconds in data, teacher, attack and student.
     pub parts: Option<BTreeMap<String, f64>>,
     /// Pipeline: soft-label cache hits and misses.
+    #[serde(default)]
     pub cache_hits: Option<u64>,
+    #[serde(default)]
     pub cache_misses: Option<u64>,
+    /// Peak resident memory of the run's process (VmHWM / ru_maxrss), MiB.
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
+}
+
+fn online() -> SoftLabels {
+    SoftLabels::Online
+}
+
+fn reference() -> Side {
+    Side::Reference
 }
 
 impl RunRecord {
@@ -116,6 +137,7 @@ impl RunRecord {
             parts,
             cache_hits: cache.map(|c| c.0),
             cache_misses: cache.map(|c| c.1),
+            peak_rss_mib: None,
         }
     }
 }
@@ -137,6 +159,10 @@ pub struct SummaryRow {
     pub pipeline_time_over_sequential: Option<f64>,
     /// Median busy share per pipeline stage.
     pub pipeline_busy_share: BTreeMap<String, f64>,
+    /// Median peak resident memory of each side's processes, MiB.
+    pub reference_peak_rss_mib: Option<f64>,
+    pub pipeline_peak_rss_mib: Option<f64>,
+    pub sequential_peak_rss_mib: Option<f64>,
 }
 
 /// The whole report (`--json`).
@@ -150,7 +176,7 @@ pub struct BenchReport {
     pub cache_fill_s: BTreeMap<String, f64>,
     pub runs: Vec<RunRecord>,
     pub summary: Vec<SummaryRow>,
-    /// Peak resident memory of this process (VmHWM), MiB.
+    /// Peak resident memory of the bench process itself (VmHWM), MiB.
     pub peak_rss_mib: Option<f64>,
     pub wall_s: f64,
 }
@@ -205,11 +231,15 @@ impl BenchReport {
                     .collect()
             };
             let speed = |rs: &[&RunRecord]| median(rs.iter().map(|r| r.images_per_s).collect());
-            let reference = speed(&of_case(Side::Reference, None));
+            let rss =
+                |rs: &[&RunRecord]| median(rs.iter().filter_map(|r| r.peak_rss_mib).collect());
+            let reference_runs = of_case(Side::Reference, None);
+            let reference = speed(&reference_runs);
             for variant in &plan.variants {
                 let pipeline_runs = of_case(Side::Pipeline, Some(&variant.name));
                 let pipeline = speed(&pipeline_runs);
-                let sequential = speed(&of_case(Side::Sequential, Some(&variant.name)));
+                let sequential_runs = of_case(Side::Sequential, Some(&variant.name));
+                let sequential = speed(&sequential_runs);
                 let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
                 let mut busy: BTreeMap<String, Vec<f64>> = BTreeMap::new();
                 for r in &pipeline_runs {
@@ -233,6 +263,9 @@ impl BenchReport {
                         .into_iter()
                         .filter_map(|(k, v)| median(v).map(|m| (k, m)))
                         .collect(),
+                    reference_peak_rss_mib: rss(&reference_runs),
+                    pipeline_peak_rss_mib: rss(&pipeline_runs),
+                    sequential_peak_rss_mib: rss(&sequential_runs),
                 });
             }
         }
@@ -328,6 +361,22 @@ impl BenchReport {
                 s.push('\n');
             }
         }
+        s.push_str(&format!(
+            "\npeak resident memory per run process (MiB)\n{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9}\n",
+            "teacher", "steps", "labels", "variant", "reference", "pipeline", "sequential"
+        ));
+        for r in &self.summary {
+            s.push_str(&format!(
+                "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9}\n",
+                r.teacher,
+                r.steps,
+                format!("{:?}", r.soft_labels).to_lowercase(),
+                r.variant,
+                f(r.reference_peak_rss_mib, 0),
+                f(r.pipeline_peak_rss_mib, 0),
+                f(r.sequential_peak_rss_mib, 0),
+            ));
+        }
         let parts: Vec<&RunRecord> = self.runs.iter().filter(|r| r.parts.is_some()).collect();
         if !parts.is_empty() {
             s.push_str("\nreference time by part (seconds)\n");
@@ -357,7 +406,7 @@ impl BenchReport {
             ));
         }
         s.push_str(&format!(
-            "peak RSS of the bench process: {} MiB; {:.0}s in all\n",
+            "peak RSS of the bench process itself: {} MiB; {:.0}s in all\n",
             f(self.peak_rss_mib, 0),
             self.wall_s
         ));

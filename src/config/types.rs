@@ -588,6 +588,11 @@ pub struct PerfConfig {
     /// it without recording a graph. The same weights bit for bit, one
     /// backward pass and the clean forward's activations less.
     pub clean_forward_no_grad: bool,
+    /// glibc malloc (Linux): one arena for all threads, and freed memory kept
+    /// for reuse instead of handed back to the OS, so that libtorch's large
+    /// per-step buffers stop costing fresh zeroed pages (page faults) on
+    /// every step. Process-wide, applied when a run starts.
+    pub malloc_reuse: bool,
 }
 
 // --- [guard] (issue 6: honest robustness evaluation) -------------------------

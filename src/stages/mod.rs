@@ -38,10 +38,14 @@ pub use student::EpochTrainStats;
 /// The stage names, in pipeline order.
 pub const STAGES: [&str; 5] = ["data", "teacher", "attack", "student", "eval"];
 
-/// Intra-op threads per stage, keeping the stages that run at the same time
-/// within the machine's cores. At staleness 0 the attack and the student
-/// alternate (each waits for the other), so they share one budget; the
-/// teacher runs ahead beside them; data and eval take one thread each.
+/// Intra-op threads per stage. At staleness 0 the attack and the student
+/// alternate (each waits for the other), so each takes every core; the
+/// teacher runs ahead beside them on half the cores, and the OS shares the
+/// cores when both are busy. (Keeping the attack and the student off the
+/// teacher's cores left cores idle whenever the teacher waited: 1.6x to 1.9x
+/// slower on 2 cores, README "Performance".) At staleness 1 the attack and
+/// the student overlap and share what the teacher leaves. Data and eval take
+/// one thread each.
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadPlan {
     pub data: usize,
@@ -69,9 +73,13 @@ impl ThreadPlan {
             };
         }
         let teacher = if has_teacher { (cores / 2).max(1) } else { 1 };
-        let main = cores
-            .saturating_sub(if has_teacher { teacher } else { 0 })
-            .max(1);
+        let main = if cfg.pipeline.max_weight_staleness == 0 {
+            cores
+        } else {
+            cores
+                .saturating_sub(if has_teacher { teacher } else { 0 })
+                .max(1)
+        };
         ThreadPlan {
             data: 1,
             teacher,

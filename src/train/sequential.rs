@@ -81,6 +81,9 @@ impl RunSetup {
     /// Checks paths and devices, reads the data and builds the models.
     pub fn build(cfg: &Config) -> Result<RunSetup> {
         let device = crate::device::resolve_device(&cfg.run.device)?;
+        // [perf]: checked against the device; process settings before any threads start.
+        let perf = cfg.perf.build(device)?;
+        perf.apply_process_settings();
         crate::device::set_threads(cfg.run.threads);
         tch::manual_seed(cfg.run.seed as i64);
         data::ensure_cifar10(&cfg.data)?;
@@ -90,7 +93,6 @@ impl RunSetup {
             test = test.prefix(n);
         }
         let test = eval_set(&test)?;
-        let perf = cfg.perf.build(device)?;
         let mut student = match &cfg.student.init {
             Some(path) => Model::load(cfg.student.arch, device, path)?,
             None => Model::new(cfg.student.arch, device),
