@@ -195,17 +195,6 @@ impl Checkpoint {
         sgd.load_state(&self.optim)
             .map_err(|e| ckpt_err(&self.path, e.to_string()))
     }
-
-    /// Loads only the saved weights into `student`.
-    pub fn restore_weights(&self, student: &mut Model) -> Result<()> {
-        let arch = student.arch.to_string();
-        let model = self
-            .model
-            .iter()
-            .map(|(k, v)| (k.clone(), v.shallow_clone()))
-            .collect();
-        crate::checkpoint::load_map_into(&mut student.vs, model, &self.path, &arch)
-    }
 }
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
