@@ -201,7 +201,7 @@ pub struct BenchArgs {
         default_value = "reference,pipeline,sequential"
     )]
     pub sides: Vec<String>,
-    /// How the Rust sides run: fp32, channels_last, bf16, no_grad_clean, malloc_reuse, threads=N, or +-joined (channels_last+bf16).
+    /// How the Rust sides run: fp32 (the defaults), channels_last, bf16, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, threads=N, or +-joined (channels_last+bf16).
     #[arg(long, value_delimiter = ',', default_value = "fp32")]
     pub variants: Vec<String>,
     /// Repetitions of every case (the order of the sides flips on each).

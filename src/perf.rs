@@ -81,6 +81,8 @@ pub struct Perf {
     pub attack_kind: Option<Kind>,
     /// Tune glibc malloc when the run starts ([`reuse_freed_memory`]).
     pub malloc_reuse: bool,
+    /// fp16 autocast and loss scaling (CUDA).
+    pub amp: bool,
 }
 
 impl PerfConfig {
@@ -95,7 +97,14 @@ impl PerfConfig {
                 AttackDtype::Bf16 => Some(Kind::BFloat16),
             },
             malloc_reuse: self.malloc_reuse,
+            amp: self.amp,
         };
+        if perf.amp && !device.is_cuda() {
+            return Err(Error::Other(format!(
+                "perf.amp = true: fp16 autocast is a CUDA path and the run's device is {device:?}; \
+                 on a CPU use perf.attack_dtype = \"bf16\" (or run on a GPU)"
+            )));
+        }
         if !perf.channels_last && perf.attack_kind.is_none() {
             return Ok(perf);
         }
@@ -303,7 +312,21 @@ mod tests {
         assert!(cfg.build(Device::Cuda(0)).is_err());
         assert_eq!(
             PerfConfig::default().build(Device::Cuda(0)).unwrap(),
-            Perf::default()
+            Perf {
+                malloc_reuse: true,
+                ..Perf::default()
+            }
         );
+    }
+
+    #[test]
+    fn amp_is_a_cuda_path() {
+        let cfg = PerfConfig {
+            amp: true,
+            ..Default::default()
+        };
+        let e = cfg.build(Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("perf.amp") && e.contains("bf16"), "{e}");
+        assert!(cfg.build(Device::Cuda(0)).unwrap().amp);
     }
 }

@@ -72,6 +72,7 @@ fn bench_runs_every_side_and_writes_its_json() {
         assert!(loss.is_finite() && loss >= 0.0, "{run}");
         // Every run is its own process and reports its peak memory.
         assert!(num(run, "peak_rss_mib") > 10.0, "{run}");
+        assert!(num(run, "cpu_s") > 0.0, "{run}");
         match run["side"].as_str().unwrap() {
             "reference" => {
                 assert_eq!(run["variant"], "fp32");

@@ -72,7 +72,12 @@ fn no_grad_clean_forward_is_the_same_update_bit_for_bit() {
     common::deterministic();
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    let plain = train::train_sequential(&config(dir.path(), ""), None, |_| {}).unwrap();
+    let plain = train::train_sequential(
+        &config(dir.path(), "clean_forward_no_grad = false"),
+        None,
+        |_| {},
+    )
+    .unwrap();
     let fast = train::train_sequential(
         &config(dir.path(), "clean_forward_no_grad = true"),
         None,

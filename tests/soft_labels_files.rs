@@ -458,3 +458,58 @@ fn config_keys_are_validated() {
         Path::new("cache/soft-labels/wrn34_10-k8-f32.softlabels")
     );
 }
+
+/// A complete cache held on the device (the CUDA path, run here on the CPU)
+/// gives the same soft labels as reading the file per batch; an incomplete
+/// cache is not held.
+#[test]
+fn a_resident_cache_gives_the_same_soft_labels_as_the_file() {
+    use ard_pipeline::data;
+    use ard_pipeline::soft_labels::SoftLabelSource;
+    common::deterministic();
+    let dir = tempfile::tempdir().unwrap();
+    teacher(dir.path());
+    let (cfg, _) = fill_config(dir.path(), "resident", "f16");
+    let r = command::fill(&cfg, None, |_| {}).unwrap();
+    let open = || SoftLabelSource::cached(SoftLabelCache::open_any(&r.path).unwrap());
+    let (mut from_file, mut resident) = (open(), open());
+    assert!(resident.keep_on_device(Device::Cpu).unwrap());
+    let teacher = Model::load(
+        "wrn10_1".parse().unwrap(),
+        Device::Cpu,
+        &dir.path().join("teacher.safetensors"),
+    )
+    .unwrap();
+    let train = data::load_split(&cfg.data.root, data::SplitKind::Train, cfg.data.checksums)
+        .unwrap()
+        .prefix(40);
+    let view_set = soft_labels::identity::view_set(&cfg).unwrap();
+    let mut batches = 0;
+    for epoch in 0..2u64 {
+        let plan = data::EpochPlan::train(&cfg.data, 0, epoch);
+        for (indices, planned) in data::batches(&train, &plan) {
+            let views = view_set.training_views(0, epoch, true, &indices, planned);
+            let batch = data::make_batch(&train, &indices, &views, Device::Cpu).unwrap();
+            let a = from_file
+                .logits(&teacher, &batch.images, &batch.indices, &batch.views)
+                .unwrap();
+            let b = resident
+                .logits(&teacher, &batch.images, &batch.indices, &batch.views)
+                .unwrap();
+            assert_eq!(a.size(), b.size());
+            assert_eq!(common::max_abs(&a, &b), 0.0);
+            batches += 1;
+        }
+    }
+    assert!(batches >= 4);
+    assert_eq!(resident.counts(), from_file.counts());
+
+    // A third filled: nothing to hold, the file path is used.
+    let partial = dir.path().join("partial.softlabels");
+    write_cache(&partial);
+    let cache = SoftLabelCache::open_any(&partial).unwrap();
+    assert!(!cache.is_complete());
+    assert!(!SoftLabelSource::cached(cache)
+        .keep_on_device(Device::Cpu)
+        .unwrap());
+}

@@ -15,6 +15,7 @@ use prometheus::IntGauge;
 
 use crate::cancel::CancelToken;
 use crate::error::StageError;
+use crate::lane::ComputeLane;
 use crate::watchdog::BusyClock;
 
 /// Sends a stage's output messages downstream. Given to [`Stage::handle`] and
@@ -157,6 +158,38 @@ impl<T: Send + 'static> Emitter<T> {
             self.clock.start();
         }
         result
+    }
+
+    /// Runs `job` on a shared [`ComputeLane`] and returns its result. The time
+    /// the job waits for the lane (other stages' jobs ahead of it) is recorded
+    /// as idle time, and the stall watchdog is paused meanwhile; its run is
+    /// busy time. A panic in the job is re-raised here.
+    pub fn on_lane<R: Send>(
+        &mut self,
+        lane: &ComputeLane,
+        job: impl FnOnce() -> R + Send,
+    ) -> Result<R, StageError> {
+        let was_busy = self.clock.stop();
+        let clock = self.clock.clone();
+        let outcome = lane.run(move || {
+            clock.start();
+            job()
+        });
+        match outcome {
+            Ok((result, queued)) => {
+                self.waits.idle += queued;
+                if !was_busy {
+                    self.clock.stop();
+                }
+                Ok(result)
+            }
+            Err(stopped) => {
+                if was_busy {
+                    self.clock.start();
+                }
+                Err(StageError::msg(stopped.to_string()))
+            }
+        }
     }
 
     /// The waits recorded since the last call, resetting them.

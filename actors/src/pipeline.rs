@@ -35,6 +35,7 @@ use crate::driver::{self, NodeBody, NodeContext};
 use crate::emitter::Emitter;
 use crate::error::PipelineError;
 use crate::inbox::Inbox;
+use crate::lane::LaneServer;
 use crate::metrics::PipelineMetrics;
 use crate::metrics_names::queue_name;
 use crate::stage::{Message, Source, Stage};
@@ -361,9 +362,22 @@ impl PipelineHandle {
     /// it; [`PipelineError::Cancelled`] if it was cancelled. Threads of stalled
     /// stages, and threads still running `shutdown_grace` after the pipeline was
     /// stopped, are detached rather than joined, so this always returns.
-    pub fn join(mut self) -> Result<RunSummary, PipelineError> {
+    pub fn join(self) -> Result<RunSummary, PipelineError> {
+        self.finish(None)
+    }
+
+    /// Like [`join`](Self::join), while running the jobs of a [`ComputeLane`]
+    /// on this thread (the lane's [`LaneServer`]), so that stages computing on
+    /// the lane run their tensor work on the thread that built them.
+    ///
+    /// [`ComputeLane`]: crate::ComputeLane
+    pub fn join_serving(self, lane: LaneServer) -> Result<RunSummary, PipelineError> {
+        self.finish(Some(lane))
+    }
+
+    fn finish(mut self, lane: Option<LaneServer>) -> Result<RunSummary, PipelineError> {
         self.joined = true;
-        self.wait_for_threads();
+        self.wait_for_threads(lane.as_ref());
         if let Some(watchdog) = self.watchdog.take() {
             watchdog.stop();
         }
@@ -379,7 +393,7 @@ impl PipelineHandle {
         })
     }
 
-    fn wait_for_threads(&mut self) {
+    fn wait_for_threads(&mut self, lane: Option<&LaneServer>) {
         let mut deadline: Option<Instant> = None;
         loop {
             for index in 0..self.threads.len() {
@@ -408,7 +422,21 @@ impl PipelineHandle {
             let wait = deadline.map_or(JOIN_POLL, |deadline| {
                 deadline.saturating_duration_since(now).min(JOIN_POLL)
             });
-            match self.done.recv_timeout(wait) {
+            let done = match lane {
+                // Run lane jobs as they come while waiting (a closed lane: all its users are gone).
+                Some(lane) => crossbeam_channel::select! {
+                    recv(self.done) -> index => index.map_err(|_| RecvTimeoutError::Disconnected),
+                    recv(lane.jobs()) -> job => {
+                        if let Ok(job) = job {
+                            job();
+                        }
+                        continue;
+                    }
+                    default(wait) => Err(RecvTimeoutError::Timeout),
+                },
+                None => self.done.recv_timeout(wait),
+            };
+            match done {
                 Ok(index) => self.join_thread(index),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {

@@ -28,7 +28,7 @@ mod report;
 
 pub use report::{BenchReport, Machine, RunRecord, StageShare, SummaryRow};
 
-use crate::config::{AttackDtype, Config, SoftLabels, Views};
+use crate::config::{AttackDtype, ComputePlacement, Config, SoftLabels, Views};
 use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::{Arch, Model};
@@ -67,18 +67,20 @@ impl FromStr for Side {
     }
 }
 
-/// How the Rust sides run: `fp32` (the config's `[perf]` and threads as
-/// they are), or `+`-joined changes: `channels_last`, `bf16`,
-/// `no_grad_clean` (`perf.clean_forward_no_grad`), `malloc_reuse`
-/// (`perf.malloc_reuse`), `threads=N` (every stage N intra-op threads
-/// instead of the pipeline's thread plan).
+/// How the Rust sides run: `fp32` (the config's `[perf]`, `[pipeline]` and
+/// threads as they are, i.e. the defaults), or `+`-joined changes:
+/// `channels_last`, `bf16` (the rounding fast paths), `no_grad_clean` /
+/// `graph_clean` (`perf.clean_forward_no_grad` true / false),
+/// `malloc_reuse` / `no_malloc_reuse` (`perf.malloc_reuse`), `shared` /
+/// `per_stage` (`pipeline.compute`), `threads=N` (`run.threads`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Variant {
     pub name: String,
     pub channels_last: bool,
     pub bf16: bool,
-    pub no_grad_clean: bool,
-    pub malloc_reuse: bool,
+    pub no_grad_clean: Option<bool>,
+    pub malloc_reuse: Option<bool>,
+    pub compute: Option<ComputePlacement>,
     pub threads: Option<usize>,
 }
 
@@ -89,8 +91,9 @@ impl FromStr for Variant {
             name: s.to_string(),
             channels_last: false,
             bf16: false,
-            no_grad_clean: false,
-            malloc_reuse: false,
+            no_grad_clean: None,
+            malloc_reuse: None,
+            compute: None,
             threads: None,
         };
         for part in s.split('+') {
@@ -98,13 +101,17 @@ impl FromStr for Variant {
                 "fp32" => {}
                 "channels_last" => v.channels_last = true,
                 "bf16" => v.bf16 = true,
-                "no_grad_clean" => v.no_grad_clean = true,
-                "malloc_reuse" => v.malloc_reuse = true,
+                "no_grad_clean" => v.no_grad_clean = Some(true),
+                "graph_clean" => v.no_grad_clean = Some(false),
+                "malloc_reuse" => v.malloc_reuse = Some(true),
+                "no_malloc_reuse" => v.malloc_reuse = Some(false),
+                "shared" => v.compute = Some(ComputePlacement::Shared),
+                "per_stage" => v.compute = Some(ComputePlacement::PerStage),
                 _ => match part.strip_prefix("threads=").map(str::parse::<usize>) {
                     Some(Ok(n)) if n >= 1 => v.threads = Some(n),
                     _ => {
                         return Err(format!(
-                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, malloc_reuse, threads=N, joined with +)"
+                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, threads=N, joined with +)"
                         ))
                     }
                 },
@@ -123,11 +130,14 @@ impl Variant {
         if self.bf16 {
             cfg.perf.attack_dtype = AttackDtype::Bf16;
         }
-        if self.no_grad_clean {
-            cfg.perf.clean_forward_no_grad = true;
+        if self.no_grad_clean.is_some() {
+            cfg.perf.clean_forward_no_grad = self.no_grad_clean;
         }
-        if self.malloc_reuse {
-            cfg.perf.malloc_reuse = true;
+        if let Some(reuse) = self.malloc_reuse {
+            cfg.perf.malloc_reuse = reuse;
+        }
+        if let Some(compute) = self.compute {
+            cfg.pipeline.compute = compute;
         }
         if self.threads.is_some() {
             cfg.run.threads = self.threads;
@@ -483,6 +493,7 @@ pub fn run_child(side: Side, config_path: &Path) -> Result<String> {
 /// One run of the pipeline or the sequential trainer, in this process.
 pub fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     let images = cfg.data.train_limit.unwrap_or(0) as u64;
+    let cpu_before = report::cpu_seconds();
     match side {
         Side::Pipeline => {
             let registry = prometheus::Registry::new();
@@ -536,6 +547,9 @@ pub fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     }
     .map(|record| RunRecord {
         peak_rss_mib: report::peak_rss_mib(),
+        cpu_s: report::cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before),
         ..record
     })
 }

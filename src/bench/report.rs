@@ -102,6 +102,12 @@ pub struct RunRecord {
     /// Peak resident memory of the run's process (VmHWM / ru_maxrss), MiB.
     #[serde(default)]
     pub peak_rss_mib: Option<f64>,
+    /// CPU seconds (all threads, user + system) of the run: from after
+    /// start-up (imports) to the last batch, data loading and model building
+    /// included, the reference's untimed soft-label pass excluded. Less
+    /// sensitive than `seconds` to other processes on the machine.
+    #[serde(default)]
+    pub cpu_s: Option<f64>,
 }
 
 fn online() -> SoftLabels {
@@ -138,6 +144,7 @@ impl RunRecord {
             cache_hits: cache.map(|c| c.0),
             cache_misses: cache.map(|c| c.1),
             peak_rss_mib: None,
+            cpu_s: None,
         }
     }
 }
@@ -159,6 +166,10 @@ pub struct SummaryRow {
     pub pipeline_time_over_sequential: Option<f64>,
     /// Median busy share per pipeline stage.
     pub pipeline_busy_share: BTreeMap<String, f64>,
+    /// Median images per CPU-second (all threads) of each side.
+    pub reference_images_per_cpu_s: Option<f64>,
+    pub pipeline_images_per_cpu_s: Option<f64>,
+    pub sequential_images_per_cpu_s: Option<f64>,
     /// Median peak resident memory of each side's processes, MiB.
     pub reference_peak_rss_mib: Option<f64>,
     pub pipeline_peak_rss_mib: Option<f64>,
@@ -192,6 +203,18 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
+}
+
+/// CPU seconds (user + system, every thread) this process has used so far
+/// (Linux: /proc/self/stat, in USER_HZ = 100 ticks per second).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// VmHWM of this process, MiB (Linux).
@@ -233,6 +256,13 @@ impl BenchReport {
             let speed = |rs: &[&RunRecord]| median(rs.iter().map(|r| r.images_per_s).collect());
             let rss =
                 |rs: &[&RunRecord]| median(rs.iter().filter_map(|r| r.peak_rss_mib).collect());
+            let per_cpu = |rs: &[&RunRecord]| {
+                median(
+                    rs.iter()
+                        .filter_map(|r| r.cpu_s.map(|c| r.images as f64 / c.max(1e-9)))
+                        .collect(),
+                )
+            };
             let reference_runs = of_case(Side::Reference, None);
             let reference = speed(&reference_runs);
             for variant in &plan.variants {
@@ -263,6 +293,9 @@ impl BenchReport {
                         .into_iter()
                         .filter_map(|(k, v)| median(v).map(|m| (k, m)))
                         .collect(),
+                    reference_images_per_cpu_s: per_cpu(&reference_runs),
+                    pipeline_images_per_cpu_s: per_cpu(&pipeline_runs),
+                    sequential_images_per_cpu_s: per_cpu(&sequential_runs),
                     reference_peak_rss_mib: rss(&reference_runs),
                     pipeline_peak_rss_mib: rss(&pipeline_runs),
                     sequential_peak_rss_mib: rss(&sequential_runs),
@@ -362,16 +395,19 @@ impl BenchReport {
             }
         }
         s.push_str(&format!(
-            "\npeak resident memory per run process (MiB)\n{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9}\n",
-            "teacher", "steps", "labels", "variant", "reference", "pipeline", "sequential"
+            "\nimages per CPU-second, and peak resident memory per run process (MiB)\n{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
+            "teacher", "steps", "labels", "variant", "ref", "pipe", "seq", "ref MiB", "pipe MiB", "seq MiB"
         ));
         for r in &self.summary {
             s.push_str(&format!(
-                "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9}\n",
+                "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
                 r.teacher,
                 r.steps,
                 format!("{:?}", r.soft_labels).to_lowercase(),
                 r.variant,
+                f(r.reference_images_per_cpu_s, 2),
+                f(r.pipeline_images_per_cpu_s, 2),
+                f(r.sequential_images_per_cpu_s, 2),
                 f(r.reference_peak_rss_mib, 0),
                 f(r.pipeline_peak_rss_mib, 0),
                 f(r.sequential_peak_rss_mib, 0),

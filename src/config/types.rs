@@ -531,6 +531,8 @@ pub struct PipelineConfig {
     pub max_weight_staleness: u64,
     /// Fail when a stage is busy on one batch for longer than this (seconds).
     pub stall_timeout_s: Option<Real>,
+    /// Where the teacher, attack and student stages run their tensor work.
+    pub compute: ComputePlacement,
 }
 
 impl Default for PipelineConfig {
@@ -539,6 +541,37 @@ impl Default for PipelineConfig {
             queue_capacity: 2,
             max_weight_staleness: 0,
             stall_timeout_s: None,
+            compute: ComputePlacement::Auto,
+        }
+    }
+}
+
+/// `pipeline.compute`: where the teacher, attack and student stages compute.
+/// Either way each stage keeps its own thread, queue and metrics; this only
+/// decides which OS thread runs their tensor operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputePlacement {
+    /// `shared` on a CPU, `per_stage` on a GPU.
+    #[default]
+    Auto,
+    /// One compute thread with all the run's cores, used by the three stages
+    /// in turn (`ard_actors::ComputeLane`): one intra-op thread team, never
+    /// more compute threads than cores. On a CPU the stages cannot overlap
+    /// usefully anyway (each would take the same cores).
+    Shared,
+    /// Each stage computes on its own thread (a GPU overlaps their kernels;
+    /// on a CPU their intra-op teams oversubscribe the cores).
+    PerStage,
+}
+
+impl ComputePlacement {
+    /// Whether the stages share one compute thread on `device`.
+    pub fn shared_on(self, device: tch::Device) -> bool {
+        match self {
+            ComputePlacement::Auto => device == tch::Device::Cpu,
+            ComputePlacement::Shared => true,
+            ComputePlacement::PerStage => false,
         }
     }
 }
@@ -573,9 +606,11 @@ pub enum AttackDtype {
     Bf16,
 }
 
-/// `[perf]`: CPU fast paths, off by default. They change how the numbers are
-/// computed, not the algorithm (see `src/perf.rs` and README "Performance").
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[perf]`: how the numbers are computed, not the algorithm (see
+/// `src/perf.rs` and README "Performance"). The two paths that give the same
+/// weights bit for bit are on by default; the two that round differently
+/// (`channels_last`, `attack_dtype = "bf16"`) are opt-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerfConfig {
     /// Keep 4-d convolution weights and model inputs in channels-last (NHWC)
@@ -586,13 +621,41 @@ pub struct PerfConfig {
     /// ARD at alpha = 1 runs the student's clean forward only for BatchNorm's
     /// running statistics (its loss term has weight 0, as in ARD's code): run
     /// it without recording a graph. The same weights bit for bit, one
-    /// backward pass and the clean forward's activations less.
-    pub clean_forward_no_grad: bool,
+    /// backward pass and the clean forward's activations less. Unset (the
+    /// default): on wherever it applies; `true`: on, and refused where it
+    /// does not apply; `false`: off.
+    pub clean_forward_no_grad: Option<bool>,
     /// glibc malloc (Linux): one arena for all threads, and freed memory kept
     /// for reuse instead of handed back to the OS, so that libtorch's large
     /// per-step buffers stop costing fresh zeroed pages (page faults) on
-    /// every step. Process-wide, applied when a run starts.
+    /// every step. Process-wide, applied when a run starts. On by default.
     pub malloc_reuse: bool,
+    /// CUDA only: fp16 autocast (tensor cores; a T4 has them for fp16, not
+    /// bf16) for the training attack and the student's forward passes, with
+    /// dynamic loss scaling of the student's update (a skipped step on
+    /// overflow). Refused on a CPU, where autocast does nothing (bf16 there
+    /// is `attack_dtype`).
+    pub amp: bool,
+}
+
+impl Default for PerfConfig {
+    fn default() -> Self {
+        Self {
+            channels_last: false,
+            attack_dtype: AttackDtype::F32,
+            clean_forward_no_grad: None,
+            malloc_reuse: true,
+            amp: false,
+        }
+    }
+}
+
+impl PerfConfig {
+    /// Whether the student's clean forward runs without a graph where the
+    /// loss uses it only for BatchNorm statistics.
+    pub fn clean_forward_without_graph(&self) -> bool {
+        self.clean_forward_no_grad.unwrap_or(true)
+    }
 }
 
 // --- [guard] (issue 6: honest robustness evaluation) -------------------------

@@ -349,7 +349,8 @@ impl Config {
 
         let perf = &self.perf;
         c.require(
-            !perf.clean_forward_no_grad || self.loss.build().clean_forward_only_for_bn(),
+            perf.clean_forward_no_grad != Some(true)
+                || self.loss.build().clean_forward_only_for_bn(),
             "perf.clean_forward_no_grad",
             true,
             "only means something for the ard loss with alpha = 1 and clean_forward_for_bn = true",

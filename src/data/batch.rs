@@ -9,6 +9,7 @@
 use super::augment::{apply_view, view_for, View};
 use super::cifar::{Split, IMAGE_BYTES, IMAGE_SIZE};
 use crate::config::DataConfig;
+use crate::device::upload;
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -74,10 +75,11 @@ pub fn make_batch(
     }
     let labels: Vec<i64> = indices.iter().map(|&i| i64::from(split.label(i))).collect();
     let s = IMAGE_SIZE as i64;
-    let images = Tensor::f_from_slice(&pixels)?
-        .f_view([b as i64, 3, s, s])?
-        .f_to_device(device)?;
-    let labels = Tensor::f_from_slice(&labels)?.f_to_device(device)?;
+    let images = upload(
+        Tensor::f_from_slice(&pixels)?.f_view([b as i64, 3, s, s])?,
+        device,
+    )?;
+    let labels = upload(Tensor::f_from_slice(&labels)?, device)?;
     Ok(Batch {
         indices: indices.iter().map(|&i| i as u64).collect(),
         views: views.to_vec(),

@@ -57,6 +57,11 @@ impl Sgd {
         )
     }
 
+    /// The parameters it updates.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
     /// Clears every parameter's gradient.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {

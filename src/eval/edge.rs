@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn latency_is_measured() {
-        tch::set_num_threads(1);
+        crate::device::set_this_threads_intra_op(1);
         let model = Model::new("wrn10_1".parse().unwrap(), Device::Cpu);
         let opts = LatencyOptions {
             batch_sizes: vec![1, 4],

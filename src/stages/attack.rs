@@ -24,12 +24,14 @@ pub struct AttackStage {
     board: WeightBoard,
     staleness: u64,
     seed: u64,
-    threads: super::ThreadBudget,
+    compute: super::Compute,
     /// Version currently loaded in the replica (None: reload).
     loaded: Option<u64>,
     /// The attack targets the teacher (paper Algorithm 1): no replica refresh.
     teacher: Option<Model>,
     metrics: Option<crate::metrics::TrainMetrics>,
+    /// `perf.amp`: the attack under fp16 autocast (CUDA).
+    amp: bool,
 }
 
 impl AttackStage {
@@ -40,7 +42,7 @@ impl AttackStage {
         board: WeightBoard,
         staleness: u64,
         seed: u64,
-        threads: usize,
+        compute: super::Compute,
         teacher: Option<Model>,
         metrics: Option<crate::metrics::TrainMetrics>,
     ) -> Self {
@@ -54,11 +56,18 @@ impl AttackStage {
             board,
             staleness,
             seed,
-            threads: super::ThreadBudget::new(threads),
+            compute,
             loaded: None,
             teacher,
             metrics,
+            amp: false,
         }
+    }
+
+    /// Runs the attack under fp16 autocast (`perf.amp`, CUDA).
+    pub fn with_amp(mut self, amp: bool) -> Self {
+        self.amp = amp;
+        self
     }
 }
 
@@ -75,16 +84,21 @@ impl Stage for AttackStage {
         mut batch: TrainBatch,
         out: &mut Emitter<TrainBatch>,
     ) -> Result<(), StageError> {
-        self.threads.apply_once();
-        let x_adv = if let Some(teacher) = &self.teacher {
-            adversarial_batch(
-                self.attack.as_ref(),
-                teacher,
-                &batch.x,
-                &batch.y,
-                batch.teacher.as_ref(),
-                attack_key(self.seed, batch.step as u64),
-            )?
+        self.compute.enter();
+        let (key, amp) = (attack_key(self.seed, batch.step as u64), self.amp);
+        let x_adv = if let Some(teacher) = self.teacher.as_mut() {
+            let (attack, batch_in) = (&mut self.attack, &mut batch);
+            self.compute.run(out, move || {
+                adversarial_batch(
+                    attack.as_ref(),
+                    teacher,
+                    &batch_in.x,
+                    &batch_in.y,
+                    batch_in.teacher.as_ref(),
+                    key,
+                    amp,
+                )
+            })??
         } else {
             let wanted = (batch.step as u64).saturating_sub(self.staleness);
             let (replica, layout, board, loaded) =
@@ -107,23 +121,34 @@ impl Stage for AttackStage {
             self.loaded = Some(version);
             batch.weights_version = version;
             let forwards = self.attack.bn_train_forwards();
-            let before = (forwards > 0).then(|| self.layout.bn_stats(&self.replica));
-            let x_adv = adversarial_batch(
-                self.attack.as_ref(),
-                &self.replica,
-                &batch.x,
-                &batch.y,
-                batch.teacher.as_ref(),
-                attack_key(self.seed, batch.step as u64),
-            )?;
-            if let Some(before) = before {
-                // The replica's statistics moved; the next batch must reload them.
-                self.loaded = None;
-                batch.bn = Some(BnUpdate {
+            let (attack, replica, layout, batch_in) = (
+                &mut self.attack,
+                &mut self.replica,
+                &mut self.layout,
+                &mut batch,
+            );
+            let (x_adv, bn) = self.compute.run(out, move || -> crate::Result<_> {
+                let before = (forwards > 0).then(|| layout.bn_stats(replica));
+                let x_adv = adversarial_batch(
+                    attack.as_ref(),
+                    replica,
+                    &batch_in.x,
+                    &batch_in.y,
+                    batch_in.teacher.as_ref(),
+                    key,
+                    amp,
+                )?;
+                let bn = before.map(|before| BnUpdate {
                     before,
-                    after: self.layout.bn_stats(&self.replica),
+                    after: layout.bn_stats(replica),
                     forwards,
                 });
+                Ok((x_adv, bn))
+            })??;
+            if bn.is_some() {
+                // The replica's statistics moved; the next batch must reload them.
+                self.loaded = None;
+                batch.bn = bn;
             }
             x_adv
         };

@@ -27,7 +27,8 @@ use crate::train::resume::TrainPosition;
 use crate::train::sequential::{eval_attacks, total_steps, RunSetup};
 use crate::train::{RunDir, StudentUpdate};
 use ard_actors::{
-    CancelToken, PipelineBuilder, PipelineError, PipelineOptions, RunSummary, StatsReader,
+    CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineError, PipelineOptions,
+    RunSummary, StageError, StatsReader,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,14 +39,21 @@ pub use student::EpochTrainStats;
 /// The stage names, in pipeline order.
 pub const STAGES: [&str; 5] = ["data", "teacher", "attack", "student", "eval"];
 
-/// Intra-op threads per stage. At staleness 0 the attack and the student
-/// alternate (each waits for the other), so each takes every core; the
-/// teacher runs ahead beside them on half the cores, and the OS shares the
-/// cores when both are busy. (Keeping the attack and the student off the
-/// teacher's cores left cores idle whenever the teacher waited: 1.6x to 1.9x
-/// slower on 2 cores, README "Performance".) At staleness 1 the attack and
-/// the student overlap and share what the teacher leaves. Data and eval take
-/// one thread each.
+/// Intra-op threads per stage, and whether the teacher, attack and student
+/// compute on one shared lane (`pipeline.compute`, [`ComputePlacement`]).
+///
+/// Shared (the CPU default): the lane takes every core and the three stages'
+/// own threads do only bookkeeping (one thread each). On a CPU an intra-op
+/// team belongs to the thread that starts it: with a team per stage the
+/// process held more compute threads than cores, OpenMP stopped spinning
+/// between operations, and the pipeline's epoch took 1.15-1.3x the
+/// sequential trainer's (README "Performance").
+///
+/// Per stage: at staleness 0 the attack and the student alternate (each
+/// waits for the other), so each takes every core; the teacher runs ahead
+/// beside them on half the cores. At staleness 1 the attack and the student
+/// overlap and share what the teacher leaves. Data and eval take one thread
+/// each either way.
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadPlan {
     pub data: usize,
@@ -53,15 +61,27 @@ pub struct ThreadPlan {
     pub attack: usize,
     pub student: usize,
     pub eval: usize,
+    /// Threads of the shared compute lane; None: each stage computes itself.
+    pub lane: Option<usize>,
 }
 
 impl ThreadPlan {
-    pub fn for_run(cfg: &Config, has_teacher: bool) -> ThreadPlan {
+    pub fn for_run(cfg: &Config, device: tch::Device, has_teacher: bool) -> ThreadPlan {
         let cores = cfg.run.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
+        if cfg.pipeline.compute.shared_on(device) {
+            return ThreadPlan {
+                data: 1,
+                teacher: 1,
+                attack: 1,
+                student: 1,
+                eval: if cfg.run.threads.is_some() { cores } else { 1 },
+                lane: Some(cores),
+            };
+        }
         if cfg.run.threads.is_some() {
             // An explicit count is used by every stage (e.g. 1 for bitwise-reproducible runs).
             return ThreadPlan {
@@ -70,6 +90,7 @@ impl ThreadPlan {
                 attack: cores,
                 student: cores,
                 eval: cores,
+                lane: None,
             };
         }
         let teacher = if has_teacher { (cores / 2).max(1) } else { 1 };
@@ -86,6 +107,7 @@ impl ThreadPlan {
             attack: main,
             student: main,
             eval: 1,
+            lane: None,
         }
     }
 }
@@ -109,10 +131,57 @@ impl ThreadBudget {
     /// Sets the calling thread's libtorch thread count, once.
     pub fn apply_once(&mut self) {
         if !self.applied {
-            tch::set_num_threads(self.threads as i32);
+            crate::device::set_this_threads_intra_op(self.threads);
             self.applied = true;
         }
     }
+}
+
+/// Where a training stage runs its tensor work: its own thread (with its
+/// thread budget), or the shared compute lane. The stage's thread itself
+/// always gets its budget (bookkeeping such as weight snapshots and
+/// checkpoints runs there).
+pub struct Compute {
+    own: ThreadBudget,
+    lane: Option<ComputeLane>,
+}
+
+impl Compute {
+    pub fn new(threads: usize, lane: Option<ComputeLane>) -> Self {
+        Compute {
+            own: ThreadBudget::new(threads),
+            lane,
+        }
+    }
+
+    /// Applies the stage thread's budget (call first in every handle).
+    pub fn enter(&mut self) {
+        self.own.apply_once();
+    }
+
+    /// Runs `job` where this stage computes. On the lane, the wait for other
+    /// stages' jobs is recorded as idle time (see [`Emitter::on_lane`]).
+    pub fn run<R: Send, O: Send + 'static>(
+        &mut self,
+        out: &mut Emitter<O>,
+        job: impl FnOnce() -> R + Send,
+    ) -> std::result::Result<R, StageError> {
+        self.own.apply_once();
+        match &self.lane {
+            Some(lane) => out.on_lane(lane, job),
+            None => Ok(job()),
+        }
+    }
+}
+
+/// The shared compute lane of a run, when [`ThreadPlan::lane`] asks for one:
+/// served by the calling thread (which built the models; see
+/// `ard_actors::lane`), with the plan's intra-op thread count.
+fn compute_lane(plan: &ThreadPlan) -> Option<(ComputeLane, LaneServer)> {
+    plan.lane.map(|threads| {
+        crate::device::set_this_threads_intra_op(threads);
+        ComputeLane::on_this_thread("compute")
+    })
 }
 
 /// What a finished pipeline run reports.
@@ -163,20 +232,25 @@ pub fn run_pipeline(
         }
         None => TrainPosition::default(),
     };
-    let soft_labels = crate::soft_labels::SoftLabelSource::for_run(
+    let mut soft_labels = crate::soft_labels::SoftLabelSource::for_run(
         cfg,
         &train,
         teacher.is_some(),
         metrics.clone(),
     )?;
+    if device.is_cuda() {
+        soft_labels.keep_on_device(device)?;
+    }
     // With a complete soft-label cache the teacher never runs: its cores go to the attack and the student.
-    let threads = ThreadPlan::for_run(cfg, teacher.is_some() && !soft_labels.is_complete());
+    let threads = ThreadPlan::for_run(cfg, device, teacher.is_some() && !soft_labels.is_complete());
+    let (lane, lane_server) = compute_lane(&threads).unzip();
     let objective = cfg.loss.build();
     let update = StudentUpdate {
         objective,
         sgd,
         schedule: Schedule::new(&cfg.optim, total),
-        clean_forward_no_grad: cfg.perf.clean_forward_no_grad,
+        clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
+        scaler: cfg.perf.amp.then(crate::distill::GradScaler::default),
     };
     let load_teacher = || -> Result<Model> {
         let path = cfg
@@ -247,22 +321,27 @@ pub fn run_pipeline(
     .with_view_set(crate::soft_labels::identity::view_set(cfg)?)
     .starting_at(&start)
     .stopping_on(stop);
-    let teacher_stage = teacher::TeacherStage::new(teacher, soft_labels, threads.teacher);
+    let teacher_stage = teacher::TeacherStage::new(
+        teacher,
+        soft_labels,
+        Compute::new(threads.teacher, lane.clone()),
+    );
     let attack_stage = attack::AttackStage::new(
         cfg.attack.build(),
         replica,
         board.clone(),
         cfg.pipeline.max_weight_staleness,
         cfg.run.seed,
-        threads.attack,
+        Compute::new(threads.attack, lane.clone()),
         attack_teacher,
         metrics.clone(),
-    );
+    )
+    .with_amp(perf.amp);
     let student_stage = student::StudentStage::new(
         student,
         update,
         board,
-        threads.student,
+        Compute::new(threads.student, lane),
         owned_dir.clone(),
         cfg.run.save_final.clone(),
         metrics.clone(),
@@ -326,7 +405,11 @@ pub fn run_pipeline(
     if let Some(on_start) = run_options.on_start {
         on_start(handle.cancel_token(), handle.stats_reader());
     }
-    let summary = match handle.join() {
+    let joined = match lane_server {
+        Some(server) => handle.join_serving(server),
+        None => handle.join(),
+    };
+    let summary = match joined {
         Ok(summary) => summary,
         Err(e) => {
             // Keep the newest consistent weights the student published: a

@@ -27,7 +27,7 @@ pub struct StudentStage {
     update: StudentUpdate,
     layout: WeightLayout,
     board: WeightBoard,
-    threads: super::ThreadBudget,
+    compute: super::Compute,
     run_dir: Option<RunDir>,
     save_final: Option<PathBuf>,
     metrics: Option<crate::metrics::TrainMetrics>,
@@ -65,7 +65,7 @@ impl StudentStage {
         student: Model,
         update: StudentUpdate,
         board: WeightBoard,
-        threads: usize,
+        compute: super::Compute,
         run_dir: Option<RunDir>,
         save_final: Option<PathBuf>,
         metrics: Option<crate::metrics::TrainMetrics>,
@@ -85,7 +85,7 @@ impl StudentStage {
             update,
             layout,
             board,
-            threads: super::ThreadBudget::new(threads),
+            compute,
             run_dir,
             save_final,
             metrics,
@@ -139,35 +139,45 @@ impl Stage for StudentStage {
         "student"
     }
 
-    fn handle(&mut self, batch: TrainBatch, out: &mut Emitter<Snapshot>) -> Result<(), StageError> {
-        self.threads.apply_once();
+    fn handle(
+        &mut self,
+        mut batch: TrainBatch,
+        out: &mut Emitter<Snapshot>,
+    ) -> Result<(), StageError> {
+        self.compute.enter();
         if batch.step != self.steps_done {
             return Err(StageError::msg(format!(
                 "batch for step {} arrived at step {}",
                 batch.step, self.steps_done
             )));
         }
-        let x_adv = batch
-            .x_adv
-            .as_ref()
-            .ok_or_else(|| StageError::msg("batch without adversarial inputs"))?;
-        if let Some(bn) = &batch.bn {
-            let exact = batch.weights_version == batch.step as u64;
-            self.layout
-                .apply_bn(&self.student, &bn.after, &bn.before, bn.forwards, exact)?;
-        }
-        let (loss, lr) = self
-            .update
-            .step(
-                &self.student,
-                &batch.x,
-                x_adv,
-                &batch.y,
-                batch.teacher.as_ref(),
-                batch.epoch,
-                batch.step,
-            )
-            .map_err(|e| StageError::msg(format!("{e}")))?;
+        let (student, layout, update, batch_in) = (
+            &mut self.student,
+            &mut self.layout,
+            &mut self.update,
+            &mut batch,
+        );
+        let (loss, lr) = self.compute.run(out, move || -> Result<_, StageError> {
+            let x_adv = batch_in
+                .x_adv
+                .as_ref()
+                .ok_or_else(|| StageError::msg("batch without adversarial inputs"))?;
+            if let Some(bn) = &batch_in.bn {
+                let exact = batch_in.weights_version == batch_in.step as u64;
+                layout.apply_bn(student, &bn.after, &bn.before, bn.forwards, exact)?;
+            }
+            update
+                .step(
+                    student,
+                    &batch_in.x,
+                    x_adv,
+                    &batch_in.y,
+                    batch_in.teacher.as_ref(),
+                    batch_in.epoch,
+                    batch_in.step,
+                )
+                .map_err(|e| StageError::msg(format!("{e}")))
+        })??;
         self.steps_done += 1;
         self.next_epoch = batch.epoch + usize::from(batch.last_in_epoch);
         self.loss_sum += loss;

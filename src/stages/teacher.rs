@@ -14,15 +14,15 @@ use ard_actors::{Emitter, Stage, StageError};
 pub struct TeacherStage {
     teacher: Option<Model>,
     source: SoftLabelSource,
-    threads: super::ThreadBudget,
+    compute: super::Compute,
 }
 
 impl TeacherStage {
-    pub fn new(teacher: Option<Model>, source: SoftLabelSource, threads: usize) -> Self {
+    pub fn new(teacher: Option<Model>, source: SoftLabelSource, compute: super::Compute) -> Self {
         TeacherStage {
             teacher,
             source,
-            threads: super::ThreadBudget::new(threads),
+            compute,
         }
     }
 }
@@ -40,13 +40,13 @@ impl Stage for TeacherStage {
         mut batch: TrainBatch,
         out: &mut Emitter<TrainBatch>,
     ) -> Result<(), StageError> {
-        self.threads.apply_once();
-        if let Some(teacher) = &self.teacher {
-            batch.teacher =
-                Some(
-                    self.source
-                        .logits(teacher, &batch.x, &batch.indices, &batch.views)?,
-                );
+        self.compute.enter();
+        if let Some(teacher) = self.teacher.as_mut() {
+            let (source, batch_in) = (&mut self.source, &mut batch);
+            let logits = self.compute.run(out, move || {
+                source.logits(teacher, &batch_in.x, &batch_in.indices, &batch_in.views)
+            })??;
+            batch.teacher = Some(logits);
         }
         let epoch_end = batch.last_in_epoch;
         out.send(batch)?;

@@ -53,6 +53,10 @@ const MAY_CHANGE: &[&str] = &[
     "metrics.",
     "pipeline.stall_timeout_s",
     "pipeline.queue_capacity",
+    "pipeline.compute",
+    // Same weights bit for bit either way (tests/perf_paths.rs).
+    "perf.clean_forward_no_grad",
+    "perf.malloc_reuse",
 ];
 
 /// Where training stands: the next step to run.

@@ -7,7 +7,7 @@ use super::run_dir::RunDir;
 use super::step::{adversarial_batch, attack_key, StudentUpdate};
 use crate::config::{AttackTarget, Config};
 use crate::data::{self, SplitKind};
-use crate::distill::{Schedule, Sgd};
+use crate::distill::{GradScaler, Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
 use crate::metrics::TrainMetrics;
@@ -197,7 +197,8 @@ pub fn train_sequential_with(
         objective,
         sgd,
         schedule: Schedule::new(&cfg.optim, total),
-        clean_forward_no_grad: cfg.perf.clean_forward_no_grad,
+        clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
+        scaler: cfg.perf.amp.then(GradScaler::default),
     };
     let checkpoint_path = run_dir.map(|d| d.file(resume::CHECKPOINT_FILE));
     let save = |student: &Model,
@@ -228,6 +229,9 @@ pub fn train_sequential_with(
     let view_set = crate::soft_labels::identity::view_set(cfg)?;
     let mut soft_labels =
         crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), None)?;
+    if device.is_cuda() {
+        soft_labels.keep_on_device(device)?;
+    }
     let mut step = start.step;
     let mut epochs: Vec<EpochRecord> = resume
         .map(|c| c.state.epochs.iter().map(EpochRecord::restored).collect())
@@ -277,6 +281,7 @@ pub fn train_sequential_with(
                 &batch.labels,
                 t.as_ref(),
                 attack_key(seed, step as u64),
+                cfg.perf.amp,
             )?;
             if let Some(shadow) = &attack_shadow {
                 shadow.statistics_to(&student)?;

@@ -3,7 +3,7 @@
 //! and the student's loss and SGD step.
 
 use crate::attacks::{Attack, AttackInput, NoiseKey};
-use crate::distill::{LossInputs, Objective, Schedule, Sgd};
+use crate::distill::{GradScaler, LossInputs, Objective, Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use tch::Tensor;
@@ -26,7 +26,8 @@ pub fn attack_key(seed: u64, step: u64) -> NoiseKey {
     }
 }
 
-/// Runs the training attack.
+/// Runs the training attack (under fp16 autocast when `amp`, CUDA only:
+/// the attack needs only the sign of its input gradient).
 pub fn adversarial_batch(
     attack: &dyn Attack,
     model: &Model,
@@ -34,16 +35,19 @@ pub fn adversarial_batch(
     y: &Tensor,
     teacher: Option<&Tensor>,
     key: NoiseKey,
+    amp: bool,
 ) -> Result<Tensor> {
-    attack.perturb(
-        model,
-        &AttackInput {
-            x,
-            y,
-            teacher_logits: teacher,
-        },
-        key,
-    )
+    tch::autocast(amp, || {
+        attack.perturb(
+            model,
+            &AttackInput {
+                x,
+                y,
+                teacher_logits: teacher,
+            },
+            key,
+        )
+    })
 }
 
 /// The student's side of a step: the loss and the optimiser.
@@ -56,6 +60,9 @@ pub struct StudentUpdate {
     /// recording a graph (`perf.clean_forward_no_grad`): the same update bit
     /// for bit (its gradient is 0), one backward pass and its activations less.
     pub clean_forward_no_grad: bool,
+    /// `perf.amp` (CUDA): forwards and loss under fp16 autocast, the
+    /// backward pass on the scaled loss, the step skipped on overflow.
+    pub scaler: Option<GradScaler>,
 }
 
 impl StudentUpdate {
@@ -72,19 +79,22 @@ impl StudentUpdate {
         epoch: usize,
         global_step: usize,
     ) -> Result<(f64, f64)> {
-        let s_adv = student.forward_t(x_adv, true);
-        let s_clean = self.objective.needs_clean_forward().then(|| {
-            if self.clean_forward_no_grad && self.objective.clean_forward_only_for_bn() {
-                tch::no_grad(|| student.forward_t(x, true))
-            } else {
-                student.forward_t(x, true)
-            }
-        });
-        let loss = self.objective.loss(&LossInputs {
-            student_adv: &s_adv,
-            student_clean: s_clean.as_ref(),
-            teacher,
-            labels: y,
+        let amp = self.scaler.is_some();
+        let loss = tch::autocast(amp, || {
+            let s_adv = student.forward_t(x_adv, true);
+            let s_clean = self.objective.needs_clean_forward().then(|| {
+                if self.clean_forward_no_grad && self.objective.clean_forward_only_for_bn() {
+                    tch::no_grad(|| student.forward_t(x, true))
+                } else {
+                    student.forward_t(x, true)
+                }
+            });
+            self.objective.loss(&LossInputs {
+                student_adv: &s_adv,
+                student_clean: s_clean.as_ref(),
+                teacher,
+                labels: y,
+            })
         })?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
@@ -94,9 +104,26 @@ impl StudentUpdate {
             )));
         }
         self.sgd.zero_grad();
-        loss.backward();
         let lr = self.schedule.lr(epoch, global_step);
-        self.sgd.step(lr)?;
+        match &mut self.scaler {
+            None => {
+                loss.backward();
+                self.sgd.step(lr)?;
+            }
+            Some(scaler) => {
+                scaler.scaled(&loss).backward();
+                let finite = scaler.unscale(self.sgd.params())?;
+                if finite {
+                    self.sgd.step(lr)?;
+                } else {
+                    log::warn!(
+                        "amp: gradients overflowed at step {global_step} (loss scale {}); step skipped",
+                        scaler.scale()
+                    );
+                }
+                scaler.update(finite);
+            }
+        }
         Ok((value, lr))
     }
 }

@@ -68,7 +68,7 @@ pub fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Deterministic CPU settings for parity: one thread.
 pub fn deterministic() {
-    tch::set_num_threads(1);
+    ard_pipeline::device::set_this_threads_intra_op(1);
 }
 
 /// Writes a seeded, randomly initialised `arch` checkpoint to `dir/NAME.safetensors`
