@@ -1,13 +1,6 @@
-//! CPU fast paths (`[perf]` in the config), all off by default:
+//! The fast paths (`[perf]` in the config). On by default, because they give
+//! the same weights bit for bit:
 //!
-//! - `channels_last`: convolution weights and model inputs in channels-last
-//!   (NHWC) memory format ([`Model::use_channels_last`]) for the student, the
-//!   attack's replica and the teacher;
-//! - `attack_dtype = "bf16"`: the training attack runs on a bf16 copy of the
-//!   student ([`Model::use_compute_kind`]): convolutions and the linear layer
-//!   in bf16, BatchNorm and its running statistics in f32, inputs and logits
-//!   cast at the model's edges. The attack needs only the sign of the input
-//!   gradient; the student's own forward, loss and update stay f32;
 //! - `clean_forward_no_grad`: ARD at alpha = 1 computes the student's clean
 //!   forward only for BatchNorm's running statistics; without a graph it
 //!   costs no backward pass and keeps no activations, and the update is the
@@ -19,11 +12,25 @@
 //!   page-faults its working set in again (kernel time), and every pipeline
 //!   stage thread holds its own high-water mark (resident memory).
 //!
+//! Opt-in, because they round differently (accuracy measured in the README):
+//!
+//! - `channels_last` (CPU): convolution weights and model inputs in
+//!   channels-last (NHWC) memory format ([`Model::use_channels_last`]) for
+//!   the student, the attack's replica and the teacher;
+//! - `attack_dtype = "bf16"` (CPU with AVX512-BF16): the training attack runs
+//!   on a bf16 copy of the student ([`Model::use_compute_kind`]):
+//!   convolutions and the linear layer in bf16, BatchNorm and its running
+//!   statistics in f32, inputs and logits cast at the model's edges. The
+//!   attack needs only the sign of the input gradient; the student's own
+//!   forward, loss and update stay f32;
+//! - `amp` (CUDA): fp16 autocast for the attack and the student, with dynamic
+//!   loss scaling ([`crate::distill::GradScaler`]).
+//!
 //! The pipeline's attack stage simply makes its replica the bf16 copy (the
 //! weights it loads are rounded on the way in, the BatchNorm statistics it
 //! sends back are f32). The sequential trainer, which attacks the student
 //! itself, keeps an [`AttackShadow`]. Both engines therefore compute the same
-//! thing. Whether each path pays off on a given CPU is measured by
+//! thing. Whether each path pays off on a given machine is measured by
 //! `ard-pipeline bench` (README, "Performance").
 
 use crate::config::{AttackDtype, PerfConfig};

@@ -1,6 +1,8 @@
 //! The eval stage (the sink): evaluates student snapshots on the test set with
-//! the configured attacks, off the critical path, and reports natural and
-//! robust accuracy to the run folder and the metrics.
+//! the configured attacks and reports natural and robust accuracy to the run
+//! folder and the metrics. With a thread per stage (GPU) it runs off the
+//! critical path; on the shared compute lane (CPU) an evaluation is one job
+//! that training waits for, as in the sequential trainer.
 
 use super::messages::Snapshot;
 use super::weights::WeightLayout;
@@ -20,17 +22,37 @@ pub struct EvalRecord {
     pub report: EvalReport,
 }
 
-pub struct EvalStage {
-    model: Model,
-    layout: WeightLayout,
-    teacher: Option<Model>,
+/// What a test-set evaluation runs: the set, the attacks and their settings.
+struct TestPlan {
     set: EvalSet,
     evals: Vec<EvalAttack>,
     train_attack: AttackConfig,
     batch_size: usize,
     seed: u64,
+}
+
+impl TestPlan {
+    fn evaluate(&self, model: &Model, teacher: Option<&Model>) -> crate::Result<EvalReport> {
+        eval::evaluate(
+            model,
+            &self.set,
+            &self.evals,
+            &self.train_attack,
+            self.batch_size,
+            self.seed,
+            teacher,
+            |_, _| {},
+        )
+    }
+}
+
+pub struct EvalStage {
+    model: Model,
+    layout: WeightLayout,
+    teacher: Option<Model>,
+    plan: TestPlan,
     every_epochs: usize,
-    threads: super::ThreadBudget,
+    compute: super::Compute,
     run_dir: Option<RunDir>,
     metrics: Option<crate::metrics::TrainMetrics>,
     results: Arc<Mutex<Vec<EvalRecord>>>,
@@ -49,7 +71,7 @@ impl EvalStage {
         batch_size: usize,
         seed: u64,
         every_epochs: usize,
-        threads: usize,
+        compute: super::Compute,
         run_dir: Option<RunDir>,
         metrics: Option<crate::metrics::TrainMetrics>,
         results: Arc<Mutex<Vec<EvalRecord>>>,
@@ -59,13 +81,15 @@ impl EvalStage {
             model,
             layout,
             teacher,
-            set,
-            evals,
-            train_attack,
-            batch_size,
-            seed,
+            plan: TestPlan {
+                set,
+                evals,
+                train_attack,
+                batch_size,
+                seed,
+            },
             every_epochs,
-            threads: super::ThreadBudget::new(threads),
+            compute,
             run_dir,
             metrics,
             results,
@@ -92,38 +116,43 @@ impl Stage for EvalStage {
         "eval"
     }
 
-    fn handle(&mut self, snapshot: Snapshot, _out: &mut Emitter<()>) -> Result<(), StageError> {
-        self.threads.apply_once();
+    fn handle(&mut self, snapshot: Snapshot, out: &mut Emitter<()>) -> Result<(), StageError> {
+        self.compute.enter();
         let due = self.every_epochs > 0 && snapshot.epoch % self.every_epochs == 0;
-        let test_due = !self.evals.is_empty() && (due || snapshot.last);
+        let test_due = !self.plan.evals.is_empty() && (due || snapshot.last);
         let validate = self.validator.as_ref().is_some_and(|v| v.wants(test_due));
         if !test_due && !validate {
             return Ok(());
         }
         self.layout.load(&self.model, &snapshot.weights)?;
-        // Validation first, so that a guard stop reaches training early.
-        if let Some(v) = self.validator.as_mut() {
-            v.on_snapshot(
-                &self.model,
-                snapshot.epoch,
-                snapshot.step,
-                test_due,
-                self.teacher.as_ref(),
-            )?;
-        }
-        if !test_due {
+        // On the shared compute lane (CPU) the evaluation is one job: training
+        // waits for it, as in the sequential trainer, instead of both
+        // oversubscribing the cores.
+        let (model, plan, teacher, validator) = (
+            &mut self.model,
+            &mut self.plan,
+            &mut self.teacher,
+            &mut self.validator,
+        );
+        let report = self.compute.run(out, move || -> crate::Result<_> {
+            // Validation first, so that a guard stop reaches training early.
+            if let Some(v) = validator.as_mut() {
+                v.on_snapshot(
+                    model,
+                    snapshot.epoch,
+                    snapshot.step,
+                    test_due,
+                    teacher.as_ref(),
+                )?;
+            }
+            if !test_due {
+                return Ok(None);
+            }
+            plan.evaluate(model, teacher.as_ref()).map(Some)
+        })??;
+        let Some(report) = report else {
             return Ok(());
-        }
-        let report = eval::evaluate(
-            &self.model,
-            &self.set,
-            &self.evals,
-            &self.train_attack,
-            self.batch_size,
-            self.seed,
-            self.teacher.as_ref(),
-            |_, _| {},
-        )?;
+        };
         log::info!("eval after epoch {}: {:?}", snapshot.epoch, report.accuracy);
         if let Some(m) = &self.metrics {
             let results: Vec<(&str, f64)> = report
@@ -153,20 +182,12 @@ impl Stage for EvalStage {
 
     /// Evaluates the best-by-validation checkpoint on the test set when its
     /// epoch was not (issue 6).
-    fn finish(&mut self, _out: &mut Emitter<()>) -> Result<(), StageError> {
-        if let (Some(v), false) = (self.validator.as_mut(), self.evals.is_empty()) {
-            v.finish(&self.model, |m| {
-                eval::evaluate(
-                    m,
-                    &self.set,
-                    &self.evals,
-                    &self.train_attack,
-                    self.batch_size,
-                    self.seed,
-                    self.teacher.as_ref(),
-                    |_, _| {},
-                )
-            })?;
+    fn finish(&mut self, out: &mut Emitter<()>) -> Result<(), StageError> {
+        if let (Some(v), false) = (self.validator.as_mut(), self.plan.evals.is_empty()) {
+            let (model, plan, teacher) = (&mut self.model, &mut self.plan, &mut self.teacher);
+            self.compute.run(out, move || {
+                v.finish(model, |m| plan.evaluate(m, teacher.as_ref()))
+            })??;
         }
         Ok(())
     }

@@ -42,8 +42,10 @@ pub const STAGES: [&str; 5] = ["data", "teacher", "attack", "student", "eval"];
 /// Intra-op threads per stage, and whether the teacher, attack and student
 /// compute on one shared lane (`pipeline.compute`, [`ComputePlacement`]).
 ///
-/// Shared (the CPU default): the lane takes every core and the three stages'
-/// own threads do only bookkeeping (one thread each). On a CPU an intra-op
+/// Shared (the CPU default): the lane takes every core (or `run.threads`)
+/// and the teacher, attack, student and eval stages' own threads do only
+/// bookkeeping (one thread each), so compute never has more threads than
+/// cores. On a CPU an intra-op
 /// team belongs to the thread that starts it: with a team per stage the
 /// process held more compute threads than cores, OpenMP stopped spinning
 /// between operations, and the pipeline's epoch took 1.15-1.3x the
@@ -78,7 +80,7 @@ impl ThreadPlan {
                 teacher: 1,
                 attack: 1,
                 student: 1,
-                eval: if cfg.run.threads.is_some() { cores } else { 1 },
+                eval: 1,
                 lane: Some(cores),
             };
         }
@@ -341,7 +343,7 @@ pub fn run_pipeline(
         student,
         update,
         board,
-        Compute::new(threads.student, lane),
+        Compute::new(threads.student, lane.clone()),
         owned_dir.clone(),
         cfg.run.save_final.clone(),
         metrics.clone(),
@@ -371,7 +373,7 @@ pub fn run_pipeline(
         cfg.data.batch_size,
         cfg.run.seed,
         cfg.eval.every_epochs,
-        threads.eval,
+        Compute::new(threads.eval, lane),
         owned_dir,
         metrics,
         eval_log.clone(),
