@@ -368,7 +368,9 @@ impl PipelineHandle {
 
     /// Like [`join`](Self::join), while running the jobs of a [`ComputeLane`]
     /// on this thread (the lane's [`LaneServer`]), so that stages computing on
-    /// the lane run their tensor work on the thread that built them.
+    /// the lane run their tensor work on the thread that built them. After a
+    /// cancellation, `shutdown_grace` counts from the lane's last job: stages
+    /// queued behind a long job still finish their message (and checkpoint).
     ///
     /// [`ComputeLane`]: crate::ComputeLane
     pub fn join_serving(self, lane: LaneServer) -> Result<RunSummary, PipelineError> {
@@ -429,6 +431,11 @@ impl PipelineHandle {
                     recv(lane.jobs()) -> job => {
                         if let Ok(job) = job {
                             job();
+                            // A stage waiting for the lane is still finishing its message:
+                            // the shutdown grace counts from the lane's last job.
+                            if deadline.is_some() {
+                                deadline = Some(Instant::now() + self.shutdown_grace);
+                            }
                         }
                         continue;
                     }

@@ -138,3 +138,97 @@ fn a_failing_lane_job_fails_the_pipeline_with_its_stage() {
         other => panic!("expected the attack stage's failure, got {other:?}"),
     }
 }
+
+/// Runs `work(seq)` on the lane per batch and records what it got to do.
+struct Timed {
+    name: &'static str,
+    lane: ComputeLane,
+    work: fn(u64) -> Duration,
+    /// Time spent before submitting the job (off the lane).
+    before: fn(u64) -> Duration,
+    jobs_done: Arc<AtomicUsize>,
+    interrupted: Arc<AtomicUsize>,
+}
+
+impl Stage for Timed {
+    type In = Batch;
+    type Out = Batch;
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn handle(&mut self, msg: Batch, out: &mut Emitter<Batch>) -> Result<(), StageError> {
+        let (work, done) = ((self.work)(msg.seq), &self.jobs_done);
+        std::thread::sleep((self.before)(msg.seq));
+        out.on_lane(&self.lane, move || {
+            std::thread::sleep(work);
+            done.fetch_add(1, Ordering::SeqCst);
+        })?;
+        out.send(msg)
+    }
+
+    fn interrupted(&mut self) {
+        self.interrupted.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A stage that submits a long job just after a cancel (it was mid-message)
+/// holds the lane past the shutdown grace; a stage queued behind it still
+/// runs its job and reaches its `interrupted` hook (where the student stage
+/// checkpoints). Timeline (ms): the cancel comes at 50 (grace 300), a
+/// submits its batch-1 job at 100 (it runs to 1100), b its batch-0 job at 150.
+#[test]
+fn a_stage_queued_behind_a_long_job_still_finishes_after_a_cancel() {
+    let (lane, server) = ComputeLane::on_this_thread("compute");
+    let (done_b, interrupted_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let a = Timed {
+        name: "a",
+        lane: lane.clone(),
+        // Batch 0 at once, batch 1 holds the lane for a second.
+        work: |seq| Duration::from_millis(if seq == 1 { 1000 } else { 0 }),
+        before: |seq| Duration::from_millis(if seq == 1 { 100 } else { 0 }),
+        jobs_done: Arc::default(),
+        interrupted: Arc::default(),
+    };
+    let b = Timed {
+        name: "b",
+        lane,
+        work: |_| Duration::from_millis(1),
+        // Its batch-0 job arrives after a's batch-1 job took the lane.
+        before: |_| Duration::from_millis(150),
+        jobs_done: done_b.clone(),
+        interrupted: interrupted_b.clone(),
+    };
+    let options = PipelineOptions {
+        shutdown_grace: Duration::from_millis(300),
+        ..PipelineOptions::default()
+    };
+    let handle = PipelineBuilder::new(&registry(), options)
+        .unwrap()
+        .source(CountSource::new("data", 5), 1)
+        .unwrap()
+        .stage(a, 1)
+        .unwrap()
+        .stage(b, 1)
+        .unwrap()
+        .sink(CollectSink::new("sink"))
+        .unwrap()
+        .run()
+        .unwrap();
+    let token = handle.cancel_token();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        token.cancel();
+    });
+    let result = handle.join_serving(server);
+    canceller.join().unwrap();
+    assert!(
+        matches!(result, Err(PipelineError::Cancelled)),
+        "{result:?}"
+    );
+    // b's job for batch 0 was queued behind a's long job for batch 1, which
+    // ended long after the grace (counted from the cancel) had run out.
+    assert_eq!(done_b.load(Ordering::SeqCst), 1);
+    assert_eq!(interrupted_b.load(Ordering::SeqCst), 1);
+}
