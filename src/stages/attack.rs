@@ -2,7 +2,8 @@
 //! replica of the student, refreshed from the weights the student publishes.
 //! With `max_weight_staleness = 0` the attack on step t waits for the weights
 //! after step t-1 (the sequential algorithm exactly); with 1 it may use the
-//! weights one update older, so it overlaps the student's update.
+//! weights one update older, so it overlaps the student's update (with a
+//! thread per stage; on the CPU's shared compute lane the two take turns).
 
 use super::messages::{BnUpdate, TrainBatch};
 use super::weights::WeightLayout;

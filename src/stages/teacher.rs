@@ -1,5 +1,5 @@
 //! The teacher stage: teacher logits for the clean augmented batch, eval mode,
-//! no gradient (its own guard on its own thread), from the soft-label cache
+//! no gradient (a scoped guard, wherever it computes), from the soft-label cache
 //! when the run has one ([`SoftLabelSource`]): hits skip the teacher forward,
 //! misses are computed and stored, and new entries are written back at epoch
 //! ends and when the stage finishes.
