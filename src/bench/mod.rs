@@ -491,7 +491,7 @@ pub fn run_child(side: Side, config_path: &Path) -> Result<String> {
 }
 
 /// One run of the pipeline or the sequential trainer, in this process.
-pub fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
+fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     let images = cfg.data.train_limit.unwrap_or(0) as u64;
     let cpu_before = report::cpu_seconds();
     match side {

@@ -315,6 +315,24 @@ impl BenchReport {
     }
 
     /// The human-readable tables.
+    /// The first columns of every table: which case a row is.
+    fn case_header() -> String {
+        format!(
+            "{:<9} {:>5} {:<7} {:<20} |",
+            "teacher", "steps", "labels", "variant"
+        )
+    }
+
+    fn case_columns(r: &SummaryRow) -> String {
+        format!(
+            "{:<9} {:>5} {:<7} {:<20} |",
+            r.teacher,
+            r.steps,
+            format!("{:?}", r.soft_labels).to_lowercase(),
+            r.variant
+        )
+    }
+
     pub fn table(&self) -> String {
         let f = |v: Option<f64>, prec: usize| {
             v.map(|v| format!("{v:.prec$}"))
@@ -331,11 +349,8 @@ impl BenchReport {
             self.machine.load_after
         );
         s.push_str(&format!(
-            "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
-            "teacher",
-            "steps",
-            "labels",
-            "variant",
+            "{} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
+            Self::case_header(),
             "ref im/s",
             "pipe im/s",
             "seq im/s",
@@ -345,11 +360,8 @@ impl BenchReport {
         ));
         for r in &self.summary {
             s.push_str(&format!(
-                "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
-                r.teacher,
-                r.steps,
-                format!("{:?}", r.soft_labels).to_lowercase(),
-                r.variant,
+                "{} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
+                Self::case_columns(r),
                 f(r.reference_images_per_s, 2),
                 f(r.pipeline_images_per_s, 2),
                 f(r.sequential_images_per_s, 2),
@@ -365,10 +377,8 @@ impl BenchReport {
             .iter()
             .any(|r| !r.pipeline_busy_share.is_empty())
         {
-            s.push_str(&format!(
-                "\npipeline busy share of wall time\n{:<9} {:>5} {:<7} {:<20} |",
-                "teacher", "steps", "labels", "variant"
-            ));
+            s.push_str("\npipeline busy share of wall time\n");
+            s.push_str(&Self::case_header());
             for st in stages {
                 s.push_str(&format!(" {st:>8}"));
             }
@@ -378,13 +388,7 @@ impl BenchReport {
                 .iter()
                 .filter(|r| !r.pipeline_busy_share.is_empty())
             {
-                s.push_str(&format!(
-                    "{:<9} {:>5} {:<7} {:<20} |",
-                    r.teacher,
-                    r.steps,
-                    format!("{:?}", r.soft_labels).to_lowercase(),
-                    r.variant
-                ));
+                s.push_str(&Self::case_columns(r));
                 for st in stages {
                     s.push_str(&format!(
                         " {:>7.1}%",
@@ -395,16 +399,13 @@ impl BenchReport {
             }
         }
         s.push_str(&format!(
-            "\nimages per CPU-second, and peak resident memory per run process (MiB)\n{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
-            "teacher", "steps", "labels", "variant", "ref", "pipe", "seq", "ref MiB", "pipe MiB", "seq MiB"
+            "\nimages per CPU-second, and peak resident memory per run process (MiB)\n{} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
+            Self::case_header(), "ref", "pipe", "seq", "ref MiB", "pipe MiB", "seq MiB"
         ));
         for r in &self.summary {
             s.push_str(&format!(
-                "{:<9} {:>5} {:<7} {:<20} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
-                r.teacher,
-                r.steps,
-                format!("{:?}", r.soft_labels).to_lowercase(),
-                r.variant,
+                "{} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
+                Self::case_columns(r),
                 f(r.reference_images_per_cpu_s, 2),
                 f(r.pipeline_images_per_cpu_s, 2),
                 f(r.sequential_images_per_cpu_s, 2),
