@@ -29,6 +29,10 @@ pub enum Command {
     Run(RunArgs),
     /// Check a config's structure (types, ranges, consistency) without touching data or devices.
     Validate,
+    /// What this binary was built with and loaded (libtorch, CUDA, cuDNN), the
+    /// devices and CPU here, and whether --config can run here (its device,
+    /// data and weights); exits non-zero when it cannot.
+    Doctor(DoctorArgs),
     /// Evaluate a checkpoint: natural accuracy and accuracy under attacks.
     Eval(EvalArgs),
     /// Fill the teacher soft-label cache ahead of training (`merge` joins shards).
@@ -109,6 +113,13 @@ pub struct RunArgs {
     /// Start afresh even if the run folder holds an unfinished checkpoint.
     #[arg(long)]
     pub fresh: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Also write the findings as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -25,29 +25,86 @@ pub fn parse_device(text: &str) -> std::result::Result<DeviceRequest, String> {
     }
 }
 
-/// Resolves a device string on this machine: `cuda` without CUDA is an error,
-/// `auto` falls back to the CPU.
+/// What this process's libtorch offers for CUDA: whether CUDA is compiled in
+/// (libtorch's CUDA half registered itself, i.e. `libtorch_cuda.so` is linked
+/// and loaded) and how many devices it sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaFacts {
+    pub compiled: bool,
+    pub devices: usize,
+}
+
+impl CudaFacts {
+    /// Asks this process's libtorch.
+    pub fn probe() -> Self {
+        let compiled = tch::utils::has_cudart();
+        let devices = if compiled {
+            tch::Cuda::device_count().max(0) as usize
+        } else {
+            0
+        };
+        CudaFacts { compiled, devices }
+    }
+}
+
+/// The device `request` gets on a machine with `facts`, with the reason in
+/// words; or why it cannot run here.
+pub fn choose_device(
+    request: DeviceRequest,
+    facts: CudaFacts,
+) -> std::result::Result<(Device, String), String> {
+    const NO_CUDA: &str = "this binary's libtorch has no CUDA support (a CPU-only libtorch, \
+         or libtorch_cuda.so not linked into the binary; `ard-pipeline doctor` tells which)";
+    const NO_DEVICE: &str = "CUDA is compiled in but no CUDA device is visible \
+         (check the driver with nvidia-smi, and CUDA_VISIBLE_DEVICES)";
+    match request {
+        DeviceRequest::Cpu => Ok((Device::Cpu, "the config asks for the CPU".into())),
+        DeviceRequest::Auto if facts.devices > 0 => Ok((
+            Device::Cuda(0),
+            format!("the first of {} CUDA device(s)", facts.devices),
+        )),
+        DeviceRequest::Auto => Ok((
+            Device::Cpu,
+            (if facts.compiled { NO_DEVICE } else { NO_CUDA }).to_string(),
+        )),
+        DeviceRequest::Cuda(i) if i < facts.devices => Ok((
+            Device::Cuda(i),
+            format!("CUDA device {i} of {}", facts.devices),
+        )),
+        DeviceRequest::Cuda(_) if !facts.compiled => {
+            Err(format!("{NO_CUDA}; use device = \"cpu\" or \"auto\""))
+        }
+        DeviceRequest::Cuda(_) if facts.devices == 0 => {
+            Err(format!("{NO_DEVICE}; use device = \"cpu\" or \"auto\""))
+        }
+        DeviceRequest::Cuda(i) => Err(format!(
+            "cuda:{i} asked, but this machine has {n} CUDA device(s) (cuda:0 to cuda:{last})",
+            n = facts.devices,
+            last = facts.devices - 1
+        )),
+    }
+}
+
+/// Resolves a device string on this machine: `cuda` without a usable device
+/// is an error naming why, `auto` falls back to the CPU and logs why.
 pub fn resolve_device(text: &str) -> Result<Device> {
     let err = |message: String| Error::Device {
         name: text.to_string(),
         message,
     };
-    match parse_device(text).map_err(err)? {
-        DeviceRequest::Cpu => Ok(Device::Cpu),
-        DeviceRequest::Auto => Ok(Device::cuda_if_available()),
-        DeviceRequest::Cuda(i) => {
-            let count = tch::Cuda::device_count() as usize;
-            if i < count {
-                Ok(Device::Cuda(i))
-            } else if count == 0 {
-                Err(err(
-                    "CUDA is not available on this machine (use device = \"cpu\" or \"auto\")"
-                        .into(),
-                ))
-            } else {
-                Err(err(format!("only {count} CUDA device(s) here")))
-            }
-        }
+    let request = parse_device(text).map_err(err)?;
+    let (device, why) = choose_device(request, CudaFacts::probe()).map_err(err)?;
+    if request == DeviceRequest::Auto {
+        log::info!("device \"auto\" chose {}: {why}", device_name(device));
+    }
+    Ok(device)
+}
+
+/// `cpu` or `cuda:N`, as a config writes it.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
     }
 }
 
@@ -119,5 +176,55 @@ mod thread_count_tests {
         assert_eq!(protected, 5);
         // libtorch's lazy per-thread initialisation, the reason for the helper:
         assert_ne!(raw, 7, "libtorch no longer resets a thread's count lazily");
+    }
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::{choose_device, CudaFacts, DeviceRequest};
+    use tch::Device;
+
+    const CPU_ONLY: CudaFacts = CudaFacts {
+        compiled: false,
+        devices: 0,
+    };
+    const NO_GPU: CudaFacts = CudaFacts {
+        compiled: true,
+        devices: 0,
+    };
+    const ONE_GPU: CudaFacts = CudaFacts {
+        compiled: true,
+        devices: 1,
+    };
+
+    #[test]
+    fn auto_takes_the_gpu_when_there_is_one_and_says_why_not_otherwise() {
+        assert_eq!(
+            choose_device(DeviceRequest::Auto, ONE_GPU).unwrap().0,
+            Device::Cuda(0)
+        );
+        let (d, why) = choose_device(DeviceRequest::Auto, NO_GPU).unwrap();
+        assert_eq!(d, Device::Cpu);
+        assert!(why.contains("no CUDA device is visible"), "{why}");
+        let (d, why) = choose_device(DeviceRequest::Auto, CPU_ONLY).unwrap();
+        assert_eq!(d, Device::Cpu);
+        assert!(why.contains("no CUDA support"), "{why}");
+    }
+
+    #[test]
+    fn cuda_requests_that_cannot_run_name_the_reason() {
+        let e = choose_device(DeviceRequest::Cuda(3), ONE_GPU).unwrap_err();
+        assert!(
+            e.contains("cuda:3") && e.contains("1 CUDA device(s)"),
+            "{e}"
+        );
+        let e = choose_device(DeviceRequest::Cuda(0), CPU_ONLY).unwrap_err();
+        assert!(e.contains("no CUDA support"), "{e}");
+        let e = choose_device(DeviceRequest::Cuda(0), NO_GPU).unwrap_err();
+        assert!(e.contains("no CUDA device is visible"), "{e}");
+        assert_eq!(
+            choose_device(DeviceRequest::Cuda(0), ONE_GPU).unwrap().0,
+            Device::Cuda(0)
+        );
     }
 }

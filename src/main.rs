@@ -59,6 +59,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Doctor(args)) => doctor_command(&cli, args),
         Some(Command::SoftLabels(args)) => {
             soft_labels_command(&cli, args).map(|()| ExitCode::SUCCESS)
         }
@@ -163,6 +164,29 @@ fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(signal.exit_code() as u8))
         }
     }
+}
+
+fn doctor_command(cli: &Cli, args: &cli::DoctorArgs) -> Result<ExitCode> {
+    use ard_pipeline::doctor;
+    let cfg = match &cli.config {
+        Some(name) => {
+            let path = config::find_config(name)?;
+            let cfg = config::load(&path)?;
+            Some((path, cfg))
+        }
+        None => None,
+    };
+    let diagnosis = doctor::diagnose(cfg.as_ref().map(|(p, c)| (p.as_path(), c)));
+    print!("{}", diagnosis.text());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&diagnosis)?;
+        ard_pipeline::train::run_dir::write_text_atomic(path, &(text + "\n"))?;
+    }
+    Ok(if diagnosis.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<()> {

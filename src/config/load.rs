@@ -24,14 +24,18 @@ pub fn find_config(name: &Path) -> Result<PathBuf> {
         .cloned()
         .ok_or_else(|| Error::Config {
             file: name.display().to_string(),
-            message: format!(
-                "no such file (looked at {})",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            message: if name.is_dir() {
+                "is a folder, not a config file".to_string()
+            } else {
+                format!(
+                    "no such file (looked at {})",
+                    candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
         })
 }
 

@@ -9,7 +9,7 @@ mod validate;
 pub use load::{find_config, load, load_str, ENV_PREFIX};
 pub use real::{parse_real, Real};
 pub use types::*;
-pub use validate::ValidationError;
+pub use validate::{uses_teacher, ValidationError};
 
 impl Config {
     /// The resolved config as TOML, as saved into the run folder.
