@@ -13,20 +13,28 @@ come from tests/parity/ref_models.py and tests/parity/ref_ard.py (`attack`,
 `loss`), the references the parity tests hold the Rust side to; the loop is
 ref_ard.ard_step with a clock around each part.
 
+With --device cuda the models, batches and soft labels live on the GPU and
+the clock stops after a synchronisation (the per-part seconds then count
+queued kernels where they are waited for); --amp runs the attack and the
+student's forwards under fp16 autocast with torch.cuda.amp's GradScaler, as
+the Rust side's `perf.amp`.
+
 Prints one JSON object on stdout: images, seconds (first batch to last, the
 first one included, as on the Rust side), images/s, mean loss, the seconds
 spent in each part (data, teacher, attack, student), CPU seconds from after
 the imports to the last batch (the untimed soft-label pass excluded), and the
-process's peak resident memory.
+process's peak resident memory (and on CUDA the GPU memory the process holds
+at its end, from nvidia-smi, as the Rust side measures it).
 """
 import argparse
 import json
 import os
+import contextlib
 import resource
+import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,12 +43,40 @@ import ref_ard  # noqa: E402
 import ref_models  # noqa: E402
 
 
+def load_safetensors(path):
+    """A safetensors file as {name: tensor}: with the `safetensors` package
+    when it is installed, else read directly (an 8-byte little-endian header
+    length, a JSON header of dtype/shape/offsets, the raw data), for GPU
+    machines whose PyTorch comes without it (the device kit)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        pass
+    else:
+        return load_file(path)
+    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "F64": torch.float64, "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
+    with open(path, "rb") as f:
+        data = f.read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    body = bytearray(data[8 + n:])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype = dtypes[info["dtype"]]
+        count = (end - begin) // torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(body, dtype=dtype, count=count, offset=begin) if count else torch.empty(0, dtype=dtype)
+        out[name] = flat.reshape(info["shape"]).clone()
+    return out
+
+
 def load_model(arch, path):
     model = ref_models.build(arch)
     if path:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(path), strict=True)
+        model.load_state_dict(load_safetensors(path), strict=True)
     return model
 
 
@@ -49,14 +85,15 @@ def cifar_prefix(root, n):
     Rust side's `data.train_limit = n` takes them."""
     parts, have = [], 0
     for i in range(1, 6):
-        raw = np.fromfile(os.path.join(root, f"data_batch_{i}.bin"), dtype=np.uint8).reshape(-1, 3073)
+        with open(os.path.join(root, f"data_batch_{i}.bin"), "rb") as f:
+            raw = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8).reshape(-1, 3073)
         parts.append(raw)
         have += len(raw)
         if have >= n:
             break
-    raw = np.concatenate(parts)[:n]
-    x = torch.from_numpy(raw[:, 1:].reshape(-1, 3, 32, 32).copy())
-    y = torch.from_numpy(raw[:, 0].astype(np.int64))
+    raw = torch.cat(parts)[:n]
+    x = raw[:, 1:].reshape(-1, 3, 32, 32).clone()
+    y = raw[:, 0].to(torch.int64)
     return x, y
 
 
@@ -74,6 +111,21 @@ def make_batch(images, labels, idx, seed):
         crop = padded[i, :, dy:dy + 32, dx:dx + 32]
         out[i] = crop.flip(-1) if flips[i] else crop
     return out, labels[idx]
+
+
+def gpu_memory_mib():
+    """GPU memory this process holds, from nvidia-smi (the Rust side's measure)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    for line in out.splitlines():
+        pid, _, mib = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(mib)
+    return None
 
 
 def main():
@@ -96,14 +148,22 @@ def main():
     p.add_argument("--soft-labels", choices=["online", "cached"], default="online")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: PyTorch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--amp", action="store_true", help="fp16 autocast + GradScaler (CUDA)")
     a = p.parse_args()
+    device = torch.device(a.device)
+    if a.amp and device.type != "cuda":
+        sys.exit("--amp needs --device cuda")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if a.amp else contextlib.nullcontext
+    scaler = torch.amp.GradScaler("cuda") if a.amp else None
 
     cpu_start = time.process_time()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    student = load_model(a.student, a.student_weights)
-    teacher = load_model(a.teacher, a.teacher_weights).eval()
+    student = load_model(a.student, a.student_weights).to(device)
+    teacher = load_model(a.teacher, a.teacher_weights).eval().to(device)
     opt = torch.optim.SGD(student.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
     n = a.batches * a.batch_size
     images, labels = cifar_prefix(a.data, n)
@@ -119,7 +179,9 @@ def main():
         cpu_untimed = time.process_time()
         # Filled before the clock starts, like the Rust side's soft-label cache.
         with torch.no_grad():
-            cached = [teacher(make_batch(images, labels, idx, a.seed + b)[0]) for b, idx in enumerate(batch_idx)]
+            cached = [teacher(make_batch(images, labels, idx, a.seed + b)[0].to(device))
+                      for b, idx in enumerate(batch_idx)]
+        sync()
         cpu_untimed = time.process_time() - cpu_untimed
 
     parts = dict(data=0.0, teacher=0.0, attack=0.0, student=0.0)
@@ -128,6 +190,7 @@ def main():
     for b, idx in enumerate(batch_idx):
         t0 = time.perf_counter()
         x, y = make_batch(images, labels, idx, a.seed + b)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         t1 = time.perf_counter()
         if cached is None:
             with torch.no_grad():
@@ -136,21 +199,29 @@ def main():
             t = cached[b]
         t2 = time.perf_counter()
         noise = (torch.rand_like(x) * 2.0 - 1.0) * a.eps
-        x_adv = ref_ard.attack(student, x, y, x + noise, a.eps, a.step_size, a.steps, "ce", True, t)
+        with autocast():
+            x_adv = ref_ard.attack(student, x, y, x + noise, a.eps, a.step_size, a.steps, "ce", True, t)
         t3 = time.perf_counter()
         student.train()
-        s_adv = student(x_adv)
-        s_clean = student(x)
-        value = ref_ard.loss("ard", s_adv, s_clean, t, y, loss_cfg)
+        with autocast():
+            s_adv = student(x_adv)
+            s_clean = student(x)
+        value = ref_ard.loss("ard", s_adv.float(), s_clean.float(), t.float(), y, loss_cfg)
         opt.zero_grad()
-        value.backward()
-        opt.step()
+        if scaler is None:
+            value.backward()
+            opt.step()
+        else:
+            scaler.scale(value).backward()
+            scaler.step(opt)
+            scaler.update()
         losses.append(value.item())
         t4 = time.perf_counter()
         parts["data"] += t1 - t0
         parts["teacher"] += t2 - t1
         parts["attack"] += t3 - t2
         parts["student"] += t4 - t3
+    sync()
     seconds = time.perf_counter() - started
     print(json.dumps({
         "images": n,
@@ -164,6 +235,9 @@ def main():
         # As on the Rust side: after start-up to the last batch, models and data included.
         "cpu_s": time.process_time() - cpu_start - cpu_untimed,
         "torch": torch.__version__,
+        "device": str(device),
+        "amp": a.amp,
+        "gpu_mib": gpu_memory_mib() if device.type == "cuda" else None,
     }))
 
 

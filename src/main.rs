@@ -236,8 +236,11 @@ fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {
             other => bail!("--soft-labels: unknown {other:?} (online, cached)"),
         })
         .collect::<Result<Vec<_>>>()?;
+    let base = config::load(&path)?;
+    let device = ard_pipeline::device::resolve_device(&base.run.device)?;
     let plan = BenchPlan {
-        base: config::load(&path)?,
+        device: ard_pipeline::device::device_name(device),
+        base,
         teachers: parse_all(&args.teachers, "teachers")?
             .iter()
             .map(|t| TeacherSpec::parse(t, args.batches).map_err(anyhow::Error::msg))

@@ -72,7 +72,8 @@ impl FromStr for Side {
 /// `channels_last`, `bf16` (the rounding fast paths), `no_grad_clean` /
 /// `graph_clean` (`perf.clean_forward_no_grad` true / false),
 /// `malloc_reuse` / `no_malloc_reuse` (`perf.malloc_reuse`), `shared` /
-/// `per_stage` (`pipeline.compute`), `threads=N` (`run.threads`).
+/// `per_stage` (`pipeline.compute`), `amp` (`perf.amp`, CUDA), `threads=N`
+/// (`run.threads`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Variant {
     pub name: String,
@@ -82,6 +83,8 @@ pub struct Variant {
     pub malloc_reuse: Option<bool>,
     pub compute: Option<ComputePlacement>,
     pub threads: Option<usize>,
+    /// `perf.amp` (CUDA only); the reference then runs under autocast too.
+    pub amp: bool,
 }
 
 impl FromStr for Variant {
@@ -95,6 +98,7 @@ impl FromStr for Variant {
             malloc_reuse: None,
             compute: None,
             threads: None,
+            amp: false,
         };
         for part in s.split('+') {
             match part {
@@ -107,11 +111,12 @@ impl FromStr for Variant {
                 "no_malloc_reuse" => v.malloc_reuse = Some(false),
                 "shared" => v.compute = Some(ComputePlacement::Shared),
                 "per_stage" => v.compute = Some(ComputePlacement::PerStage),
+                "amp" => v.amp = true,
                 _ => match part.strip_prefix("threads=").map(str::parse::<usize>) {
                     Some(Ok(n)) if n >= 1 => v.threads = Some(n),
                     _ => {
                         return Err(format!(
-                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, threads=N, joined with +)"
+                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, amp, threads=N, joined with +)"
                         ))
                     }
                 },
@@ -124,6 +129,9 @@ impl FromStr for Variant {
 impl Variant {
     /// `cfg` with this variant's changes.
     fn apply(&self, cfg: &mut Config) {
+        if self.amp {
+            cfg.perf.amp = true;
+        }
         if self.channels_last {
             cfg.perf.channels_last = true;
         }
@@ -190,6 +198,9 @@ pub struct BenchPlan {
     pub reference_script: PathBuf,
     /// Where weights, caches and run folders go (default: a temporary folder).
     pub work_dir: Option<PathBuf>,
+    /// Where every side trains: `cpu` or `cuda:N`, resolved on this machine
+    /// (the base config's `run.device`).
+    pub device: String,
 }
 
 /// One timed case.
@@ -255,7 +266,7 @@ impl BenchPlan {
     fn config(&self, case: &Case, variant: &Variant, work: &Path, name: &str) -> Result<Config> {
         let mut cfg = self.base.clone();
         cfg.run.name = name.to_string();
-        cfg.run.device = "cpu".into();
+        cfg.run.device = self.device.clone();
         cfg.run.out_dir = work.join("runs");
         cfg.run.save_final = None;
         cfg.data.train_limit = Some(case.batches * cfg.data.batch_size);
@@ -370,6 +381,10 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             let mut order: Vec<(Side, Option<&Variant>)> = Vec::new();
             if plan.sides.contains(&Side::Reference) {
                 order.push((Side::Reference, None));
+                // Under autocast too when the Rust sides run with AMP.
+                if let Some(amp) = plan.variants.iter().find(|v| v.amp) {
+                    order.push((Side::Reference, Some(amp)));
+                }
             }
             for variant in &plan.variants {
                 for &side in &rust_sides {
@@ -381,7 +396,9 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             }
             for (side, variant) in order {
                 let record = match (side, variant) {
-                    (Side::Reference, _) => reference(plan, &case, &work)?,
+                    (Side::Reference, variant) => {
+                        reference(plan, &case, &work, variant.is_some_and(|v| v.amp))?
+                    }
                     (side, Some(variant)) => {
                         let name = format!("bench-{side:?}-{}", variant.name).to_lowercase();
                         let name: String = name
@@ -547,6 +564,11 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     }
     .map(|record| RunRecord {
         peak_rss_mib: report::peak_rss_mib(),
+        gpu_mib: if cfg.run.device.starts_with("cuda") {
+            report::gpu_memory_mib()
+        } else {
+            None
+        },
         cpu_s: report::cpu_seconds()
             .zip(cpu_before)
             .map(|(after, before)| after - before),
@@ -555,7 +577,7 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
 }
 
 /// One run of the PyTorch reference loop.
-fn reference(plan: &BenchPlan, case: &Case, work: &Path) -> Result<RunRecord> {
+fn reference(plan: &BenchPlan, case: &Case, work: &Path, amp: bool) -> Result<RunRecord> {
     let b = &plan.base;
     let step = if case.steps == 1 {
         b.attack.eps.get()
@@ -592,7 +614,11 @@ fn reference(plan: &BenchPlan, case: &Case, work: &Path) -> Result<RunRecord> {
             },
         ])
         .args(["--threads", &b.run.threads.unwrap_or(0).to_string()])
+        .args(["--device", &plan.device])
         .args(["--seed", &b.run.seed.to_string()]);
+    if amp {
+        cmd.arg("--amp");
+    }
     let out = cmd
         .output()
         .map_err(|e| Error::Other(format!("bench: cannot run {}: {e}", plan.python.display())))?;

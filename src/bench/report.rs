@@ -108,6 +108,11 @@ pub struct RunRecord {
     /// sensitive than `seconds` to other processes on the machine.
     #[serde(default)]
     pub cpu_s: Option<f64>,
+    /// CUDA runs: GPU memory the run's process held at its end, as
+    /// `nvidia-smi` reports it (PyTorch's caching allocator keeps its peak
+    /// reservation, so this is the peak plus the CUDA context), MiB.
+    #[serde(default)]
+    pub gpu_mib: Option<f64>,
 }
 
 fn online() -> SoftLabels {
@@ -145,6 +150,7 @@ impl RunRecord {
             cache_misses: cache.map(|c| c.1),
             peak_rss_mib: None,
             cpu_s: None,
+            gpu_mib: None,
         }
     }
 }
@@ -174,12 +180,20 @@ pub struct SummaryRow {
     pub reference_peak_rss_mib: Option<f64>,
     pub pipeline_peak_rss_mib: Option<f64>,
     pub sequential_peak_rss_mib: Option<f64>,
+    /// CUDA runs: GPU memory held at the end of the run (see [`RunRecord::gpu_mib`]).
+    #[serde(default)]
+    pub reference_gpu_mib: Option<f64>,
+    #[serde(default)]
+    pub pipeline_gpu_mib: Option<f64>,
 }
 
 /// The whole report (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub machine: Machine,
+    /// Where every side trained (`cpu`, `cuda:N`).
+    #[serde(default)]
+    pub device: String,
     pub student: String,
     pub batch_size: usize,
     /// Seconds each soft-label cache took to fill, by `teacher/batches`
@@ -218,6 +232,25 @@ pub fn cpu_seconds() -> Option<f64> {
 }
 
 /// VmHWM of this process, MiB (Linux).
+/// GPU memory this process holds now, MiB, from `nvidia-smi` (None without
+/// one, or when it does not list this process).
+pub fn gpu_memory_mib() -> Option<f64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    let me = std::process::id().to_string();
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (pid, mib) = l.split_once(',')?;
+        (pid.trim() == me)
+            .then(|| mib.trim().parse().ok())
+            .flatten()
+    })
+}
+
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -263,9 +296,14 @@ impl BenchReport {
                         .collect(),
                 )
             };
-            let reference_runs = of_case(Side::Reference, None);
-            let reference = speed(&reference_runs);
+            let gpu = |rs: &[&RunRecord]| median(rs.iter().filter_map(|r| r.gpu_mib).collect());
             for variant in &plan.variants {
+                // The reference under autocast faces the AMP variants, fp32 the others.
+                let reference_runs = of_case(
+                    Side::Reference,
+                    Some(if variant.amp { &variant.name } else { "fp32" }),
+                );
+                let reference = speed(&reference_runs);
                 let pipeline_runs = of_case(Side::Pipeline, Some(&variant.name));
                 let pipeline = speed(&pipeline_runs);
                 let sequential_runs = of_case(Side::Sequential, Some(&variant.name));
@@ -299,11 +337,14 @@ impl BenchReport {
                     reference_peak_rss_mib: rss(&reference_runs),
                     pipeline_peak_rss_mib: rss(&pipeline_runs),
                     sequential_peak_rss_mib: rss(&sequential_runs),
+                    reference_gpu_mib: gpu(&reference_runs),
+                    pipeline_gpu_mib: gpu(&pipeline_runs),
                 });
             }
         }
         BenchReport {
             machine,
+            device: plan.device.clone(),
             student: plan.base.student.arch.to_string(),
             batch_size: plan.base.data.batch_size,
             cache_fill_s,
@@ -339,7 +380,8 @@ impl BenchReport {
                 .unwrap_or_else(|| "-".into())
         };
         let mut s = format!(
-            "ARD training throughput: student {}, batch {}, CPU {} ({} cores, native bf16: {}), load {:?} -> {:?}\n\n",
+            "ARD training throughput on {}: student {}, batch {}, CPU {} ({} cores, native bf16: {}), load {:?} -> {:?}\n\n",
+            self.device,
             self.student,
             self.batch_size,
             self.machine.cpu,
@@ -413,6 +455,24 @@ impl BenchReport {
                 f(r.pipeline_peak_rss_mib, 0),
                 f(r.sequential_peak_rss_mib, 0),
             ));
+        }
+        if self
+            .summary
+            .iter()
+            .any(|r| r.pipeline_gpu_mib.is_some() || r.reference_gpu_mib.is_some())
+        {
+            s.push_str(&format!(
+                "\nGPU memory held at the end of a run (nvidia-smi, MiB; the caching allocator's peak plus the CUDA context)\n{} {:>9} {:>9}\n",
+                Self::case_header(), "ref", "pipe"
+            ));
+            for r in &self.summary {
+                s.push_str(&format!(
+                    "{} {:>9} {:>9}\n",
+                    Self::case_columns(r),
+                    f(r.reference_gpu_mib, 0),
+                    f(r.pipeline_gpu_mib, 0),
+                ));
+            }
         }
         let parts: Vec<&RunRecord> = self.runs.iter().filter(|r| r.parts.is_some()).collect();
         if !parts.is_empty() {

@@ -96,7 +96,8 @@ pub enum DataChecksums {
     OfflineCopy,
     /// Either of the two sets above.
     Any,
-    /// No verification (explicitly asked for).
+    /// No verification (explicitly asked for); files of fewer than 10,000
+    /// whole records are then accepted too (subsets, e.g. the device kit's).
     Skip,
 }
 

@@ -250,14 +250,16 @@ fn read_batch_file(
         }
         Err(e) => return Err(Error::io(path, e)),
     };
-    check_records(&path, &bytes)?;
+    check_records(&path, &bytes, checksums == DataChecksums::Skip)?;
     let actual = (checksums != DataChecksums::Skip).then(|| checksum::hex(&Md5::digest(&bytes)));
     checksum::verify(&path, name, actual.as_deref(), checksums, stamp)?;
     Ok(bytes)
 }
 
-/// Checks that `bytes` hold exactly 10,000 records with labels in `0..=9`.
-fn check_records(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Checks that `bytes` hold whole records with labels in `0..=9`: exactly
+/// 10,000 of them, or at most 10,000 when `subset_ok` (`data.checksums =
+/// "skip"`, which also admits subsets such as the device kit's).
+fn check_records(path: &Path, bytes: &[u8], subset_ok: bool) -> Result<()> {
     let fail = |message: String| {
         Err(Error::Dataset {
             path: path.to_owned(),
@@ -272,7 +274,7 @@ fn check_records(path: &Path, bytes: &[u8]) -> Result<()> {
         ));
     }
     let records = bytes.len() / RECORD_BYTES;
-    if records != RECORDS_PER_FILE {
+    if records != RECORDS_PER_FILE && !(subset_ok && records < RECORDS_PER_FILE) {
         let what = if records < RECORDS_PER_FILE {
             "the file is truncated"
         } else {
@@ -333,11 +335,17 @@ mod tests {
     fn record_checks() {
         let p = Path::new("f.bin");
         let mut bytes = vec![0u8; RECORDS_PER_FILE * RECORD_BYTES];
-        assert!(check_records(p, &bytes).is_ok());
+        assert!(check_records(p, &bytes, false).is_ok());
+        // A subset of whole records only where subsets are admitted.
+        assert!(check_records(p, &bytes[..RECORD_BYTES * 10], true).is_ok());
+        assert!(check_records(p, &[], true).is_ok());
+        assert!(check_records(p, &bytes[..RECORD_BYTES * 10], false).is_err());
+        assert!(check_records(p, &bytes[..100], true).is_err());
+        let mut more = bytes.clone();
+        more.extend_from_slice(&bytes[..RECORD_BYTES]);
+        assert!(check_records(p, &more, true).is_err());
         bytes[17 * RECORD_BYTES] = 200;
-        let e = check_records(p, &bytes).unwrap_err().to_string();
+        let e = check_records(p, &bytes, true).unwrap_err().to_string();
         assert!(e.contains("record 17") && e.contains("f.bin"), "{e}");
-        assert!(check_records(p, &bytes[..RECORD_BYTES * 10]).is_err());
-        assert!(check_records(p, &bytes[..100]).is_err());
     }
 }
