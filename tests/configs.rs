@@ -187,3 +187,50 @@ fn a_file_extends_its_base() {
         "{e}"
     );
 }
+
+/// Limits that validation used to miss (issue 18, item 4): each is refused
+/// with its key before anything runs, instead of panicking, growing memory
+/// without bound, or training on nonsense.
+#[test]
+fn values_that_cannot_run_are_refused_with_their_key() {
+    for (text, key) in [
+        (
+            "[pipeline]\nqueue_capacity = 1000000000000000000\n",
+            "pipeline.queue_capacity",
+        ),
+        (
+            "[pipeline]\nqueue_capacity = 100000000\n",
+            "pipeline.queue_capacity",
+        ),
+        ("[data]\nbatch_size = 1000000000\n", "data.batch_size"),
+        ("[optim]\nlr = \"inf\"\n", "optim.lr"),
+        ("[optim]\nlr = 50.0\n", "optim.lr"),
+    ] {
+        let e = config::load_str(text, "limits.toml", false)
+            .err()
+            .unwrap_or_else(|| panic!("{text:?} validated"))
+            .to_string();
+        assert!(
+            e.contains("limits.toml") && e.contains(key),
+            "{text:?}: {e}"
+        );
+    }
+    // From the environment, 1e400 overflows to infinity (as the issue found).
+    {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("ARD__OPTIM__LR", "1e400");
+        let e = config::load_str("", "limits.toml", true)
+            .err()
+            .map(|e| e.to_string());
+        std::env::remove_var("ARD__OPTIM__LR");
+        let e = e.expect("lr = 1e400 from the environment validated");
+        assert!(e.contains("optim.lr"), "{e}");
+    }
+    // The largest sane values still pass.
+    config::load_str(
+        "[data]\nbatch_size = 50000\n[pipeline]\nqueue_capacity = 64\n[optim]\nlr = 10.0\n[loss]\nkind = \"pgd_at\"\n",
+        "limits.toml",
+        false,
+    )
+    .unwrap();
+}

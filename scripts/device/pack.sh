@@ -7,7 +7,8 @@
 # models, and run.sh, the one prepared command for the GPU machine.
 #   scripts/device/pack.sh [BINARY] [WEIGHTS]
 # BINARY: default target/device-kit/bin/ard-pipeline (scripts/device/build-variant.sh);
-# WEIGHTS: default weights/teacher-cpu-wrn16_2.safetensors (a WRN-16-2).
+# WEIGHTS: default weights/teacher-wrn16_2-nfgsm.safetensors (a WRN-16-2, the
+# checkpoint the check evaluates and fine-tunes).
 # KIT_DATA: the CIFAR-10 folder to take the subset from (default
 # data/cifar-10-batches-bin, else ../shared/data/cifar-10-batches-bin).
 # KIT_OUT: where to put the kit (default target/device-kit/kit).
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
 binary=${1:-target/device-kit/bin/ard-pipeline}
-weights=${2:-weights/teacher-cpu-wrn16_2.safetensors}
+weights=${2:-weights/teacher-wrn16_2-nfgsm.safetensors}
 out=${KIT_OUT:-target/device-kit/kit}
 data=${KIT_DATA:-}
 if [ -z "$data" ]; then

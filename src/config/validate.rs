@@ -18,6 +18,13 @@ impl fmt::Display for ValidationError {
     }
 }
 
+/// CIFAR-10's training images.
+const TRAIN_IMAGES: usize = 50_000;
+/// The largest learning rate accepted: SGD beyond it diverges for every model here.
+const MAX_LR: f64 = 10.0;
+/// The largest queue between two stages (batches).
+const MAX_QUEUE_CAPACITY: usize = 64;
+
 struct Checks(Vec<ValidationError>);
 
 impl Checks {
@@ -42,6 +49,12 @@ impl Config {
             "data.batch_size",
             d.batch_size,
             "must be at least 1",
+        );
+        c.require(
+            d.batch_size <= TRAIN_IMAGES,
+            "data.batch_size",
+            d.batch_size,
+            "must be at most 50,000 (CIFAR-10's training set)",
         );
         c.require(
             d.train_limit != Some(0),
@@ -229,7 +242,12 @@ impl Config {
         );
 
         let o = &self.optim;
-        c.require(o.lr.get() > 0.0, "optim.lr", o.lr, "must be positive");
+        c.require(
+            o.lr.get() > 0.0 && o.lr.get() <= MAX_LR,
+            "optim.lr",
+            o.lr,
+            &format!("must be in (0, {MAX_LR}] (a finite, positive step)"),
+        );
         c.require(
             (0.0..1.0).contains(&o.momentum.get()),
             "optim.momentum",
@@ -319,10 +337,13 @@ impl Config {
 
         let p = &self.pipeline;
         c.require(
-            p.queue_capacity >= 1,
+            (1..=MAX_QUEUE_CAPACITY).contains(&p.queue_capacity),
             "pipeline.queue_capacity",
             p.queue_capacity,
-            "must be at least 1",
+            &format!(
+                "must be from 1 to {MAX_QUEUE_CAPACITY} (every slot may hold a batch in memory; \
+                 2 keeps every stage busy)"
+            ),
         );
         c.require(
             p.max_weight_staleness <= 1,
