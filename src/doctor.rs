@@ -68,8 +68,9 @@ pub struct PathCheck {
 /// Examines this process and machine, and `cfg` (read from `path`) when given.
 pub fn diagnose(cfg: Option<(&Path, &Config)>) -> Diagnosis {
     let facts = CudaFacts::probe();
-    let (loaded_version, loaded_from) = loaded_libtorch();
-    let cuda_library_loaded = mapped_libraries().iter().any(|p| {
+    let mapped = mapped_libraries();
+    let (loaded_version, loaded_from) = loaded_libtorch(&mapped);
+    let cuda_library_loaded = mapped.iter().any(|p| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("libtorch_cuda.so"))
     });
@@ -225,9 +226,9 @@ fn mapped_libraries() -> Vec<PathBuf> {
 /// The version and the folder of the libtorch whose `libtorch_cpu.so` this
 /// process loaded: `version.py` beside `lib/` in a PyPI torch package,
 /// `build-version` in a libtorch archive.
-fn loaded_libtorch() -> (Option<String>, Option<PathBuf>) {
-    let Some(lib) = mapped_libraries()
-        .into_iter()
+fn loaded_libtorch(mapped: &[PathBuf]) -> (Option<String>, Option<PathBuf>) {
+    let Some(lib) = mapped
+        .iter()
         .find(|p| p.file_name().is_some_and(|n| n == "libtorch_cpu.so"))
     else {
         return (None, None);

@@ -358,10 +358,7 @@ pub fn edge_report(model: &Model, latency: Option<&LatencyOptions>) -> Result<Ed
         parameters: model.num_parameters().max(0) as u64,
         parameters_in_forward: parameters_in_forward(model.arch),
         macs_per_image: macs_per_image(model.arch),
-        device: match device {
-            Device::Cuda(i) => format!("cuda:{i}"),
-            _ => "cpu".into(),
-        },
+        device: crate::device::device_name(device),
         threads: tch::get_num_threads(),
         latency,
     })
