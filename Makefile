@@ -4,12 +4,14 @@
 # Both create what is missing (the .venv with PyTorch 2.13.0 = libtorch, the build).
 
 CONFIG ?= configs/quickstart.toml
+# Extra arguments of `make run`, e.g. ARGS=--fresh to train a finished run again.
+ARGS ?=
 BIN := target/release/ard-pipeline
 
 .PHONY: run test build bootstrap services bench clean-venv fmt lint
 
 run: build
-	$(BIN) --config $(CONFIG)
+	$(BIN) --config $(CONFIG) $(ARGS)
 
 test: bootstrap services
 	cargo test --workspace --release --no-fail-fast

@@ -4,6 +4,10 @@
 //! PyTorch's BatchNorm also stores `num_batches_tracked`; it is only used when
 //! BatchNorm's momentum is None (never here), so it is ignored on load and
 //! written as 0 on save, which lets PyTorch load our files with `strict=True`.
+//!
+//! No file with a non-finite floating-point tensor is ever written, and none is
+//! ever loaded: a NaN or infinity in a weight or a BatchNorm statistic is a
+//! diverged model, and both sides refuse it by name.
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -20,8 +24,35 @@ fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// Writes named tensors to `path` atomically: a temp file beside it, fsync, rename.
+/// The first floating-point tensor of `tensors` holding a NaN or an infinity.
+pub fn first_non_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+) -> Option<&'a str> {
+    tensors
+        .into_iter()
+        .find(|(_, t)| {
+            t.is_floating_point() && tch::no_grad(|| t.isfinite().all().int64_value(&[]) == 0)
+        })
+        .map(|(name, _)| name.as_str())
+}
+
+/// Writes named tensors to `path` atomically: a temp file beside it, fsync,
+/// rename. A non-finite tensor is refused before anything is written (the
+/// previous file, if any, stays as it was).
 pub fn write_atomic(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    if let Some(name) = first_non_finite(tensors.iter().map(|(n, t)| (n, t))) {
+        return Err(ckpt_err(
+            path,
+            format!(
+                "not written: tensor {name} holds NaN or infinite values (the model diverged); {}",
+                if path.exists() {
+                    "the previous file is kept"
+                } else {
+                    "no file was written"
+                }
+            ),
+        ));
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -65,6 +96,9 @@ pub fn save(vs: &VarStore, path: &Path) -> Result<()> {
 
 /// Reads a safetensors file into a name → tensor map (on the CPU).
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    if path.is_dir() {
+        return Err(ckpt_err(path, "is a folder, not a weights file"));
+    }
     if !path.is_file() {
         return Err(ckpt_err(path, "no such file"));
     }
@@ -88,6 +122,12 @@ pub fn load_map_into(
     arch: &str,
 ) -> Result<()> {
     file.retain(|name, _| !name.ends_with(BN_COUNTER));
+    if let Some(name) = first_non_finite(&file) {
+        return Err(ckpt_err(
+            path,
+            format!("tensor {name} holds NaN or infinite values: not a usable model"),
+        ));
+    }
     let vars = vs.variables();
     let mut problems = Vec::new();
     for (name, var) in vars.iter().collect::<BTreeMap<_, _>>() {

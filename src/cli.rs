@@ -135,8 +135,8 @@ pub struct EvalArgs {
     /// The JSON also reports worst_case: right clean and under every one.
     #[arg(long, default_value = "natural")]
     pub attacks: String,
-    /// Evaluate the first N test images only.
-    #[arg(long)]
+    /// Evaluate the first N test images only (N >= 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub test_limit: Option<usize>,
     /// Write the results as JSON here.
     #[arg(long)]

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
 
+    /// A run folder that cannot be used as asked (in use, or holding a finished run).
+    #[error("run folder {}: {message}", path.display())]
+    RunFolder { path: PathBuf, message: String },
+
     /// An architecture name that is not in the model zoo.
     #[error("unknown architecture {name:?}: {message}")]
     Arch { name: String, message: String },

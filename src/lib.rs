@@ -15,6 +15,7 @@ pub mod distill;
 pub mod doctor;
 pub mod error;
 pub mod eval;
+pub mod file_lock;
 pub mod libtorch_dir;
 pub mod metrics;
 pub mod models;

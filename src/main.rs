@@ -46,23 +46,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Validate) => {
             let cfg = load_config(&cli)?;
             println!(
-                "ok: {} (student {}, attack {:?} x{}, loss {:?}, {} epochs)",
+                "ok: {} (student {}, attack {} x{}, loss {}, {} epochs)",
                 cli.config
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 cfg.student.arch,
-                cfg.attack.kind,
+                config::spelled(&cfg.attack.kind),
                 cfg.attack.steps,
-                cfg.loss.kind,
+                config::spelled(&cfg.loss.kind),
                 cfg.train.epochs
             );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Doctor(args)) => doctor_command(&cli, args),
-        Some(Command::SoftLabels(args)) => {
-            soft_labels_command(&cli, args).map(|()| ExitCode::SUCCESS)
-        }
+        Some(Command::SoftLabels(args)) => soft_labels_command(&cli, args),
         Some(Command::Sweep(args)) => {
             use ard_pipeline::sweep::{self, Backend};
             let Some(path) = &cli.config else {
@@ -127,7 +125,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Eval(args)) => {
             let cfg = match &cli.config {
                 Some(_) => load_config(&cli)?,
-                None => Config::default(),
+                None => config::defaults_with_env()?,
             };
             eval_command(cfg, args).map(|()| ExitCode::SUCCESS)
         }
@@ -189,7 +187,7 @@ fn doctor_command(cli: &Cli, args: &cli::DoctorArgs) -> Result<ExitCode> {
     })
 }
 
-fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<()> {
+fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<ExitCode> {
     use ard_pipeline::soft_labels::command;
     match &args.action {
         Some(SoftLabelsAction::Merge(m)) => {
@@ -207,12 +205,31 @@ fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<()> {
             );
         }
         None => {
-            let report =
-                command::fill(&load_config(cli)?, args.shard, |line| log::info!("{line}"))?;
+            let cfg = load_config(cli)?;
+            // SIGINT/SIGTERM: save what is computed, release the lock, say so.
+            let signals = ard_pipeline::metrics::install(|signal| {
+                log::warn!("{}: saving the soft labels computed so far, then exiting (again to exit at once)", signal.name());
+            })?;
+            let report = command::fill(
+                &cfg,
+                args.shard,
+                || signals.received().is_some(),
+                |line| log::info!("{line}"),
+            )?;
             println!("{}", report.summary());
+            if let Some(signal) = signals.received().filter(|_| report.left > 0) {
+                eprintln!(
+                    "interrupted by {}: {} entries computed now are saved in {}, {} left; run the same command again to continue",
+                    signal.name(),
+                    report.computed,
+                    report.path.display(),
+                    report.left
+                );
+                return Ok(ExitCode::from(signal.exit_code() as u8));
+            }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {

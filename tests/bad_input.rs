@@ -129,6 +129,89 @@ fn config_mistakes_name_the_file_key_and_value() {
 }
 
 #[test]
+fn empty_paths_huge_numbers_and_optional_values_are_named_plainly() {
+    let c = Case::new();
+    let base = c.text();
+    let out_dir = format!("out_dir = \"{}\"", c.dir.path().join("runs").display());
+    let root = format!("root = \"{}\"", common::cifar_root().display());
+    let teacher = format!("weights = \"{}\"", c.teacher.display());
+    for (text, key) in [
+        (base.replace(&out_dir, "out_dir = \"\""), "run.out_dir"),
+        (
+            base.replace("[run]\n", "[run]\nsave_final = \"\"\n"),
+            "run.save_final",
+        ),
+        (base.replace(&root, "root = \"\""), "data.root"),
+        (base.replace(&teacher, "weights = \"\""), "teacher.weights"),
+        (
+            base.replace("[teacher]\n", "[teacher]\ncache_dir = \"\"\n"),
+            "teacher.cache_dir",
+        ),
+    ] {
+        let e = c.fails(&text, &["--dry-run"]);
+        assert_names(&e, &[key, "must not be empty"]);
+    }
+    let e = c.fails(
+        &base.replace("steps = 1\n", "steps = 18446744073709551615\n"),
+        &[],
+    );
+    assert_names(&e, &["attack.steps", "too large"]);
+    let e = c.fails(&base.replace("train_limit = 256", "train_limit = 0"), &[]);
+    assert_names(&e, &["data.train_limit", "= 0"]);
+    assert!(!e.contains("Some(") && !e.contains("None"), "{e}");
+    // A folder where a weights file belongs.
+    let folder = c.dir.path().join("a-folder.safetensors");
+    std::fs::create_dir_all(&folder).unwrap();
+    let e = c.fails(
+        &base.replace(&teacher, &format!("weights = \"{}\"", folder.display())),
+        &["--dry-run"],
+    );
+    assert_names(&e, &["a-folder.safetensors", "is a folder"]);
+}
+
+#[test]
+fn environment_overrides_have_the_file_types_and_reach_every_command() {
+    let c = Case::new();
+    let cfg = c.write(&c.text());
+    let bin = env!("CARGO_BIN_EXE_ard-pipeline");
+    let with_env = |var: &str, value: &str, args: &[&str]| {
+        run(Command::new(bin)
+            .args(["--config", cfg.to_str().unwrap()])
+            .args(args)
+            .env(var, value))
+    };
+    for (var, value, key) in [
+        ("ARD__TRAIN__EPOCHS", "1.5", "train.epochs"),
+        ("ARD__ATTACK__STEPS", "2.7", "attack.steps"),
+        ("ARD__DATA__BATCH_SIZE", "many", "data.batch_size"),
+    ] {
+        let e = failed(&with_env(var, value, &["validate"]));
+        assert_names(&e, &[var, value, key]);
+    }
+    // A number where a string is wanted is taken as the string.
+    let out = with_env("ARD__RUN__NAME", "2024", &["validate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `eval` without --config reads the overrides too.
+    let nowhere = c.dir.path().join("no-cifar-here");
+    let out = run(Command::new(bin)
+        .args(["eval", "--arch", "wrn10_1", "--weights"])
+        .arg(&c.teacher)
+        .args(["--attacks", "natural", "--test-limit", "8"])
+        .env("ARD__DATA__ROOT", &nowhere)
+        .env("ARD__DATA__DOWNLOAD", "false"));
+    assert_names(&failed(&out), &["no-cifar-here"]);
+    let out = run(Command::new(bin)
+        .args(["eval", "--arch", "wrn10_1", "--weights"])
+        .arg(&c.teacher)
+        .args(["--attacks", "natural", "--test-limit", "0"]));
+    assert_names(&failed(&out), &["--test-limit", "0"]);
+}
+
+#[test]
 fn missing_and_truncated_dataset_files_are_named() {
     let c = Case::new();
     let empty = c.dir.path().join("no-data");

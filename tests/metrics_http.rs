@@ -273,8 +273,14 @@ fn serves_metrics_healthz_and_status() {
         assert_eq!(response.status, 405, "{method} {path}");
         assert_eq!(
             response.headers.get("allow").map(String::as_str),
-            Some("GET")
+            Some("GET, HEAD")
         );
+    }
+    // HEAD answers as GET would, without a body.
+    for path in ["/metrics", "/healthz", "/status"] {
+        let response = request(addr, "HEAD", path);
+        assert_eq!(response.status, 200, "HEAD {path}");
+        assert!(response.body.is_empty(), "HEAD {path}: {}", response.body);
     }
     let response = request(addr, "GET", "/../../etc/passwd");
     assert_eq!(response.status, 404);

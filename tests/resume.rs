@@ -1,6 +1,7 @@
 //! Never lose a run: a run killed (SIGKILL, SIGTERM) at an arbitrary step and
 //! resumed ends at the same weights as the uninterrupted run; resuming checks
-//! the config; a NaN keeps the last good checkpoint.
+//! the config; no file ever holds a non-finite weight; a finished run's folder
+//! is left as it is unless `--fresh` moves it aside; one process per folder.
 
 mod common;
 
@@ -266,7 +267,7 @@ fn resuming_checks_the_config_and_the_checkpoint() {
 }
 
 #[test]
-fn a_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
+fn non_finite_weights_are_never_written_nor_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
     let port = services::free_port();
@@ -275,34 +276,230 @@ fn a_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
     assert_eq!(code, None, "{stderr}");
     let ckpt = dir.path().join("n/checkpoint.safetensors");
     let good = std::fs::read(&ckpt).unwrap();
-    let step = checkpoint_state(&dir.path().join("n"))["position"]["step"]
-        .as_u64()
-        .unwrap();
+    let poison = |file: &Path, only: &str| {
+        let poisoned: Vec<(String, tch::Tensor)> = common::read(file)
+            .into_iter()
+            .map(|(k, t)| {
+                let t = if t.kind() == tch::Kind::Float && k.contains(only) {
+                    t.fill(f64::NAN)
+                } else {
+                    t
+                };
+                (k, t)
+            })
+            .collect();
+        tch::Tensor::write_safetensors(&poisoned, file).unwrap();
+    };
 
-    // The teacher file now holds NaN weights: its soft labels make the loss NaN.
-    let poisoned: Vec<(String, tch::Tensor)> = common::read(&teacher)
-        .into_iter()
-        .map(|(k, t)| {
-            let t = if t.kind() == tch::Kind::Float {
-                t.fill(f64::NAN)
-            } else {
-                t
-            };
-            (k, t)
-        })
-        .collect();
-    tch::Tensor::write_safetensors(&poisoned, &teacher).unwrap();
+    // The writer refuses a NaN tensor and keeps the previous file.
+    let nan = vec![(
+        "w".to_string(),
+        tch::Tensor::from_slice(&[1.0f32, f32::NAN]),
+    )];
+    let e = ard_pipeline::checkpoint::write_atomic(&ckpt, &nan)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor w") && e.contains("previous file is kept"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&ckpt).unwrap(), good);
+    let fresh = dir.path().join("never.safetensors");
+    assert!(ard_pipeline::checkpoint::write_atomic(&fresh, &nan).is_err());
+    assert!(!fresh.exists(), "a file with a NaN weight was written");
+
+    // A teacher file with NaN weights is refused by name, in a dry run too.
+    let sick = dir.path().join("sick-teacher.safetensors");
+    std::fs::copy(&teacher, &sick).unwrap();
+    poison(&sick, "");
+    let sick_cfg = write_config(dir.path(), "sick", &sick, port, "");
+    let out = run(&sick_cfg, &["--dry-run"]);
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains("sick-teacher.safetensors") && msg.contains("NaN"),
+        "{msg}"
+    );
+    // The run's own teacher turns NaN between a kill and the resumption.
+    let healthy = std::fs::read(&teacher).unwrap();
+    poison(&teacher, "");
     let out = run(&cfg, &["--resume"]);
     assert!(!out.status.success());
     let msg = text(&out);
     assert!(
-        msg.contains("student") && msg.contains(&format!("step {step}")),
+        msg.contains("teacher.safetensors") && msg.contains("NaN"),
         "{msg}"
     );
     assert!(!msg.contains("panicked"), "{msg}");
     assert_eq!(
         std::fs::read(&ckpt).unwrap(),
         good,
-        "the last good checkpoint was touched"
+        "the checkpoint was touched"
     );
+    std::fs::write(&teacher, healthy).unwrap();
+
+    // A checkpoint holding a NaN is not resumed from, and not overwritten.
+    poison(&ckpt, "model.");
+    let poisoned = std::fs::read(&ckpt).unwrap();
+    let out = run(&cfg, &["--resume"]);
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains("checkpoint.safetensors") && msg.contains("model.") && msg.contains("NaN"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&ckpt).unwrap(), poisoned);
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_finished_run_is_left_alone_until_fresh_moves_it_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
+    let port = services::free_port();
+    let cfg = write_config(dir.path(), "f", &teacher, port, "");
+    let folder = dir.path().join("f");
+    let one_epoch = |args: &[&str]| {
+        command(&cfg, args)
+            .env("ARD__TRAIN__EPOCHS", "1")
+            .output()
+            .unwrap()
+    };
+    let out = one_epoch(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = snapshot(&folder);
+    assert!(first.contains_key("summary.json") && first.contains_key("final.safetensors"));
+
+    // The same command again: refused, nothing touched.
+    let out = one_epoch(&[]);
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains("holds a finished run")
+            && msg.contains("--fresh")
+            && msg.contains("run folder"),
+        "{msg}"
+    );
+    assert_eq!(
+        snapshot(&folder),
+        first,
+        "a finished run's folder was modified"
+    );
+
+    // --fresh moves it aside whole, and the new run starts in an empty folder.
+    let out = one_epoch(&["--fresh"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(snapshot(&dir.path().join("f.previous-1")), first);
+    let second = snapshot(&folder);
+    let metrics = String::from_utf8(second["metrics.jsonl"].clone()).unwrap();
+    assert_eq!(metrics.lines().count(), 1, "{metrics}");
+
+    // An interrupted --fresh rerun never mixes two runs' files.
+    let (code, stderr) = interrupt_at(&cfg, &["--fresh"], port, 2, SIGKILL);
+    assert_eq!(code, None, "{stderr}");
+    assert_eq!(snapshot(&dir.path().join("f.previous-2")), second);
+    let third = snapshot(&folder);
+    for name in [
+        "summary.json",
+        "final.safetensors",
+        "eval.jsonl",
+        "metrics.jsonl",
+    ] {
+        assert!(
+            !third.contains_key(name),
+            "{name} of an earlier run in {third:?}",
+            third = third.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn one_process_per_run_folder_and_stale_leftovers_are_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
+    let port = services::free_port();
+    let cfg = write_config(dir.path(), "l", &teacher, port, "");
+
+    // A second process on a live folder is refused at once, naming the holder.
+    let mut first = Killed(
+        command(&cfg, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ureq::get(&format!("http://127.0.0.1:{port}/status"))
+        .call()
+        .is_ok_and(|r| r.into_string().unwrap().contains("\"step\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never served /status"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let out = run(&cfg, &[]);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "not refused at once"
+    );
+    let msg = text(&out);
+    assert!(
+        msg.contains("in use by") && msg.contains(&format!("pid {}", first.0.id())),
+        "{msg}"
+    );
+    let status = first.0.wait().unwrap();
+    assert!(status.success(), "the first run failed");
+    let metrics = std::fs::read_to_string(dir.path().join("l/metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(epochs, [1, 2, 3], "{metrics}");
+    assert!(
+        !dir.path().join("l.lock").exists(),
+        "lock left after a clean exit"
+    );
+
+    // A killed run leaves its lock and maybe a temp file: both are taken over,
+    // and a renamed folder resumes (the name is where a run lives, not what it trains).
+    let cfg = write_config(dir.path(), "k", &teacher, port, "");
+    let (code, stderr) = interrupt_at(&cfg, &[], port, 4, SIGKILL);
+    assert_eq!(code, None, "{stderr}");
+    assert!(dir.path().join("k.lock").exists());
+    std::fs::rename(dir.path().join("k"), dir.path().join("k2")).unwrap();
+    std::fs::rename(dir.path().join("k.lock"), dir.path().join("k2.lock")).unwrap();
+    let stale_tmp = dir.path().join("k2/.checkpoint.safetensors.tmp-4194999");
+    std::fs::write(&stale_tmp, b"half a checkpoint").unwrap();
+    let renamed = write_config(dir.path(), "k2", &teacher, port, "");
+    let out = run(&renamed, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("resuming") && msg.contains("stale lock"),
+        "{msg}"
+    );
+    assert!(!stale_tmp.exists(), "a stale temp file was kept");
+    assert!(!dir.path().join("k2.lock").exists());
 }

@@ -99,3 +99,78 @@ fn sigint_checkpoints_and_exits_130() {
 fn sigterm_checkpoints_and_exits_143() {
     interrupted_run(15, 143);
 }
+
+/// Two signals in a row exit at once, possibly while the eval stage works on
+/// an epoch's snapshot; the resumed run evaluates that epoch (from
+/// `last.safetensors`) before going on, so `eval.jsonl` has every epoch.
+#[test]
+fn an_evaluation_cut_short_by_a_second_signal_is_redone_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 0);
+    let port = services::free_port();
+    let cfg = dir.path().join("twice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nname = \"twice\"\ndevice = \"cpu\"\nthreads = 1\nout_dir = \"{out}\"\n[data]\nroot = \"{root}\"\ndownload = false\nchecksums = \"skip\"\nbatch_size = 32\ntrain_limit = 256\n[teacher]\narch = \"wrn10_1\"\nweights = \"{t}\"\n[student]\narch = \"mobilenet_v2_x0.25\"\n[attack]\nkind = \"pgd\"\nsteps = 1\nstep_size = \"8/255\"\n[loss]\nkind = \"ard\"\n[train]\nepochs = 3\n[eval]\nevery_epochs = 1\nattacks = [\"natural\", \"pgd20\"]\ntest_limit = 128\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            out = dir.path().display(),
+            root = common::cifar_root().display(),
+            t = teacher.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ard-pipeline"));
+        cmd.args(["--config", cfg.to_str().unwrap()]).args(args);
+        cmd
+    };
+    let mut child = Killed(
+        run(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Epoch 1 ends at step 8; its evaluation (PGD-20 on 128 images) then takes seconds.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the run never finished epoch 1");
+        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/status")).call() {
+            let status: serde_json::Value =
+                serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+            if status["step"].as_u64().unwrap_or(0) >= 8 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.0.id() as i32;
+    // SAFETY: sending signals to our own child process by PID.
+    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
+    std::thread::sleep(Duration::from_millis(100));
+    unsafe { libc_kill(pid, 15) };
+    let status = child.0.wait().unwrap();
+    assert!(!status.success());
+    let evals = || -> Vec<u64> {
+        std::fs::read_to_string(dir.path().join("twice/eval.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert!(
+        !evals().contains(&1),
+        "epoch 1's evaluation finished before the signals: the test did not test"
+    );
+    let out = run(&["--resume"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(evals(), [1, 2, 3]);
+}

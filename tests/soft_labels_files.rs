@@ -326,7 +326,7 @@ fn sharded_fill_and_merge_equal_an_unsharded_fill() {
     let dir = tempfile::tempdir().unwrap();
     teacher(dir.path());
     let (whole, _) = fill_config(dir.path(), "whole", "f32");
-    let r = command::fill(&whole, None, |_| {}).unwrap();
+    let r = command::fill(&whole, None, || false, |_| {}).unwrap();
     assert_eq!((r.images, r.computed), ((0, 40), 120));
     let expected = std::fs::read(&r.path).unwrap();
 
@@ -335,7 +335,7 @@ fn sharded_fill_and_merge_equal_an_unsharded_fill() {
     let mut shard_files = Vec::new();
     for index in [2, 0, 1] {
         let s = Shard { index, count: 3 };
-        let r = command::fill(&sharded, Some(s), |_| {}).unwrap();
+        let r = command::fill(&sharded, Some(s), || false, |_| {}).unwrap();
         assert_eq!(r.path, s.path(&full));
         assert_eq!(r.images, s.range(40));
         shard_files.push(r.path);
@@ -354,7 +354,7 @@ fn sharded_fill_and_merge_equal_an_unsharded_fill() {
     .unwrap_err();
     contains(&e, &["twice"]);
     let (other, _) = fill_config(dir.path(), "other", "f16");
-    let other_shard = command::fill(&other, Some(Shard { index: 1, count: 3 }), |_| {})
+    let other_shard = command::fill(&other, Some(Shard { index: 1, count: 3 }), || false, |_| {})
         .unwrap()
         .path;
     let e = soft_labels::merge(
@@ -433,6 +433,67 @@ fn the_soft_labels_subcommand_fills_shards_and_merges() {
     );
 }
 
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn sigint_during_a_fill_keeps_the_entries_and_the_lock_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    teacher(dir.path());
+    let (_, file) = fill_config(dir.path(), "sigint", "f16");
+    // Large enough to take a while on one thread: 4,000 images x 40 views.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("train_limit = 40", "train_limit = 4000")
+        .replace("views = 3", "views = 40");
+    std::fs::write(&file, &text).unwrap();
+    let cfg = config::load_str(&text, "fill.toml", false).unwrap();
+    let cache = soft_labels::cache_path(&cfg).unwrap();
+    let lock = soft_labels::lock::lock_path(&cache);
+    let mut child = common::services::Killed(
+        Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
+            .arg("--config")
+            .arg(&file)
+            .arg("soft-labels")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !lock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill never took its lock"
+        );
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the fill ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: sending a signal to our own child process by PID.
+    assert_eq!(unsafe { libc_kill(child.0.id() as i32, 2) }, 0);
+    let status = child.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGINT") && stderr.contains("left"),
+        "{stderr}"
+    );
+    assert!(!lock.exists(), "the lock file was left behind");
+    let kept = SoftLabelCache::open_any(&cache).unwrap();
+    assert!(
+        kept.filled() > 0 && !kept.is_complete(),
+        "{} entries kept",
+        kept.filled()
+    );
+}
+
 #[test]
 fn config_keys_are_validated() {
     let err = |text: &str| {
@@ -470,7 +531,7 @@ fn a_resident_cache_gives_the_same_soft_labels_as_the_file() {
     let dir = tempfile::tempdir().unwrap();
     teacher(dir.path());
     let (cfg, _) = fill_config(dir.path(), "resident", "f16");
-    let r = command::fill(&cfg, None, |_| {}).unwrap();
+    let r = command::fill(&cfg, None, || false, |_| {}).unwrap();
     let open = || SoftLabelSource::cached(SoftLabelCache::open_any(&r.path).unwrap());
     let (mut from_file, mut resident) = (open(), open());
     assert!(resident.keep_on_device(Device::Cpu).unwrap());

@@ -160,7 +160,7 @@ fn full_f32_cache_gives_the_online_weights_bit_for_bit() {
     let online = config(dir.path(), "online", "\"all\"", "f32", 80);
     let cached = config(dir.path(), "cached", "\"all\"", "f32", 80);
 
-    let report = command::fill(&cached, None, |_| {}).unwrap();
+    let report = command::fill(&cached, None, || false, |_| {}).unwrap();
     assert_eq!(
         (report.computed, report.already, report.written),
         (80 * 162, 0, true)
@@ -168,7 +168,7 @@ fn full_f32_cache_gives_the_online_weights_bit_for_bit() {
     let file = soft_labels::cache_path(&cached).unwrap();
     let before = stamp(&file);
     // Filling again finds nothing to do and does not touch the file.
-    let again = command::fill(&cached, None, |_| {}).unwrap();
+    let again = command::fill(&cached, None, || false, |_| {}).unwrap();
     assert_eq!(
         (again.computed, again.already, again.written),
         (0, 80 * 162, false)
@@ -253,7 +253,7 @@ fn a_cache_of_another_teacher_or_dataset_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let cfg = config(dir.path(), "cached", "1", "f32", 80);
-    command::fill(&cfg, None, |_| {}).unwrap();
+    command::fill(&cfg, None, || false, |_| {}).unwrap();
     let file = soft_labels::cache_path(&cfg).unwrap();
     let before = stamp(&file);
 

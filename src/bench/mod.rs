@@ -370,7 +370,7 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             && !fills.contains_key(&fill_key(&case))
         {
             let cfg = plan.config(&case, &plan.variants[0], &work, "bench-fill")?;
-            let fill = soft_labels::command::fill(&cfg, None, |_| {})?;
+            let fill = soft_labels::command::fill(&cfg, None, || false, |_| {})?;
             progress(&format!(
                 "{}: soft-label cache filled in {:.1}s (untimed)",
                 case.teacher, fill.seconds

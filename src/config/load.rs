@@ -1,7 +1,9 @@
-//! Reading a config file with the `config` crate, plus environment overrides.
+//! Reading a config file (layered with the `config` crate), plus environment
+//! overrides read with the same types as the file.
 
 use super::types::Config;
 use crate::error::{Error, Result};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Environment overrides look like `ARD__ATTACK__STEPS=2`.
@@ -118,16 +120,20 @@ fn check_file(text: &str, origin: &str) -> Result<()> {
                 .span()
                 .map(|s| format!(" (line {})", line_of(text, s.start)))
                 .unwrap_or_default();
-            if key == "." || key.is_empty() {
-                err(format!("{message}{at}"))
-            } else {
-                err(format!("key `{key}`: {message}{at}"))
+            let key = match key.as_str() {
+                "." | "" => inner.span().and_then(|s| key_at(text, s.start)),
+                _ => Some(key),
+            };
+            match key {
+                Some(key) => err(format!("key `{key}`: {message}{at}")),
+                None => err(format!("{message}{at}")),
             }
         })
 }
 
-/// Parses config text (`origin` names it in errors); `with_env` applies
-/// `ARD__SECTION__KEY` overrides. Validates the result.
+/// Parses config text (`origin` names it in errors); `with_env` lays the
+/// `ARD__SECTION__KEY` overrides over it, read with the same types as the
+/// file (see [`env_overrides`]). Validates the result.
 pub fn load_str(text: &str, origin: &str, with_env: bool) -> Result<Config> {
     let err = |message: String| Error::Config {
         file: origin.to_string(),
@@ -138,15 +144,14 @@ pub fn load_str(text: &str, origin: &str, with_env: bool) -> Result<Config> {
     let mut builder = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml));
     if with_env {
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        );
+        let overrides = env_overrides(text, origin)?;
+        if !overrides.is_empty() {
+            let layer = toml::to_string(&overrides).map_err(|e| err(e.to_string()))?;
+            builder = builder.add_source(config::File::from_str(&layer, config::FileFormat::Toml));
+        }
     }
     let layered = builder.build().map_err(|e| err(e.to_string()))?;
-    let mut config: Config = layered.try_deserialize().map_err(|e| err(describe(e)))?;
+    let mut config: Config = layered.try_deserialize().map_err(|e| err(e.to_string()))?;
     if config.base.is_some() {
         return Err(err(
             "key `base`: only files can extend a base (use ard_pipeline::config::load)".into(),
@@ -163,11 +168,158 @@ pub fn load_str(text: &str, origin: &str, with_env: bool) -> Result<Config> {
     Ok(config)
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// The built-in defaults with the environment overrides laid over them, not
+/// validated: for commands that need only a few keys (`eval` without `--config`).
+pub fn defaults_with_env() -> Result<Config> {
+    let text = Config::default().to_toml();
+    let origin = "(built-in defaults)";
+    let overrides = env_overrides(&text, origin)?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Config {
+        file: origin.into(),
+        message: e.to_string(),
+    })?;
+    overlay(&mut table, overrides);
+    Config::deserialize(toml::Value::Table(table)).map_err(|e| Error::Config {
+        file: origin.into(),
+        message: e.to_string(),
+    })
 }
 
-/// Makes the `config` crate's errors say which key when they do not already.
-fn describe(error: config::ConfigError) -> String {
-    format!("{error} (after applying {ENV_PREFIX}__SECTION__KEY environment overrides)")
+/// One `ARD__SECTION__KEY=value` variable: its key path and its value, read
+/// as a TOML value (a number, a boolean, a list) or else taken as a string.
+struct EnvOverride {
+    var: String,
+    raw: String,
+    path: Vec<String>,
+    value: toml::Value,
+}
+
+fn env_vars() -> Vec<EnvOverride> {
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut vars: Vec<EnvOverride> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter_map(|(var, raw)| {
+            let rest = var.strip_prefix(&prefix)?.to_ascii_lowercase();
+            let path: Vec<String> = rest.split("__").map(str::to_string).collect();
+            if path.iter().any(String::is_empty) {
+                return None;
+            }
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            Some(EnvOverride {
+                var,
+                raw,
+                path,
+                value,
+            })
+        })
+        .collect();
+    vars.sort_by(|a, b| a.var.cmp(&b.var));
+    vars
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("paths are never empty");
+    let mut t = table;
+    for p in parents {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(Default::default());
+        }
+        t = entry.as_table_mut().expect("made a table above");
+    }
+    t.insert(last.clone(), value);
+}
+
+/// The environment overrides as a TOML table, checked with the config's own
+/// types over `text`: `ARD__TRAIN__EPOCHS=1.5` is refused as `epochs = 1.5`
+/// in the file would be (never rounded), and an error names the variable.
+/// A value that reads as a number or boolean where the key wants a string
+/// (`ARD__RUN__NAME=2024`) is taken as the string.
+fn env_overrides(text: &str, origin: &str) -> Result<toml::Table> {
+    let mut vars = env_vars();
+    if vars.is_empty() {
+        return Ok(toml::Table::new());
+    }
+    let base: toml::Table = toml::from_str(text).map_err(|e| Error::Config {
+        file: origin.into(),
+        message: e.to_string(),
+    })?;
+    // Each failed key may turn one override into a string: at most one retry each.
+    for _ in 0..=vars.len() {
+        let mut overrides = toml::Table::new();
+        for v in &vars {
+            set_path(&mut overrides, &v.path, v.value.clone());
+        }
+        let mut merged = base.clone();
+        overlay(&mut merged, overrides.clone());
+        let checked = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(merged));
+        let Err(e) = checked else {
+            return Ok(overrides);
+        };
+        let key = e.path().to_string();
+        let culprit = vars.iter_mut().find(|v| {
+            v.path.join(".") == key || key.starts_with(&format!("{}.", v.path.join(".")))
+        });
+        match culprit {
+            Some(v) if !v.value.is_str() && wants_string(e.inner().message()) => {
+                v.value = toml::Value::String(v.raw.clone());
+            }
+            Some(v) => {
+                return Err(Error::Config {
+                    file: format!("{origin} with environment {}={:?}", v.var, v.raw),
+                    message: format!("key `{key}`: {}", e.into_inner().message().trim_end()),
+                })
+            }
+            None => {
+                let names: Vec<&str> = vars.iter().map(|v| v.var.as_str()).collect();
+                return Err(Error::Config {
+                    file: format!("{origin} with environment {}", names.join(", ")),
+                    message: format!("key `{key}`: {}", e.into_inner().message().trim_end()),
+                });
+            }
+        }
+    }
+    Err(Error::Config {
+        file: origin.into(),
+        message: "environment overrides could not be read".into(),
+    })
+}
+
+/// Whether a serde "invalid type" message says a string was expected.
+fn wants_string(message: &str) -> bool {
+    message
+        .split_once("expected")
+        .is_some_and(|(_, wanted)| wanted.contains("string"))
+}
+
+/// The dotted key whose value starts on the line of `offset` (`[section]`
+/// headers above it included), for parse errors that carry only a position.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(['[', ']']).trim().to_string());
+    Some(match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }

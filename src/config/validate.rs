@@ -27,15 +27,36 @@ const MAX_QUEUE_CAPACITY: usize = 64;
 
 struct Checks(Vec<ValidationError>);
 
+/// A value as the config file writes it, strings quoted (`unset` for an
+/// absent optional one).
+fn shown(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Null) => "unset".into(),
+        Ok(v) => v.to_string(),
+        Err(_) => "(unprintable)".into(),
+    }
+}
+
 impl Checks {
-    fn require(&mut self, ok: bool, key: &'static str, value: impl fmt::Debug, reason: &str) {
+    fn require(&mut self, ok: bool, key: &'static str, value: impl serde::Serialize, reason: &str) {
         if !ok {
             self.0.push(ValidationError {
                 key,
-                value: format!("{value:?}"),
+                value: shown(value),
                 reason: reason.into(),
             });
         }
+    }
+
+    /// A path that is set must not be empty (an empty one would mean the
+    /// current directory, or nothing at all).
+    fn path_not_empty(&mut self, key: &'static str, path: Option<&std::path::Path>) {
+        self.require(
+            path.is_none_or(|p| !p.as_os_str().is_empty()),
+            key,
+            "",
+            "must not be empty (give a path, or leave the key out)",
+        );
     }
 }
 
@@ -80,6 +101,12 @@ impl Config {
             &self.run.name,
             "must be a non-empty name without path separators",
         );
+        c.path_not_empty("run.out_dir", Some(&self.run.out_dir));
+        c.path_not_empty("run.save_final", self.run.save_final.as_deref());
+        c.path_not_empty("data.root", Some(&self.data.root));
+        c.path_not_empty("teacher.weights", self.teacher.weights.as_deref());
+        c.path_not_empty("teacher.cache_dir", Some(&self.teacher.cache_dir));
+        c.path_not_empty("student.init", self.student.init.as_deref());
         c.require(
             crate::device::parse_device(&self.run.device).is_ok(),
             "run.device",

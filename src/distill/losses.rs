@@ -103,8 +103,12 @@ impl Objective {
 
     /// The scalar loss.
     pub fn loss(&self, inputs: &LossInputs) -> Result<Tensor> {
-        let missing =
-            |what: &str| crate::Error::Other(format!("the {:?} loss needs {what}", self.kind));
+        let missing = |what: &str| {
+            crate::Error::Other(format!(
+                "the {} loss needs {what}",
+                crate::config::spelled(&self.kind)
+            ))
+        };
         let teacher = || inputs.teacher.ok_or_else(|| missing("teacher logits"));
         let clean = || {
             inputs

@@ -5,7 +5,8 @@
 //! - `GET /healthz`: `200 ok` while the server runs;
 //! - `GET /status`: the [`Status`](super::Status) JSON document.
 //!
-//! Other methods get `405` (with `Allow: GET`), other paths `404`. Nothing but
+//! HEAD gets the GET headers without a body; other methods get `405` (with
+//! `Allow: GET, HEAD`), other paths `404`. Nothing but
 //! the run name identifies the run: no file paths are exposed.
 //!
 //! [`start`] binds the address synchronously, on the caller's thread, so a taken
@@ -195,7 +196,7 @@ impl Drop for ServerHandle {
     }
 }
 
-/// The application: three GET resources, 405 for other methods, 404 elsewhere.
+/// The application: three GET (and HEAD) resources, 405 for other methods, 404 elsewhere.
 fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -209,15 +210,23 @@ fn app(
 > {
     App::new()
         .app_data(state)
-        .service(get_only("/metrics", web::get().to(metrics)))
-        .service(get_only("/healthz", web::get().to(healthz)))
-        .service(get_only("/status", web::get().to(status)))
+        .service(get_only("/metrics", metrics))
+        .service(get_only("/healthz", healthz))
+        .service(get_only("/status", status))
         .default_service(web::to(not_found))
 }
 
-fn get_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
+/// `path` answers GET with `handler`, HEAD with its headers (actix sends no
+/// body for HEAD), and 405 to anything else.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
     web::resource(path)
-        .route(route)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
         .default_service(web::to(method_not_allowed))
 }
 
@@ -254,7 +263,7 @@ async fn status(state: web::Data<AppState>) -> HttpResponse {
 
 async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed()
-        .insert_header((header::ALLOW, "GET"))
+        .insert_header((header::ALLOW, "GET, HEAD"))
         .content_type(TEXT)
         .body("method not allowed: use GET\n")
 }

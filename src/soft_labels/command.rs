@@ -33,6 +33,8 @@ pub struct FillReport {
     /// Whether the file was (re)written.
     pub written: bool,
     pub seconds: f64,
+    /// Entries still to compute when `stop` asked to end early (0 when complete).
+    pub left: u64,
 }
 
 impl FillReport {
@@ -59,9 +61,13 @@ impl FillReport {
 /// (after `train_limit`) and every view of `teacher.views`, or for the images of
 /// `shard` only, into its partial file. Resumes a partly filled file; batches
 /// of `data.batch_size` (image, view) pairs; `progress` gets log lines.
+/// Fills the cache (or one shard of it). `stop` is asked after each batch: when
+/// it says so, the entries computed so far are saved and the fill ends early
+/// (its report says how many are left); the next fill continues from there.
 pub fn fill(
     cfg: &Config,
     shard: Option<Shard>,
+    stop: impl Fn() -> bool,
     mut progress: impl FnMut(&str),
 ) -> Result<FillReport> {
     let started = Instant::now();
@@ -147,6 +153,9 @@ pub fn fill(
             cache.flush()?;
             last_save = Instant::now();
         }
+        if stop() {
+            break;
+        }
     }
     let written = cache.flush()?;
     let report = FillReport {
@@ -156,6 +165,7 @@ pub fn fill(
         already,
         written,
         seconds: started.elapsed().as_secs_f64(),
+        left: pending.len() as u64 - computed,
     };
     progress(&report.summary());
     Ok(report)

@@ -49,7 +49,10 @@ pub fn augmentation_policy(views: ViewSet) -> String {
 pub fn view_set(cfg: &Config) -> Result<ViewSet> {
     ViewSet::from_config(cfg.teacher.views).ok_or_else(|| Error::Config {
         file: "teacher.views".into(),
-        message: format!("{:?} is not \"all\" or 1..=162", cfg.teacher.views),
+        message: format!(
+            "{} is not \"all\" or 1..=162",
+            crate::config::spelled(&cfg.teacher.views)
+        ),
     })
 }
 

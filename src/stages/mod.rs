@@ -307,6 +307,17 @@ pub fn run_pipeline(
         (Some(c), None) => (c.state.epochs.clone(), Vec::new()),
         _ => (Vec::new(), Vec::new()),
     };
+    let eval_images = if evals.is_empty() {
+        0
+    } else {
+        test.images.size()[0] as u64
+    };
+    let catch_up = match (&run_options.resume, run_dir) {
+        (Some(c), Some(dir)) => {
+            missed_evaluation(cfg, c, dir, &prior_evals, &layout, eval_images, device)?
+        }
+        _ => None,
+    };
     let epoch_log = Arc::new(Mutex::new(prior_epochs));
     let eval_log = Arc::new(Mutex::new(prior_evals));
     let owned_dir = run_dir.cloned();
@@ -349,21 +360,15 @@ pub fn run_pipeline(
         metrics.clone(),
         final_weights.clone(),
         epoch_log.clone(),
-        (
-            cfg.eval.every_epochs,
-            if evals.is_empty() {
-                0
-            } else {
-                test.images.size()[0] as u64
-            },
-        ),
+        (cfg.eval.every_epochs, eval_images),
         run_dir.map(|dir| student::Checkpointing {
             path: dir.file(crate::train::resume::CHECKPOINT_FILE),
             every_steps: cfg.run.checkpoint_every_steps,
             config: cfg.clone(),
         }),
         &start,
-    )?;
+    )?
+    .with_catch_up(catch_up);
     let eval_stage = eval::EvalStage::new(
         eval_model,
         eval_teacher,
@@ -468,4 +473,44 @@ pub fn run_pipeline(
         student,
         selection,
     })
+}
+
+/// The evaluation a resumed run owes: the last finished epoch's, when it was
+/// due and the run stopped before its record was written (a second signal
+/// exits at once, while the eval stage still works on it). That epoch's
+/// weights are in `last.safetensors` (written at each epoch end), so it is
+/// evaluated from them before training goes on. The run's final epoch is the
+/// student stage's `finish` to evaluate.
+fn missed_evaluation(
+    cfg: &Config,
+    checkpoint: &crate::train::resume::Checkpoint,
+    dir: &RunDir,
+    recorded: &[EvalRecord],
+    layout: &weights::WeightLayout,
+    eval_images: u64,
+    device: tch::Device,
+) -> Result<Option<messages::Snapshot>> {
+    let epoch = checkpoint.state.epochs.len();
+    let every = cfg.eval.every_epochs;
+    let due = eval_images > 0 && every > 0 && epoch > 0 && epoch % every == 0;
+    let last = dir.file("last.safetensors");
+    if !due
+        || epoch >= cfg.train.epochs
+        || recorded.iter().any(|r| r.epoch == epoch)
+        || !last.is_file()
+    {
+        return Ok(None);
+    }
+    log::warn!(
+        "epoch {epoch}'s evaluation is missing from eval.jsonl (the run stopped before writing it): evaluating {} first",
+        last.display()
+    );
+    let model = Model::load(cfg.student.arch, device, &last)?;
+    Ok(Some(messages::Snapshot {
+        epoch,
+        step: checkpoint.state.epochs.iter().map(|e| e.steps).sum(),
+        last: false,
+        weights: layout.snapshot(&model),
+        eval_images,
+    }))
 }

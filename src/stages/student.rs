@@ -48,6 +48,8 @@ pub struct StudentStage {
     next_epoch: usize,
     /// The run's last snapshot went to the eval stage.
     sent_last: bool,
+    /// A resumed run's owed evaluation, sent before the first step.
+    catch_up: Option<Snapshot>,
 }
 
 /// Where and how often the student stage writes the training checkpoint.
@@ -101,7 +103,15 @@ impl StudentStage {
             steps_done: start.step,
             next_epoch: start.epoch,
             sent_last: false,
+            catch_up: None,
         })
+    }
+
+    /// Sends `snapshot` to the eval stage before the first step (an
+    /// evaluation a resumed run owes, see `stages::missed_evaluation`).
+    pub fn with_catch_up(mut self, snapshot: Option<Snapshot>) -> Self {
+        self.catch_up = snapshot;
+        self
     }
 
     fn epoch_seconds(&self) -> f64 {
@@ -145,6 +155,9 @@ impl Stage for StudentStage {
         out: &mut Emitter<Snapshot>,
     ) -> Result<(), StageError> {
         self.compute.enter();
+        if let Some(owed) = self.catch_up.take() {
+            out.send(owed)?;
+        }
         if batch.step != self.steps_done {
             return Err(StageError::msg(format!(
                 "batch for step {} arrived at step {}",

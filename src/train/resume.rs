@@ -41,6 +41,8 @@ const MAY_CHANGE: &[&str] = &[
     "run.resume",
     "run.threads",
     "run.out_dir",
+    // The folder may be renamed: the name says where the run lives, not what it trains.
+    "run.name",
     "run.save_final",
     "run.checkpoint_every_steps",
     "data.root",
@@ -119,19 +121,12 @@ fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
 }
 
 /// Writes the checkpoint of `student` and `sgd` at `state` to `path`
-/// atomically. Non-finite weights are refused (the previous checkpoint, the
-/// last good one, stays).
+/// atomically. Non-finite weights are refused by
+/// [`crate::checkpoint::write_atomic`] (the previous checkpoint, the last good
+/// one, stays).
 pub fn write(path: &Path, student: &Model, sgd: &Sgd, state: &TrainState) -> Result<()> {
     let mut tensors = Vec::new();
     for (name, t) in student.vs.variables() {
-        let finite = tch::no_grad(|| t.isfinite().all().int64_value(&[]) == 1);
-        if !finite {
-            return Err(Error::Other(format!(
-                "student weights are not finite after step {} ({name}); the last good checkpoint {} is kept",
-                state.position.step,
-                path.display()
-            )));
-        }
         tensors.push((
             format!("{MODEL_PREFIX}{name}"),
             t.to_device(tch::Device::Cpu).contiguous(),
@@ -175,6 +170,14 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
             optim.insert(n.to_string(), t);
         } else {
             return Err(ckpt_err(path, format!("unexpected entry {name}")));
+        }
+    }
+    for (prefix, tensors) in [(MODEL_PREFIX, &model), (OPTIM_PREFIX, &optim)] {
+        if let Some(name) = crate::checkpoint::first_non_finite(tensors) {
+            return Err(ckpt_err(
+                path,
+                format!("tensor {prefix}{name} holds NaN or infinite values: the run diverged before this checkpoint was written"),
+            ));
         }
     }
     Ok(Checkpoint {
@@ -246,45 +249,45 @@ pub fn config_differences(saved: &str, cfg: &Config) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Opens the run folder of `cfg` and decides, per `run.resume`, whether the
-/// run continues from its checkpoint. A fresh start clears the records and
-/// the checkpoint of an earlier run of the same name; a resumption keeps the
-/// records up to the checkpoint and drops the later ones (they are redone).
+/// Opens the run folder of `cfg` under its lock and decides, per
+/// `run.resume`, whether the run continues from its checkpoint:
+/// - an unfinished checkpoint is resumed (`auto`, `always`); its records stay
+///   up to the checkpoint and the later ones are dropped (they are redone);
+/// - a finished run (its `summary.json`, or a checkpoint marked finished) is
+///   never touched unless the user asks: `auto` refuses, naming `--fresh`;
+/// - starting afresh (`never`, i.e. `--fresh`, or `auto` on leftovers of a run
+///   killed before its first checkpoint) first moves the earlier files to
+///   `NAME.previous-N`, so that no folder ever mixes two runs.
 pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
-    let path = cfg.run.out_dir.join(&cfg.run.name).join(CHECKPOINT_FILE);
+    let folder = super::run_dir::run_path(cfg);
+    let lock = super::run_dir::lock_run_folder(&folder)?;
+    let path = folder.join(CHECKPOINT_FILE);
     let fresh_hint =
         "start afresh with --fresh (or run.resume = \"never\"), or use another run.name";
+    let finished_summary = folder.join("summary.json").is_file();
     let checkpoint = match cfg.run.resume {
         ResumePolicy::Never => None,
         ResumePolicy::Auto | ResumePolicy::Always if path.exists() => {
             let ckpt = read(&path).map_err(|e| Error::Other(format!("{e}; {fresh_hint}")))?;
-            if ckpt.state.finished {
-                if cfg.run.resume == ResumePolicy::Always {
-                    return Err(ckpt_err(
-                        &path,
-                        format!("nothing to resume: that run finished; {fresh_hint}"),
-                    ));
-                }
-                log::info!(
-                    "{} belongs to a finished run: starting afresh",
-                    path.display()
-                );
-                None
-            } else {
-                let diffs = config_differences(&ckpt.state.config, cfg)?;
-                if !diffs.is_empty() {
-                    let shown: Vec<_> = diffs.iter().take(6).cloned().collect();
-                    return Err(ckpt_err(
-                        &path,
-                        format!(
-                            "cannot resume: the config differs from the checkpoint's in {} setting(s): {}; {fresh_hint}",
-                            diffs.len(),
-                            shown.join("; ")
-                        ),
-                    ));
-                }
-                Some(ckpt)
+            if ckpt.state.finished || finished_summary {
+                return Err(finished_run_error(&folder, cfg.run.resume));
             }
+            let diffs = config_differences(&ckpt.state.config, cfg)?;
+            if !diffs.is_empty() {
+                let shown: Vec<_> = diffs.iter().take(6).cloned().collect();
+                return Err(ckpt_err(
+                    &path,
+                    format!(
+                        "cannot resume: the config differs from the checkpoint's in {} setting(s): {}; {fresh_hint}",
+                        diffs.len(),
+                        shown.join("; ")
+                    ),
+                ));
+            }
+            Some(ckpt)
+        }
+        ResumePolicy::Auto | ResumePolicy::Always if finished_summary => {
+            return Err(finished_run_error(&folder, cfg.run.resume));
         }
         ResumePolicy::Always => {
             return Err(ckpt_err(
@@ -295,9 +298,19 @@ pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
         ResumePolicy::Auto => None,
     };
     let dir = match &checkpoint {
-        None => RunDir::create(cfg)?,
+        None => {
+            if super::run_dir::has_files(&folder) {
+                let aside = super::run_dir::move_aside(&folder)?;
+                log::warn!(
+                    "{}: the earlier run's files were moved to {} (this run starts afresh)",
+                    folder.display(),
+                    aside.display()
+                );
+            }
+            RunDir::create(cfg, lock)?
+        }
         Some(ckpt) => {
-            let dir = RunDir::reopen(cfg)?;
+            let dir = RunDir::reopen(cfg, lock)?;
             let done = ckpt.state.epochs.len();
             let step = ckpt.state.position.step;
             dir.retain_jsonl("metrics.jsonl", |r| {
@@ -319,9 +332,24 @@ pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
     Ok((dir, checkpoint))
 }
 
+/// A finished run's folder is left as it is unless the user says otherwise.
+fn finished_run_error(folder: &Path, policy: ResumePolicy) -> Error {
+    let what = if policy == ResumePolicy::Always {
+        "nothing to resume: it holds a finished run"
+    } else {
+        "holds a finished run (summary.json); its files were left as they are"
+    };
+    Error::RunFolder {
+        path: folder.to_owned(),
+        message: format!(
+            "{what}. To train it again, pass --fresh (the finished run's files move to {}.previous-N), or set another run.name",
+            folder.display()
+        ),
+    }
+}
+
 /// Marks the checkpoint in `dir` as belonging to a finished run (the job's
-/// last act), so that `run.resume = "auto"` starts the next run of this name
-/// afresh. No checkpoint, nothing to do.
+/// last act), so that no later run resumes from it. No checkpoint, nothing to do.
 pub fn mark_finished(dir: &RunDir) -> Result<()> {
     let path = dir.file(CHECKPOINT_FILE);
     if !path.exists() {

@@ -1,51 +1,124 @@
 //! The run folder: resolved config, per-epoch `metrics.jsonl`, eval results,
-//! checkpoints.
+//! checkpoints. One process at a time: the folder's lock (`NAME.lock` beside
+//! it) is held while a [`RunDir`] lives, and a run that starts afresh never
+//! writes into an earlier run's files (they are moved aside first, see
+//! [`crate::train::resume::open_run`]).
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::file_lock::{FileLock, LockError};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `run.out_dir/run.name`, created and checked for writing up front.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub path: PathBuf,
+    /// The folder's lock, released when the last clone is dropped.
+    _lock: Arc<FileLock>,
+}
+
+/// The folder of `cfg`'s run.
+pub fn run_path(cfg: &Config) -> PathBuf {
+    cfg.run.out_dir.join(&cfg.run.name)
+}
+
+/// Takes the lock of the run folder `path` (`NAME.lock` beside it), so that a
+/// second process on the same folder is refused at once, naming the holder.
+pub fn lock_run_folder(path: &Path) -> Result<FileLock> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    FileLock::acquire(&path.with_file_name(name)).map_err(|e| match e {
+        LockError::Held { lock, holder } => Error::RunFolder {
+            path: path.to_owned(),
+            message: format!(
+                "in use by {holder} (lock file {}); wait for that run to end, or set another run.name",
+                lock.display()
+            ),
+        },
+        LockError::Io { path: lock, source } => Error::RunFolder {
+            path: path.to_owned(),
+            message: format!(
+                "cannot create its lock file {} ({source}); set run.out_dir to a writable folder",
+                lock.display()
+            ),
+        },
+    })
+}
+
+/// Whether `path` holds anything at all.
+pub fn has_files(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// Renames the folder `path` to the first free `NAME.previous-N` beside it and
+/// returns the new name. The caller holds the folder's lock.
+pub fn move_aside(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let target = (1..)
+        .map(|n| path.with_file_name(format!("{name}.previous-{n}")))
+        .find(|p| !p.exists())
+        .expect("an unbounded range has a free name");
+    std::fs::rename(path, &target).map_err(|e| Error::RunFolder {
+        path: path.to_owned(),
+        message: format!(
+            "cannot move the earlier run's files aside to {} ({e}); nothing was changed",
+            target.display()
+        ),
+    })?;
+    Ok(target)
 }
 
 impl RunDir {
-    /// Creates the folder and writes the resolved config into it.
-    pub fn create(cfg: &Config) -> Result<RunDir> {
-        let path = cfg.run.out_dir.join(&cfg.run.name);
+    /// Creates the (empty or absent) folder of a new run under its lock and
+    /// writes the resolved config into it.
+    pub fn create(cfg: &Config, lock: FileLock) -> Result<RunDir> {
+        let path = run_path(cfg);
         create_run_folder(&path)?;
-        let dir = RunDir { path };
-        // A new run starts its per-epoch records and its checkpoint afresh.
-        for name in [
-            "metrics.jsonl",
-            "eval.jsonl",
-            super::resume::CHECKPOINT_FILE,
-        ] {
-            let file = dir.file(name);
-            if file.exists() {
-                log::info!(
-                    "replacing {} from an earlier run of the same name",
-                    file.display()
-                );
-                std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
-            }
-        }
+        let dir = RunDir {
+            path,
+            _lock: Arc::new(lock),
+        };
         dir.write_text("config.toml", &cfg.to_toml())?;
         Ok(dir)
     }
 
     /// Opens the folder of a run being resumed: its records stay (see
-    /// [`RunDir::retain_jsonl`]), the config is written again.
-    pub fn reopen(cfg: &Config) -> Result<RunDir> {
-        let path = cfg.run.out_dir.join(&cfg.run.name);
+    /// [`RunDir::retain_jsonl`]), temporary files of a killed process are
+    /// removed, the config is written again.
+    pub fn reopen(cfg: &Config, lock: FileLock) -> Result<RunDir> {
+        let path = run_path(cfg);
         create_run_folder(&path)?;
-        let dir = RunDir { path };
+        let dir = RunDir {
+            path,
+            _lock: Arc::new(lock),
+        };
+        dir.remove_stale_temp_files();
         dir.write_text("config.toml", &cfg.to_toml())?;
         Ok(dir)
+    }
+
+    /// Removes the `*.tmp-PID` files an interrupted atomic write left behind
+    /// (with the folder's lock held, no live process owns one).
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = name
+                .rsplit_once(".tmp-")
+                .is_some_and(|(_, pid)| pid.parse::<u32>().is_ok());
+            if stale && entry.path().is_file() {
+                log::info!(
+                    "removing {} (left by an interrupted write)",
+                    entry.path().display()
+                );
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Keeps only the JSON lines of `name` that `keep` accepts (rewritten

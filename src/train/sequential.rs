@@ -103,9 +103,9 @@ impl RunSetup {
             (Some(path), true) => Some(Model::load(cfg.teacher.arch, device, path)?),
             (None, true) => {
                 return Err(Error::Other(format!(
-                "the {:?} loss needs a teacher: set teacher.weights to a safetensors checkpoint",
-                cfg.loss.kind
-            )))
+                    "the {} loss needs a teacher: set teacher.weights to a safetensors checkpoint",
+                    crate::config::spelled(&cfg.loss.kind)
+                )))
             }
             (_, false) => None,
         };
