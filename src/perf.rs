@@ -102,14 +102,27 @@ impl PerfConfig {
             attack_kind: match self.attack_dtype {
                 AttackDtype::F32 => None,
                 AttackDtype::Bf16 => Some(Kind::BFloat16),
+                AttackDtype::Auto => {
+                    let native = device == Device::Cpu && cpu_has_native_bf16();
+                    log::info!(
+                        "perf.attack_dtype = \"auto\": {}",
+                        if native {
+                            "bf16 (this CPU computes bf16 natively)"
+                        } else {
+                            "f32 (no native bf16 on this device)"
+                        }
+                    );
+                    native.then_some(Kind::BFloat16)
+                }
             },
             malloc_reuse: self.malloc_reuse,
             amp: self.amp,
         };
         if perf.amp && !device.is_cuda() {
             return Err(Error::Other(format!(
-                "perf.amp = true: fp16 autocast is a CUDA path and the run's device is {device:?}; \
-                 on a CPU use perf.attack_dtype = \"bf16\" (or run on a GPU)"
+                "perf.amp = true: fp16 autocast is a CUDA path and the run's device is {}; \
+                 on a CPU use perf.attack_dtype = \"bf16\" (or run on a GPU)",
+                crate::device::device_name(device)
             )));
         }
         if !perf.channels_last && perf.attack_kind.is_none() {
@@ -118,7 +131,8 @@ impl PerfConfig {
         if device != Device::Cpu {
             return Err(Error::Other(format!(
                 "[perf] channels_last / attack_dtype are CPU fast paths (tested on CPU only); \
-                 the run's device is {device:?}: turn them off there"
+                 the run's device is {}: turn them off there",
+                crate::device::device_name(device)
             )));
         }
         if perf.attack_kind.is_some() && !cpu_has_native_bf16() {
@@ -335,5 +349,20 @@ mod tests {
         let e = cfg.build(Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("perf.amp") && e.contains("bf16"), "{e}");
         assert!(cfg.build(Device::Cuda(0)).unwrap().amp);
+    }
+
+    #[test]
+    fn auto_attack_dtype_is_bf16_only_where_the_cpu_has_it() {
+        let cfg = PerfConfig {
+            attack_dtype: AttackDtype::Auto,
+            ..Default::default()
+        };
+        let cpu = cfg.build(Device::Cpu).unwrap();
+        assert_eq!(
+            cpu.attack_kind,
+            cpu_has_native_bf16().then_some(Kind::BFloat16)
+        );
+        // A GPU gets f32, and no error (explicit bf16 would be refused there).
+        assert_eq!(cfg.build(Device::Cuda(0)).unwrap().attack_kind, None);
     }
 }

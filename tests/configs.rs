@@ -160,7 +160,7 @@ fn a_file_extends_its_base() {
     assert_eq!(cfg.attack.kind, AttackKind::FgsmRs);
     assert_eq!(cfg.run.name, "quickstart-fgsm-rs");
     // Inherited from quickstart.toml.
-    assert_eq!(cfg.data.train_limit, Some(3000));
+    assert_eq!(cfg.data.train_limit, Some(30000));
     assert_eq!(cfg.teacher.arch.to_string(), "wrn16_2");
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("child.toml");

@@ -605,6 +605,9 @@ pub enum AttackDtype {
     /// model's edges). The attack only needs the sign of the input gradient.
     /// Needs a CPU with native bf16 (AVX512-BF16); refused on CUDA.
     Bf16,
+    /// `bf16` where the run's device is a CPU with native bf16, `f32`
+    /// elsewhere (a GPU, or a CPU without it): for configs meant to run anywhere.
+    Auto,
 }
 
 /// `[perf]`: how the numbers are computed, not the algorithm (see
@@ -617,7 +620,7 @@ pub struct PerfConfig {
     /// Keep 4-d convolution weights and model inputs in channels-last (NHWC)
     /// memory format, for the student, its attack replica and the teacher.
     pub channels_last: bool,
-    /// `f32` or `bf16` for the training attack on the student.
+    /// `f32`, `bf16` or `auto` for the training attack on the student.
     pub attack_dtype: AttackDtype,
     /// ARD at alpha = 1 runs the student's clean forward only for BatchNorm's
     /// running statistics (its loss term has weight 0, as in ARD's code): run
