@@ -189,7 +189,7 @@ fn main() {
             .expect("teacher weights");
         let online_cfg = config(dir.path(), teacher, *batches, "online");
         let cached_cfg = config(dir.path(), teacher, *batches, "cached");
-        let fill = soft_labels::command::fill(&cached_cfg, None, |_| {}).expect("fill");
+        let fill = soft_labels::command::fill(&cached_cfg, None, || false, |_| {}).expect("fill");
         for &engine in &engines {
             let run = |cfg: &Config| {
                 if engine == "pipeline" {

@@ -482,6 +482,11 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Stop after this many optimisation steps in all (for quick checks).
     pub max_steps: Option<usize>,
+    /// A training-time budget in seconds (`src/train/budget.rs`): training
+    /// stops when it is spent (evaluation time not counted), and the
+    /// learning-rate schedule runs over the budget's time instead of over
+    /// steps; `epochs` is then an upper bound. For comparisons at equal cost.
+    pub max_seconds: Option<Real>,
 }
 
 impl Default for TrainConfig {
@@ -489,6 +494,7 @@ impl Default for TrainConfig {
         Self {
             epochs: 1,
             max_steps: None,
+            max_seconds: None,
         }
     }
 }

@@ -353,6 +353,20 @@ impl Config {
             self.train.max_steps,
             "must be at least 1 when set",
         );
+        if let Some(budget) = self.train.max_seconds {
+            c.require(
+                budget.get() > 0.0 && budget.get().is_finite(),
+                "train.max_seconds",
+                budget,
+                "must be a positive number of seconds",
+            );
+            c.require(
+                self.optim.schedule.kind != ScheduleKind::Multistep,
+                "train.max_seconds",
+                budget,
+                "a time budget runs the schedule over time, and multistep milestones are epochs: use one_cycle, cosine or constant",
+            );
+        }
         for name in &self.eval.attacks {
             c.require(
                 crate::eval::EvalAttack::parse(name).is_ok(),

@@ -30,7 +30,12 @@ impl Schedule {
 
     /// The rate for global iteration `iter` (0-based) in epoch `epoch` (0-based).
     pub fn lr(&self, epoch: usize, iter: usize) -> f64 {
-        let t = iter as f64 / self.total_iters as f64;
+        self.lr_at(epoch, iter as f64 / self.total_iters as f64)
+    }
+
+    /// The rate at fraction `t` of the run (iterations, or a time budget's
+    /// seconds) in epoch `epoch`.
+    pub fn lr_at(&self, epoch: usize, t: f64) -> f64 {
         match self.kind {
             ScheduleKind::Constant => self.base_lr,
             ScheduleKind::Multistep => {

@@ -24,13 +24,17 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Other(format!("plot {}: {e}", path.display()))
 }
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 /// Training loss per epoch (left) and accuracy per evaluation per epoch (right).
@@ -130,6 +134,79 @@ pub fn training_curves(
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+/// Validation accuracy against training seconds, one line per run: natural
+/// (left) and under the validation attack (right). `runs`: (label, points of
+/// (seconds, natural %, robust %)).
+pub fn curves_over_time(
+    path: &Path,
+    title: &str,
+    runs: &[(String, Vec<(f64, f64, f64)>)],
+) -> Result<()> {
+    font();
+    let root = BitMapBackend::new(path, (1400, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| plot_err(path, e))?;
+    let (left, right) = root.split_horizontally(700);
+    let max_s = runs
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(1.0f64, f64::max);
+    for (area, caption, pick) in [
+        (&left, "validation natural accuracy %", 0usize),
+        (&right, "validation robust accuracy %", 1),
+    ] {
+        let top = runs
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| if pick == 0 { q.1 } else { q.2 }))
+            .fold(10.0f64, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..max_s * 1.05, 0.0..(top * 1.1).min(100.0))
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("training seconds")
+            .y_desc("accuracy %")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        for (i, (label, points)) in runs.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let dashed = i >= COLORS.len();
+            let xy: Vec<(f64, f64)> = points
+                .iter()
+                .map(|q| (q.0, if pick == 0 { q.1 } else { q.2 }))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(
+                    xy.clone(),
+                    color.stroke_width(if dashed { 1 } else { 2 }),
+                ))
+                .map_err(|e| plot_err(path, e))?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| plot_err(path, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
             .draw()
             .map_err(|e| plot_err(path, e))?;
     }

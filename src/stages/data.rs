@@ -27,6 +27,8 @@ pub struct DataStage {
     plan: Option<data::Batches>,
     /// Raised by the overfitting guard (issue 6): produce nothing more.
     stop: Option<crate::train::overfit_guard::StopFlag>,
+    /// `train.max_seconds`: once spent, the next batch is the run's last.
+    budget: Option<std::sync::Arc<crate::train::budget::TimeBudget>>,
 }
 
 impl DataStage {
@@ -53,7 +55,19 @@ impl DataStage {
             step: 0,
             plan: None,
             stop: None,
+            budget: None,
         }
+    }
+
+    /// Ends the run when `budget` is spent: the batch produced then is the
+    /// last (as in the sequential trainer: the step begun after the budget is
+    /// spent is the run's last).
+    pub fn within(
+        mut self,
+        budget: Option<std::sync::Arc<crate::train::budget::TimeBudget>>,
+    ) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Ends the run early once `stop` is raised (the pipeline then drains).
@@ -93,6 +107,13 @@ impl Source for DataStage {
         if self.stop.as_ref().is_some_and(|s| s.is_raised()) {
             log::warn!("guard: no more training batches after step {}", self.step);
             return Ok(None);
+        }
+        if self.budget.as_ref().is_some_and(|b| b.exhausted()) {
+            log::info!(
+                "train.max_seconds spent: step {} is the last",
+                self.step + 1
+            );
+            self.total_steps = self.step + 1;
         }
         let skip = self.batch_in_epoch;
         let plan = self.plan.get_or_insert_with(|| {

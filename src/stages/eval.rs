@@ -58,6 +58,8 @@ pub struct EvalStage {
     results: Arc<Mutex<Vec<EvalRecord>>>,
     /// Validation split, best checkpoint and overfitting guard (issue 6).
     validator: Option<crate::train::validation::Validator>,
+    /// `train.max_seconds`, paused while this stage holds the shared lane.
+    budget: Option<Arc<crate::train::budget::TimeBudget>>,
 }
 
 impl EvalStage {
@@ -94,6 +96,7 @@ impl EvalStage {
             metrics,
             results,
             validator: None,
+            budget: None,
         }
     }
 
@@ -104,6 +107,17 @@ impl EvalStage {
         validator: Option<crate::train::validation::Validator>,
     ) -> Self {
         self.validator = validator;
+        self
+    }
+
+    /// Keeps evaluations off `budget`'s clock where training waits for them
+    /// (the shared compute lane); where they run beside training they cost
+    /// it nothing and the clock runs on.
+    pub fn off_the_clock_of(
+        mut self,
+        budget: Option<Arc<crate::train::budget::TimeBudget>>,
+    ) -> Self {
+        self.budget = budget.filter(|_| self.compute.shares_the_lane());
         self
     }
 }
@@ -134,21 +148,24 @@ impl Stage for EvalStage {
             &mut self.teacher,
             &mut self.validator,
         );
+        let budget = self.budget.clone();
         let report = self.compute.run(out, move || -> crate::Result<_> {
-            // Validation first, so that a guard stop reaches training early.
-            if let Some(v) = validator.as_mut() {
-                v.on_snapshot(
-                    model,
-                    snapshot.epoch,
-                    snapshot.step,
-                    test_due,
-                    teacher.as_ref(),
-                )?;
-            }
-            if !test_due {
-                return Ok(None);
-            }
-            plan.evaluate(model, teacher.as_ref()).map(Some)
+            crate::train::budget::off_the_clock(budget.as_deref(), || {
+                // Validation first, so that a guard stop reaches training early.
+                if let Some(v) = validator.as_mut() {
+                    v.on_snapshot(
+                        model,
+                        snapshot.epoch,
+                        snapshot.step,
+                        test_due,
+                        teacher.as_ref(),
+                    )?;
+                }
+                if !test_due {
+                    return Ok(None);
+                }
+                plan.evaluate(model, teacher.as_ref()).map(Some)
+            })
         })??;
         let Some(report) = report else {
             return Ok(());

@@ -156,6 +156,11 @@ impl Compute {
         }
     }
 
+    /// Whether this stage computes on the shared lane (where the others wait for it).
+    pub fn shares_the_lane(&self) -> bool {
+        self.lane.is_some()
+    }
+
     /// Applies the stage thread's budget (call first in every handle).
     pub fn enter(&mut self) {
         self.own.apply_once();
@@ -234,6 +239,12 @@ pub fn run_pipeline(
         }
         None => TrainPosition::default(),
     };
+    let budget = cfg.train.max_seconds.map(|limit| {
+        Arc::new(crate::train::budget::TimeBudget::new(
+            limit.get(),
+            start.train_seconds,
+        ))
+    });
     let mut soft_labels = crate::soft_labels::SoftLabelSource::for_run(
         cfg,
         &train,
@@ -253,6 +264,7 @@ pub fn run_pipeline(
         schedule: Schedule::new(&cfg.optim, total),
         clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
         scaler: cfg.perf.amp.then(crate::distill::GradScaler::default),
+        budget: budget.clone(),
     };
     let load_teacher = || -> Result<Model> {
         let path = cfg
@@ -333,6 +345,7 @@ pub fn run_pipeline(
     )
     .with_view_set(crate::soft_labels::identity::view_set(cfg)?)
     .starting_at(&start)
+    .within(budget.clone())
     .stopping_on(stop);
     let teacher_stage = teacher::TeacherStage::new(
         teacher,
@@ -383,7 +396,8 @@ pub fn run_pipeline(
         metrics,
         eval_log.clone(),
     )
-    .with_validator(validator);
+    .with_validator(validator)
+    .off_the_clock_of(budget);
 
     let options = PipelineOptions {
         stall_timeout: cfg

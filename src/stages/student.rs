@@ -130,6 +130,7 @@ impl StudentStage {
             epoch_loss_sum: self.loss_sum,
             epoch_images: self.epoch_images,
             epoch_seconds: self.epoch_seconds(),
+            train_seconds: self.update.budget.as_ref().map_or(0.0, |b| b.spent_s()),
         };
         let epochs = self
             .epochs
@@ -241,17 +242,18 @@ impl Stage for StudentStage {
             self.epoch_images = 0;
             if let Some(dir) = &self.run_dir {
                 self.student.save(&dir.file("last.safetensors"))?;
-                dir.append_jsonl(
-                    "metrics.jsonl",
-                    &serde_json::json!({
-                        "epoch": stats.epoch,
-                        "steps": stats.steps,
-                        "mean_loss": stats.mean_loss,
-                        "lr": stats.lr,
-                        "seconds": seconds,
-                        "images_per_s": images as f64 / seconds.max(1e-9),
-                    }),
-                )?;
+                let mut record = serde_json::json!({
+                    "epoch": stats.epoch,
+                    "steps": stats.steps,
+                    "mean_loss": stats.mean_loss,
+                    "lr": stats.lr,
+                    "seconds": seconds,
+                    "images_per_s": images as f64 / seconds.max(1e-9),
+                });
+                if let Some(budget) = &self.update.budget {
+                    record["train_seconds"] = budget.spent_s().into();
+                }
+                dir.append_jsonl("metrics.jsonl", &record)?;
             }
             self.checkpoint()?;
             let snapshot = Snapshot {

@@ -1,8 +1,11 @@
 //! `ard-pipeline report SWEEP_DIR`: the sweep's runs in the layout of the
 //! paper's Table 2 (`report.md`, `report.csv`), plus PGD-k and worst-case
 //! robust accuracy where evaluated, wall time, time per epoch and the attack
-//! stage's busy share; and two plots (`robust_vs_natural.png`,
-//! `epoch_time_vs_steps.png`).
+//! stage's busy share, and for runs with a training-time budget
+//! (`train.max_seconds`) the seconds spent, the best-by-validation result and
+//! the overfitting guard's verdict; two plots (`robust_vs_natural.png`,
+//! `epoch_time_vs_steps.png`) and, for budgeted runs, the validation curves
+//! against training time (`validation_vs_time.png`).
 
 use super::manifest::SweepDir;
 use crate::error::{Error, Result};
@@ -33,6 +36,19 @@ pub struct ReportRow {
     pub wall_s: Option<f64>,
     pub epoch_s: Option<f64>,
     pub attack_busy: Option<f64>,
+    pub seed: Option<u64>,
+    /// Loss and attack kinds (`ard pgd`, `pgd_at none`, ...).
+    pub method: String,
+    /// Training seconds spent against `train.max_seconds`.
+    pub train_s: Option<f64>,
+    /// Best-by-validation snapshot: its epoch, natural accuracy and worst case on the test set.
+    pub best_epoch: Option<u64>,
+    pub best_nat: Option<f64>,
+    pub best_worst_case: Option<f64>,
+    /// The overfitting guard: `off`, `no collapse`, or the epochs it saw collapse.
+    pub guard: String,
+    /// Per validated epoch: (training seconds, validation natural %, validation robust %).
+    pub curve: Vec<(f64, f64, f64)>,
 }
 
 /// The files `write_report` wrote.
@@ -94,6 +110,18 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
         row.steps = num(get(&cfg, "attack.steps")).map(|v| v as usize);
         row.step_size = num(get(&cfg, "attack.step_size"));
         row.lr = num(get(&cfg, "optim.lr"));
+        row.seed = num(get(&cfg, "run.seed")).map(|v| v as u64);
+        let kind = |k: &str| {
+            get(&cfg, k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        row.method = format!("{} {}", kind("loss.kind"), kind("attack.kind"));
+        row.guard = match get(&cfg, "guard.action").and_then(|v| v.as_str()) {
+            None | Some("off") => "off".into(),
+            Some(_) => "no collapse".into(),
+        };
     }
     let epochs = read_jsonl(&run.join("metrics.jsonl"));
     let loss_of = |e: &serde_json::Value| e["mean_loss"].as_f64();
@@ -109,6 +137,39 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
     if !secs.is_empty() {
         row.epoch_s = Some(secs.iter().sum::<f64>() / secs.len() as f64);
     }
+    row.train_s = epochs
+        .iter()
+        .filter_map(|e| e["train_seconds"].as_f64())
+        .last();
+    if row.train_s.is_some() {
+        // With a time budget `train.epochs` is only a bound: show the epochs trained.
+        row.epochs = Some(epochs.len());
+    }
+    let validation = read_jsonl(&run.join("validation.jsonl"));
+    let collapsed: Vec<String> = validation
+        .iter()
+        .filter(|v| v["collapse"].as_bool() == Some(true))
+        .filter_map(|v| v["epoch"].as_u64().map(|e| e.to_string()))
+        .collect();
+    if !collapsed.is_empty() {
+        row.guard = format!("collapse at epoch {}", collapsed.join(" "));
+    }
+    let seconds_at = |epoch: u64| {
+        epochs
+            .iter()
+            .find(|e| e["epoch"].as_u64() == Some(epoch))
+            .and_then(|e| e["train_seconds"].as_f64())
+    };
+    row.curve = validation
+        .iter()
+        .filter_map(|v| {
+            Some((
+                seconds_at(v["epoch"].as_u64()?)?,
+                v["natural"].as_f64()?,
+                v["robust"].as_f64()?,
+            ))
+        })
+        .collect();
     let evals = read_jsonl(&run.join("eval.jsonl"));
     let acc = |e: &serde_json::Value, k: &str| e["report"]["accuracy"][k].as_f64();
     if let Some(e1) = evals.iter().find(|e| e["epoch"].as_u64() == Some(1)) {
@@ -137,6 +198,9 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
         Some(s) => {
             row.status = "ok".into();
             row.wall_s = s["wall_s"].as_f64();
+            row.best_epoch = s["best_epoch"].as_u64();
+            row.best_nat = s["best_eval"]["natural"].as_f64();
+            row.best_worst_case = s["best_worst_case"].as_f64();
             row.attack_busy = s["stages"].as_array().and_then(|st| {
                 st.iter()
                     .find(|x| x["stage"] == "attack")
@@ -220,6 +284,13 @@ pub fn table(rows: &[ReportRow]) -> (Vec<String>, Vec<Vec<String>>) {
     header.extend(
         [
             "worst_case",
+            "seed",
+            "method",
+            "train_s",
+            "best_epoch",
+            "best_Nat",
+            "best_worst_case",
+            "guard",
             "wall_s",
             "s_per_epoch",
             "attack_busy_%",
@@ -249,6 +320,13 @@ pub fn table(rows: &[ReportRow]) -> (Vec<String>, Vec<Vec<String>>) {
             c.extend(others.iter().map(|k| f(r.other.get(k).copied(), 2)));
             c.extend([
                 f(r.worst_case, 2),
+                r.seed.map(|v| v.to_string()).unwrap_or_default(),
+                r.method.clone(),
+                f(r.train_s, 0),
+                r.best_epoch.map(|v| v.to_string()).unwrap_or_default(),
+                f(r.best_nat, 2),
+                f(r.best_worst_case, 2),
+                r.guard.clone(),
                 f(r.wall_s, 1),
                 f(r.epoch_s, 2),
                 f(r.attack_busy.map(|b| 100.0 * b), 1),
@@ -291,8 +369,9 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         "# Sweep {name}\n\nLayout of the paper's Table 2. Epo: epochs, AS: attack steps, MTL: mean training loss \
          (of epoch 1 and of the last epoch), Nat / R: natural accuracy and accuracy under the training attack (%), \
          after epoch 1 and at the end; then the other evaluations of the last snapshot, the worst case (right \
-         clean and under every evaluation), wall seconds, seconds per epoch, and the attack stage's busy share of \
-         wall time.\n\n"
+         clean and under every evaluation), the seed, loss and attack kinds, training seconds spent against \
+         `train.max_seconds`, the best-by-validation snapshot (epoch, natural, worst case), the overfitting \
+         guard's verdict, wall seconds, seconds per epoch, and the attack stage's busy share of wall time.\n\n"
     );
     md.push_str(&format!("| {} |\n", header.join(" | ")));
     md.push_str(&format!(
@@ -354,10 +433,35 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         "seconds per epoch",
         &time,
     )?;
+    let mut plots = vec![p1, p2];
+    let curves: Vec<(String, Vec<(f64, f64, f64)>)> = rows
+        .iter()
+        .filter(|r| !r.curve.is_empty())
+        .map(|r| {
+            (
+                format!(
+                    "{} {} steps seed {}",
+                    r.method,
+                    r.steps.map(|s| s.to_string()).unwrap_or("?".into()),
+                    r.seed.map(|s| s.to_string()).unwrap_or("?".into())
+                ),
+                r.curve.clone(),
+            )
+        })
+        .collect();
+    if !curves.is_empty() {
+        let p3 = sweep_dir.join("validation_vs_time.png");
+        crate::report::plots::curves_over_time(
+            &p3,
+            &format!("{name}: validation accuracy against training time"),
+            &curves,
+        )?;
+        plots.push(p3);
+    }
     Ok(Written {
         markdown,
         csv: csv_path,
-        plots: vec![p1, p2],
+        plots,
         rows,
     })
 }

@@ -2,6 +2,7 @@
 //! update), the run folder, the training checkpoint, and the sequential trainer — the semantic
 //! reference that the actor pipeline reproduces.
 
+pub mod budget;
 pub mod overfit_guard;
 pub mod resume;
 pub mod run_dir;

@@ -74,6 +74,9 @@ pub struct TrainPosition {
     pub epoch_loss_sum: f64,
     pub epoch_images: usize,
     pub epoch_seconds: f64,
+    /// Training seconds spent so far against `train.max_seconds` (0 without a budget).
+    #[serde(default)]
+    pub train_seconds: f64,
 }
 
 /// The JSON part of a checkpoint.

@@ -2,6 +2,7 @@
 //! semantic reference of the actor pipeline, and the engine of
 //! `ard-pipeline run --engine sequential`.
 
+use super::budget::off_the_clock;
 use super::resume::{self, Checkpoint, TrainPosition, TrainState};
 use super::run_dir::RunDir;
 use super::step::{adversarial_batch, attack_key, StudentUpdate};
@@ -27,6 +28,9 @@ pub struct EpochRecord {
     pub lr: f64,
     pub seconds: f64,
     pub images_per_s: f64,
+    /// Training seconds spent at the epoch's end against `train.max_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_seconds: Option<f64>,
     pub eval: Option<EvalReport>,
 }
 
@@ -50,6 +54,7 @@ impl EpochRecord {
             lr: stats.lr,
             seconds: 0.0,
             images_per_s: 0.0,
+            train_seconds: None,
             eval: None,
         }
     }
@@ -199,7 +204,15 @@ pub fn train_sequential_with(
         schedule: Schedule::new(&cfg.optim, total),
         clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
         scaler: cfg.perf.amp.then(GradScaler::default),
+        budget: cfg.train.max_seconds.map(|limit| {
+            std::sync::Arc::new(super::budget::TimeBudget::new(
+                limit.get(),
+                start.train_seconds,
+            ))
+        }),
     };
+    let budget = update.budget.clone();
+    let spent = || budget.as_ref().map_or(0.0, |b| b.spent_s());
     let checkpoint_path = run_dir.map(|d| d.file(resume::CHECKPOINT_FILE));
     let save = |student: &Model,
                 update: &StudentUpdate,
@@ -233,6 +246,7 @@ pub fn train_sequential_with(
         soft_labels.keep_on_device(device)?;
     }
     let mut step = start.step;
+    let mut out_of_time = false;
     let mut epochs: Vec<EpochRecord> = resume
         .map(|c| c.state.epochs.iter().map(EpochRecord::restored).collect())
         .unwrap_or_default();
@@ -258,6 +272,8 @@ pub fn train_sequential_with(
             if step >= total {
                 break;
             }
+            // train.max_seconds: the step begun after the budget is spent is the last.
+            out_of_time = budget.as_ref().is_some_and(|b| b.exhausted());
             let views =
                 view_set.training_views(seed, epoch as u64, cfg.data.augment, &indices, views);
             let batch = data::make_batch(&train, &indices, &views, device)?;
@@ -313,6 +329,7 @@ pub fn train_sequential_with(
                 epoch_loss_sum: loss_sum,
                 epoch_images: images,
                 epoch_seconds: before + epoch_start.elapsed().as_secs_f64(),
+                train_seconds: spent(),
             };
             if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 soft_labels.finish()?;
@@ -329,35 +346,45 @@ pub fn train_sequential_with(
             {
                 save(&student, &update, position(), &epochs)?;
             }
+            if out_of_time {
+                log(&format!(
+                    "train.max_seconds spent: step {step} was the last"
+                ));
+                break;
+            }
         }
         soft_labels.end_epoch()?;
         let seconds = before + epoch_start.elapsed().as_secs_f64();
-        let last = epoch + 1 == cfg.train.epochs || step >= total;
+        let last = epoch + 1 == cfg.train.epochs || step >= total || out_of_time;
         let due = cfg.eval.every_epochs > 0 && (epoch + 1) % cfg.eval.every_epochs == 0;
-        let guard_stop = match validator.as_mut() {
-            Some(v) => v.on_snapshot(
-                &student,
-                epoch + 1,
-                step,
-                (due || last) && !evals.is_empty(),
-                teacher.as_ref(),
-            )?,
-            None => false,
-        };
-        let eval = if (due || last) && !evals.is_empty() {
-            Some(eval::evaluate(
-                &student,
-                &test,
-                &evals,
-                &cfg.attack,
-                cfg.data.batch_size,
-                seed,
-                teacher.as_ref(),
-                |_, _| {},
-            )?)
-        } else {
-            None
-        };
+        // Training waits for validation and evaluation: off the budget's clock.
+        let (guard_stop, eval) = off_the_clock(budget.as_deref(), || -> Result<_> {
+            let guard_stop = match validator.as_mut() {
+                Some(v) => v.on_snapshot(
+                    &student,
+                    epoch + 1,
+                    step,
+                    (due || last) && !evals.is_empty(),
+                    teacher.as_ref(),
+                )?,
+                None => false,
+            };
+            let eval = if (due || last) && !evals.is_empty() {
+                Some(eval::evaluate(
+                    &student,
+                    &test,
+                    &evals,
+                    &cfg.attack,
+                    cfg.data.batch_size,
+                    seed,
+                    teacher.as_ref(),
+                    |_, _| {},
+                )?)
+            } else {
+                None
+            };
+            Ok((guard_stop, eval))
+        })?;
         let record = EpochRecord {
             epoch: epoch + 1,
             steps: steps_in_epoch,
@@ -365,6 +392,7 @@ pub fn train_sequential_with(
             lr,
             seconds,
             images_per_s: images as f64 / seconds.max(1e-9),
+            train_seconds: budget.as_ref().map(|b| b.spent_s()),
             eval,
         };
         log(&format!(
@@ -393,11 +421,12 @@ pub fn train_sequential_with(
             TrainPosition {
                 step,
                 epoch: epoch + 1,
+                train_seconds: spent(),
                 ..Default::default()
             },
             &epochs,
         )?;
-        if step >= total || guard_stop {
+        if step >= total || guard_stop || out_of_time {
             break;
         }
     }

@@ -63,6 +63,8 @@ pub struct StudentUpdate {
     /// `perf.amp` (CUDA): forwards and loss under fp16 autocast, the
     /// backward pass on the scaled loss, the step skipped on overflow.
     pub scaler: Option<GradScaler>,
+    /// `train.max_seconds`: the schedule runs over the budget's time.
+    pub budget: Option<std::sync::Arc<super::budget::TimeBudget>>,
 }
 
 impl StudentUpdate {
@@ -104,7 +106,10 @@ impl StudentUpdate {
             )));
         }
         self.sgd.zero_grad();
-        let lr = self.schedule.lr(epoch, global_step);
+        let lr = match &self.budget {
+            Some(budget) => self.schedule.lr_at(epoch, budget.progress()),
+            None => self.schedule.lr(epoch, global_step),
+        };
         match &mut self.scaler {
             None => {
                 loss.backward();
