@@ -42,7 +42,7 @@ fn hostname() -> String {
 
 /// Whether process `pid` runs on this host. Only Linux can tell (`/proc`);
 /// elsewhere every holder counts as alive, and a stale lock is removed by hand.
-pub fn alive(pid: u32) -> bool {
+fn alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {
         pid != 0 && Path::new("/proc").join(pid.to_string()).exists()
     } else {

@@ -77,25 +77,7 @@ fn interrupt_at(
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the run never reached step {step}"
-        );
-        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/status")).call() {
-            let status: serde_json::Value =
-                serde_json::from_str(&resp.into_string().unwrap()).unwrap();
-            if status["step"].as_u64().unwrap_or(0) >= step {
-                break;
-            }
-        }
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "the run ended before step {step}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_step(port, step, &mut child.0);
     // SAFETY: sending a signal to our own child process by PID.
     assert_eq!(unsafe { libc_kill(child.0.id() as i32, signal) }, 0);
     let started = Instant::now();
@@ -190,15 +172,7 @@ fn kill_and_resume(engine: &str, signal: i32, kill_at: u64) {
         &dir.path().join("whole/final.safetensors"),
     );
     // Every epoch is recorded once.
-    let epochs: Vec<u64> = std::fs::read_to_string(dir.path().join("cut/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let epochs = common::jsonl_epochs(&dir.path().join("cut/metrics.jsonl"));
     assert_eq!(epochs, vec![1, 2, 3]);
     assert_eq!(checkpoint_state(&dir.path().join("cut"))["finished"], true);
 }
@@ -467,16 +441,8 @@ fn one_process_per_run_folder_and_stale_leftovers_are_taken_over() {
     );
     let status = first.0.wait().unwrap();
     assert!(status.success(), "the first run failed");
-    let metrics = std::fs::read_to_string(dir.path().join("l/metrics.jsonl")).unwrap();
-    let epochs: Vec<u64> = metrics
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(epochs, [1, 2, 3], "{metrics}");
+    let epochs = common::jsonl_epochs(&dir.path().join("l/metrics.jsonl"));
+    assert_eq!(epochs, [1, 2, 3]);
     assert!(
         !dir.path().join("l.lock").exists(),
         "lock left after a clean exit"

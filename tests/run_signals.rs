@@ -32,18 +32,7 @@ fn interrupted_run(signal: i32, expected_code: i32) {
             .unwrap(),
     );
     // Wait until a few steps are done, as /status reports them.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "the run never reached step 3");
-        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/status")).call() {
-            let status: serde_json::Value =
-                serde_json::from_str(&resp.into_string().unwrap()).unwrap();
-            if status["step"].as_u64().unwrap_or(0) >= 3 {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_for_step(port, 3, &mut child.0);
     let pid = child.0.id() as i32;
     // SAFETY: sending a signal to our own child process by PID.
     assert_eq!(unsafe { libc_kill(pid, signal) }, 0);
@@ -132,18 +121,7 @@ fn an_evaluation_cut_short_by_a_second_signal_is_redone_on_resume() {
             .unwrap(),
     );
     // Epoch 1 ends at step 8; its evaluation (PGD-20 on 128 images) then takes seconds.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "the run never finished epoch 1");
-        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/status")).call() {
-            let status: serde_json::Value =
-                serde_json::from_str(&resp.into_string().unwrap()).unwrap();
-            if status["step"].as_u64().unwrap_or(0) >= 8 {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_step(port, 8, &mut child.0);
     let pid = child.0.id() as i32;
     // SAFETY: sending signals to our own child process by PID.
     assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
@@ -151,17 +129,7 @@ fn an_evaluation_cut_short_by_a_second_signal_is_redone_on_resume() {
     unsafe { libc_kill(pid, 15) };
     let status = child.0.wait().unwrap();
     assert!(!status.success());
-    let evals = || -> Vec<u64> {
-        std::fs::read_to_string(dir.path().join("twice/eval.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect()
-    };
+    let evals = || common::jsonl_epochs(&dir.path().join("twice/eval.jsonl"));
     assert!(
         !evals().contains(&1),
         "epoch 1's evaluation finished before the signals: the test did not test"

@@ -37,11 +37,7 @@ fn write_config(dir: &Path, name: &str, teacher: &Path, port: u16) -> PathBuf {
 }
 
 fn records(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::jsonl(&run.join("metrics.jsonl"))
 }
 
 /// The run spent its budget, no more than a few steps over, and ended annealed.

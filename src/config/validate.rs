@@ -30,10 +30,9 @@ struct Checks(Vec<ValidationError>);
 /// A value as the config file writes it, strings quoted (`unset` for an
 /// absent optional one).
 fn shown(value: impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::Null) => "unset".into(),
-        Ok(v) => v.to_string(),
-        Err(_) => "(unprintable)".into(),
+    match serde_json::to_value(&value) {
+        Ok(serde_json::Value::String(s)) => format!("{s:?}"),
+        _ => super::spelled(&value),
     }
 }
 

@@ -30,11 +30,6 @@ impl TimeBudget {
         }
     }
 
-    /// The budget in seconds.
-    pub fn limit_s(&self) -> f64 {
-        self.limit_s
-    }
-
     /// Training seconds spent so far.
     pub fn spent_s(&self) -> f64 {
         let paused = self.paused_ns.load(Ordering::Relaxed) as f64 * 1e-9;

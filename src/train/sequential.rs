@@ -245,6 +245,19 @@ pub fn train_sequential_with(
     if device.is_cuda() {
         soft_labels.keep_on_device(device)?;
     }
+    // The test-set evaluation of an epoch's student (and of the best checkpoint at the end).
+    let evaluate_test = |m: &Model| {
+        eval::evaluate(
+            m,
+            &test,
+            &evals,
+            &cfg.attack,
+            cfg.data.batch_size,
+            seed,
+            teacher.as_ref(),
+            |_, _| {},
+        )
+    };
     let mut step = start.step;
     let mut out_of_time = false;
     let mut epochs: Vec<EpochRecord> = resume
@@ -370,16 +383,7 @@ pub fn train_sequential_with(
                 None => false,
             };
             let eval = if (due || last) && !evals.is_empty() {
-                Some(eval::evaluate(
-                    &student,
-                    &test,
-                    &evals,
-                    &cfg.attack,
-                    cfg.data.batch_size,
-                    seed,
-                    teacher.as_ref(),
-                    |_, _| {},
-                )?)
+                Some(evaluate_test(&student)?)
             } else {
                 None
             };
@@ -435,18 +439,7 @@ pub fn train_sequential_with(
         Some(v) => {
             if !evals.is_empty() {
                 let scratch = Model::new(cfg.student.arch, device);
-                v.finish(&scratch, |m| {
-                    eval::evaluate(
-                        m,
-                        &test,
-                        &evals,
-                        &cfg.attack,
-                        cfg.data.batch_size,
-                        seed,
-                        teacher.as_ref(),
-                        |_, _| {},
-                    )
-                })?;
+                v.finish(&scratch, evaluate_test)?;
             }
             // After a guard stop the final result is the best checkpoint.
             v.handle().roll_back(&student, &[])?;

@@ -81,3 +81,44 @@ pub fn random_checkpoint(dir: &Path, name: &str, arch: &str, seed: i64) -> PathB
         .unwrap();
     path
 }
+
+/// The records of a `.jsonl` file (none when it is absent).
+pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The `epoch` field of each record of a `.jsonl` file.
+pub fn jsonl_epochs(path: &Path) -> Vec<u64> {
+    jsonl(path)
+        .iter()
+        .map(|r| r["epoch"].as_u64().expect("an epoch"))
+        .collect()
+}
+
+/// Polls the run's `/status` on 127.0.0.1:`port` until it reports `step`
+/// steps done; panics if `child` exits first or five minutes pass.
+pub fn wait_for_step(port: u16, step: u64, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached step {step}"
+        );
+        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/status")).call() {
+            let status: serde_json::Value =
+                serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+            if status["step"].as_u64().unwrap_or(0) >= step {
+                return;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before step {step}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
