@@ -10,7 +10,8 @@ TORCH_VERSION=2.13.0
 PY=${PYTHON:-python3}
 stamp=.venv/.bootstrap-ok
 # The stamp records what was installed; changing the requirements redoes the install.
-want="torch==$TORCH_VERSION $(cksum < scripts/requirements.txt)"
+TORCHATTACKS_VERSION=3.5.1
+want="torch==$TORCH_VERSION torchattacks==$TORCHATTACKS_VERSION $(cksum < scripts/requirements.txt)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -e .venv/libtorch/lib/libtorch.so ]; then
   exit 0
@@ -31,6 +32,8 @@ extra=()
 if [ -n "${ARD_TORCH_INDEX_URL:-}" ]; then extra+=(--index-url "$ARD_TORCH_INDEX_URL"); fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "${extra[@]}" "torch==$TORCH_VERSION"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+# The Square reference; its own requirements pin an old requests and pull torchvision.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "torchattacks==$TORCHATTACKS_VERSION"
 
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" .venv/libtorch

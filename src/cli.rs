@@ -42,6 +42,13 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Write report.md, report.csv and plots of a sweep folder (the paper's Table 2 layout).
     Report(ReportArgs),
+    /// Export a student for deployment: an ONNX model (BatchNorm folded) and
+    /// optionally an int8 one, checked in ONNX Runtime against the trained
+    /// model, with a card of their robustness, sizes, latency and memory.
+    Export(ExportArgs),
+    /// Latency and memory of one model in a process of its own (what `export` starts).
+    #[command(hide = true)]
+    LatencyChild(LatencyChildArgs),
     /// Training throughput, side by side: the PyTorch reference loop, the
     /// pipeline and the sequential trainer, with the pipeline's per-stage
     /// breakdown (base settings from --config, default configs/bench.toml).
@@ -239,4 +246,58 @@ pub struct BenchRunArgs {
     pub side: String,
     /// The run's resolved config (written by `bench`).
     pub run_config: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Architecture of the checkpoint, e.g. mobilenet_v2_x0.5, resnet18.
+    #[arg(long)]
+    pub arch: String,
+    /// The checkpoint (safetensors).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Folder for model.onnx, model.int8.onnx, card.json and card.md (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write an int8 model (static quantization, per-channel weights).
+    #[arg(long)]
+    pub int8: bool,
+    /// Training images the int8 activation ranges are calibrated on (never test images).
+    #[arg(long, requires = "int8", default_value_t = 1000)]
+    pub calibration: usize,
+    /// Test images for the checks and the robustness card (the first N).
+    #[arg(long, default_value_t = 1000)]
+    pub test_images: usize,
+    /// Square queries per image in the robustness card; 0 leaves the robustness out.
+    #[arg(long, default_value_t = 1000)]
+    pub square_queries: usize,
+    /// Leave out latency and peak memory.
+    #[arg(long)]
+    pub no_latency: bool,
+    /// The ONNX Runtime library (default: $ORT_DYLIB_PATH, then the venv's onnxruntime package).
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Python with PyTorch, onnx and onnxruntime, for the export itself.
+    #[arg(long, default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// The export script.
+    #[arg(long, default_value = "scripts/export_onnx.py")]
+    pub script: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LatencyChildArgs {
+    /// An ONNX file, or a safetensors checkpoint with --arch.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub arch: Option<String>,
+    #[arg(long)]
+    pub threads: usize,
+    #[arg(long, value_delimiter = ',', default_value = "1,128")]
+    pub batches: Vec<usize>,
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
 }

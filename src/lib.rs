@@ -10,6 +10,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod deploy;
 pub mod device;
 pub mod distill;
 pub mod doctor;

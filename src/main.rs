@@ -5,12 +5,13 @@ mod cli;
 
 use anyhow::{bail, Result};
 use ard_pipeline::config::{self, Config, ResumePolicy};
+use ard_pipeline::deploy;
 use ard_pipeline::eval::{self, EvalAttack};
 use ard_pipeline::models::Arch;
 use ard_pipeline::run::{run_job, Engine, JobEnd};
 use ard_pipeline::train;
 use clap::Parser;
-use cli::{Cli, Command, EvalArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs, SweepBackend};
+use cli::{Cli, Command, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs, SweepBackend};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -128,6 +129,33 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 None => config::defaults_with_env()?,
             };
             eval_command(cfg, args).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Export(args)) => {
+            let cfg = match &cli.config {
+                Some(_) => load_config(&cli)?,
+                None => config::defaults_with_env()?,
+            };
+            export_command(&cfg, args).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::LatencyChild(args)) => {
+            let arch: Option<Arch> = match &args.arch {
+                Some(name) => Some(name.parse().map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let opts = eval::edge::LatencyOptions {
+                batch_sizes: args.batches.clone(),
+                runs: args.runs,
+                ..Default::default()
+            };
+            let report = deploy::latency_child(
+                &args.model,
+                arch,
+                args.threads,
+                &opts,
+                args.onnxruntime.as_deref(),
+            )?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -285,6 +313,26 @@ fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {
         std::fs::write(path, text + "\n")
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
+    Ok(())
+}
+
+fn export_command(cfg: &Config, args: &ExportArgs) -> Result<()> {
+    let opts = deploy::export::ExportOptions {
+        arch: args.arch.parse().map_err(anyhow::Error::msg)?,
+        weights: args.weights.clone(),
+        out: args.out.clone(),
+        int8_calibration: args.int8.then_some(args.calibration),
+        test_images: args.test_images,
+        square_queries: args.square_queries,
+        latency: (!args.no_latency).then(eval::edge::LatencyOptions::default),
+        onnxruntime: args.onnxruntime.clone(),
+        python: args.python.clone(),
+        script: args.script.clone(),
+        exe: std::env::current_exe()?,
+    };
+    let exported = deploy::export::run(cfg, &opts)?;
+    print!("{}", exported.card.markdown());
+    println!("\nwritten to {}", exported.out.display());
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! Attacks: the `Attack` trait and one file per kind. The training attacks
 //! (`none`, `fgsm`, `fgsm_rs`, `n_fgsm`, `pgd`, `kl_pgd`, `trades`) are chosen by
 //! `[attack] kind`; the evaluation attacks (`cw`, `apgd_ce`, `apgd_dlr`,
-//! `apgd_t`, and `restarts` around any attack) are built by `crate::eval`.
+//! `apgd_t`, `square`, and `restarts` around any attack) are built by
+//! `crate::eval`.
 //!
 //! Every attack works on the inputs only: input gradients come from
-//! `Tensor::run_backward` on the input, so parameter gradients are never
-//! touched. Each step projects to the eps-ball around x and clamps to [0, 1].
+//! `Tensor::run_backward` on the input (Square, score-based, uses logits
+//! only), so parameter gradients are never touched. Each step projects to the eps-ball around x and clamps to [0, 1].
 //! Random starts come from seeded host noise ([`NoiseKey`]); an attack of
 //! several runs (restarts, target classes) lists all its starts in
 //! [`Attack::starts`], so a reference implementation can be given the same ones.
@@ -25,6 +26,7 @@ mod none;
 mod pgd;
 mod restarts;
 mod sign_gradient;
+pub mod square;
 mod start;
 mod trades;
 
@@ -42,6 +44,7 @@ pub use none::NoAttack;
 pub use pgd::pgd;
 pub use restarts::{restart_key, Restarts};
 pub use sign_gradient::{IterativeAttack, Objective, SignGradient};
+pub use square::{square, square_linf, Square, SQUARE_QUERIES};
 pub use start::random_start;
 pub use trades::trades;
 

@@ -18,7 +18,8 @@ pub struct NoiseKey {
 }
 
 impl NoiseKey {
-    fn rng(self) -> ChaCha8Rng {
+    /// The generator of this key (for attacks that draw more than one tensor).
+    pub fn rng(self) -> ChaCha8Rng {
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ self.stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         rng.set_stream(self.counter);

@@ -274,7 +274,7 @@ fn sync(device: Device) {
 }
 
 /// The median of `times` (seconds), which must not be empty.
-fn median(times: &mut [f64]) -> f64 {
+pub fn median(times: &mut [f64]) -> f64 {
     times.sort_by(|a, b| a.total_cmp(b));
     let m = times.len() / 2;
     if times.len() % 2 == 1 {

@@ -17,6 +17,7 @@
 //! | `apgd_ce[K][_rR]`  | APGD on cross-entropy, K = 100 iterations by default (Croce & Hein 2020) |
 //! | `apgd_dlr[K][_rR]` | APGD on the DLR loss                                             |
 //! | `apgd_t[K][_rR]`   | targeted APGD-DLR, 9 target classes (AutoAttack's apgd-t)         |
+//! | `square[K]`        | L-inf Square, score-based (logits only), K = 5000 queries per image by default (AutoAttack's) |
 //!
 //! Every evaluation runs on every test point and reports its own accuracy.
 //! `worst_case` is AutoAttack-style: a point counts only if the model is
@@ -51,7 +52,8 @@ pub const APGD_ITERATIONS: usize = 100;
 
 /// The evaluation names, for error messages.
 pub const KNOWN_EVALS: &str = "natural, train_attack, fgsm, pgdK (e.g. pgd20), cw[K], \
-     apgd_ce[K], apgd_dlr[K], apgd_t[K]; add _rR for R restarts (e.g. pgd20_r5)";
+     apgd_ce[K], apgd_dlr[K], apgd_t[K], square[K]; add _rR for R restarts (e.g. pgd20_r5; \
+     not square, which takes more queries instead)";
 
 /// An evaluation, by its name in `eval.attacks` and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,8 @@ pub enum EvalAttack {
     ApgdDlr { iterations: usize, restarts: usize },
     /// APGD-T: targeted DLR towards 9 target classes.
     ApgdT { iterations: usize, restarts: usize },
+    /// L-inf Square: score-based random search, `queries` per image.
+    Square { queries: usize },
 }
 
 /// Builds a counted evaluation from (K, restarts).
@@ -116,6 +120,18 @@ impl EvalAttack {
             _ => {}
         }
         // Longest prefixes first: apgd_t must not swallow another name.
+        if let Some(digits) = base.strip_prefix("square") {
+            if restarts != 1 {
+                return Err(format!(
+                    "evaluation {name:?}: square has no restarts; give it more queries (square10000)"
+                ));
+            }
+            if !digits.is_empty() && !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(unknown());
+            }
+            let queries = count(name, digits)?.unwrap_or(attacks::SQUARE_QUERIES);
+            return Ok(EvalAttack::Square { queries });
+        }
         let prefixes: [(&str, Make, Option<usize>); 5] = [
             (
                 "apgd_dlr",
@@ -217,6 +233,9 @@ impl EvalAttack {
                 iterations,
                 restarts,
             } => with("apgd_t", iterations, Some(APGD_ITERATIONS), restarts),
+            EvalAttack::Square { queries } => {
+                with("square", queries, Some(attacks::SQUARE_QUERIES), 1)
+            }
         }
     }
 
@@ -264,6 +283,7 @@ impl EvalAttack {
                 restarts,
                 attacks::APGD_T_TARGETS,
             ))),
+            EvalAttack::Square { queries } => Some(Box::new(attacks::square(eps, queries))),
         }
     }
 
@@ -273,7 +293,7 @@ impl EvalAttack {
     }
 
     /// The noise stream of this evaluation: fixed by its name.
-    fn stream(&self) -> u64 {
+    pub fn stream(&self) -> u64 {
         // FNV-1a: stable across runs and platforms.
         let hash = self.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -520,6 +540,8 @@ mod tests {
             "apgd_dlr_r3",
             "apgd_t",
             "apgd_t50_r2",
+            "square",
+            "square1000",
         ] {
             let e = EvalAttack::parse(name).unwrap();
             assert_eq!(e.name(), name);
@@ -560,6 +582,9 @@ mod tests {
             "autoattack",
             "pgd-20",
             "pgd+5",
+            "square_r2",
+            "square0",
+            "squarex",
         ] {
             let err = EvalAttack::parse(name).unwrap_err();
             assert!(err.contains(name) || name.is_empty(), "{name}: {err}");

@@ -1,0 +1,402 @@
+//! `ard-pipeline export`: checks the inputs, has `scripts/export_onnx.py`
+//! write the ONNX files into a staging folder inside `--out`, verifies them,
+//! measures their robustness and edge figures, writes the card, and only then
+//! renames everything into `--out`. Any error removes the staging folder, so
+//! `--out` never holds a half-written model.
+
+use super::card::{Card, Edge, EdgeRow, ExportFacts, FileFacts, Source, TRUST};
+use super::runtime::{self, OnnxModel};
+use super::verify;
+use crate::config::Config;
+use crate::data::{self, SplitKind};
+use crate::error::{Error, Result};
+use crate::eval::edge::{self, LatencyOptions};
+use crate::eval::EvalSet;
+use crate::models::{Arch, Model};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::Device;
+
+/// The files `export` writes into `--out`.
+pub const FP32_FILE: &str = "model.onnx";
+pub const INT8_FILE: &str = "model.int8.onnx";
+pub const CARD_JSON: &str = "card.json";
+pub const CARD_MD: &str = "card.md";
+
+/// What `ard-pipeline export` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub arch: Arch,
+    pub weights: PathBuf,
+    pub out: PathBuf,
+    /// Training images to calibrate the int8 model on (None: no int8 model).
+    pub int8_calibration: Option<usize>,
+    /// Test images for the verification and the robustness card.
+    pub test_images: usize,
+    /// Square queries per image (0: no robustness section).
+    pub square_queries: usize,
+    /// Measure latency and peak memory.
+    pub latency: Option<LatencyOptions>,
+    /// The ONNX Runtime library (default: ORT_DYLIB_PATH, then the venv's).
+    pub onnxruntime: Option<PathBuf>,
+    pub python: PathBuf,
+    pub script: PathBuf,
+    /// This binary, for the latency child processes.
+    pub exe: PathBuf,
+}
+
+/// What an export produced.
+#[derive(Debug)]
+pub struct Exported {
+    pub card: Card,
+    pub out: PathBuf,
+}
+
+/// A hidden folder inside `--out` that is removed unless installed.
+struct Staging {
+    dir: PathBuf,
+    out: PathBuf,
+}
+
+impl Staging {
+    fn create(out: &Path) -> Result<Staging> {
+        let unwritable = |e: std::io::Error| {
+            Error::Other(format!(
+                "export --out {}: cannot write there: {e}",
+                out.display()
+            ))
+        };
+        std::fs::create_dir_all(out).map_err(unwritable)?;
+        let dir = out.join(format!(".export-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(unwritable)?;
+        }
+        std::fs::create_dir(&dir).map_err(unwritable)?;
+        Ok(Staging {
+            dir,
+            out: out.to_path_buf(),
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Renames `names` into `--out` (each rename atomic) and removes `stale`
+    /// files of an earlier export there, then the staging folder.
+    fn install(self, names: &[&str], stale: &[&str]) -> Result<()> {
+        for name in stale {
+            let old = self.out.join(name);
+            if old.exists() {
+                std::fs::remove_file(&old).map_err(|e| Error::io(&old, e))?;
+            }
+        }
+        for name in names {
+            let to = self.out.join(name);
+            std::fs::rename(self.path(name), &to).map_err(|e| Error::io(&to, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn file_bytes(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len())
+}
+
+/// Runs the Python side; its last stderr line becomes the error.
+fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
+    let failed = |what: String| {
+        Error::Other(format!(
+            "export: {} {}: {what}",
+            opts.python.display(),
+            opts.script.display()
+        ))
+    };
+    if !opts.script.is_file() {
+        return Err(failed("no such script (run from the repository root)".into()));
+    }
+    let output = Command::new(&opts.python)
+        .arg(&opts.script)
+        .args(args)
+        .output()
+        .map_err(|e| {
+            failed(format!(
+                "cannot start ({e}); run `bash scripts/bootstrap.sh` to create the venv"
+            ))
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        return Err(failed(format!("failed ({}): {last}", output.status)));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| failed(format!("unreadable report ({e}): {line:?}")))
+}
+
+/// The first `n` test images.
+fn test_set(cfg: &Config, n: usize) -> Result<EvalSet> {
+    data::ensure_cifar10(&cfg.data)?;
+    let test = data::load_split(&cfg.data.root, SplitKind::Test, cfg.data.checksums)?;
+    EvalSet::from_split(&test.prefix(n))
+}
+
+/// The first `n` training images as safetensors `images` at `path`.
+fn write_calibration(cfg: &Config, n: usize, path: &Path) -> Result<()> {
+    let train = data::load_split(&cfg.data.root, SplitKind::Train, cfg.data.checksums)?;
+    let set = EvalSet::from_split(&train.prefix(n))?;
+    crate::checkpoint::write_atomic(path, &[("images".to_string(), set.images)])
+}
+
+/// Latency and peak memory of `model` in a fresh process of this binary
+/// (`ard-pipeline latency-child`): the process holds nothing but that model.
+fn latency_in_child(
+    opts: &ExportOptions,
+    model: &Path,
+    arch: Option<Arch>,
+    threads: usize,
+    latency: &LatencyOptions,
+) -> Result<super::ChildLatency> {
+    let mut cmd = Command::new(&opts.exe);
+    cmd.arg("latency-child")
+        .arg("--model")
+        .arg(model)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--batches")
+        .arg(
+            latency
+                .batch_sizes
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .arg("--runs")
+        .arg(latency.runs.to_string());
+    if let Some(arch) = arch {
+        cmd.arg("--arch").arg(arch.to_string());
+    }
+    if let Some(lib) = &opts.onnxruntime {
+        cmd.arg("--onnxruntime").arg(lib);
+    }
+    let output = cmd
+        .output()
+        .map_err(|e| Error::Other(format!("latency of {}: cannot start {}: {e}", model.display(), opts.exe.display())))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Error::Other(format!(
+            "latency of {}: {}",
+            model.display(),
+            stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed")
+        )));
+    }
+    serde_json::from_str(stdout.trim()).map_err(|e| {
+        Error::Other(format!("latency of {}: unreadable report ({e})", model.display()))
+    })
+}
+
+/// Runs `ard-pipeline export`.
+pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
+    let train_images = SplitKind::Train.num_images();
+    if let Some(n) = opts.int8_calibration {
+        if n == 0 || n > train_images {
+            return Err(Error::Other(format!(
+                "export --calibration {n}: must be between 1 and {train_images} (the training split)"
+            )));
+        }
+    }
+    if opts.test_images == 0 || opts.test_images > SplitKind::Test.num_images() {
+        return Err(Error::Other(format!(
+            "export --test-images {}: must be between 1 and {}",
+            opts.test_images,
+            SplitKind::Test.num_images()
+        )));
+    }
+    crate::device::set_threads(cfg.run.threads);
+    let threads = tch::get_num_threads().max(1) as usize;
+    // Every check that needs no work comes before the export.
+    runtime::load(opts.onnxruntime.as_deref())?;
+    let model = Model::load(opts.arch, Device::Cpu, &opts.weights)?;
+    let staging = Staging::create(&opts.out)?;
+
+    let fp32_path = staging.path(FP32_FILE);
+    let int8_path = staging.path(INT8_FILE);
+    let mut args = vec![
+        "--arch".to_string(),
+        opts.arch.to_string(),
+        "--weights".into(),
+        opts.weights.display().to_string(),
+        "--fp32".into(),
+        fp32_path.display().to_string(),
+    ];
+    if let Some(n) = opts.int8_calibration {
+        let calibration = staging.path("calibration.safetensors");
+        data::ensure_cifar10(&cfg.data)?;
+        write_calibration(cfg, n, &calibration)?;
+        args.extend([
+            "--int8".into(),
+            int8_path.display().to_string(),
+            "--calibration".into(),
+            calibration.display().to_string(),
+        ]);
+    }
+    log::info!("export: {} from {}", opts.arch, opts.weights.display());
+    let facts = run_script(opts, &args)?;
+
+    let set = test_set(cfg, opts.test_images)?;
+    let mut fp32 = OnnxModel::open(&fp32_path, threads)?;
+    let mut int8 = match opts.int8_calibration {
+        Some(_) => Some(OnnxModel::open(&int8_path, threads)?),
+        None => None,
+    };
+    let batch = cfg.data.batch_size.max(1);
+    let verification = verify::verify(&model, &mut fp32, int8.as_mut(), &set, batch)?;
+    if !verification.fp32.pass {
+        return Err(Error::Other(format!(
+            "export: the ONNX file does not compute what {} computes (max |logit difference| \
+             {:.3e} at scale {:.2}, top-1 agreement {:.2}%); nothing was written to {}",
+            opts.weights.display(),
+            verification.fp32.max_abs_diff,
+            verification.fp32.logit_scale,
+            verification.fp32.top1_agreement,
+            opts.out.display()
+        )));
+    }
+    if let Some(q) = verification.int8.as_ref().filter(|q| !q.pass) {
+        log::warn!(
+            "export: the int8 model misses its targets (agreement {:.2}%, accuracy drop {:.2} points); \
+             try more calibration images",
+            q.top1_agreement,
+            q.drop
+        );
+    }
+    let robustness = if opts.square_queries > 0 {
+        Some(verify::robustness(
+            &model,
+            &mut fp32,
+            int8.as_mut(),
+            &set,
+            cfg,
+            opts.square_queries,
+        )?)
+    } else {
+        None
+    };
+    drop((fp32, int8));
+
+    let mut files = vec![FileFacts {
+        name: FP32_FILE.into(),
+        precision: "fp32".into(),
+        bytes: file_bytes(&fp32_path)?,
+        sha256: sha256(&fp32_path)?,
+    }];
+    if opts.int8_calibration.is_some() {
+        files.push(FileFacts {
+            name: INT8_FILE.into(),
+            precision: "int8".into(),
+            bytes: file_bytes(&int8_path)?,
+            sha256: sha256(&int8_path)?,
+        });
+    }
+    let edge = match &opts.latency {
+        Some(latency) => {
+            log::info!("export: latency and peak memory, {threads} threads");
+            let mut rows = Vec::new();
+            let weights_bytes = file_bytes(&opts.weights)?;
+            for (name, runtime, path, arch, bytes) in [
+                ("tch fp32", "libtorch", opts.weights.clone(), Some(opts.arch), weights_bytes),
+                ("onnx fp32", "onnxruntime", fp32_path.clone(), None, files[0].bytes),
+            ]
+            .into_iter()
+            .chain(files.get(1).map(|f| {
+                ("onnx int8", "onnxruntime", int8_path.clone(), None, f.bytes)
+            }))
+            {
+                let child = latency_in_child(opts, &path, arch, threads, latency)?;
+                rows.push(EdgeRow {
+                    model: name.into(),
+                    runtime: runtime.into(),
+                    file_bytes: bytes,
+                    latency: child.latency,
+                    baseline_rss_mb: Some(child.baseline_rss_mb),
+                    peak_rss_mb: Some(child.peak_rss_mb),
+                });
+            }
+            Some(Edge {
+                cpu: crate::bench::Machine::probe().cpu,
+                threads,
+                rows,
+            })
+        }
+        None => None,
+    };
+    let card = Card {
+        arch: opts.arch.to_string(),
+        parameters: model.num_parameters().max(0) as u64,
+        macs_per_image: edge::macs_per_image(opts.arch),
+        source: Source {
+            path: opts.weights.display().to_string(),
+            sha256: sha256(&opts.weights)?,
+            bytes: file_bytes(&opts.weights)?,
+        },
+        input: "images: float32 [N, 3, 32, 32], RGB in [0, 1], N dynamic".into(),
+        output: "logits: float32 [N, 10] (CIFAR-10 classes)".into(),
+        export: facts,
+        files,
+        verification,
+        robustness,
+        edge,
+        trust: TRUST.into(),
+    };
+    let json = serde_json::to_string_pretty(&card)
+        .map_err(|e| Error::Other(format!("card as JSON: {e}")))?;
+    let json_path = staging.path(CARD_JSON);
+    std::fs::write(&json_path, json + "\n").map_err(|e| Error::io(&json_path, e))?;
+    let md_path = staging.path(CARD_MD);
+    std::fs::write(&md_path, card.markdown()).map_err(|e| Error::io(&md_path, e))?;
+    let (mut names, mut stale) = (vec![FP32_FILE], Vec::new());
+    if opts.int8_calibration.is_some() {
+        names.push(INT8_FILE);
+    } else {
+        stale.push(INT8_FILE);
+    }
+    names.extend([CARD_JSON, CARD_MD]);
+    let out = staging.out.clone();
+    staging.install(&names, &stale)?;
+    Ok(Exported { card, out })
+}
