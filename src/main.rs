@@ -11,7 +11,9 @@ use ard_pipeline::models::Arch;
 use ard_pipeline::run::{run_job, Engine, JobEnd};
 use ard_pipeline::train;
 use clap::Parser;
-use cli::{Cli, Command, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs, SweepBackend};
+use cli::{
+    Cli, Command, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs, SweepBackend,
+};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

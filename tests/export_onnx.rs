@@ -67,7 +67,10 @@ fn fp32_parity_and_int8_agreement_hold_on_the_quickstart_student() {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["card.json", "card.md", "model.int8.onnx", "model.onnx"]);
+    assert_eq!(
+        names,
+        ["card.json", "card.md", "model.int8.onnx", "model.onnx"]
+    );
     let card: Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("card.json")).unwrap()).unwrap();
     let v = &card["verification"];
@@ -79,11 +82,17 @@ fn fp32_parity_and_int8_agreement_hold_on_the_quickstart_student() {
     assert!(v["int8"]["top1_agreement"].as_f64().unwrap() >= 95.0);
     assert!(v["int8"]["drop"].as_f64().unwrap() <= 1.5);
     // Every BatchNorm of MobileNetV2 follows a convolution: all are folded.
-    assert_eq!(card["export"]["batchnorms"], card["export"]["batchnorms_folded"]);
+    assert_eq!(
+        card["export"]["batchnorms"],
+        card["export"]["batchnorms_folded"]
+    );
     assert_eq!(card["export"]["int8"]["calibration_images"], 256);
     let int8_bytes = card["files"][1]["bytes"].as_u64().unwrap();
     let fp32_bytes = card["files"][0]["bytes"].as_u64().unwrap();
-    assert!(int8_bytes * 2 < fp32_bytes, "int8 file {int8_bytes} B vs fp32 {fp32_bytes} B");
+    assert!(
+        int8_bytes * 2 < fp32_bytes,
+        "int8 file {int8_bytes} B vs fp32 {fp32_bytes} B"
+    );
     let md = std::fs::read_to_string(out_dir.join("card.md")).unwrap();
     assert!(md.contains("**pass**") && md.contains("Which number to trust"));
 }
@@ -114,12 +123,20 @@ fn bad_input_gives_one_clear_line_and_no_model_file() {
             "--calibration 50001",
         ),
         (
-            [&student[..], &["--onnxruntime", "/nonexistent/libonnxruntime.so"]].concat(),
+            [
+                &student[..],
+                &["--onnxruntime", "/nonexistent/libonnxruntime.so"],
+            ]
+            .concat(),
             dir.path().join("no-runtime"),
             "/nonexistent/libonnxruntime.so",
         ),
         (
-            [&student[..], &["--onnxruntime", not_a_library.to_str().unwrap()]].concat(),
+            [
+                &student[..],
+                &["--onnxruntime", not_a_library.to_str().unwrap()],
+            ]
+            .concat(),
             dir.path().join("bad-runtime"),
             "cannot be loaded",
         ),

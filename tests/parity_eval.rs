@@ -431,13 +431,22 @@ fn square_robust_accuracy_matches_torchattacks_on_500_images() {
     eprintln!(
         "square{queries}: {rust:.2}% ({rust_s:.0} s, mean {:.0} queries) vs torchattacks {py:.2}% \
          ({:.0} s); natural {natural:.2}%, PGD-20 {pgd_acc:.2}%",
-        out.queries.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]),
+        out.queries
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[]),
         began.elapsed().as_secs_f64()
     );
     assert!((reference["natural"].as_f64().unwrap() - natural).abs() < 1e-9);
-    assert!((rust - py).abs() <= 2.0, "Square {rust}% vs torchattacks {py}%");
+    assert!(
+        (rust - py).abs() <= 2.0,
+        "Square {rust}% vs torchattacks {py}%"
+    );
     for acc in [rust, py] {
-        assert!(acc < natural && acc > 10.0, "Square {acc}% is not informative (natural {natural}%)");
+        assert!(
+            acc < natural && acc > 10.0,
+            "Square {acc}% is not informative (natural {natural}%)"
+        );
     }
 }
 

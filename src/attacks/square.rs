@@ -57,8 +57,12 @@ fn square_masks(top: &[i64], left: &[i64], side: i64, h: i64, w: i64, device: De
     let left = Tensor::from_slice(left).to_device(device).view([k, 1]);
     let rows = Tensor::arange(h, (Kind::Int64, device)).view([1, h]);
     let cols = Tensor::arange(w, (Kind::Int64, device)).view([1, w]);
-    let in_rows = rows.ge_tensor(&top).logical_and(&rows.lt_tensor(&(&top + side)));
-    let in_cols = cols.ge_tensor(&left).logical_and(&cols.lt_tensor(&(&left + side)));
+    let in_rows = rows
+        .ge_tensor(&top)
+        .logical_and(&rows.lt_tensor(&(&top + side)));
+    let in_cols = cols
+        .ge_tensor(&left)
+        .logical_and(&cols.lt_tensor(&(&left + side)));
     in_rows
         .view([k, 1, h, 1])
         .logical_and(&in_cols.view([k, 1, 1, w]))
@@ -139,7 +143,9 @@ pub fn square_linf(
             let redrawn = signs(&mut rng, &[n_same, c, 1, 1], device).f_mul_scalar(eps)?;
             fresh = fresh.f_index_copy(0, &same, &redrawn)?;
         }
-        let delta_new = fresh.f_expand_as(&delta_k)?.f_where_self(&window, &delta_k)?;
+        let delta_new = fresh
+            .f_expand_as(&delta_k)?
+            .f_where_self(&window, &delta_k)?;
         let x_new = (&x_k + &delta_new).f_clamp(0.0, 1.0)?;
         let m_new = margin(&logits(&x_new)?, &y.f_index_select(0, &active)?)?;
         let better = m_new.f_lt_tensor(&best.f_index_select(0, &active)?)?;
@@ -256,7 +262,10 @@ mod tests {
         let y = Tensor::zeros([4], (Kind::Int64, Device::Cpu));
         // logit 0 = 0.1 - mean(red - 0.5) * 10; logit 1 = 0.
         let model = |x: &Tensor| -> Result<Tensor> {
-            let red = x.narrow(1, 0, 1).mean_dim(&[1i64, 2, 3][..], false, Kind::Float) - 0.5;
+            let red = x
+                .narrow(1, 0, 1)
+                .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+                - 0.5;
             let z0 = red * -10.0 + 0.1;
             Ok(Tensor::stack(&[z0.shallow_clone(), z0.zeros_like()], 1))
         };

@@ -142,7 +142,9 @@ fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
         ))
     };
     if !opts.script.is_file() {
-        return Err(failed("no such script (run from the repository root)".into()));
+        return Err(failed(
+            "no such script (run from the repository root)".into(),
+        ));
     }
     let output = Command::new(&opts.python)
         .arg(&opts.script)
@@ -163,7 +165,11 @@ fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
         return Err(failed(format!("failed ({}): {last}", output.status)));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
     serde_json::from_str(line).map_err(|e| failed(format!("unreadable report ({e}): {line:?}")))
 }
 
@@ -213,20 +219,31 @@ fn latency_in_child(
     if let Some(lib) = &opts.onnxruntime {
         cmd.arg("--onnxruntime").arg(lib);
     }
-    let output = cmd
-        .output()
-        .map_err(|e| Error::Other(format!("latency of {}: cannot start {}: {e}", model.display(), opts.exe.display())))?;
+    let output = cmd.output().map_err(|e| {
+        Error::Other(format!(
+            "latency of {}: cannot start {}: {e}",
+            model.display(),
+            opts.exe.display()
+        ))
+    })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(Error::Other(format!(
             "latency of {}: {}",
             model.display(),
-            stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed")
+            stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed")
         )));
     }
     serde_json::from_str(stdout.trim()).map_err(|e| {
-        Error::Other(format!("latency of {}: unreadable report ({e})", model.display()))
+        Error::Other(format!(
+            "latency of {}: unreadable report ({e})",
+            model.display()
+        ))
     })
 }
 
@@ -339,14 +356,27 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
             let mut rows = Vec::new();
             let weights_bytes = file_bytes(&opts.weights)?;
             for (name, runtime, path, arch, bytes) in [
-                ("tch fp32", "libtorch", opts.weights.clone(), Some(opts.arch), weights_bytes),
-                ("onnx fp32", "onnxruntime", fp32_path.clone(), None, files[0].bytes),
+                (
+                    "tch fp32",
+                    "libtorch",
+                    opts.weights.clone(),
+                    Some(opts.arch),
+                    weights_bytes,
+                ),
+                (
+                    "onnx fp32",
+                    "onnxruntime",
+                    fp32_path.clone(),
+                    None,
+                    files[0].bytes,
+                ),
             ]
             .into_iter()
-            .chain(files.get(1).map(|f| {
-                ("onnx int8", "onnxruntime", int8_path.clone(), None, f.bytes)
-            }))
-            {
+            .chain(
+                files
+                    .get(1)
+                    .map(|f| ("onnx int8", "onnxruntime", int8_path.clone(), None, f.bytes)),
+            ) {
                 let child = latency_in_child(opts, &path, arch, threads, latency)?;
                 rows.push(EdgeRow {
                     model: name.into(),

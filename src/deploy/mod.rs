@@ -43,7 +43,11 @@ fn status_mb(field: &str) -> f64 {
 }
 
 /// Times an ONNX file in ONNX Runtime (median of `opts.runs` after warm-up).
-fn onnx_latency(model: &mut runtime::OnnxModel, batch: usize, opts: &LatencyOptions) -> Result<Latency> {
+fn onnx_latency(
+    model: &mut runtime::OnnxModel,
+    batch: usize,
+    opts: &LatencyOptions,
+) -> Result<Latency> {
     let x = Tensor::rand([batch as i64, 3, 32, 32], (Kind::Float, Device::Cpu));
     for _ in 0..opts.warmup.max(1) {
         let _ = model.logits(&x)?;

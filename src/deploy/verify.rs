@@ -95,6 +95,9 @@ pub fn verify(
     })
 }
 
+/// A model that answers a batch of images with logits.
+type Scorer<'a> = &'a mut dyn FnMut(&Tensor) -> Result<Tensor>;
+
 /// Per-image outcomes of one model: natural, transfer PGD-20, transfer APGD-CE, Square.
 #[derive(Default)]
 struct Outcomes {
@@ -123,7 +126,10 @@ impl Outcomes {
             transfer_apgd_ce: percent(&apgd),
             square: percent(&square),
             worst_case: percent(&worst),
-            square_mean_queries: cat(&self.queries).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]),
+            square_mean_queries: cat(&self.queries)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double)
+                .double_value(&[]),
         }
     }
 }
@@ -178,7 +184,7 @@ pub fn robustness(
             examples.push(attack.perturb(model, &input, key(e))?);
         }
         let square_key = key(&square);
-        let mut models: Vec<&mut dyn FnMut(&Tensor) -> Result<Tensor>> = Vec::new();
+        let mut models: Vec<Scorer> = Vec::new();
         let mut tch_model = |x: &Tensor| Ok(tch_logits(model, x));
         let mut fp32_model = |x: &Tensor| fp32.logits(x);
         models.push(&mut tch_model);
@@ -192,7 +198,7 @@ pub fn robustness(
         // file computes (verified), is scored on the fp32 file's Square examples
         // instead of a second search through libtorch's much slower forward.
         let mut fp32_square: Option<(Tensor, Tensor)> = None;
-        let mut rows: Vec<(Vec<Tensor>, &mut dyn FnMut(&Tensor) -> Result<Tensor>)> = Vec::new();
+        let mut rows: Vec<(Vec<Tensor>, Scorer)> = Vec::new();
         for logits in models {
             let mut correct = Vec::with_capacity(4);
             for ex in &examples {
@@ -201,8 +207,15 @@ pub fn robustness(
             rows.push((correct, logits));
         }
         for (i, (correct, logits)) in rows.iter_mut().enumerate().skip(1) {
-            let found =
-                square_linf(&mut **logits, &x, &y, eps, square_queries, SQUARE_P_INIT, square_key)?;
+            let found = square_linf(
+                &mut **logits,
+                &x,
+                &y,
+                eps,
+                square_queries,
+                SQUARE_P_INIT,
+                square_key,
+            )?;
             correct.push(logits(&found.x_adv)?.argmax(1, false).eq_tensor(&y));
             outcomes[i].queries.push(found.queries.shallow_clone());
             if i == 1 {
