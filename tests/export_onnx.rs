@@ -2,7 +2,9 @@
 //! (MobileNetV2 x0.5): the fp32 ONNX file computes what the tch model computes
 //! (max |logit difference| <= 1e-4 of the logit scale, same class on every
 //! image), the int8 file agrees with it (>= 95% same class, natural accuracy
-//! within 1.5 points) on 200 test images, the card says so, and bad input
+//! within 1.5 points) on 64 test images, the card says so with a robustness
+//! table that is consistent (50 Square queries: the mechanics, not the
+//! numbers), the latency child reports its memory, and bad input
 //! gives one clear line, no panic, and no model file in `--out`.
 
 mod common;
@@ -54,9 +56,9 @@ fn fp32_parity_and_int8_agreement_hold_on_the_quickstart_student() {
             "--calibration",
             "256",
             "--test-images",
-            "200",
+            "64",
             "--square-queries",
-            "0",
+            "50",
             "--no-latency",
         ],
         &out_dir,
@@ -75,7 +77,7 @@ fn fp32_parity_and_int8_agreement_hold_on_the_quickstart_student() {
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("card.json")).unwrap()).unwrap();
     let v = &card["verification"];
     eprintln!("{}", serde_json::to_string_pretty(v).unwrap());
-    assert_eq!(v["test_images"], 200);
+    assert_eq!(v["test_images"], 64);
     assert!(v["fp32"]["relative"].as_f64().unwrap() <= 1e-4);
     assert_eq!(v["fp32"]["top1_agreement"].as_f64().unwrap(), 100.0);
     assert_eq!(v["fp32"]["pass"], true);
@@ -95,6 +97,49 @@ fn fp32_parity_and_int8_agreement_hold_on_the_quickstart_student() {
     );
     let md = std::fs::read_to_string(out_dir.join("card.md")).unwrap();
     assert!(md.contains("**pass**") && md.contains("Which number to trust"));
+
+    // Robustness: the tch model and the fp32 file compute the same function,
+    // so every column agrees; the worst case is below every column.
+    let rows = card["robustness"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let columns = ["natural", "transfer_pgd20", "transfer_apgd_ce", "square"];
+    for c in columns {
+        assert_eq!(rows[0][c], rows[1][c], "{c}: tch vs fp32 file");
+    }
+    for row in rows {
+        let worst = row["worst_case"].as_f64().unwrap();
+        for c in columns {
+            assert!(worst <= row[c].as_f64().unwrap(), "{row}");
+        }
+        assert!(row["natural"].as_f64().unwrap() > row["transfer_pgd20"].as_f64().unwrap());
+    }
+    assert_eq!(rows[2]["natural"], v["int8"]["natural_int8"]);
+
+    // Latency and memory of a file in a process of its own.
+    let child = Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
+        .current_dir(common::repo())
+        .args([
+            "latency-child",
+            "--threads",
+            "1",
+            "--batches",
+            "1,4",
+            "--runs",
+            "3",
+            "--model",
+        ])
+        .arg(out_dir.join("model.int8.onnx"))
+        .output()
+        .unwrap();
+    assert!(child.status.success(), "{}", stderr(&child));
+    let report: Value = serde_json::from_slice(&child.stdout).unwrap();
+    assert_eq!(report["latency"].as_array().unwrap().len(), 2);
+    assert!(report["latency"][1]["median_ms"].as_f64().unwrap() > 0.0);
+    let (base, peak) = (
+        report["baseline_rss_mb"].as_f64().unwrap(),
+        report["peak_rss_mb"].as_f64().unwrap(),
+    );
+    assert!(peak > base && base > 0.0, "{report}");
 }
 
 #[test]

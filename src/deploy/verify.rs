@@ -98,6 +98,13 @@ pub fn verify(
 /// A model that answers a batch of images with logits.
 type Scorer<'a> = &'a mut dyn FnMut(&Tensor) -> Result<Tensor>;
 
+/// [N] bool per input of `xs`: `logits` puts the label first.
+fn right_on(logits: Scorer, xs: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
+    xs.iter()
+        .map(|x| Ok(logits(x)?.argmax(1, false).eq_tensor(y)))
+        .collect()
+}
+
 /// Per-image outcomes of one model: natural, transfer PGD-20, transfer APGD-CE, Square.
 #[derive(Default)]
 struct Outcomes {
@@ -106,10 +113,19 @@ struct Outcomes {
 }
 
 impl Outcomes {
-    fn push(&mut self, correct: [Tensor; 4]) {
+    fn push(&mut self, correct: Vec<Tensor>, queries: Tensor) -> Result<()> {
+        if correct.len() != self.columns.len() {
+            return Err(crate::Error::Other(format!(
+                "robustness: {} outcomes for {} columns",
+                correct.len(),
+                self.columns.len()
+            )));
+        }
         for (column, c) in self.columns.iter_mut().zip(correct) {
             column.push(c);
         }
+        self.queries.push(queries);
+        Ok(())
     }
 
     fn row(&self, model: &str) -> RobustRow {
@@ -184,53 +200,39 @@ pub fn robustness(
             examples.push(attack.perturb(model, &input, key(e))?);
         }
         let square_key = key(&square);
-        let mut models: Vec<Scorer> = Vec::new();
-        let mut tch_model = |x: &Tensor| Ok(tch_logits(model, x));
-        let mut fp32_model = |x: &Tensor| fp32.logits(x);
-        models.push(&mut tch_model);
-        models.push(&mut fp32_model);
-        let mut int8_model;
-        if let Some(q) = int8.as_deref_mut() {
-            int8_model = move |x: &Tensor| q.logits(x);
-            models.push(&mut int8_model);
-        }
-        // Square runs on the files; the tch model, which computes what the fp32
-        // file computes (verified), is scored on the fp32 file's Square examples
-        // instead of a second search through libtorch's much slower forward.
-        let mut fp32_square: Option<(Tensor, Tensor)> = None;
-        let mut rows: Vec<(Vec<Tensor>, Scorer)> = Vec::new();
-        for logits in models {
-            let mut correct = Vec::with_capacity(4);
-            for ex in &examples {
-                correct.push(logits(ex)?.argmax(1, false).eq_tensor(&y));
-            }
-            rows.push((correct, logits));
-        }
-        for (i, (correct, logits)) in rows.iter_mut().enumerate().skip(1) {
-            let found = square_linf(
-                &mut **logits,
+        let run_square = |logits: Scorer| {
+            square_linf(
+                logits,
                 &x,
                 &y,
                 eps,
                 square_queries,
                 SQUARE_P_INIT,
                 square_key,
-            )?;
-            correct.push(logits(&found.x_adv)?.argmax(1, false).eq_tensor(&y));
-            outcomes[i].queries.push(found.queries.shallow_clone());
-            if i == 1 {
-                fp32_square = Some((found.x_adv, found.queries));
-            }
-        }
-        let (x_square, queries) = fp32_square.expect("the fp32 file is always attacked");
-        let (correct, tch) = &mut rows[0];
-        correct.push(tch(&x_square)?.argmax(1, false).eq_tensor(&y));
-        outcomes[0].queries.push(queries);
-        for ((correct, _), out) in rows.into_iter().zip(outcomes.iter_mut()) {
-            let correct: [Tensor; 4] = correct
-                .try_into()
-                .map_err(|_| crate::Error::Other("robustness: wrong number of columns".into()))?;
-            out.push(correct);
+            )
+        };
+        let mut tch_model = |x: &Tensor| Ok(tch_logits(model, x));
+        let mut fp32_model = |x: &Tensor| fp32.logits(x);
+        let mut tch_right = right_on(&mut tch_model, &examples, &y)?;
+        let mut fp32_right = right_on(&mut fp32_model, &examples, &y)?;
+        // Square runs on the files; the tch model, which computes what the fp32
+        // file computes (verified), is scored on the fp32 file's Square examples
+        // instead of a second search through libtorch's much slower forward.
+        let found = run_square(&mut fp32_model)?;
+        fp32_right.extend(right_on(
+            &mut fp32_model,
+            &[found.x_adv.shallow_clone()],
+            &y,
+        )?);
+        tch_right.extend(right_on(&mut tch_model, &[found.x_adv], &y)?);
+        outcomes[0].push(tch_right, found.queries.shallow_clone())?;
+        outcomes[1].push(fp32_right, found.queries)?;
+        if let Some(q) = int8.as_deref_mut() {
+            let mut int8_model = |x: &Tensor| q.logits(x);
+            let mut int8_right = right_on(&mut int8_model, &examples, &y)?;
+            let found = run_square(&mut int8_model)?;
+            int8_right.extend(right_on(&mut int8_model, &[found.x_adv], &y)?);
+            outcomes[2].push(int8_right, found.queries)?;
         }
         start += len;
         log::info!(
@@ -243,7 +245,7 @@ pub fn robustness(
     let rows = outcomes
         .iter()
         .zip(names)
-        .filter(|(o, _)| !o.columns[0].is_empty())
+        .filter(|(o, _)| !o.queries.is_empty())
         .map(|(o, name)| o.row(name))
         .collect();
     Ok(Robustness {
