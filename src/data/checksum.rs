@@ -36,6 +36,21 @@ pub fn md5_hex(bytes: &[u8]) -> String {
     hex(&Md5::digest(bytes))
 }
 
+/// Lower-case hex digest (`D`: md5, sha256, ...) of the file at `path`, read in 1 MiB chunks.
+pub fn file_digest<D: Digest>(path: &Path) -> std::io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut hasher = D::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
 /// Lower-case hex of a digest.
 pub(crate) fn hex(digest: &[u8]) -> String {
     use std::fmt::Write as _;

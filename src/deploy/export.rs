@@ -8,13 +8,13 @@ use super::card::{Card, Edge, EdgeRow, ExportFacts, FileFacts, Source, TRUST};
 use super::runtime::{self, OnnxModel};
 use super::verify;
 use crate::config::Config;
+use crate::data::checksum::file_digest;
 use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
 use crate::eval::edge::{self, LatencyOptions};
 use crate::eval::EvalSet;
 use crate::models::{Arch, Model};
-use sha2::{Digest, Sha256};
-use std::io::Read;
+use sha2::Sha256;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::Device;
@@ -109,21 +109,7 @@ impl Drop for Staging {
 
 /// sha256 of a file, hex.
 pub fn sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    file_digest::<Sha256>(path).map_err(|e| Error::io(path, e))
 }
 
 fn file_bytes(path: &Path) -> Result<u64> {

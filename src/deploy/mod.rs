@@ -11,11 +11,10 @@ pub mod runtime;
 pub mod verify;
 
 use crate::error::{Error, Result};
-use crate::eval::edge::{measure_latency, median, Latency, LatencyOptions};
+use crate::eval::edge::{measure_latency, time_latency, Latency, LatencyOptions};
 use crate::models::{Arch, Model};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// What `ard-pipeline latency-child` prints: latency and resident memory of
@@ -42,39 +41,14 @@ fn status_mb(field: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Times an ONNX file in ONNX Runtime (median of `opts.runs` after warm-up).
+/// Times an ONNX file in ONNX Runtime on `batch` random images.
 fn onnx_latency(
     model: &mut runtime::OnnxModel,
     batch: usize,
     opts: &LatencyOptions,
 ) -> Result<Latency> {
-    let x = Tensor::rand([batch as i64, 3, 32, 32], (Kind::Float, Device::Cpu));
-    for _ in 0..opts.warmup.max(1) {
-        let _ = model.logits(&x)?;
-    }
-    let mut times = Vec::with_capacity(opts.runs);
-    let mut spent = 0.0;
-    for _ in 0..opts.runs.max(1) {
-        let began = Instant::now();
-        let _ = model.logits(&x)?;
-        let dt = began.elapsed().as_secs_f64();
-        times.push(dt);
-        spent += dt;
-        if spent > opts.budget_s && times.len() >= 3 {
-            break;
-        }
-    }
-    let runs = times.len();
-    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let median = median(&mut times);
-    Ok(Latency {
-        batch,
-        runs,
-        median_ms: 1e3 * median,
-        min_ms: 1e3 * min,
-        per_image_ms: 1e3 * median / batch as f64,
-        images_per_s: batch as f64 / median.max(1e-12),
-    })
+    let x = Tensor::rand([batch.max(1) as i64, 3, 32, 32], (Kind::Float, Device::Cpu));
+    time_latency(batch, opts, || model.logits(&x).map(drop))
 }
 
 /// `ard-pipeline latency-child`: loads one model (an ONNX file in ONNX

@@ -274,7 +274,7 @@ fn sync(device: Device) {
 }
 
 /// The median of `times` (seconds), which must not be empty.
-pub fn median(times: &mut [f64]) -> f64 {
+fn median(times: &mut [f64]) -> f64 {
     times.sort_by(|a, b| a.total_cmp(b));
     let m = times.len() / 2;
     if times.len() % 2 == 1 {
@@ -284,51 +284,39 @@ pub fn median(times: &mut [f64]) -> f64 {
     }
 }
 
-/// Times forward passes of `model` at `batch` images (see [`LatencyOptions`]).
-pub fn measure_latency(model: &Model, batch: usize, opts: &LatencyOptions) -> Result<Latency> {
+/// Times `run`, one forward pass of `batch` images in whatever runtime (see
+/// [`LatencyOptions`]): warm-up, then up to `opts.runs` timed calls.
+pub fn time_latency(
+    batch: usize,
+    opts: &LatencyOptions,
+    mut run: impl FnMut() -> Result<()>,
+) -> Result<Latency> {
     if batch == 0 || opts.runs == 0 {
         return Err(Error::Other(format!(
             "latency: batch size and runs must be at least 1 (batch {batch}, runs {})",
             opts.runs
         )));
     }
-    let device = model.device();
-    let like = Tensor::zeros(
-        [batch as i64, 3, IMAGE_SIZE, IMAGE_SIZE],
-        (Kind::Float, Device::Cpu),
-    );
-    let key = NoiseKey {
-        seed: 0,
-        counter: batch as u64,
-        stream: 0x1A7E,
-    };
-    let x = (noise::uniform(&like, 0.5, key) + 0.5).f_to_device(device)?;
+    let warm = Instant::now();
+    for _ in 0..opts.warmup {
+        run()?;
+        // One warm-up pass is enough when a pass is that slow.
+        if warm.elapsed().as_secs_f64() > opts.budget_s / 4.0 {
+            break;
+        }
+    }
     let mut times = Vec::with_capacity(opts.runs);
-    tch::no_grad(|| -> Result<()> {
-        let warm = Instant::now();
-        for _ in 0..opts.warmup {
-            let _ = model.forward_t(&x, false);
-            sync(device);
-            // One warm-up pass is enough when a pass is that slow.
-            if warm.elapsed().as_secs_f64() > opts.budget_s / 4.0 {
-                break;
-            }
+    let mut spent = 0.0;
+    for _ in 0..opts.runs {
+        let began = Instant::now();
+        run()?;
+        let dt = began.elapsed().as_secs_f64();
+        times.push(dt);
+        spent += dt;
+        if spent > opts.budget_s && times.len() >= 3 {
+            break;
         }
-        let mut spent = 0.0;
-        for _ in 0..opts.runs {
-            let began = Instant::now();
-            let out = model.forward_t(&x, false);
-            sync(device);
-            let dt = began.elapsed().as_secs_f64();
-            drop(out);
-            times.push(dt);
-            spent += dt;
-            if spent > opts.budget_s && times.len() >= 3 {
-                break;
-            }
-        }
-        Ok(())
-    })?;
+    }
     let runs = times.len();
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut times);
@@ -339,6 +327,28 @@ pub fn measure_latency(model: &Model, batch: usize, opts: &LatencyOptions) -> Re
         min_ms: 1e3 * min,
         per_image_ms: 1e3 * med / batch as f64,
         images_per_s: batch as f64 / med.max(1e-12),
+    })
+}
+
+/// Times forward passes of `model` at `batch` images (see [`LatencyOptions`]).
+pub fn measure_latency(model: &Model, batch: usize, opts: &LatencyOptions) -> Result<Latency> {
+    let device = model.device();
+    let like = Tensor::zeros(
+        [batch.max(1) as i64, 3, IMAGE_SIZE, IMAGE_SIZE],
+        (Kind::Float, Device::Cpu),
+    );
+    let key = NoiseKey {
+        seed: 0,
+        counter: batch as u64,
+        stream: 0x1A7E,
+    };
+    let x = (noise::uniform(&like, 0.5, key) + 0.5).f_to_device(device)?;
+    tch::no_grad(|| {
+        time_latency(batch, opts, || {
+            let _ = model.forward_t(&x, false);
+            sync(device);
+            Ok(())
+        })
     })
 }
 

@@ -6,26 +6,15 @@ use super::error::{CacheError, CacheResult};
 use super::format::{Dtype, Identity, AUGMENTATION};
 use super::views::{ViewSet, FIXED_VIEWS_POLICY};
 use crate::config::Config;
-use crate::data::checksum::hex;
+use crate::data::checksum::{file_digest, hex};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use md5::{Digest, Md5};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Lower-case hex md5 of the file at `path`, read in 1 MiB chunks.
+/// Lower-case hex md5 of the file at `path`.
 pub fn md5_file(path: &Path) -> CacheResult<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| CacheError::io(path, e))?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| CacheError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    file_digest::<Md5>(path).map_err(|e| CacheError::io(path, e))
 }
 
 /// md5 of a training split: its image bytes, then its label bytes.
