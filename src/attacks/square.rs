@@ -126,10 +126,10 @@ pub fn square_linf(
         let delta_k = delta.f_index_select(0, &active)?;
         // One sign per channel for the window, redrawn where it would change nothing.
         let mut fresh = signs(&mut rng, &[k, c, 1, 1], device).f_mul_scalar(eps)?;
+        let old = (&x_k + &delta_k).f_clamp(0.0, 1.0)?;
         for _ in 0..32 {
-            let old = (&x_k + &delta_k).f_clamp(0.0, 1.0)?;
             let new = (&x_k + &fresh).f_clamp(0.0, 1.0)?;
-            let differs = (new - old)
+            let differs = (new - &old)
                 .abs()
                 .f_gt(1e-7)?
                 .f_logical_and(&window)?
