@@ -138,10 +138,17 @@ pub struct EvalArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Comma-separated evaluations: natural, train_attack, fgsm, pgdK, cw[K],
-    /// apgd_ce[K], apgd_dlr[K], apgd_t[K]; _rR adds R restarts (pgd20_r5).
-    /// The JSON also reports worst_case: right clean and under every one.
+    /// apgd_ce[K], apgd_dlr[K], apgd_t[K], square[K]; _rR adds R restarts
+    /// (pgd20_r5). The JSON also reports worst_case: right clean and under
+    /// every one.
     #[arg(long, default_value = "natural")]
     pub attacks: String,
+    /// AutoAttack's protocol: run the evaluations in the order given, each
+    /// only on the images still right under the earlier ones. Same worst
+    /// case, much cheaper with the strong attacks last; each accuracy then
+    /// counts the images right under it and every earlier one.
+    #[arg(long)]
+    pub cascade: bool,
     /// Evaluate the first N test images only (N >= 1).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub test_limit: Option<usize>,

@@ -359,6 +359,7 @@ fn eval_command(cfg: Config, args: &EvalArgs) -> Result<()> {
         device: args.device.clone(),
         batch_size: args.batch_size,
         latency,
+        cascade: args.cascade,
     };
     let outcome = eval::command::run(cfg, &opts)?;
     print!("{}", outcome.table());

@@ -526,6 +526,81 @@ fn ordering_holds_and_eval_has_no_side_effects() {
 }
 
 #[test]
+fn cascade_finds_the_same_worst_case_attacking_only_the_survivors() {
+    common::deterministic();
+    let model = Model::load(ARCH.parse().unwrap(), Device::Cpu, &fixture()).unwrap();
+    let (images, labels) = test_images(200);
+    let set = EvalSet { images, labels };
+    let evals = EvalAttack::parse_list("natural,fgsm,pgd20,apgd_ce").unwrap();
+    let full = eval::robustness_masks(
+        &model,
+        &set,
+        &evals,
+        &train_attack_1step(),
+        64,
+        0,
+        None,
+        |_, _| {},
+    )
+    .unwrap();
+    let mut calls = Vec::new();
+    let cascade = eval::cascade_masks(
+        &model,
+        &set,
+        &evals,
+        &train_attack_1step(),
+        64,
+        0,
+        None,
+        |done, n| calls.push((done, n)),
+    )
+    .unwrap();
+    let (f, c) = (full.report(), cascade.report());
+    eprintln!("every image: {f:?}\ncascade: {c:?}");
+    assert!(c.cascade && !f.cascade);
+    let count = |m: &Tensor| m.sum(Kind::Int64).int64_value(&[]);
+    // Each evaluation attacks exactly the images right under the earlier ones,
+    // and its mask is nested in theirs.
+    let mut alive = cascade.natural.shallow_clone();
+    for (i, mask) in cascade.correct.iter().enumerate() {
+        assert!(
+            mask.logical_and(&alive.logical_not())
+                .sum(Kind::Int64)
+                .int64_value(&[])
+                == 0,
+            "{}: right on an image an earlier evaluation broke",
+            cascade.names[i]
+        );
+        if i > 0 {
+            let m = count(&alive) as usize;
+            let runs: Vec<_> = calls.iter().filter(|(_, n)| *n == m).collect();
+            assert!(
+                runs.last().is_some_and(|(d, _)| *d == m),
+                "{}: {calls:?}",
+                cascade.names[i]
+            );
+        }
+        alive = mask.shallow_clone();
+    }
+    // FGSM has no random start: per image it is the same attack either way.
+    assert!(cascade.correct[1].equal(&full.correct[1].logical_and(&full.natural)));
+    assert!(cascade.correct[0].equal(&full.natural));
+    assert!(cascade.worst_case().equal(cascade.correct.last().unwrap()));
+    // PGD's and APGD's random starts follow batch positions, which differ:
+    // the worst case agrees up to those draws (3 of 200 images).
+    assert!(
+        (c.worst_case - f.worst_case).abs() <= 1.5,
+        "cascade {} vs every image {}",
+        c.worst_case,
+        f.worst_case
+    );
+    assert!(
+        c.worst_case < c.accuracy["natural"] && c.worst_case > 5.0,
+        "{c:?}"
+    );
+}
+
+#[test]
 fn macs_and_parameters_match_pytorch_hooks() {
     let archs = [
         "wrn34_10",

@@ -150,6 +150,66 @@ fn a_resumed_run_continues_the_clock() {
     );
 }
 
+/// The checkpoint's recorded position and its `finished` flag, which `set_unfinished` clears.
+fn checkpoint_state(run: &Path, set_unfinished: bool) -> serde_json::Value {
+    let path = run.join("checkpoint.safetensors");
+    let mut all = tch::Tensor::read_safetensors(&path).unwrap();
+    let at = all.iter().position(|(n, _)| n == "__state__").unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&Vec::<u8>::try_from(&all[at].1).unwrap()).unwrap();
+    if set_unfinished {
+        state["finished"] = serde_json::Value::Bool(false);
+        let bytes = serde_json::to_vec(&state).unwrap();
+        all[at].1 = tch::Tensor::from_slice(&bytes);
+        tch::Tensor::write_safetensors(&all, &path).unwrap();
+    }
+    state
+}
+
+#[test]
+fn a_run_resumed_after_its_budget_was_spent_trains_no_more() {
+    // Stopped during the final evaluation: the checkpoint holds the budget's
+    // last step. Resuming evaluates and finishes without another step.
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
+    for engine in ["pipeline", "sequential"] {
+        let cfg = write_config(dir.path(), engine, &teacher, 0);
+        let run = || {
+            Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
+                .args(["--config", cfg.to_str().unwrap(), "--engine", engine])
+                .output()
+                .unwrap()
+        };
+        let out = run();
+        assert!(
+            out.status.success(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let folder = dir.path().join(engine);
+        let before = checkpoint_state(&folder, true);
+        let steps = |records: &[serde_json::Value]| -> u64 {
+            records.iter().map(|r| r["steps"].as_u64().unwrap()).sum()
+        };
+        let trained = steps(&records(&folder));
+        std::fs::remove_file(folder.join("summary.json")).unwrap();
+        let out = run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{engine}: {err}");
+        assert!(
+            err.contains("was spent before this resumption"),
+            "{engine}: {err}"
+        );
+        let after = checkpoint_state(&folder, false);
+        assert_eq!(
+            after["position"]["step"], before["position"]["step"],
+            "{engine}: trained after the budget was spent"
+        );
+        assert_eq!(steps(&records(&folder)), trained, "{engine}");
+        assert!(folder.join("summary.json").is_file(), "{engine}");
+    }
+}
+
 #[test]
 fn a_budget_with_epoch_milestones_is_refused() {
     let dir = tempfile::tempdir().unwrap();

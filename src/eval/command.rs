@@ -37,6 +37,9 @@ pub struct EvalOptions {
     pub batch_size: Option<usize>,
     /// Measure latency (and report the edge numbers).
     pub latency: Option<LatencyOptions>,
+    /// AutoAttack's cascade ([`super::cascade_masks`]): each evaluation only on
+    /// the images still right under the earlier ones.
+    pub cascade: bool,
 }
 
 /// What an evaluation produced.
@@ -78,6 +81,9 @@ impl EvalOutcome {
                 eps_text(self.eps),
                 self.wall_s
             );
+            if self.report.cascade {
+                s += "  cascade: each evaluation ran on the images right under every earlier one;\n  its accuracy counts the images right under it and every earlier one\n";
+            }
             s += &format!(
                 "  {:<16} {:>9} {:>10}\n",
                 "evaluation", "accuracy", "seconds"
@@ -96,10 +102,17 @@ impl EvalOutcome {
     }
 }
 
-/// Logs progress about every 10% of the images, with throughput and ETA.
-fn progress_logger(began: Instant) -> impl FnMut(usize, usize) {
+/// Logs progress about every 10% of the images, with throughput and ETA; a
+/// count that goes back (the next evaluation of a cascade) starts over.
+fn progress_logger(mut began: Instant) -> impl FnMut(usize, usize) {
     let mut next_decile = 1;
+    let mut last = 0;
     move |done, n| {
+        if done < last {
+            next_decile = 1;
+            began = Instant::now();
+        }
+        last = done;
         let n = n.max(1);
         if done * 10 >= next_decile * n || done == n {
             next_decile = done * 10 / n + 1;
@@ -223,16 +236,30 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
             .join(", "),
         cfg.data.batch_size
     );
-    let mut report = evaluate(
-        &model,
-        &set,
-        &opts.evals,
-        &cfg.attack,
-        cfg.data.batch_size,
-        cfg.run.seed,
-        teacher.as_ref(),
-        progress_logger(Instant::now()),
-    )?;
+    let mut report = if opts.cascade {
+        super::cascade_masks(
+            &model,
+            &set,
+            &opts.evals,
+            &cfg.attack,
+            cfg.data.batch_size,
+            cfg.run.seed,
+            teacher.as_ref(),
+            progress_logger(Instant::now()),
+        )?
+        .report()
+    } else {
+        evaluate(
+            &model,
+            &set,
+            &opts.evals,
+            &cfg.attack,
+            cfg.data.batch_size,
+            cfg.run.seed,
+            teacher.as_ref(),
+            progress_logger(Instant::now()),
+        )?
+    };
     if let Some(latency) = &opts.latency {
         report.edge = Some(edge_report(&model, Some(latency))?);
     }

@@ -316,6 +316,10 @@ pub struct EvalReport {
     /// Parameter count, MACs and latency, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<EdgeReport>,
+    /// Run as a cascade ([`cascade_masks`]): each accuracy counts the images
+    /// right under that evaluation and every earlier one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cascade: bool,
 }
 
 /// Test images and labels, already as tensors.
@@ -335,6 +339,8 @@ pub struct EvalMasks {
     pub natural: Tensor,
     /// Wall seconds per evaluation.
     pub seconds: Vec<f64>,
+    /// Made by [`cascade_masks`]: `correct[i]` implies every earlier one.
+    pub cascade: bool,
 }
 
 impl EvalMasks {
@@ -366,6 +372,7 @@ impl EvalMasks {
                 .zip(self.seconds.iter().copied())
                 .collect(),
             edge: None,
+            cascade: self.cascade,
         }
     }
 }
@@ -414,18 +421,7 @@ pub fn robustness_masks(
 ) -> Result<EvalMasks> {
     let n = check_set(set, batch_size)?;
     let device: Device = model.device();
-    if let Some(e) = evals
-        .iter()
-        .find(|e| e.needs_teacher(train_attack) && teacher.is_none())
-    {
-        return Err(Error::Other(format!(
-            "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
-             (set teacher.weights)",
-            e.name()
-        )));
-    }
-    let built: Vec<(EvalAttack, Option<Box<dyn Attack>>)> =
-        evals.iter().map(|e| (*e, e.build(train_attack))).collect();
+    let built = build_evals(evals, train_attack, teacher)?;
     let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
     let mut natural = Vec::new();
     let mut seconds = vec![0.0; built.len()];
@@ -451,20 +447,7 @@ pub fn robustness_masks(
             let ok = match attack {
                 None => clean.shallow_clone(),
                 Some(a) => {
-                    let input = AttackInput {
-                        x: &x,
-                        y: &y,
-                        teacher_logits: t.as_ref(),
-                    };
-                    let key = NoiseKey {
-                        seed,
-                        counter: start as u64,
-                        stream: eval.stream(),
-                    };
-                    let x_adv = a
-                        .perturb(model, &input, key)
-                        .map_err(|e| Error::Other(format!("evaluation {}: {e}", eval.name())))?;
-                    predict(model, &x_adv).f_eq_tensor(&y)?
+                    attacked_correct(model, eval, a.as_ref(), &x, &y, t.as_ref(), seed, start)?
                 }
             };
             correct[i].push(ok.to_device(Device::Cpu));
@@ -476,18 +459,174 @@ pub fn robustness_masks(
         start += len;
         progress(start, n);
     }
-    let cat = |parts: &[Tensor]| -> Result<Tensor> {
-        if parts.is_empty() {
-            Ok(Tensor::zeros([0], (Kind::Bool, Device::Cpu)))
-        } else {
-            Ok(Tensor::f_cat(parts, 0)?)
-        }
-    };
     Ok(EvalMasks {
         names: built.iter().map(|(e, _)| e.name()).collect(),
-        correct: correct.iter().map(|c| cat(c)).collect::<Result<_>>()?,
-        natural: cat(&natural)?,
+        correct: correct
+            .iter()
+            .map(|c| cat_masks(c))
+            .collect::<Result<_>>()?,
+        natural: cat_masks(&natural)?,
         seconds,
+        cascade: false,
+    })
+}
+
+/// [N] bool masks from per-batch parts (empty: [0]).
+fn cat_masks(parts: &[Tensor]) -> Result<Tensor> {
+    if parts.is_empty() {
+        Ok(Tensor::zeros([0], (Kind::Bool, Device::Cpu)))
+    } else {
+        Ok(Tensor::f_cat(parts, 0)?)
+    }
+}
+
+/// Each evaluation with its attack (None: the clean input), after checking
+/// that a teacher is there when one needs it.
+fn build_evals(
+    evals: &[EvalAttack],
+    train_attack: &AttackConfig,
+    teacher: Option<&Model>,
+) -> Result<Vec<(EvalAttack, Option<Box<dyn Attack>>)>> {
+    if let Some(e) = evals
+        .iter()
+        .find(|e| e.needs_teacher(train_attack) && teacher.is_none())
+    {
+        return Err(Error::Other(format!(
+            "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
+             (set teacher.weights)",
+            e.name()
+        )));
+    }
+    Ok(evals.iter().map(|e| (*e, e.build(train_attack))).collect())
+}
+
+/// [B] bool: the model is right on `attack`'s perturbation of the batch `x`
+/// (its random starts keyed by `seed`, the evaluation and `counter`).
+#[allow(clippy::too_many_arguments)]
+fn attacked_correct(
+    model: &Model,
+    eval: &EvalAttack,
+    attack: &dyn Attack,
+    x: &Tensor,
+    y: &Tensor,
+    teacher_logits: Option<&Tensor>,
+    seed: u64,
+    counter: usize,
+) -> Result<Tensor> {
+    let input = AttackInput {
+        x,
+        y,
+        teacher_logits,
+    };
+    let key = NoiseKey {
+        seed,
+        counter: counter as u64,
+        stream: eval.stream(),
+    };
+    let x_adv = attack
+        .perturb(model, &input, key)
+        .map_err(|e| Error::Other(format!("evaluation {}: {e}", eval.name())))?;
+    Ok(predict(model, &x_adv).f_eq_tensor(y)?)
+}
+
+/// AutoAttack's protocol: the evaluations run one after another in the order
+/// given, each only on the images the model is still right on (clean and
+/// under every earlier one), in full batches of those images. The worst case
+/// is the quantity [`robustness_masks`] reports, for a fraction of the cost
+/// when the strong attacks come last; an evaluation's mask then means "right
+/// under it and every earlier one". Random starts are keyed by an image's
+/// position among the attacked ones, so they differ from [`robustness_masks`]'.
+/// `progress(done, n)` counts the images of the evaluation running.
+#[allow(clippy::too_many_arguments)]
+pub fn cascade_masks(
+    model: &Model,
+    set: &EvalSet,
+    evals: &[EvalAttack],
+    train_attack: &AttackConfig,
+    batch_size: usize,
+    seed: u64,
+    teacher: Option<&Model>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<EvalMasks> {
+    let n = check_set(set, batch_size)?;
+    let device: Device = model.device();
+    let built = build_evals(evals, train_attack, teacher)?;
+    let batch = |indices: &Tensor| -> Result<(Tensor, Tensor)> {
+        let x = set
+            .images
+            .f_index_select(0, indices)?
+            .f_to_device(device)?
+            .f_to_kind(Kind::Float)?;
+        let y = set.labels.f_index_select(0, indices)?.f_to_device(device)?;
+        Ok((x, y))
+    };
+    let began = Instant::now();
+    let mut natural = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = batch_size.min(n - start);
+        let (x, y) = batch(&Tensor::arange_start(
+            start as i64,
+            (start + len) as i64,
+            (Kind::Int64, Device::Cpu),
+        ))?;
+        natural.push(predict(model, &x).f_eq_tensor(&y)?.to_device(Device::Cpu));
+        start += len;
+    }
+    let natural = cat_masks(&natural)?;
+    let clean_s = began.elapsed().as_secs_f64();
+    let mut alive = natural.shallow_clone();
+    let mut correct = Vec::with_capacity(built.len());
+    let mut seconds = Vec::with_capacity(built.len());
+    for (eval, attack) in &built {
+        let began = Instant::now();
+        let Some(attack) = attack else {
+            // The clean input: every survivor is right on it already.
+            correct.push(alive.copy());
+            seconds.push(clean_s);
+            continue;
+        };
+        let survivors = alive.f_nonzero()?.f_view([-1])?;
+        let m = survivors.size()[0] as usize;
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < m {
+            let len = batch_size.min(m - start);
+            let (x, y) = batch(&survivors.f_narrow(0, start as i64, len as i64)?)?;
+            let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
+            let ok = attacked_correct(
+                model,
+                eval,
+                attack.as_ref(),
+                &x,
+                &y,
+                t.as_ref(),
+                seed,
+                start,
+            )?;
+            parts.push(ok.to_device(Device::Cpu));
+            start += len;
+            progress(start, m);
+        }
+        let mut mask = Tensor::zeros([n as i64], (Kind::Bool, Device::Cpu));
+        if m > 0 {
+            mask = mask.f_index_put_(&[Some(&survivors)], &cat_masks(&parts)?, false)?;
+        }
+        alive = mask.shallow_clone();
+        correct.push(mask);
+        seconds.push(began.elapsed().as_secs_f64());
+        log::info!(
+            "eval cascade: {} on {m} images, {} still right",
+            eval.name(),
+            alive.sum(Kind::Int64).int64_value(&[])
+        );
+    }
+    Ok(EvalMasks {
+        names: built.iter().map(|(e, _)| e.name()).collect(),
+        correct,
+        natural,
+        seconds,
+        cascade: true,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct DataStage {
     stop: Option<crate::train::overfit_guard::StopFlag>,
     /// `train.max_seconds`: once spent, the next batch is the run's last.
     budget: Option<std::sync::Arc<crate::train::budget::TimeBudget>>,
+    /// Whether this process has produced a batch yet.
+    produced: bool,
 }
 
 impl DataStage {
@@ -56,6 +58,7 @@ impl DataStage {
             plan: None,
             stop: None,
             budget: None,
+            produced: false,
         }
     }
 
@@ -109,6 +112,15 @@ impl Source for DataStage {
             return Ok(None);
         }
         if self.budget.as_ref().is_some_and(|b| b.exhausted()) {
+            if !self.produced && self.step > 0 {
+                // Resumed after the budget's last step (stopped during the final
+                // evaluation): nothing is left to train.
+                log::info!(
+                    "train.max_seconds was spent before this resumption: step {} was the last",
+                    self.step
+                );
+                return Ok(None);
+            }
             log::info!(
                 "train.max_seconds spent: step {} is the last",
                 self.step + 1
@@ -158,6 +170,7 @@ impl Source for DataStage {
         };
         self.step += 1;
         self.batch_in_epoch += 1;
+        self.produced = true;
         if last_in_epoch {
             self.epoch += 1;
             self.batch_in_epoch = 0;

@@ -263,7 +263,20 @@ pub fn train_sequential_with(
     let mut epochs: Vec<EpochRecord> = resume
         .map(|c| c.state.epochs.iter().map(EpochRecord::restored).collect())
         .unwrap_or_default();
-    for epoch in start.epoch..cfg.train.epochs {
+    // Resumed after the budget's last step (stopped during the final
+    // evaluation): nothing is left to train.
+    let spent_before = resume.is_some() && budget.as_ref().is_some_and(|b| b.exhausted());
+    if spent_before {
+        log(&format!(
+            "train.max_seconds was spent before this resumption: step {step} was the last"
+        ));
+    }
+    let last_epoch = if spent_before {
+        start.epoch
+    } else {
+        cfg.train.epochs
+    };
+    for epoch in start.epoch..last_epoch {
         let resumed = epoch == start.epoch;
         let epoch_start = Instant::now();
         let before = if resumed { start.epoch_seconds } else { 0.0 };
