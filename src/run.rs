@@ -47,7 +47,7 @@ pub struct RunReport {
     /// Issue 6: worst cases, the best-by-validation checkpoint's test numbers
     /// (`best_eval`, `best_epoch`, ...), `robustness_gap`, the guard.
     #[serde(flatten)]
-    pub selection: Box<crate::eval::selection::SelectionSummary>,
+    pub selection: Box<crate::train::selection::SelectionSummary>,
 }
 
 impl RunReport {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use ard_pipeline::eval::selection::{select_best, ValidationScore};
+use ard_pipeline::train::selection::{select_best, ValidationScore};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;

@@ -432,7 +432,7 @@ impl Config {
         }
 
         // --- validation split, model selection, overfitting guard (issue 6) ---
-        let train_total = crate::data::SplitKind::Train.num_images();
+        let train_total = TRAIN_IMAGES;
         let v = self.data.validation_images;
         c.require(
             v < train_total,

@@ -27,7 +27,6 @@
 
 pub mod command;
 pub mod edge;
-pub mod selection;
 
 use crate::attacks::{self, Attack, AttackInput, NoiseKey, Restarts};
 use crate::config::AttackConfig;

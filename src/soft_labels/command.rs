@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::train::step::teacher_logits;
+use super::source::teacher_logits;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind};

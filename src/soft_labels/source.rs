@@ -11,8 +11,13 @@ use crate::data::{Split, View};
 use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
-use crate::train::step::teacher_logits;
 use tch::{Device, Kind, Tensor};
+
+/// Teacher logits for a clean batch: eval mode, no gradient.
+pub fn teacher_logits(teacher: &Model, x: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    teacher.forward_t(x, false)
+}
 
 /// Where soft labels come from. See the module docs.
 pub struct SoftLabelSource {

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod overfit_guard;
 pub mod resume;
 pub mod run_dir;
+pub mod selection;
 pub mod sequential;
 pub mod step;
 pub mod validation;

@@ -1,6 +1,6 @@
-//! One ARD optimisation step, split where the pipeline splits it: teacher
-//! logits on the clean batch, the attack on the student (or a replica of it),
-//! and the student's loss and SGD step.
+//! One ARD optimisation step, split where the pipeline splits it: the attack
+//! on the student (or a replica of it), and the student's loss and SGD step
+//! (the teacher's logits come from `soft_labels`).
 
 use crate::attacks::{Attack, AttackInput, NoiseKey};
 use crate::distill::{GradScaler, LossInputs, Objective, Schedule, Sgd};
@@ -10,12 +10,6 @@ use tch::Tensor;
 
 /// Noise stream of the training attack's random starts.
 pub const TRAIN_NOISE_STREAM: u64 = 0x7A11;
-
-/// Teacher logits for a clean batch: eval mode, no gradient.
-pub fn teacher_logits(teacher: &Model, x: &Tensor) -> Tensor {
-    let _guard = tch::no_grad_guard();
-    teacher.forward_t(x, false)
-}
 
 /// The noise key of the training attack at global step `step`.
 pub fn attack_key(seed: u64, step: u64) -> NoiseKey {

@@ -26,7 +26,7 @@ use super::run_dir::{write_text_atomic, RunDir};
 use crate::config::{AttackConfig, Config, GuardAction};
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::eval::selection::{
+use super::selection::{
     BestRecord, GuardSummary, SelectionSummary, ValidationScore, BEST_RECORD, BEST_WEIGHTS,
     VALIDATION_LOG,
 };

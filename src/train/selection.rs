@@ -14,8 +14,8 @@
 //! attack (the paper's number) minus the worst case over every evaluation run,
 //! in percentage points: how much the paper's number flatters the model.
 
-use super::EvalReport;
-use crate::train::overfit_guard::Collapse;
+use super::overfit_guard::Collapse;
+use crate::eval::EvalReport;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
