@@ -9,18 +9,10 @@ use super::weights::WeightLayout;
 use crate::config::AttackConfig;
 use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
 use crate::models::Model;
+use crate::train::records::EvalRecord;
 use crate::train::RunDir;
 use ard_actors::{Emitter, Stage, StageError};
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
-
-/// One evaluation of one snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalRecord {
-    pub epoch: usize,
-    pub step: usize,
-    pub report: EvalReport,
-}
 
 /// What a test-set evaluation runs: the set, the attacks and their settings.
 struct TestPlan {

@@ -33,8 +33,7 @@ use ard_actors::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use eval::EvalRecord;
-pub use student::EpochTrainStats;
+pub use crate::train::records::{EpochTrainStats, EvalRecord};
 
 /// The stage names, in pipeline order.
 pub const STAGES: [&str; 5] = ["data", "teacher", "attack", "student", "eval"];
@@ -314,7 +313,7 @@ pub fn run_pipeline(
     let (prior_epochs, prior_evals) = match (&run_options.resume, run_dir) {
         (Some(c), Some(dir)) => (
             c.state.epochs.clone(),
-            crate::train::resume::recorded_evals(dir),
+            crate::train::records::recorded_evals(dir),
         ),
         (Some(c), None) => (c.state.epochs.clone(), Vec::new()),
         _ => (Vec::new(), Vec::new()),

@@ -8,19 +8,11 @@ use super::weights::WeightLayout;
 use crate::models::Model;
 use crate::train::resume::{self, TrainPosition, TrainState};
 use crate::train::step::StudentUpdate;
+use crate::train::records::EpochTrainStats;
 use crate::train::RunDir;
 use ard_actors::{emitter::TrySend, Emitter, Stage, StageError};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Per-epoch training figures the student stage reports.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochTrainStats {
-    pub epoch: usize,
-    pub steps: usize,
-    pub mean_loss: f64,
-    pub lr: f64,
-}
 
 pub struct StudentStage {
     student: Model,

@@ -21,7 +21,7 @@ use crate::config::{Config, ResumePolicy};
 use crate::distill::Sgd;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::stages::EpochTrainStats;
+use super::records::EpochTrainStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -364,15 +364,6 @@ pub fn mark_finished(dir: &RunDir) -> Result<()> {
     let json = serde_json::to_vec(&state).map_err(|e| Error::Other(e.to_string()))?;
     all.insert(STATE_KEY.to_string(), Tensor::from_slice(&json));
     crate::checkpoint::write_atomic(&path, &all.into_iter().collect::<Vec<_>>())
-}
-
-/// The evaluations recorded in the run folder (to carry across a resumption).
-pub fn recorded_evals(dir: &RunDir) -> Vec<crate::stages::EvalRecord> {
-    std::fs::read_to_string(dir.file("eval.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 #[cfg(test)]

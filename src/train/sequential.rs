@@ -10,55 +10,14 @@ use crate::config::{AttackTarget, Config};
 use crate::data::{self, SplitKind};
 use crate::distill::{GradScaler, Schedule, Sgd};
 use crate::error::{Error, Result};
-use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
+use crate::eval::{self, EvalAttack, EvalSet};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
-use crate::stages::EpochTrainStats;
-use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::Device;
 
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub steps: usize,
-    pub mean_loss: f64,
-    pub lr: f64,
-    pub seconds: f64,
-    pub images_per_s: f64,
-    /// Training seconds spent at the epoch's end against `train.max_seconds`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub train_seconds: Option<f64>,
-    pub eval: Option<EvalReport>,
-}
-
-impl EpochRecord {
-    /// The figures a checkpoint keeps.
-    fn stats(&self) -> EpochTrainStats {
-        EpochTrainStats {
-            epoch: self.epoch,
-            steps: self.steps,
-            mean_loss: self.mean_loss,
-            lr: self.lr,
-        }
-    }
-
-    /// An epoch finished before a resumption (its timing and evaluation are in the run folder's records).
-    fn restored(stats: &EpochTrainStats) -> EpochRecord {
-        EpochRecord {
-            epoch: stats.epoch,
-            steps: stats.steps,
-            mean_loss: stats.mean_loss,
-            lr: stats.lr,
-            seconds: 0.0,
-            images_per_s: 0.0,
-            train_seconds: None,
-            eval: None,
-        }
-    }
-}
+pub use super::records::EpochRecord;
 
 /// What a finished run reports.
 #[derive(Debug)]
