@@ -25,8 +25,7 @@ use tch::{Device, Kind, Tensor};
 
 /// AutoAttack's `p_init` for L-inf Square.
 pub const SQUARE_P_INIT: f64 = 0.8;
-/// AutoAttack's query budget (standard version).
-pub const SQUARE_QUERIES: usize = 5000;
+pub use crate::config::eval_attack::SQUARE_QUERIES;
 
 /// The fraction of pixels a window covers at iteration `it` of `queries`.
 pub fn window_fraction(p_init: f64, it: usize, queries: usize) -> f64 {

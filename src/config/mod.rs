@@ -1,11 +1,13 @@
 //! Configuration: parse (TOML + `ARD__SECTION__KEY` env overrides), validate
 //! (structural checks, no device), and save the resolved config with the run.
 
+pub mod eval_attack;
 mod load;
 mod real;
 mod types;
 mod validate;
 
+pub use eval_attack::{EvalAttack, KNOWN_EVALS};
 pub use load::{defaults_with_env, find_config, load, load_str, ENV_PREFIX};
 pub use real::{parse_real, Real};
 pub use types::*;

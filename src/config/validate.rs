@@ -368,10 +368,10 @@ impl Config {
         }
         for name in &self.eval.attacks {
             c.require(
-                crate::eval::EvalAttack::parse(name).is_ok(),
+                super::EvalAttack::parse(name).is_ok(),
                 "eval.attacks",
                 name,
-                &format!("unknown; known: {}", crate::eval::KNOWN_EVALS),
+                &format!("unknown; known: {}", super::KNOWN_EVALS),
             );
         }
 
@@ -453,10 +453,10 @@ impl Config {
             );
         }
         c.require(
-            crate::eval::EvalAttack::parse(&self.eval.validation_attack).is_ok(),
+            super::EvalAttack::parse(&self.eval.validation_attack).is_ok(),
             "eval.validation_attack",
             &self.eval.validation_attack,
-            &format!("unknown; known: {}", crate::eval::KNOWN_EVALS),
+            &format!("unknown; known: {}", super::KNOWN_EVALS),
         );
         c.require(
             self.eval.validation_limit != Some(0),

@@ -16,12 +16,12 @@
 //! a kill are recomputed bit-identically), and evaluations live in
 //! `eval.jsonl`, trimmed to the checkpoint on resume.
 
+use super::records::EpochTrainStats;
 use super::RunDir;
 use crate::config::{Config, ResumePolicy};
 use crate::distill::Sgd;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use super::records::EpochTrainStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -23,13 +23,13 @@
 
 use super::overfit_guard::{Collapse, GuardPoint, OverfitGuard, StopFlag};
 use super::run_dir::{write_text_atomic, RunDir};
-use crate::config::{AttackConfig, Config, GuardAction};
-use crate::data::Split;
-use crate::error::{Error, Result};
 use super::selection::{
     BestRecord, GuardSummary, SelectionSummary, ValidationScore, BEST_RECORD, BEST_WEIGHTS,
     VALIDATION_LOG,
 };
+use crate::config::{AttackConfig, Config, GuardAction};
+use crate::data::Split;
+use crate::error::{Error, Result};
 use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
 use crate::models::Model;
 use serde::{Deserialize, Serialize};
