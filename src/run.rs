@@ -200,12 +200,15 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     .summary
                     .stages
                     .iter()
-                    .map(|s| StageReport {
-                        stage: s.stage.clone(),
-                        images_per_s: s.images as f64 / wall.max(1e-9),
-                        busy_share: s.busy_s / wall.max(1e-9),
-                        blocked_share: s.blocked_s / wall.max(1e-9),
-                        idle_share: s.idle_s / wall.max(1e-9),
+                    .map(|s| {
+                        let shares = s.shares(wall);
+                        StageReport {
+                            stage: s.stage.clone(),
+                            images_per_s: shares.images_per_s,
+                            busy_share: shares.busy,
+                            blocked_share: shares.blocked,
+                            idle_share: shares.idle,
+                        }
                     })
                     .collect::<Vec<StageReport>>();
                 let bars: Vec<_> = stages

@@ -87,4 +87,4 @@ pub use lane::{ComputeLane, LaneServer, LaneStopped};
 pub use mailbox::{Mailbox, MailboxError, Versioned};
 pub use pipeline::{Chain, PipelineBuilder, PipelineHandle, PipelineOptions};
 pub use stage::{Message, Source, Stage};
-pub use stats::{RunSummary, StageStats, StatsReader};
+pub use stats::{RunSummary, StageShares, StageStats, StatsReader};

@@ -26,6 +26,32 @@ pub struct StageStats {
     pub idle_s: f64,
 }
 
+/// A stage's throughput and time shares over a wall time: what a status
+/// page, a plot and a benchmark show.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageShares {
+    /// Images per wall second.
+    pub images_per_s: f64,
+    /// Fractions of the wall time working, blocked and idle (0 for no wall time;
+    /// a stage's own clock can run a little past the pipeline's).
+    pub busy: f64,
+    pub blocked: f64,
+    pub idle: f64,
+}
+
+impl StageStats {
+    /// Throughput and time shares over `wall_s` seconds.
+    pub fn shares(&self, wall_s: f64) -> StageShares {
+        let per_s = |value: f64| if wall_s > 0.0 { value / wall_s } else { 0.0 };
+        StageShares {
+            images_per_s: per_s(self.images as f64),
+            busy: per_s(self.busy_s),
+            blocked: per_s(self.blocked_s),
+            idle: per_s(self.idle_s),
+        }
+    }
+}
+
 /// A cloneable, thread-safe reader of every stage's [`StageStats`], in pipeline
 /// order. Obtained from [`PipelineHandle::stats_reader`](crate::PipelineHandle::stats_reader).
 #[derive(Clone)]
@@ -89,27 +115,18 @@ impl fmt::Display for RunSummary {
             "stage", "batches", "images", "images/s", "busy_s", "blocked_s", "idle_s", "busy%"
         )?;
         for stats in &self.stages {
-            let per_second = if wall > 0.0 {
-                stats.images as f64 / wall
-            } else {
-                0.0
-            };
-            let busy_share = if wall > 0.0 {
-                100.0 * stats.busy_s / wall
-            } else {
-                0.0
-            };
+            let shares = stats.shares(wall);
             writeln!(
                 f,
                 "{:<width$} {:>9} {:>10} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>5.1}%",
                 stats.stage,
                 stats.batches,
                 stats.images,
-                per_second,
+                shares.images_per_s,
                 stats.busy_s,
                 stats.blocked_s,
                 stats.idle_s,
-                busy_share
+                100.0 * shares.busy
             )?;
         }
         write!(f, "wall time {wall:.2} s")

@@ -536,7 +536,7 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
                     busy_s: s.busy_s,
                     blocked_s: s.blocked_s,
                     idle_s: s.idle_s,
-                    busy_share: s.busy_s / wall.max(1e-9),
+                    busy_share: s.shares(wall).busy,
                 })
                 .collect();
             Ok(RunRecord::timed(

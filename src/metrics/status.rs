@@ -55,22 +55,15 @@ pub struct StageStatus {
 impl StageStatus {
     /// The status of `stats` after `elapsed_s` seconds of wall time.
     pub fn from_stats(stats: &StageStats, elapsed_s: f64) -> Self {
-        let per_s = |value: f64| {
-            if elapsed_s > 0.0 {
-                value / elapsed_s
-            } else {
-                0.0
-            }
-        };
-        let share = |seconds: f64| per_s(seconds).clamp(0.0, 1.0);
+        let shares = stats.shares(elapsed_s);
         Self {
             stage: stats.stage.clone(),
             batches: stats.batches,
             images: stats.images,
-            images_per_s: per_s(stats.images as f64),
-            busy_share: share(stats.busy_s),
-            blocked_share: share(stats.blocked_s),
-            idle_share: share(stats.idle_s),
+            images_per_s: shares.images_per_s,
+            busy_share: shares.busy.clamp(0.0, 1.0),
+            blocked_share: shares.blocked.clamp(0.0, 1.0),
+            idle_share: shares.idle.clamp(0.0, 1.0),
         }
     }
 }
