@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Phase, PipelineStatus, Signal, TrainMetrics};
 use crate::stages::{self, RunOptions};
-use crate::train;
+use crate::train::{self, recorder::Recorder};
 use ard_actors::CancelToken;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,15 +22,7 @@ pub enum Engine {
     Sequential,
 }
 
-/// Per-stage figures of the final report.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageReport {
-    pub stage: String,
-    pub images_per_s: f64,
-    pub busy_share: f64,
-    pub blocked_share: f64,
-    pub idle_share: f64,
-}
+pub use crate::train::records::StageReport;
 
 /// What `summary.json` holds.
 #[derive(Debug, Clone, Serialize)]
@@ -180,21 +172,6 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 options,
             )
             .map(|outcome| {
-                let loss: Vec<(usize, f64)> = outcome
-                    .epochs
-                    .iter()
-                    .map(|e| (e.epoch, e.mean_loss))
-                    .collect();
-                let acc: Vec<(usize, BTreeMap<String, f64>)> = outcome
-                    .evals
-                    .iter()
-                    .map(|e| (e.epoch, e.report.accuracy.clone()))
-                    .collect();
-                if let Err(e) =
-                    crate::report::plots::training_curves(&dir.file("training.png"), &loss, &acc)
-                {
-                    log::warn!("{e}");
-                }
                 let wall = outcome.summary.wall.as_secs_f64();
                 let stages = outcome
                     .summary
@@ -211,23 +188,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                         }
                     })
                     .collect::<Vec<StageReport>>();
-                let bars: Vec<_> = stages
-                    .iter()
-                    .map(|s| {
-                        (
-                            s.stage.clone(),
-                            s.images_per_s,
-                            s.busy_share,
-                            s.blocked_share,
-                            s.idle_share,
-                        )
-                    })
-                    .collect();
-                if let Err(e) =
-                    crate::report::plots::stage_throughput(&dir.file("stages.png"), &bars)
-                {
-                    log::warn!("{e}");
-                }
+                Recorder::new(Some(dir.clone()), None).finished(&stages);
                 RunReport {
                     run: cfg.run.name.clone(),
                     engine: "pipeline".into(),
@@ -256,6 +217,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 |line| log::info!("{line}"),
             )
             .map(|outcome| {
+                Recorder::new(Some(dir.clone()), None).finished(&[]);
                 RunReport {
                     run: cfg.run.name.clone(),
                     engine: "sequential".into(),
@@ -269,7 +231,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 }
                 .with_selection(
                     outcome.selection.as_ref(),
-                    outcome.epochs.iter().rev().find_map(|e| e.eval.as_ref()),
+                    outcome.evals.last().map(|e| &e.report),
                 )
             })
         }

@@ -9,6 +9,7 @@ use super::weights::WeightLayout;
 use crate::config::AttackConfig;
 use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
 use crate::models::Model;
+use crate::train::recorder::Recorder;
 use crate::train::records::EvalRecord;
 use crate::train::RunDir;
 use ard_actors::{Emitter, Stage, StageError};
@@ -45,8 +46,8 @@ pub struct EvalStage {
     plan: TestPlan,
     every_epochs: usize,
     compute: super::Compute,
-    run_dir: Option<RunDir>,
-    metrics: Option<crate::metrics::TrainMetrics>,
+    /// Writes `eval.jsonl` and the evaluation metrics.
+    recorder: Recorder,
     results: Arc<Mutex<Vec<EvalRecord>>>,
     /// Validation split, best checkpoint and overfitting guard (issue 6).
     validator: Option<crate::train::validation::Validator>,
@@ -84,8 +85,7 @@ impl EvalStage {
             },
             every_epochs,
             compute,
-            run_dir,
-            metrics,
+            recorder: Recorder::new(run_dir, metrics),
             results,
             validator: None,
             budget: None,
@@ -162,23 +162,12 @@ impl Stage for EvalStage {
         let Some(report) = report else {
             return Ok(());
         };
-        log::info!("eval after epoch {}: {:?}", snapshot.epoch, report.accuracy);
-        if let Some(m) = &self.metrics {
-            let results: Vec<(&str, f64)> = report
-                .accuracy
-                .iter()
-                .map(|(a, v)| (a.as_str(), *v))
-                .collect();
-            m.record_eval(snapshot.epoch as u64, snapshot.step as u64, &results);
-        }
         let record = EvalRecord {
             epoch: snapshot.epoch,
             step: snapshot.step,
             report,
         };
-        if let Some(dir) = &self.run_dir {
-            dir.append_jsonl("eval.jsonl", &record)?;
-        }
+        self.recorder.evaluated(&record)?;
         if let Some(v) = self.validator.as_mut() {
             v.record_test(record.epoch, &record.report)?;
         }

@@ -6,7 +6,8 @@ use super::attack::WeightBoard;
 use super::messages::{Snapshot, TrainBatch};
 use super::weights::WeightLayout;
 use crate::models::Model;
-use crate::train::records::EpochTrainStats;
+use crate::train::recorder::Recorder;
+use crate::train::records::{EpochRecord, EpochTrainStats};
 use crate::train::resume::{self, TrainPosition, TrainState};
 use crate::train::step::StudentUpdate;
 use crate::train::RunDir;
@@ -20,6 +21,8 @@ pub struct StudentStage {
     layout: WeightLayout,
     board: WeightBoard,
     compute: super::Compute,
+    /// Writes `metrics.jsonl` and `last.safetensors` at epoch ends.
+    recorder: Recorder,
     run_dir: Option<RunDir>,
     save_final: Option<PathBuf>,
     metrics: Option<crate::metrics::TrainMetrics>,
@@ -80,6 +83,7 @@ impl StudentStage {
             layout,
             board,
             compute,
+            recorder: Recorder::new(run_dir.clone(), metrics.clone()),
             run_dir,
             save_final,
             metrics,
@@ -208,45 +212,26 @@ impl Stage for StudentStage {
             self.checkpoint()?;
         }
         if batch.last_in_epoch {
-            let stats = EpochTrainStats {
+            let seconds = self.epoch_seconds();
+            let record = EpochRecord {
                 epoch: batch.epoch + 1,
                 steps: self.steps_in_epoch,
                 mean_loss: self.loss_sum / self.steps_in_epoch.max(1) as f64,
                 lr,
+                seconds,
+                images_per_s: self.epoch_images as f64 / seconds.max(1e-9),
+                train_seconds: self.update.budget.as_ref().map(|b| b.spent_s()),
             };
-            log::info!(
-                "epoch {}: {} steps, mean loss {:.5}, lr {:.4}",
-                stats.epoch,
-                stats.steps,
-                stats.mean_loss,
-                stats.lr
-            );
             self.epochs
                 .lock()
                 .map_err(|_| StageError::msg("epoch log poisoned"))?
-                .push(stats.clone());
-            let seconds = self.epoch_seconds();
-            let images = self.epoch_images;
+                .push(record.stats());
             self.loss_sum = 0.0;
             self.steps_in_epoch = 0;
             self.epoch_started = std::time::Instant::now();
             self.epoch_seconds_before = 0.0;
             self.epoch_images = 0;
-            if let Some(dir) = &self.run_dir {
-                self.student.save(&dir.file("last.safetensors"))?;
-                let mut record = serde_json::json!({
-                    "epoch": stats.epoch,
-                    "steps": stats.steps,
-                    "mean_loss": stats.mean_loss,
-                    "lr": stats.lr,
-                    "seconds": seconds,
-                    "images_per_s": images as f64 / seconds.max(1e-9),
-                });
-                if let Some(budget) = &self.update.budget {
-                    record["train_seconds"] = budget.spent_s().into();
-                }
-                dir.append_jsonl("metrics.jsonl", &record)?;
-            }
+            self.recorder.epoch_end(&record, &self.student)?;
             self.checkpoint()?;
             let snapshot = Snapshot {
                 epoch: batch.epoch + 1,

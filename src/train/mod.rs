@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod overfit_guard;
+pub mod recorder;
 pub mod records;
 pub mod resume;
 pub mod run_dir;

@@ -1,7 +1,8 @@
 //! The run's records, shared by both engines: one line of `metrics.jsonl`
 //! per epoch ([`EpochRecord`]), one line of `eval.jsonl` per test evaluation
 //! ([`EvalRecord`]), and the per-epoch figures a checkpoint keeps
-//! ([`EpochTrainStats`]).
+//! ([`EpochTrainStats`]), and the per-stage figures of the summary
+//! ([`StageReport`]).
 
 use super::run_dir::RunDir;
 use crate::eval::EvalReport;
@@ -36,7 +37,6 @@ pub struct EpochRecord {
     /// Training seconds spent at the epoch's end against `train.max_seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_seconds: Option<f64>,
-    pub eval: Option<EvalReport>,
 }
 
 impl EpochRecord {
@@ -60,14 +60,23 @@ impl EpochRecord {
             seconds: 0.0,
             images_per_s: 0.0,
             train_seconds: None,
-            eval: None,
         }
     }
 }
 
+/// Per-stage figures of the final report (`summary.json`, `stages.png`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub images_per_s: f64,
+    pub busy_share: f64,
+    pub blocked_share: f64,
+    pub idle_share: f64,
+}
+
 /// The evaluations recorded in the run folder (to carry across a resumption).
 pub fn recorded_evals(dir: &RunDir) -> Vec<EvalRecord> {
-    std::fs::read_to_string(dir.file("eval.jsonl"))
+    std::fs::read_to_string(dir.file(super::recorder::EVAL_LOG))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())

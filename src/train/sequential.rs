@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::Device;
 
+use super::records::{recorded_evals, EvalRecord};
+use super::recorder::Recorder;
 pub use super::records::EpochRecord;
 
 /// What a finished run reports.
@@ -25,6 +27,8 @@ pub struct TrainOutcome {
     pub student: Model,
     pub steps: usize,
     pub epochs: Vec<EpochRecord>,
+    /// The test-set evaluations, a resumed run's earlier ones included.
+    pub evals: Vec<EvalRecord>,
     pub wall_s: f64,
     /// Validation findings: the best checkpoint and the guard (None without a validation split).
     pub selection: Option<super::validation::SelectionHandle>,
@@ -199,8 +203,17 @@ pub fn train_sequential_with(
         resume.map(|_| start.epoch),
     )?;
     let view_set = crate::soft_labels::identity::view_set(cfg)?;
-    let mut soft_labels =
-        crate::soft_labels::SoftLabelSource::for_run(cfg, &train, teacher.is_some(), None)?;
+    let mut soft_labels = crate::soft_labels::SoftLabelSource::for_run(
+        cfg,
+        &train,
+        teacher.is_some(),
+        metrics.cloned(),
+    )?;
+    let recorder = Recorder::new(run_dir.cloned(), metrics.cloned());
+    let mut eval_records: Vec<EvalRecord> = match (resume, run_dir) {
+        (Some(_), Some(dir)) => recorded_evals(dir),
+        _ => Vec::new(),
+    };
     if device.is_cuda() {
         soft_labels.keep_on_device(device)?;
     }
@@ -343,7 +356,7 @@ pub fn train_sequential_with(
         let last = epoch + 1 == cfg.train.epochs || step >= total || out_of_time;
         let due = cfg.eval.every_epochs > 0 && (epoch + 1) % cfg.eval.every_epochs == 0;
         // Training waits for validation and evaluation: off the budget's clock.
-        let (guard_stop, eval) = off_the_clock(budget.as_deref(), || -> Result<_> {
+        let (guard_stop, report) = off_the_clock(budget.as_deref(), || -> Result<_> {
             let guard_stop = match validator.as_mut() {
                 Some(v) => v.on_snapshot(
                     &student,
@@ -369,26 +382,19 @@ pub fn train_sequential_with(
             seconds,
             images_per_s: images as f64 / seconds.max(1e-9),
             train_seconds: budget.as_ref().map(|b| b.spent_s()),
-            eval,
         };
-        log(&format!(
-            "epoch {}/{}: loss {:.5}, lr {:.4}, {:.1} images/s{}",
-            record.epoch,
-            cfg.train.epochs,
-            record.mean_loss,
-            record.lr,
-            record.images_per_s,
-            record
-                .eval
-                .as_ref()
-                .map(|e| format!(", eval {:?}", e.accuracy))
-                .unwrap_or_default()
-        ));
-        if let Some(dir) = run_dir {
-            dir.append_jsonl("metrics.jsonl", &record)?;
-        }
-        if let (Some(v), Some(report)) = (validator.as_mut(), &record.eval) {
-            v.record_test(record.epoch, report)?;
+        recorder.epoch_end(&record, &student)?;
+        if let Some(report) = report {
+            let evaluated = EvalRecord {
+                epoch: record.epoch,
+                step,
+                report,
+            };
+            recorder.evaluated(&evaluated)?;
+            if let Some(v) = validator.as_mut() {
+                v.record_test(evaluated.epoch, &evaluated.report)?;
+            }
+            eval_records.push(evaluated);
         }
         epochs.push(record);
         save(
@@ -429,6 +435,7 @@ pub fn train_sequential_with(
         student,
         steps: step,
         epochs,
+        evals: eval_records,
         wall_s: started.elapsed().as_secs_f64(),
         selection,
     })
