@@ -52,12 +52,42 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// The actor pipeline could not be built, or a stage failed (its error
+    /// and causes are in the message) or stalled.
+    #[error("pipeline: {0}")]
+    Pipeline(ard_actors::PipelineError),
+
+    /// Shared state that a panicking thread left behind.
+    #[error("{what} poisoned")]
+    Poisoned { what: &'static str },
+
+    /// A record that could not be written as JSON.
+    #[error("{what} as JSON: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Training diverged: the loss is not finite.
+    #[error("loss is {value} at step {step} (epoch {epoch}); weights left at the last good step")]
+    Diverged {
+        value: f64,
+        step: usize,
+        epoch: usize,
+    },
+
     /// Anything else, with its context.
     #[error("{0}")]
     Other(String),
 }
 
 impl Error {
+    /// A JSON encoding error of `what`.
+    pub fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> Error {
+        move |source| Error::Json { what, source }
+    }
+
     /// Wraps an I/O error with the path it concerned.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -164,7 +164,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
     if args.dry_run {
-        train::sequential::RunSetup::build(cfg)?;
+        train::context::RunSetup::build(cfg)?;
         println!("dry run ok: config, data and models are usable");
         return Ok(ExitCode::SUCCESS);
     }

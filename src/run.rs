@@ -10,7 +10,7 @@ use crate::train::{self, recorder::Recorder};
 use ard_actors::CancelToken;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Which engine trains.
@@ -122,17 +122,13 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
             server.addr()
         );
     }
-    let cancel_slot: Arc<Mutex<Option<CancelToken>>> = Arc::new(Mutex::new(None));
-    let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // One token stops either engine: a signal cancels it, even during setup.
+    let cancel = CancelToken::new();
     let signals = {
-        let slot = cancel_slot.clone();
-        let requested = requested.clone();
+        let cancel = cancel.clone();
         metrics::install(move |signal| {
             log::warn!("{}: finishing the current step, checkpointing, then exiting (again to exit at once)", signal.name());
-            requested.store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Some(token) = slot.lock().ok().and_then(|t| t.clone()) {
-                token.cancel();
-            }
+            cancel.cancel();
         })?
     };
 
@@ -140,7 +136,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
     let per_epoch = train_images.div_ceil(cfg.data.batch_size);
     let progress = crate::report::progress::Progress::start(
         train_metrics.clone(),
-        train::sequential::total_steps(cfg, train_images),
+        train::context::total_steps(cfg, train_images),
         per_epoch,
         cfg.train.epochs,
         cfg.data.batch_size,
@@ -151,18 +147,9 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 resume: checkpoint,
                 on_start: Some(Box::new({
                     let status = status.clone();
-                    let slot = cancel_slot.clone();
-                    let requested = requested.clone();
-                    move |token: CancelToken, stats| {
-                        status.attach(stats);
-                        if requested.load(std::sync::atomic::Ordering::SeqCst) {
-                            token.cancel();
-                        }
-                        if let Ok(mut s) = slot.lock() {
-                            *s = Some(token);
-                        }
-                    }
+                    move |stats| status.attach(stats)
                 })),
+                cancel: Some(cancel.clone()),
             };
             stages::run_pipeline(
                 cfg,
@@ -212,7 +199,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                 cfg,
                 Some(&dir),
                 checkpoint.as_ref(),
-                Some(&requested),
+                Some(&cancel),
                 Some(&train_metrics),
                 |line| log::info!("{line}"),
             )
@@ -250,8 +237,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
     drop(signals);
     match result {
         Ok(report) => {
-            let json =
-                serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?;
+            let json = serde_json::to_string_pretty(&report).map_err(Error::json("summary"))?;
             dir.write_text("summary.json", &json)?;
             train::resume::mark_finished(&dir)?;
             Ok(JobEnd::Finished(report))

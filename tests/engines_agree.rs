@@ -87,13 +87,19 @@ fn both_engines_write_the_same_run_folder() {
     assert_eq!(files(pipeline), expected, "pipeline");
     assert_eq!(files(sequential), expected, "sequential");
     for log in ["metrics.jsonl", "eval.jsonl", "validation.jsonl"] {
-        let (p, s) = (line_keys(&pipeline.join(log)), line_keys(&sequential.join(log)));
+        let (p, s) = (
+            line_keys(&pipeline.join(log)),
+            line_keys(&sequential.join(log)),
+        );
         assert_eq!(p.len(), 2, "{log}: one line per epoch");
         assert_eq!(p, s, "{log}: pipeline vs sequential");
     }
     let evals = common::jsonl(&sequential.join("eval.jsonl"));
     assert_eq!(
-        evals.iter().map(|e| e["epoch"].as_u64().unwrap()).collect::<Vec<_>>(),
+        evals
+            .iter()
+            .map(|e| e["epoch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         [1, 2]
     );
     let summary = |run: &Path| -> Value {

@@ -93,7 +93,7 @@ fn check(steps: usize, optimizer: &str, attack_steps: usize, step_size: &str, al
     let attack = cfg.attack.build();
     let schedule = ard_pipeline::distill::Schedule::new(
         &cfg.optim,
-        train::sequential::total_steps(&cfg, train.len()),
+        train::context::total_steps(&cfg, train.len()),
     );
     let mut exported: Vec<(String, Tensor)> = Vec::new();
     let mut step = 0;

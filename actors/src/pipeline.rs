@@ -59,6 +59,9 @@ pub struct PipelineOptions {
     pub shutdown_grace: Duration,
     /// Constant labels added to every metric of this pipeline (e.g. `run`).
     pub const_labels: HashMap<String, String>,
+    /// Cancel with this token (one the caller already holds, e.g. for a signal
+    /// handler installed before the pipeline is built); a fresh one by default.
+    pub cancel: Option<CancelToken>,
 }
 
 impl Default for PipelineOptions {
@@ -67,6 +70,7 @@ impl Default for PipelineOptions {
             stall_timeout: None,
             shutdown_grace: Duration::from_secs(5),
             const_labels: HashMap::new(),
+            cancel: None,
         }
     }
 }
@@ -107,7 +111,9 @@ impl PipelineBuilder {
     pub fn new(registry: &Registry, options: PipelineOptions) -> Result<Self, PipelineError> {
         Ok(Self {
             metrics: PipelineMetrics::register(registry, &options.const_labels)?,
-            supervisor: Arc::new(Supervisor::new()),
+            supervisor: Arc::new(Supervisor::with_token(
+                options.cancel.clone().unwrap_or_default(),
+            )),
             options,
             epoch: Instant::now(),
             names: HashSet::new(),

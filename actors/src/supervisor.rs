@@ -21,9 +21,15 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::with_token(CancelToken::new())
+    }
+
+    /// A supervisor that cancels (and is cancelled) through `cancel`.
+    pub(crate) fn with_token(cancel: CancelToken) -> Self {
         Self {
-            cancel: CancelToken::new(),
+            cancel,
             failure: Mutex::new(None),
             stalled: Mutex::new(HashSet::new()),
         }

@@ -79,6 +79,28 @@ fn cancel_before_run_stops_at_once() {
 }
 
 #[test]
+fn a_token_given_in_the_options_cancels_the_pipeline() {
+    // The caller's token, cancelled before the pipeline exists (a signal during setup).
+    let token = ard_actors::CancelToken::new();
+    token.cancel();
+    let options = PipelineOptions {
+        cancel: Some(token.clone()),
+        ..Default::default()
+    };
+    let builder = PipelineBuilder::new(&registry(), options).expect("builder");
+    assert!(builder.cancel_token().is_cancelled());
+    let sink = CollectSink::new("sink");
+    let seen = sink.seen.clone();
+    let handle = builder
+        .source(CountSource::new("data", u64::MAX), 1)
+        .and_then(|chain| chain.sink(sink))
+        .and_then(|builder| builder.run())
+        .expect("pipeline starts");
+    assert!(matches!(handle.join(), Err(PipelineError::Cancelled)));
+    assert!(seen.lock().expect("lock").is_empty());
+}
+
+#[test]
 fn dropping_the_handle_cancels_the_pipeline() {
     let dropped = Arc::new(AtomicBool::new(false));
     let mut source = CountSource::new("data", u64::MAX);

@@ -106,13 +106,15 @@ impl EvalOutcome {
 /// count that goes back (the next evaluation of a cascade) starts over.
 fn progress_logger(mut began: Instant) -> impl FnMut(usize, usize) {
     let mut next_decile = 1;
-    let mut last = 0;
+    let (mut last, mut last_at) = (0, began);
     move |done, n| {
         if done < last {
+            // The next evaluation began when the previous one last reported.
             next_decile = 1;
-            began = Instant::now();
+            began = last_at;
         }
         last = done;
+        last_at = Instant::now();
         let n = n.max(1);
         if done * 10 >= next_decile * n || done == n {
             next_decile = done * 10 / n + 1;
@@ -124,19 +126,6 @@ fn progress_logger(mut began: Instant) -> impl FnMut(usize, usize) {
                 done * 100 / n
             );
         }
-    }
-}
-
-impl EvalSet {
-    /// Every image of `split`, clean, as tensors on the CPU.
-    pub fn from_split(split: &data::Split) -> Result<EvalSet> {
-        let indices: Vec<usize> = (0..split.len()).collect();
-        let views = vec![data::View::IDENTITY; indices.len()];
-        let batch = data::make_batch(split, &indices, &views, Device::Cpu)?;
-        Ok(EvalSet {
-            images: batch.images,
-            labels: batch.labels,
-        })
     }
 }
 

@@ -138,6 +138,20 @@ pub struct EvalSet {
     pub labels: Tensor,
 }
 
+impl EvalSet {
+    /// Every image of `split`, clean, as tensors on the CPU.
+    pub fn from_split(split: &crate::data::Split) -> Result<EvalSet> {
+        use crate::data;
+        let indices: Vec<usize> = (0..split.len()).collect();
+        let views = vec![data::View::IDENTITY; indices.len()];
+        let batch = data::make_batch(split, &indices, &views, Device::Cpu)?;
+        Ok(EvalSet {
+            images: batch.images,
+            labels: batch.labels,
+        })
+    }
+}
+
 /// Per-sample outcomes of an evaluation run: what [`EvalReport`] summarises.
 #[derive(Debug)]
 pub struct EvalMasks {
@@ -290,13 +304,16 @@ fn cat_masks(parts: &[Tensor]) -> Result<Tensor> {
     }
 }
 
+/// An evaluation with its attack (None: the clean input).
+type BuiltEval = (EvalAttack, Option<Box<dyn Attack>>);
+
 /// Each evaluation with its attack (None: the clean input), after checking
 /// that a teacher is there when one needs it.
 fn build_evals(
     evals: &[EvalAttack],
     train_attack: &AttackConfig,
     teacher: Option<&Model>,
-) -> Result<Vec<(EvalAttack, Option<Box<dyn Attack>>)>> {
+) -> Result<Vec<BuiltEval>> {
     if let Some(e) = evals
         .iter()
         .find(|e| e.needs_teacher(train_attack) && teacher.is_none())

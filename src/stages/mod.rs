@@ -19,13 +19,11 @@ pub mod teacher;
 pub mod weights;
 
 use crate::config::{AttackTarget, Config};
-use crate::distill::{Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
-use crate::train::resume::TrainPosition;
-use crate::train::sequential::{eval_attacks, total_steps, RunSetup};
-use crate::train::{RunDir, StudentUpdate};
+use crate::train::context::{RunContext, RunParts};
+use crate::train::RunDir;
 use ard_actors::{
     CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineError, PipelineOptions,
     RunSummary, StageError, StatsReader,
@@ -206,9 +204,11 @@ pub struct PipelineOutcome {
 /// What a caller may add to a pipeline run: hooks, and a checkpoint to resume.
 #[derive(Default)]
 pub struct RunOptions {
-    /// Called once the pipeline runs, with its cancel token and stats reader
-    /// (to wire signals and the /status endpoint).
-    pub on_start: Option<Box<dyn FnOnce(CancelToken, StatsReader)>>,
+    /// Called once the pipeline runs, with its stats reader (for /status).
+    pub on_start: Option<Box<dyn FnOnce(StatsReader)>>,
+    /// Stops the run (after a checkpoint) when cancelled: the same token
+    /// stops the sequential engine.
+    pub cancel: Option<CancelToken>,
     /// Continue from this training checkpoint (see [`crate::train::resume`]).
     pub resume: Option<crate::train::resume::Checkpoint>,
 }
@@ -221,50 +221,29 @@ pub fn run_pipeline(
     metrics: Option<TrainMetrics>,
     run_options: RunOptions,
 ) -> Result<PipelineOutcome> {
-    let RunSetup {
+    let (
+        ctx,
+        RunParts {
+            train,
+            test,
+            student,
+            teacher,
+            update,
+            soft_labels,
+            validator,
+        },
+    ) = RunContext::build(cfg, run_dir, run_options.resume.as_ref(), metrics.clone())?;
+    let RunContext {
         device,
-        train,
-        validation,
-        test,
-        mut student,
-        teacher,
-    } = RunSetup::build(cfg)?;
-    let total = total_steps(cfg, train.len());
-    let mut sgd = Sgd::from_config(&student.vs, &cfg.optim);
-    let start = match &run_options.resume {
-        Some(checkpoint) => {
-            checkpoint.restore(&mut student, &mut sgd)?;
-            checkpoint.state.position.clone()
-        }
-        None => TrainPosition::default(),
-    };
-    let budget = cfg.train.max_seconds.map(|limit| {
-        Arc::new(crate::train::budget::TimeBudget::new(
-            limit.get(),
-            start.train_seconds,
-        ))
-    });
-    let mut soft_labels = crate::soft_labels::SoftLabelSource::for_run(
-        cfg,
-        &train,
-        teacher.is_some(),
-        metrics.clone(),
-    )?;
-    if device.is_cuda() {
-        soft_labels.keep_on_device(device)?;
-    }
+        start,
+        total_steps: total,
+        budget,
+        evals,
+        ..
+    } = ctx;
     // With a complete soft-label cache the teacher never runs: its cores go to the attack and the student.
     let threads = ThreadPlan::for_run(cfg, device, teacher.is_some() && !soft_labels.is_complete());
     let (lane, lane_server) = compute_lane(&threads).unzip();
-    let objective = cfg.loss.build();
-    let update = StudentUpdate {
-        objective,
-        sgd,
-        schedule: Schedule::new(&cfg.optim, total),
-        clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
-        scaler: cfg.perf.amp.then(crate::distill::GradScaler::default),
-        budget: budget.clone(),
-    };
     let load_teacher = || -> Result<Model> {
         let path = cfg
             .teacher
@@ -282,15 +261,8 @@ pub fn run_pipeline(
         AttackTarget::Teacher => Some(load_teacher()?),
         AttackTarget::Student => None,
     };
-    let evals = eval_attacks(cfg)?;
     // Issue 6: validation (best checkpoint) and the overfitting guard run in
     // the eval stage; the guard stops training through the data stage.
-    let validator = crate::train::validation::Validator::for_run(
-        cfg,
-        &validation,
-        run_dir,
-        run_options.resume.as_ref().map(|_| start.epoch),
-    )?;
     let selection = validator.as_ref().map(|v| v.handle());
     let stop = validator.as_ref().map(|v| v.stop_flag());
     let eval_teacher = match (cfg.attack.kind, teacher.is_some()) {
@@ -404,10 +376,11 @@ pub fn run_pipeline(
             .stall_timeout_s
             .map(|s| Duration::from_secs_f64(s.get())),
         const_labels: crate::metrics::registry::const_labels(&cfg.run.name),
+        cancel: run_options.cancel.clone(),
         ..Default::default()
     };
     let cap = cfg.pipeline.queue_capacity;
-    let pipeline_err = |e: PipelineError| Error::Other(format!("pipeline: {e}"));
+    let pipeline_err = Error::Pipeline;
     let handle = PipelineBuilder::new(registry, options)
         .map_err(pipeline_err)?
         .source(data_stage, cap)
@@ -423,7 +396,7 @@ pub fn run_pipeline(
         .run()
         .map_err(pipeline_err)?;
     if let Some(on_start) = run_options.on_start {
-        on_start(handle.cancel_token(), handle.stats_reader());
+        on_start(handle.stats_reader());
     }
     let joined = match lane_server {
         Some(server) => handle.join_serving(server),
@@ -459,7 +432,9 @@ pub fn run_pipeline(
     };
     let final_weights = final_weights
         .lock()
-        .map_err(|_| Error::Other("final weights poisoned".into()))?
+        .map_err(|_| Error::Poisoned {
+            what: "final weights",
+        })?
         .take()
         .ok_or_else(|| Error::Other("the student stage ended without final weights".into()))?;
     let student = Model::new(cfg.student.arch, device);

@@ -131,7 +131,7 @@ impl StudentStage {
         let epochs = self
             .epochs
             .lock()
-            .map_err(|_| crate::Error::Other("epoch log poisoned".into()))?
+            .map_err(|_| crate::Error::Poisoned { what: "epoch log" })?
             .clone();
         let state = TrainState::new(&plan.config, position, epochs);
         resume::write(&plan.path, &self.student, &self.update.sgd, &state)
@@ -186,7 +186,7 @@ impl Stage for StudentStage {
                     batch_in.epoch,
                     batch_in.step,
                 )
-                .map_err(|e| StageError::msg(format!("{e}")))
+                .map_err(StageError::from)
         })??;
         self.steps_done += 1;
         self.next_epoch = batch.epoch + usize::from(batch.last_in_epoch);

@@ -3,6 +3,7 @@
 //! reference that the actor pipeline reproduces.
 
 pub mod budget;
+pub mod context;
 pub mod overfit_guard;
 pub mod recorder;
 pub mod records;

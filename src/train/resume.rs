@@ -138,7 +138,7 @@ pub fn write(path: &Path, student: &Model, sgd: &Sgd, state: &TrainState) -> Res
     for (name, t) in sgd.state_tensors() {
         tensors.push((format!("{OPTIM_PREFIX}{name}"), t.contiguous()));
     }
-    let json = serde_json::to_vec(state).map_err(|e| Error::Other(e.to_string()))?;
+    let json = serde_json::to_vec(state).map_err(Error::json("training state"))?;
     tensors.push((STATE_KEY.to_string(), Tensor::from_slice(&json)));
     crate::checkpoint::write_atomic(path, &tensors)
 }
@@ -361,7 +361,7 @@ pub fn mark_finished(dir: &RunDir) -> Result<()> {
     let mut all = crate::checkpoint::read(&path)?;
     let mut state = read(&path)?.state;
     state.finished = true;
-    let json = serde_json::to_vec(&state).map_err(|e| Error::Other(e.to_string()))?;
+    let json = serde_json::to_vec(&state).map_err(Error::json("training state"))?;
     all.insert(STATE_KEY.to_string(), Tensor::from_slice(&json));
     crate::checkpoint::write_atomic(&path, &all.into_iter().collect::<Vec<_>>())
 }

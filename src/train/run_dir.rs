@@ -155,7 +155,7 @@ impl RunDir {
     /// Appends one JSON record as a line of `name`.
     pub fn append_jsonl<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
         let path = self.file(name);
-        let line = serde_json::to_string(record).map_err(|e| Error::Other(e.to_string()))?;
+        let line = serde_json::to_string(record).map_err(Error::json("run record"))?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -3,22 +3,21 @@
 //! `ard-pipeline run --engine sequential`.
 
 use super::budget::off_the_clock;
+use super::context::{RunContext, RunParts};
+use super::recorder::Recorder;
+use super::records::{recorded_evals, EvalRecord};
 use super::resume::{self, Checkpoint, TrainPosition, TrainState};
 use super::run_dir::RunDir;
 use super::step::{adversarial_batch, attack_key, StudentUpdate};
 use crate::config::{AttackTarget, Config};
-use crate::data::{self, SplitKind};
-use crate::distill::{GradScaler, Schedule, Sgd};
+use crate::data;
 use crate::error::{Error, Result};
-use crate::eval::{self, EvalAttack, EvalSet};
+use crate::eval;
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
-use std::sync::atomic::{AtomicBool, Ordering};
+use ard_actors::CancelToken;
 use std::time::Instant;
-use tch::Device;
 
-use super::records::{recorded_evals, EvalRecord};
-use super::recorder::Recorder;
 pub use super::records::EpochRecord;
 
 /// What a finished run reports.
@@ -32,90 +31,6 @@ pub struct TrainOutcome {
     pub wall_s: f64,
     /// Validation findings: the best checkpoint and the guard (None without a validation split).
     pub selection: Option<super::validation::SelectionHandle>,
-}
-
-/// Everything a run needs, built from the config (models loaded, data read).
-pub struct RunSetup {
-    pub device: Device,
-    pub train: data::Split,
-    /// The held-out validation split (`data.validation_images`), never trained on.
-    pub validation: data::Split,
-    pub test: EvalSet,
-    pub student: Model,
-    pub teacher: Option<Model>,
-}
-
-impl RunSetup {
-    /// Checks paths and devices, reads the data and builds the models.
-    pub fn build(cfg: &Config) -> Result<RunSetup> {
-        let device = crate::device::resolve_device(&cfg.run.device)?;
-        // [perf]: checked against the device; process settings before any threads start.
-        let perf = cfg.perf.build(device)?;
-        perf.apply_process_settings();
-        crate::device::set_threads(cfg.run.threads);
-        tch::manual_seed(cfg.run.seed as i64);
-        data::ensure_cifar10(&cfg.data)?;
-        let (train, validation) = data::validation::load_train_and_validation(&cfg.data)?;
-        let mut test = data::load_split(&cfg.data.root, SplitKind::Test, cfg.data.checksums)?;
-        if let Some(n) = cfg.eval.test_limit.or(cfg.data.test_limit) {
-            test = test.prefix(n);
-        }
-        let test = eval_set(&test)?;
-        let mut student = match &cfg.student.init {
-            Some(path) => Model::load(cfg.student.arch, device, path)?,
-            None => Model::new(cfg.student.arch, device),
-        };
-        perf.prepare(&mut student);
-        let needs_teacher = cfg.loss.build().needs_teacher();
-        let mut teacher = match (&cfg.teacher.weights, needs_teacher) {
-            (Some(path), true) => Some(Model::load(cfg.teacher.arch, device, path)?),
-            (None, true) => {
-                return Err(Error::Other(format!(
-                    "the {} loss needs a teacher: set teacher.weights to a safetensors checkpoint",
-                    crate::config::spelled(&cfg.loss.kind)
-                )))
-            }
-            (_, false) => None,
-        };
-        if let Some(t) = teacher.as_mut() {
-            perf.prepare(t);
-        }
-        Ok(RunSetup {
-            device,
-            train,
-            validation,
-            test,
-            student,
-            teacher,
-        })
-    }
-}
-
-/// The whole test split (or its prefix) as tensors, clean.
-pub fn eval_set(split: &data::Split) -> Result<EvalSet> {
-    let indices: Vec<usize> = (0..split.len()).collect();
-    let views = vec![data::View::IDENTITY; indices.len()];
-    let batch = data::make_batch(split, &indices, &views, Device::Cpu)?;
-    Ok(EvalSet {
-        images: batch.images,
-        labels: batch.labels,
-    })
-}
-
-/// Number of optimisation steps of a run: epochs × batches, capped by `max_steps`.
-pub fn total_steps(cfg: &Config, train_len: usize) -> usize {
-    let per_epoch = train_len.div_ceil(cfg.data.batch_size);
-    let all = per_epoch * cfg.train.epochs;
-    cfg.train.max_steps.map_or(all, |m| m.min(all))
-}
-
-/// Parsed `eval.attacks`.
-pub fn eval_attacks(cfg: &Config) -> Result<Vec<EvalAttack>> {
-    cfg.eval
-        .attacks
-        .iter()
-        .map(|a| EvalAttack::parse(a).map_err(Error::Other))
-        .collect()
 }
 
 /// Trains as configured, one step after the other; `log` receives progress lines.
@@ -135,46 +50,34 @@ pub fn train_sequential_with(
     cfg: &Config,
     run_dir: Option<&RunDir>,
     resume: Option<&Checkpoint>,
-    stop: Option<&AtomicBool>,
+    stop: Option<&CancelToken>,
     metrics: Option<&TrainMetrics>,
     mut log: impl FnMut(&str),
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
-    let RunSetup {
+    let (
+        ctx,
+        RunParts {
+            train,
+            test,
+            student,
+            teacher,
+            mut update,
+            mut soft_labels,
+            mut validator,
+        },
+    ) = RunContext::build(cfg, run_dir, resume, metrics.cloned())?;
+    let RunContext {
         device,
-        train,
-        validation,
-        test,
-        mut student,
-        teacher,
-    } = RunSetup::build(cfg)?;
+        start,
+        total_steps: total,
+        budget,
+        evals,
+        ..
+    } = ctx;
     let attack = cfg.attack.build();
     // With perf.attack_dtype = "bf16" the attack runs on a bf16 copy of the student.
     let mut attack_shadow = cfg.perf.build(device)?.attack_shadow(&student)?;
-    let objective = cfg.loss.build();
-    let total = total_steps(cfg, train.len());
-    let mut sgd = Sgd::from_config(&student.vs, &cfg.optim);
-    let start = match resume {
-        Some(c) => {
-            c.restore(&mut student, &mut sgd)?;
-            c.state.position.clone()
-        }
-        None => TrainPosition::default(),
-    };
-    let mut update = StudentUpdate {
-        objective,
-        sgd,
-        schedule: Schedule::new(&cfg.optim, total),
-        clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
-        scaler: cfg.perf.amp.then(GradScaler::default),
-        budget: cfg.train.max_seconds.map(|limit| {
-            std::sync::Arc::new(super::budget::TimeBudget::new(
-                limit.get(),
-                start.train_seconds,
-            ))
-        }),
-    };
-    let budget = update.budget.clone();
     let spent = || budget.as_ref().map_or(0.0, |b| b.spent_s());
     let checkpoint_path = run_dir.map(|d| d.file(resume::CHECKPOINT_FILE));
     let save = |student: &Model,
@@ -193,30 +96,13 @@ pub fn train_sequential_with(
             &TrainState::new(cfg, position, stats),
         )
     };
-    let evals = eval_attacks(cfg)?;
     let seed = cfg.run.seed;
-    // Issue 6: validation (best checkpoint) and the overfitting guard.
-    let mut validator = super::validation::Validator::for_run(
-        cfg,
-        &validation,
-        run_dir,
-        resume.map(|_| start.epoch),
-    )?;
     let view_set = crate::soft_labels::identity::view_set(cfg)?;
-    let mut soft_labels = crate::soft_labels::SoftLabelSource::for_run(
-        cfg,
-        &train,
-        teacher.is_some(),
-        metrics.cloned(),
-    )?;
     let recorder = Recorder::new(run_dir.cloned(), metrics.cloned());
     let mut eval_records: Vec<EvalRecord> = match (resume, run_dir) {
         (Some(_), Some(dir)) => recorded_evals(dir),
         _ => Vec::new(),
     };
-    if device.is_cuda() {
-        soft_labels.keep_on_device(device)?;
-    }
     // The test-set evaluation of an epoch's student (and of the best checkpoint at the end).
     let evaluate_test = |m: &Model| {
         eval::evaluate(
@@ -329,7 +215,7 @@ pub fn train_sequential_with(
                 epoch_seconds: before + epoch_start.elapsed().as_secs_f64(),
                 train_seconds: spent(),
             };
-            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            if stop.is_some_and(|s| s.is_cancelled()) {
                 soft_labels.finish()?;
                 save(&student, &update, position(), &epochs)?;
                 log(&format!("stopped after step {step}, checkpointed"));

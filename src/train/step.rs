@@ -94,10 +94,11 @@ impl StudentUpdate {
         })?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
-            return Err(Error::Other(format!(
-                "loss is {value} at step {global_step} (epoch {}); weights left at the last good step",
-                epoch + 1
-            )));
+            return Err(Error::Diverged {
+                value,
+                step: global_step,
+                epoch: epoch + 1,
+            });
         }
         self.sgd.zero_grad();
         let lr = match &self.budget {

@@ -80,9 +80,9 @@ pub struct SelectionHandle(Arc<Mutex<SelectionState>>);
 
 impl SelectionHandle {
     pub fn lock(&self) -> Result<MutexGuard<'_, SelectionState>> {
-        self.0
-            .lock()
-            .map_err(|_| Error::Other("validation state poisoned".into()))
+        self.0.lock().map_err(|_| Error::Poisoned {
+            what: "validation state",
+        })
     }
 
     /// When the guard stopped training: loads the best-by-validation weights
@@ -426,7 +426,7 @@ impl Validator {
             .collect();
         let mut text = String::new();
         for l in &lines {
-            text += &serde_json::to_string(l).map_err(|e| Error::Other(e.to_string()))?;
+            text += &serde_json::to_string(l).map_err(Error::json("validation line"))?;
             text.push('\n');
         }
         if path.exists() {
@@ -467,7 +467,8 @@ impl Validator {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(Error::json("best checkpoint record"))?;
     write_text_atomic(path, &(text + "\n"))
 }
 

@@ -1,0 +1,190 @@
+//! A run's setup, the same for both engines: [`RunSetup`] reads the data and
+//! builds the models; [`RunContext::build`] adds what a run shares (device,
+//! run folder, start position, step count, time budget, evaluations) and
+//! hands over the parts an engine owns ([`RunParts`]: models, data, the
+//! student's update, the soft-label source, the validator).
+
+use super::budget::TimeBudget;
+use super::resume::{Checkpoint, TrainPosition};
+use super::run_dir::RunDir;
+use super::step::StudentUpdate;
+use super::validation::Validator;
+use crate::config::Config;
+use crate::data::{self, SplitKind};
+use crate::distill::{GradScaler, Schedule, Sgd};
+use crate::error::{Error, Result};
+use crate::eval::{EvalAttack, EvalSet};
+use crate::metrics::TrainMetrics;
+use crate::models::Model;
+use crate::soft_labels::SoftLabelSource;
+use std::sync::Arc;
+use tch::Device;
+
+/// Everything a run needs, built from the config (models loaded, data read).
+pub struct RunSetup {
+    pub device: Device,
+    pub train: data::Split,
+    /// The held-out validation split (`data.validation_images`), never trained on.
+    pub validation: data::Split,
+    pub test: EvalSet,
+    pub student: Model,
+    pub teacher: Option<Model>,
+}
+
+impl RunSetup {
+    /// Checks paths and devices, reads the data and builds the models.
+    pub fn build(cfg: &Config) -> Result<RunSetup> {
+        let device = crate::device::resolve_device(&cfg.run.device)?;
+        // [perf]: checked against the device; process settings before any threads start.
+        let perf = cfg.perf.build(device)?;
+        perf.apply_process_settings();
+        crate::device::set_threads(cfg.run.threads);
+        tch::manual_seed(cfg.run.seed as i64);
+        data::ensure_cifar10(&cfg.data)?;
+        let (train, validation) = data::validation::load_train_and_validation(&cfg.data)?;
+        let mut test = data::load_split(&cfg.data.root, SplitKind::Test, cfg.data.checksums)?;
+        if let Some(n) = cfg.eval.test_limit.or(cfg.data.test_limit) {
+            test = test.prefix(n);
+        }
+        let test = EvalSet::from_split(&test)?;
+        let mut student = match &cfg.student.init {
+            Some(path) => Model::load(cfg.student.arch, device, path)?,
+            None => Model::new(cfg.student.arch, device),
+        };
+        perf.prepare(&mut student);
+        let needs_teacher = cfg.loss.build().needs_teacher();
+        let mut teacher = match (&cfg.teacher.weights, needs_teacher) {
+            (Some(path), true) => Some(Model::load(cfg.teacher.arch, device, path)?),
+            (None, true) => {
+                return Err(Error::Other(format!(
+                    "the {} loss needs a teacher: set teacher.weights to a safetensors checkpoint",
+                    crate::config::spelled(&cfg.loss.kind)
+                )))
+            }
+            (_, false) => None,
+        };
+        if let Some(t) = teacher.as_mut() {
+            perf.prepare(t);
+        }
+        Ok(RunSetup {
+            device,
+            train,
+            validation,
+            test,
+            student,
+            teacher,
+        })
+    }
+}
+
+/// Number of optimisation steps of a run: epochs × batches, capped by `max_steps`.
+pub fn total_steps(cfg: &Config, train_len: usize) -> usize {
+    let per_epoch = train_len.div_ceil(cfg.data.batch_size);
+    let all = per_epoch * cfg.train.epochs;
+    cfg.train.max_steps.map_or(all, |m| m.min(all))
+}
+
+/// Parsed `eval.attacks`.
+pub fn eval_attacks(cfg: &Config) -> Result<Vec<EvalAttack>> {
+    cfg.eval
+        .attacks
+        .iter()
+        .map(|a| EvalAttack::parse(a).map_err(Error::Other))
+        .collect()
+}
+
+/// What a run shares, whichever engine trains it.
+pub struct RunContext<'a> {
+    pub cfg: &'a Config,
+    pub device: Device,
+    pub run_dir: Option<&'a RunDir>,
+    /// The checkpoint this run continues from.
+    pub resume: Option<&'a Checkpoint>,
+    /// Where training starts (the checkpoint's position, or the beginning).
+    pub start: TrainPosition,
+    pub total_steps: usize,
+    /// `train.max_seconds`, with a resumed run's seconds already spent.
+    pub budget: Option<Arc<TimeBudget>>,
+    /// `eval.attacks`, parsed.
+    pub evals: Vec<EvalAttack>,
+}
+
+/// What an engine owns of a run.
+pub struct RunParts {
+    pub train: data::Split,
+    pub test: EvalSet,
+    /// Restored from the checkpoint when resuming.
+    pub student: Model,
+    pub teacher: Option<Model>,
+    /// The loss, the optimiser (restored), the schedule and the budget.
+    pub update: StudentUpdate,
+    pub soft_labels: SoftLabelSource,
+    /// Validation split, best checkpoint and overfitting guard (None without a validation split).
+    pub validator: Option<Validator>,
+}
+
+impl<'a> RunContext<'a> {
+    /// Reads the data, builds the models, restores `resume`, and sets up the
+    /// soft labels (counted in `metrics`) and the validator.
+    pub fn build(
+        cfg: &'a Config,
+        run_dir: Option<&'a RunDir>,
+        resume: Option<&'a Checkpoint>,
+        metrics: Option<TrainMetrics>,
+    ) -> Result<(RunContext<'a>, RunParts)> {
+        let RunSetup {
+            device,
+            train,
+            validation,
+            test,
+            mut student,
+            teacher,
+        } = RunSetup::build(cfg)?;
+        let total = total_steps(cfg, train.len());
+        let mut sgd = Sgd::from_config(&student.vs, &cfg.optim);
+        let start = match resume {
+            Some(c) => {
+                c.restore(&mut student, &mut sgd)?;
+                c.state.position.clone()
+            }
+            None => TrainPosition::default(),
+        };
+        let budget = cfg
+            .train
+            .max_seconds
+            .map(|limit| Arc::new(TimeBudget::new(limit.get(), start.train_seconds)));
+        let update = StudentUpdate {
+            objective: cfg.loss.build(),
+            sgd,
+            schedule: Schedule::new(&cfg.optim, total),
+            clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
+            scaler: cfg.perf.amp.then(GradScaler::default),
+            budget: budget.clone(),
+        };
+        let mut soft_labels = SoftLabelSource::for_run(cfg, &train, teacher.is_some(), metrics)?;
+        if device.is_cuda() {
+            soft_labels.keep_on_device(device)?;
+        }
+        let validator = Validator::for_run(cfg, &validation, run_dir, resume.map(|_| start.epoch))?;
+        let ctx = RunContext {
+            cfg,
+            device,
+            run_dir,
+            resume,
+            start,
+            total_steps: total,
+            budget,
+            evals: eval_attacks(cfg)?,
+        };
+        let parts = RunParts {
+            train,
+            test,
+            student,
+            teacher,
+            update,
+            soft_labels,
+            validator,
+        };
+        Ok((ctx, parts))
+    }
+}
