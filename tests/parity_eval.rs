@@ -466,16 +466,16 @@ fn ordering_holds_and_eval_has_no_side_effects() {
         EvalAttack::parse_list("natural,train_attack,fgsm,pgd20,cw,apgd_ce,apgd_dlr").unwrap();
     let mut calls = Vec::new();
     let began = Instant::now();
-    let masks = eval::robustness_masks(
-        &model,
-        &set,
-        &evals,
-        &train_attack_1step(),
-        64,
-        0,
-        None,
-        |done, n| calls.push((done, n)),
-    )
+    let masks = eval::Evaluation {
+        model: &model,
+        set: &set,
+        evals: &evals,
+        train_attack: &train_attack_1step(),
+        batch_size: 64,
+        seed: 0,
+        teacher: None,
+    }
+    .masks(|done, n| calls.push((done, n)))
     .unwrap();
     let report = masks.report();
     eprintln!(
@@ -532,29 +532,19 @@ fn cascade_finds_the_same_worst_case_attacking_only_the_survivors() {
     let (images, labels) = test_images(200);
     let set = EvalSet { images, labels };
     let evals = EvalAttack::parse_list("natural,fgsm,pgd20,apgd_ce").unwrap();
-    let full = eval::robustness_masks(
-        &model,
-        &set,
-        &evals,
-        &train_attack_1step(),
-        64,
-        0,
-        None,
-        |_, _| {},
-    )
-    .unwrap();
+    let train_attack = train_attack_1step();
+    let job = eval::Evaluation {
+        model: &model,
+        set: &set,
+        evals: &evals,
+        train_attack: &train_attack,
+        batch_size: 64,
+        seed: 0,
+        teacher: None,
+    };
+    let full = job.masks(|_, _| {}).unwrap();
     let mut calls = Vec::new();
-    let cascade = eval::cascade_masks(
-        &model,
-        &set,
-        &evals,
-        &train_attack_1step(),
-        64,
-        0,
-        None,
-        |done, n| calls.push((done, n)),
-    )
-    .unwrap();
+    let cascade = job.cascade(|done, n| calls.push((done, n))).unwrap();
     let (f, c) = (full.report(), cascade.report());
     eprintln!("every image: {f:?}\ncascade: {c:?}");
     assert!(c.cascade && !f.cascade);

@@ -9,7 +9,7 @@
 //! the batch size; the flags only change how the evaluation runs.
 
 use super::edge::{edge_report, LatencyOptions};
-use super::{evaluate, EvalAttack, EvalReport, EvalSet};
+use super::{EvalAttack, EvalReport, EvalSet, Evaluation};
 use crate::config::Config;
 use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
@@ -37,7 +37,7 @@ pub struct EvalOptions {
     pub batch_size: Option<usize>,
     /// Measure latency (and report the edge numbers).
     pub latency: Option<LatencyOptions>,
-    /// AutoAttack's cascade ([`super::cascade_masks`]): each evaluation only on
+    /// AutoAttack's cascade ([`Evaluation::cascade`]): each evaluation only on
     /// the images still right under the earlier ones.
     pub cascade: bool,
 }
@@ -225,30 +225,22 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
             .join(", "),
         cfg.data.batch_size
     );
-    let mut report = if opts.cascade {
-        super::cascade_masks(
-            &model,
-            &set,
-            &opts.evals,
-            &cfg.attack,
-            cfg.data.batch_size,
-            cfg.run.seed,
-            teacher.as_ref(),
-            progress_logger(Instant::now()),
-        )?
-        .report()
-    } else {
-        evaluate(
-            &model,
-            &set,
-            &opts.evals,
-            &cfg.attack,
-            cfg.data.batch_size,
-            cfg.run.seed,
-            teacher.as_ref(),
-            progress_logger(Instant::now()),
-        )?
+    let job = Evaluation {
+        model: &model,
+        set: &set,
+        evals: &opts.evals,
+        train_attack: &cfg.attack,
+        batch_size: cfg.data.batch_size,
+        seed: cfg.run.seed,
+        teacher: teacher.as_ref(),
     };
+    let progress = progress_logger(Instant::now());
+    let mut report = if opts.cascade {
+        job.cascade(progress)?
+    } else {
+        job.masks(progress)?
+    }
+    .report();
     if let Some(latency) = &opts.latency {
         report.edge = Some(edge_report(&model, Some(latency))?);
     }

@@ -20,8 +20,8 @@
 //! | `square[K]`        | L-inf Square, score-based (logits only), K = 5000 queries per image by default (AutoAttack's) |
 //!
 //! Every evaluation runs on every test point and reports its own accuracy
-//! ([`robustness_masks`]), unless run as AutoAttack's cascade
-//! ([`cascade_masks`], `eval --cascade`): each only on the points still
+//! ([`Evaluation::masks`]), unless run as AutoAttack's cascade
+//! ([`Evaluation::cascade`], `eval --cascade`): each only on the points still
 //! right. `worst_case` is AutoAttack-style: a point counts only if the model
 //! is right on it clean and under every evaluation run. Random starts come from
 //! seeded host noise keyed by (seed, batch offset, evaluation name), so an
@@ -126,7 +126,7 @@ pub struct EvalReport {
     /// Parameter count, MACs and latency, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<EdgeReport>,
-    /// Run as a cascade ([`cascade_masks`]): each accuracy counts the images
+    /// Run as a cascade ([`Evaluation::cascade`]): each accuracy counts the images
     /// right under that evaluation and every earlier one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cascade: bool,
@@ -163,7 +163,7 @@ pub struct EvalMasks {
     pub natural: Tensor,
     /// Wall seconds per evaluation.
     pub seconds: Vec<f64>,
-    /// Made by [`cascade_masks`]: `correct[i]` implies every earlier one.
+    /// Made by [`Evaluation::cascade`]: `correct[i]` implies every earlier one.
     pub cascade: bool,
 }
 
@@ -228,73 +228,6 @@ fn check_set(set: &EvalSet, batch_size: usize) -> Result<usize> {
     Ok(size[0] as usize)
 }
 
-/// Runs every evaluation of `evals` on every image of `set`, in batches of
-/// `batch_size`, and returns per-sample correctness. `teacher` is needed only
-/// by a teacher-based training attack (kl_pgd). `progress(done, n)` is called
-/// after each batch.
-#[allow(clippy::too_many_arguments)]
-pub fn robustness_masks(
-    model: &Model,
-    set: &EvalSet,
-    evals: &[EvalAttack],
-    train_attack: &AttackConfig,
-    batch_size: usize,
-    seed: u64,
-    teacher: Option<&Model>,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<EvalMasks> {
-    let n = check_set(set, batch_size)?;
-    let device: Device = model.device();
-    let built = build_evals(evals, train_attack, teacher)?;
-    let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
-    let mut natural = Vec::new();
-    let mut seconds = vec![0.0; built.len()];
-    let mut start = 0;
-    while start < n {
-        let len = batch_size.min(n - start);
-        let x = set
-            .images
-            .f_narrow(0, start as i64, len as i64)?
-            .f_to_device(device)?
-            .f_to_kind(Kind::Float)?;
-        let y = set
-            .labels
-            .f_narrow(0, start as i64, len as i64)?
-            .f_to_device(device)?;
-        let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
-        let began = Instant::now();
-        let clean = predict(model, &x).f_eq_tensor(&y)?;
-        natural.push(clean.to_device(Device::Cpu));
-        let clean_s = began.elapsed().as_secs_f64();
-        for (i, (eval, attack)) in built.iter().enumerate() {
-            let began = Instant::now();
-            let ok = match attack {
-                None => clean.shallow_clone(),
-                Some(a) => {
-                    attacked_correct(model, eval, a.as_ref(), &x, &y, t.as_ref(), seed, start)?
-                }
-            };
-            correct[i].push(ok.to_device(Device::Cpu));
-            seconds[i] += began.elapsed().as_secs_f64();
-            if attack.is_none() {
-                seconds[i] += clean_s;
-            }
-        }
-        start += len;
-        progress(start, n);
-    }
-    Ok(EvalMasks {
-        names: built.iter().map(|(e, _)| e.name()).collect(),
-        correct: correct
-            .iter()
-            .map(|c| cat_masks(c))
-            .collect::<Result<_>>()?,
-        natural: cat_masks(&natural)?,
-        seconds,
-        cascade: false,
-    })
-}
-
 /// [N] bool masks from per-batch parts (empty: [0]).
 fn cat_masks(parts: &[Tensor]) -> Result<Tensor> {
     if parts.is_empty() {
@@ -320,168 +253,215 @@ fn build_evals(
     {
         return Err(Error::Other(format!(
             "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
-             (set teacher.weights)",
+         (set teacher.weights)",
             e.name()
         )));
     }
     Ok(evals.iter().map(|e| (*e, e.build(train_attack))).collect())
 }
 
-/// [B] bool: the model is right on `attack`'s perturbation of the batch `x`
-/// (its random starts keyed by `seed`, the evaluation and `counter`).
-#[allow(clippy::too_many_arguments)]
-fn attacked_correct(
-    model: &Model,
-    eval: &EvalAttack,
-    attack: &dyn Attack,
-    x: &Tensor,
-    y: &Tensor,
-    teacher_logits: Option<&Tensor>,
-    seed: u64,
-    counter: usize,
-) -> Result<Tensor> {
-    let input = AttackInput {
-        x,
-        y,
-        teacher_logits,
-    };
-    let key = NoiseKey {
-        seed,
-        counter: counter as u64,
-        stream: eval.stream(),
-    };
-    let x_adv = attack
-        .perturb(model, &input, key)
-        .map_err(|e| Error::Other(format!("evaluation {}: {e}", eval.name())))?;
-    Ok(predict(model, &x_adv).f_eq_tensor(y)?)
+/// One evaluation job: a model on a test set under a list of evaluations.
+#[derive(Clone, Copy)]
+pub struct Evaluation<'a> {
+    pub model: &'a Model,
+    pub set: &'a EvalSet,
+    pub evals: &'a [EvalAttack],
+    /// The training attack `train_attack` replays; its eps is every attack's.
+    pub train_attack: &'a AttackConfig,
+    pub batch_size: usize,
+    /// Seed of the random starts.
+    pub seed: u64,
+    /// Needed only by a teacher-based training attack (kl_pgd).
+    pub teacher: Option<&'a Model>,
 }
 
-/// AutoAttack's protocol: the evaluations run one after another in the order
-/// given, each only on the images the model is still right on (clean and
-/// under every earlier one), in full batches of those images. The worst case
-/// is the quantity [`robustness_masks`] reports, for a fraction of the cost
-/// when the strong attacks come last; an evaluation's mask then means "right
-/// under it and every earlier one". Random starts are keyed by an image's
-/// position among the attacked ones, so they differ from [`robustness_masks`]'.
-/// `progress(done, n)` counts the images of the evaluation running.
-#[allow(clippy::too_many_arguments)]
-pub fn cascade_masks(
-    model: &Model,
-    set: &EvalSet,
-    evals: &[EvalAttack],
-    train_attack: &AttackConfig,
-    batch_size: usize,
-    seed: u64,
-    teacher: Option<&Model>,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<EvalMasks> {
-    let n = check_set(set, batch_size)?;
-    let device: Device = model.device();
-    let built = build_evals(evals, train_attack, teacher)?;
-    let batch = |indices: &Tensor| -> Result<(Tensor, Tensor)> {
-        let x = set
-            .images
-            .f_index_select(0, indices)?
-            .f_to_device(device)?
-            .f_to_kind(Kind::Float)?;
-        let y = set.labels.f_index_select(0, indices)?.f_to_device(device)?;
-        Ok((x, y))
-    };
-    let began = Instant::now();
-    let mut natural = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = batch_size.min(n - start);
-        let (x, y) = batch(&Tensor::arange_start(
-            start as i64,
-            (start + len) as i64,
-            (Kind::Int64, Device::Cpu),
-        ))?;
-        natural.push(predict(model, &x).f_eq_tensor(&y)?.to_device(Device::Cpu));
-        start += len;
-    }
-    let natural = cat_masks(&natural)?;
-    let clean_s = began.elapsed().as_secs_f64();
-    let mut alive = natural.shallow_clone();
-    let mut correct = Vec::with_capacity(built.len());
-    let mut seconds = Vec::with_capacity(built.len());
-    for (eval, attack) in &built {
-        let began = Instant::now();
-        let Some(attack) = attack else {
-            // The clean input: every survivor is right on it already.
-            correct.push(alive.copy());
-            seconds.push(clean_s);
-            continue;
+impl Evaluation<'_> {
+    /// [B] bool: the model is right on `attack`'s perturbation of the batch `x`
+    /// (its random starts keyed by the seed, the evaluation and `counter`).
+    fn attacked_correct(
+        &self,
+        eval: &EvalAttack,
+        attack: &dyn Attack,
+        x: &Tensor,
+        y: &Tensor,
+        teacher_logits: Option<&Tensor>,
+        counter: usize,
+    ) -> Result<Tensor> {
+        let input = AttackInput {
+            x,
+            y,
+            teacher_logits,
         };
-        let survivors = alive.f_nonzero()?.f_view([-1])?;
-        let m = survivors.size()[0] as usize;
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < m {
-            let len = batch_size.min(m - start);
-            let (x, y) = batch(&survivors.f_narrow(0, start as i64, len as i64)?)?;
-            let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
-            let ok = attacked_correct(
-                model,
-                eval,
-                attack.as_ref(),
-                &x,
-                &y,
-                t.as_ref(),
-                seed,
-                start,
-            )?;
-            parts.push(ok.to_device(Device::Cpu));
-            start += len;
-            progress(start, m);
-        }
-        let mut mask = Tensor::zeros([n as i64], (Kind::Bool, Device::Cpu));
-        if m > 0 {
-            mask = mask.f_index_put_(&[Some(&survivors)], &cat_masks(&parts)?, false)?;
-        }
-        alive = mask.shallow_clone();
-        correct.push(mask);
-        seconds.push(began.elapsed().as_secs_f64());
-        log::info!(
-            "eval cascade: {} on {m} images, {} still right",
-            eval.name(),
-            alive.sum(Kind::Int64).int64_value(&[])
-        );
+        let key = NoiseKey {
+            seed: self.seed,
+            counter: counter as u64,
+            stream: eval.stream(),
+        };
+        let x_adv = attack
+            .perturb(self.model, &input, key)
+            .map_err(|e| Error::Other(format!("evaluation {}: {e}", eval.name())))?;
+        Ok(predict(self.model, &x_adv).f_eq_tensor(y)?)
     }
-    Ok(EvalMasks {
-        names: built.iter().map(|(e, _)| e.name()).collect(),
-        correct,
-        natural,
-        seconds,
-        cascade: true,
-    })
-}
 
-/// Evaluates `model` on `set` under each of `evals`, in batches of `batch_size`:
-/// each evaluation's accuracy and the worst case over all of them.
-/// `teacher` is needed only by teacher-based training attacks (kl_pgd).
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    model: &Model,
-    set: &EvalSet,
-    evals: &[EvalAttack],
-    train_attack: &AttackConfig,
-    batch_size: usize,
-    seed: u64,
-    teacher: Option<&Model>,
-    progress: impl FnMut(usize, usize),
-) -> Result<EvalReport> {
-    Ok(robustness_masks(
-        model,
-        set,
-        evals,
-        train_attack,
-        batch_size,
-        seed,
-        teacher,
-        progress,
-    )?
-    .report())
+    /// Each evaluation's accuracy on every image, and the worst case.
+    pub fn report(&self) -> Result<EvalReport> {
+        Ok(self.masks(|_, _| {})?.report())
+    }
+
+    /// Runs every evaluation on every image, in batches, and returns
+    /// per-sample correctness. `progress(done, n)` is called after each batch.
+    pub fn masks(&self, mut progress: impl FnMut(usize, usize)) -> Result<EvalMasks> {
+        let Evaluation {
+            model,
+            set,
+            evals,
+            train_attack,
+            batch_size,
+            teacher,
+            ..
+        } = *self;
+        let n = check_set(set, batch_size)?;
+        let device: Device = model.device();
+        let built = build_evals(evals, train_attack, teacher)?;
+        let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
+        let mut natural = Vec::new();
+        let mut seconds = vec![0.0; built.len()];
+        let mut start = 0;
+        while start < n {
+            let len = batch_size.min(n - start);
+            let x = set
+                .images
+                .f_narrow(0, start as i64, len as i64)?
+                .f_to_device(device)?
+                .f_to_kind(Kind::Float)?;
+            let y = set
+                .labels
+                .f_narrow(0, start as i64, len as i64)?
+                .f_to_device(device)?;
+            let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
+            let began = Instant::now();
+            let clean = predict(model, &x).f_eq_tensor(&y)?;
+            natural.push(clean.to_device(Device::Cpu));
+            let clean_s = began.elapsed().as_secs_f64();
+            for (i, (eval, attack)) in built.iter().enumerate() {
+                let began = Instant::now();
+                let ok = match attack {
+                    None => clean.shallow_clone(),
+                    Some(a) => {
+                        self.attacked_correct(eval, a.as_ref(), &x, &y, t.as_ref(), start)?
+                    }
+                };
+                correct[i].push(ok.to_device(Device::Cpu));
+                seconds[i] += began.elapsed().as_secs_f64();
+                if attack.is_none() {
+                    seconds[i] += clean_s;
+                }
+            }
+            start += len;
+            progress(start, n);
+        }
+        Ok(EvalMasks {
+            names: built.iter().map(|(e, _)| e.name()).collect(),
+            correct: correct
+                .iter()
+                .map(|c| cat_masks(c))
+                .collect::<Result<_>>()?,
+            natural: cat_masks(&natural)?,
+            seconds,
+            cascade: false,
+        })
+    }
+
+    /// AutoAttack's protocol: the evaluations run one after another in the order
+    /// given, each only on the images the model is still right on (clean and
+    /// under every earlier one), in full batches of those images. The worst case
+    /// is the quantity [`Evaluation::masks`] reports, for a fraction of the cost
+    /// when the strong attacks come last; an evaluation's mask then means "right
+    /// under it and every earlier one". Random starts are keyed by an image's
+    /// position among the attacked ones, so they differ from [`Evaluation::masks`]'.
+    /// `progress(done, n)` counts the images of the evaluation running.
+    pub fn cascade(&self, mut progress: impl FnMut(usize, usize)) -> Result<EvalMasks> {
+        let Evaluation {
+            model,
+            set,
+            evals,
+            train_attack,
+            batch_size,
+            teacher,
+            ..
+        } = *self;
+        let n = check_set(set, batch_size)?;
+        let device: Device = model.device();
+        let built = build_evals(evals, train_attack, teacher)?;
+        let batch = |indices: &Tensor| -> Result<(Tensor, Tensor)> {
+            let x = set
+                .images
+                .f_index_select(0, indices)?
+                .f_to_device(device)?
+                .f_to_kind(Kind::Float)?;
+            let y = set.labels.f_index_select(0, indices)?.f_to_device(device)?;
+            Ok((x, y))
+        };
+        let began = Instant::now();
+        let mut natural = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = batch_size.min(n - start);
+            let (x, y) = batch(&Tensor::arange_start(
+                start as i64,
+                (start + len) as i64,
+                (Kind::Int64, Device::Cpu),
+            ))?;
+            natural.push(predict(model, &x).f_eq_tensor(&y)?.to_device(Device::Cpu));
+            start += len;
+        }
+        let natural = cat_masks(&natural)?;
+        let clean_s = began.elapsed().as_secs_f64();
+        let mut alive = natural.shallow_clone();
+        let mut correct = Vec::with_capacity(built.len());
+        let mut seconds = Vec::with_capacity(built.len());
+        for (eval, attack) in &built {
+            let began = Instant::now();
+            let Some(attack) = attack else {
+                // The clean input: every survivor is right on it already.
+                correct.push(alive.copy());
+                seconds.push(clean_s);
+                continue;
+            };
+            let survivors = alive.f_nonzero()?.f_view([-1])?;
+            let m = survivors.size()[0] as usize;
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while start < m {
+                let len = batch_size.min(m - start);
+                let (x, y) = batch(&survivors.f_narrow(0, start as i64, len as i64)?)?;
+                let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
+                let ok = self.attacked_correct(eval, attack.as_ref(), &x, &y, t.as_ref(), start)?;
+                parts.push(ok.to_device(Device::Cpu));
+                start += len;
+                progress(start, m);
+            }
+            let mut mask = Tensor::zeros([n as i64], (Kind::Bool, Device::Cpu));
+            if m > 0 {
+                mask = mask.f_index_put_(&[Some(&survivors)], &cat_masks(&parts)?, false)?;
+            }
+            alive = mask.shallow_clone();
+            correct.push(mask);
+            seconds.push(began.elapsed().as_secs_f64());
+            log::info!(
+                "eval cascade: {} on {m} images, {} still right",
+                eval.name(),
+                alive.sum(Kind::Int64).int64_value(&[])
+            );
+        }
+        Ok(EvalMasks {
+            names: built.iter().map(|(e, _)| e.name()).collect(),
+            correct,
+            natural,
+            seconds,
+            cascade: true,
+        })
+    }
 }
 
 #[cfg(test)]

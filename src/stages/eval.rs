@@ -6,45 +6,18 @@
 
 use super::messages::Snapshot;
 use super::weights::WeightLayout;
-use crate::config::AttackConfig;
-use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
 use crate::models::Model;
+use crate::train::context::TestPlan;
 use crate::train::recorder::Recorder;
 use crate::train::records::EvalRecord;
-use crate::train::RunDir;
 use ard_actors::{Emitter, Stage, StageError};
 use std::sync::{Arc, Mutex};
-
-/// What a test-set evaluation runs: the set, the attacks and their settings.
-struct TestPlan {
-    set: EvalSet,
-    evals: Vec<EvalAttack>,
-    train_attack: AttackConfig,
-    batch_size: usize,
-    seed: u64,
-}
-
-impl TestPlan {
-    fn evaluate(&self, model: &Model, teacher: Option<&Model>) -> crate::Result<EvalReport> {
-        eval::evaluate(
-            model,
-            &self.set,
-            &self.evals,
-            &self.train_attack,
-            self.batch_size,
-            self.seed,
-            teacher,
-            |_, _| {},
-        )
-    }
-}
 
 pub struct EvalStage {
     model: Model,
     layout: WeightLayout,
     teacher: Option<Model>,
     plan: TestPlan,
-    every_epochs: usize,
     compute: super::Compute,
     /// Writes `eval.jsonl` and the evaluation metrics.
     recorder: Recorder,
@@ -56,19 +29,12 @@ pub struct EvalStage {
 }
 
 impl EvalStage {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Model,
         teacher: Option<Model>,
-        set: EvalSet,
-        evals: Vec<EvalAttack>,
-        train_attack: AttackConfig,
-        batch_size: usize,
-        seed: u64,
-        every_epochs: usize,
+        plan: TestPlan,
         compute: super::Compute,
-        run_dir: Option<RunDir>,
-        metrics: Option<crate::metrics::TrainMetrics>,
+        recorder: Recorder,
         results: Arc<Mutex<Vec<EvalRecord>>>,
     ) -> Self {
         let layout = WeightLayout::of(&model);
@@ -76,16 +42,9 @@ impl EvalStage {
             model,
             layout,
             teacher,
-            plan: TestPlan {
-                set,
-                evals,
-                train_attack,
-                batch_size,
-                seed,
-            },
-            every_epochs,
+            plan,
             compute,
-            recorder: Recorder::new(run_dir, metrics),
+            recorder,
             results,
             validator: None,
             budget: None,
@@ -124,8 +83,7 @@ impl Stage for EvalStage {
 
     fn handle(&mut self, snapshot: Snapshot, out: &mut Emitter<()>) -> Result<(), StageError> {
         self.compute.enter();
-        let due = self.every_epochs > 0 && snapshot.epoch % self.every_epochs == 0;
-        let test_due = !self.plan.evals.is_empty() && (due || snapshot.last);
+        let test_due = self.plan.schedule().due(snapshot.epoch, snapshot.last);
         let validate = self.validator.as_ref().is_some_and(|v| v.wants(test_due));
         if !test_due && !validate {
             return Ok(());

@@ -22,7 +22,8 @@ use crate::config::{AttackTarget, Config};
 use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
-use crate::train::context::{RunContext, RunParts};
+use crate::train::context::{EvalSchedule, RunContext, RunParts};
+use crate::train::recorder::Recorder;
 use crate::train::RunDir;
 use ard_actors::{
     CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineError, PipelineOptions,
@@ -238,7 +239,6 @@ pub fn run_pipeline(
         start,
         total_steps: total,
         budget,
-        evals,
         ..
     } = ctx;
     // With a complete soft-label cache the teacher never runs: its cores go to the attack and the student.
@@ -267,7 +267,7 @@ pub fn run_pipeline(
     let stop = validator.as_ref().map(|v| v.stop_flag());
     let eval_teacher = match (cfg.attack.kind, teacher.is_some()) {
         (crate::config::AttackKind::KlPgd, true)
-            if evals.contains(&crate::eval::EvalAttack::TrainAttack)
+            if test.evals.contains(&crate::eval::EvalAttack::TrainAttack)
                 || validator.as_ref().is_some_and(|v| v.needs_teacher()) =>
         {
             Some(load_teacher()?)
@@ -290,14 +290,10 @@ pub fn run_pipeline(
         (Some(c), None) => (c.state.epochs.clone(), Vec::new()),
         _ => (Vec::new(), Vec::new()),
     };
-    let eval_images = if evals.is_empty() {
-        0
-    } else {
-        test.images.size()[0] as u64
-    };
+    let schedule = test.schedule();
     let catch_up = match (&run_options.resume, run_dir) {
         (Some(c), Some(dir)) => {
-            missed_evaluation(cfg, c, dir, &prior_evals, &layout, eval_images, device)?
+            missed_evaluation(cfg, c, dir, &prior_evals, &layout, schedule, device)?
         }
         _ => None,
     };
@@ -344,7 +340,7 @@ pub fn run_pipeline(
         metrics.clone(),
         final_weights.clone(),
         epoch_log.clone(),
-        (cfg.eval.every_epochs, eval_images),
+        schedule,
         run_dir.map(|dir| student::Checkpointing {
             path: dir.file(crate::train::resume::CHECKPOINT_FILE),
             every_steps: cfg.run.checkpoint_every_steps,
@@ -357,14 +353,8 @@ pub fn run_pipeline(
         eval_model,
         eval_teacher,
         test,
-        evals,
-        cfg.attack.clone(),
-        cfg.data.batch_size,
-        cfg.run.seed,
-        cfg.eval.every_epochs,
         Compute::new(threads.eval, lane),
-        owned_dir,
-        metrics,
+        Recorder::new(owned_dir, metrics),
         eval_log.clone(),
     )
     .with_validator(validator)
@@ -475,14 +465,12 @@ fn missed_evaluation(
     dir: &RunDir,
     recorded: &[EvalRecord],
     layout: &weights::WeightLayout,
-    eval_images: u64,
+    schedule: EvalSchedule,
     device: tch::Device,
 ) -> Result<Option<messages::Snapshot>> {
     let epoch = checkpoint.state.epochs.len();
-    let every = cfg.eval.every_epochs;
-    let due = eval_images > 0 && every > 0 && epoch > 0 && epoch % every == 0;
-    let last = dir.file("last.safetensors");
-    if !due
+    let last = dir.file(crate::train::recorder::LAST_WEIGHTS);
+    if !schedule.due(epoch, false)
         || epoch >= cfg.train.epochs
         || recorded.iter().any(|r| r.epoch == epoch)
         || !last.is_file()
@@ -499,6 +487,6 @@ fn missed_evaluation(
         step: checkpoint.state.epochs.iter().map(|e| e.steps).sum(),
         last: false,
         weights: layout.snapshot(&model),
-        eval_images,
+        eval_images: schedule.images,
     }))
 }

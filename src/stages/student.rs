@@ -6,6 +6,7 @@ use super::attack::WeightBoard;
 use super::messages::{Snapshot, TrainBatch};
 use super::weights::WeightLayout;
 use crate::models::Model;
+use crate::train::context::EvalSchedule;
 use crate::train::recorder::Recorder;
 use crate::train::records::{EpochRecord, EpochTrainStats};
 use crate::train::resume::{self, TrainPosition, TrainState};
@@ -29,8 +30,8 @@ pub struct StudentStage {
     /// The student's final weights, for the caller once the pipeline ends.
     final_weights: Arc<Mutex<Option<Vec<tch::Tensor>>>>,
     epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
-    /// (every_epochs, test images per evaluation) of the eval stage.
-    eval_plan: (usize, u64),
+    /// When the eval stage evaluates a snapshot.
+    eval_plan: EvalSchedule,
     checkpoints: Option<Checkpointing>,
     loss_sum: f64,
     steps_in_epoch: usize,
@@ -68,7 +69,7 @@ impl StudentStage {
         metrics: Option<crate::metrics::TrainMetrics>,
         final_weights: Arc<Mutex<Option<Vec<tch::Tensor>>>>,
         epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
-        eval_plan: (usize, u64),
+        eval_plan: EvalSchedule,
         checkpoints: Option<Checkpointing>,
         start: &TrainPosition,
     ) -> crate::Result<Self> {
@@ -238,15 +239,9 @@ impl Stage for StudentStage {
                 step: self.steps_done,
                 last: batch.last_in_run,
                 weights: self.layout.snapshot(&self.student),
-                eval_images: {
-                    let (every, images) = self.eval_plan;
-                    let due = every > 0 && (batch.epoch + 1) % every == 0;
-                    if due || batch.last_in_run {
-                        images
-                    } else {
-                        0
-                    }
-                },
+                eval_images: self
+                    .eval_plan
+                    .images_after(batch.epoch + 1, batch.last_in_run),
             };
             if batch.last_in_run {
                 out.send(snapshot)?;
@@ -285,7 +280,7 @@ impl Stage for StudentStage {
                 step: self.steps_done,
                 last: true,
                 weights: self.layout.snapshot(&self.student),
-                eval_images: self.eval_plan.1,
+                eval_images: self.eval_plan.images,
             })?;
         }
         if let Some(dir) = &self.run_dir {

@@ -9,11 +9,12 @@ use super::resume::{Checkpoint, TrainPosition};
 use super::run_dir::RunDir;
 use super::step::StudentUpdate;
 use super::validation::Validator;
+use crate::config::AttackConfig;
 use crate::config::Config;
 use crate::data::{self, SplitKind};
 use crate::distill::{GradScaler, Schedule, Sgd};
 use crate::error::{Error, Result};
-use crate::eval::{EvalAttack, EvalSet};
+use crate::eval::{EvalAttack, EvalReport, EvalSet, Evaluation};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use crate::soft_labels::SoftLabelSource;
@@ -105,14 +106,82 @@ pub struct RunContext<'a> {
     pub total_steps: usize,
     /// `train.max_seconds`, with a resumed run's seconds already spent.
     pub budget: Option<Arc<TimeBudget>>,
-    /// `eval.attacks`, parsed.
+}
+
+/// The run's test-set evaluation: the set, `eval.attacks` and their settings.
+pub struct TestPlan {
+    pub set: EvalSet,
+    /// `eval.attacks`, parsed (empty: no test-set evaluation).
     pub evals: Vec<EvalAttack>,
+    pub train_attack: AttackConfig,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// `eval.every_epochs` (0: after the last epoch only).
+    pub every_epochs: usize,
+}
+
+/// When the test set is evaluated, and on how many images: the one rule both
+/// engines (and a resumed run's catch-up) follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvalSchedule {
+    /// `eval.every_epochs` (0: after the last epoch only).
+    pub every_epochs: usize,
+    /// Test images per evaluation (0: no test-set evaluation).
+    pub images: u64,
+}
+
+impl EvalSchedule {
+    /// Whether the student after `epoch` (1-based) is evaluated: every
+    /// `every_epochs` epochs and after the run's `last` one.
+    pub fn due(&self, epoch: usize, last: bool) -> bool {
+        self.images > 0
+            && (last
+                || (self.every_epochs > 0 && epoch > 0 && epoch.is_multiple_of(self.every_epochs)))
+    }
+
+    /// The images to evaluate the student after `epoch` on (0: none).
+    pub fn images_after(&self, epoch: usize, last: bool) -> u64 {
+        if self.due(epoch, last) {
+            self.images
+        } else {
+            0
+        }
+    }
+}
+
+impl TestPlan {
+    /// `model` on the test set under every evaluation; `teacher` only for a
+    /// teacher-based training attack (kl_pgd).
+    pub fn evaluate(&self, model: &Model, teacher: Option<&Model>) -> Result<EvalReport> {
+        Evaluation {
+            model,
+            set: &self.set,
+            evals: &self.evals,
+            train_attack: &self.train_attack,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            teacher,
+        }
+        .report()
+    }
+
+    /// When this plan runs, and on how many images.
+    pub fn schedule(&self) -> EvalSchedule {
+        EvalSchedule {
+            every_epochs: self.every_epochs,
+            images: if self.evals.is_empty() {
+                0
+            } else {
+                self.set.images.size()[0] as u64
+            },
+        }
+    }
 }
 
 /// What an engine owns of a run.
 pub struct RunParts {
     pub train: data::Split,
-    pub test: EvalSet,
+    pub test: TestPlan,
     /// Restored from the checkpoint when resuming.
     pub student: Model,
     pub teacher: Option<Model>,
@@ -174,11 +243,17 @@ impl<'a> RunContext<'a> {
             start,
             total_steps: total,
             budget,
-            evals: eval_attacks(cfg)?,
         };
         let parts = RunParts {
             train,
-            test,
+            test: TestPlan {
+                set: test,
+                evals: eval_attacks(cfg)?,
+                train_attack: cfg.attack.clone(),
+                batch_size: cfg.data.batch_size,
+                seed: cfg.run.seed,
+                every_epochs: cfg.eval.every_epochs,
+            },
             student,
             teacher,
             update,

@@ -12,7 +12,6 @@ use super::step::{adversarial_batch, attack_key, StudentUpdate};
 use crate::config::{AttackTarget, Config};
 use crate::data;
 use crate::error::{Error, Result};
-use crate::eval;
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use ard_actors::CancelToken;
@@ -72,7 +71,6 @@ pub fn train_sequential_with(
         start,
         total_steps: total,
         budget,
-        evals,
         ..
     } = ctx;
     let attack = cfg.attack.build();
@@ -104,18 +102,7 @@ pub fn train_sequential_with(
         _ => Vec::new(),
     };
     // The test-set evaluation of an epoch's student (and of the best checkpoint at the end).
-    let evaluate_test = |m: &Model| {
-        eval::evaluate(
-            m,
-            &test,
-            &evals,
-            &cfg.attack,
-            cfg.data.batch_size,
-            seed,
-            teacher.as_ref(),
-            |_, _| {},
-        )
-    };
+    let evaluate_test = |m: &Model| test.evaluate(m, teacher.as_ref());
     let mut step = start.step;
     let mut out_of_time = false;
     let mut epochs: Vec<EpochRecord> = resume
@@ -240,20 +227,14 @@ pub fn train_sequential_with(
         soft_labels.end_epoch()?;
         let seconds = before + epoch_start.elapsed().as_secs_f64();
         let last = epoch + 1 == cfg.train.epochs || step >= total || out_of_time;
-        let due = cfg.eval.every_epochs > 0 && (epoch + 1) % cfg.eval.every_epochs == 0;
+        let test_due = test.schedule().due(epoch + 1, last);
         // Training waits for validation and evaluation: off the budget's clock.
         let (guard_stop, report) = off_the_clock(budget.as_deref(), || -> Result<_> {
             let guard_stop = match validator.as_mut() {
-                Some(v) => v.on_snapshot(
-                    &student,
-                    epoch + 1,
-                    step,
-                    (due || last) && !evals.is_empty(),
-                    teacher.as_ref(),
-                )?,
+                Some(v) => v.on_snapshot(&student, epoch + 1, step, test_due, teacher.as_ref())?,
                 None => false,
             };
-            let eval = if (due || last) && !evals.is_empty() {
+            let eval = if test_due {
                 Some(evaluate_test(&student)?)
             } else {
                 None
@@ -301,7 +282,7 @@ pub fn train_sequential_with(
     soft_labels.finish()?;
     let selection = match validator.as_mut() {
         Some(v) => {
-            if !evals.is_empty() {
+            if !test.evals.is_empty() {
                 let scratch = Model::new(cfg.student.arch, device);
                 v.finish(&scratch, evaluate_test)?;
             }

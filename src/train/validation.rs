@@ -292,16 +292,16 @@ impl Validator {
         if !self.wants(test_due) {
             return Ok(false);
         }
-        let report = eval::evaluate(
+        let report = eval::Evaluation {
             model,
-            &self.set,
-            &self.evals(),
-            &self.train_attack,
-            self.batch_size,
-            self.seed,
+            set: &self.set,
+            evals: &self.evals(),
+            train_attack: &self.train_attack,
+            batch_size: self.batch_size,
+            seed: self.seed,
             teacher,
-            |_, _| {},
-        )?;
+        }
+        .report()?;
         let acc = |name: &str| report.accuracy.get(name).copied().unwrap_or(f64::NAN);
         let attack = self.attack.name();
         let score = ValidationScore {
