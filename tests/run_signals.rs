@@ -120,8 +120,17 @@ fn an_evaluation_cut_short_by_a_second_signal_is_redone_on_resume() {
             .spawn()
             .unwrap(),
     );
-    // Epoch 1 ends at step 8; its evaluation (PGD-20 on 128 images) then takes seconds.
+    // Epoch 1 ends at step 8; its evaluation (PGD-20 on 128 images) then takes
+    // seconds. The signals go in once epoch 1's checkpoint is on disk (a loaded
+    // machine can take longer than the 100 ms between them to write it).
     common::wait_for_step(port, 8, &mut child.0);
+    let checkpoint = dir.path().join("twice/checkpoint.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.is_file() {
+        assert!(Instant::now() < deadline, "no checkpoint after epoch 1");
+        assert!(child.0.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let pid = child.0.id() as i32;
     // SAFETY: sending signals to our own child process by PID.
     assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
