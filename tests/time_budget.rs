@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 const BUDGET_S: f64 = 8.0;
 
+/// The tests here measure training time: run them one at a time, so that
+/// none of them trains on cores another one is using.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn write_config(dir: &Path, name: &str, teacher: &Path, port: u16) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -72,6 +76,7 @@ fn assert_spent(run: &Path) {
 
 #[test]
 fn both_engines_stop_when_the_budget_is_spent() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
     for engine in ["pipeline", "sequential"] {
@@ -91,6 +96,7 @@ fn both_engines_stop_when_the_budget_is_spent() {
 
 #[test]
 fn a_resumed_run_continues_the_clock() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
     let port = services::free_port();
@@ -168,6 +174,7 @@ fn checkpoint_state(run: &Path, set_unfinished: bool) -> serde_json::Value {
 
 #[test]
 fn a_run_resumed_after_its_budget_was_spent_trains_no_more() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Stopped during the final evaluation: the checkpoint holds the budget's
     // last step. Resuming evaluates and finishes without another step.
     let dir = tempfile::tempdir().unwrap();
@@ -212,6 +219,7 @@ fn a_run_resumed_after_its_budget_was_spent_trains_no_more() {
 
 #[test]
 fn a_budget_with_epoch_milestones_is_refused() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
     let cfg = write_config(dir.path(), "m", &teacher, 0);
@@ -234,6 +242,7 @@ fn a_budget_with_epoch_milestones_is_refused() {
 
 #[test]
 fn the_sweep_report_shows_time_best_guard_and_curves() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
     let base = write_config(dir.path(), "base", &teacher, 0);
