@@ -303,6 +303,12 @@ impl Evaluation<'_> {
         Ok(predict(self.model, &x_adv).f_eq_tensor(y)?)
     }
 
+    /// The number of images and the evaluations' attacks, after checking the set and the teacher.
+    fn checked(&self) -> Result<(usize, Vec<BuiltEval>)> {
+        let n = check_set(self.set, self.batch_size)?;
+        Ok((n, build_evals(self.evals, self.train_attack, self.teacher)?))
+    }
+
     /// Each evaluation's accuracy on every image, and the worst case.
     pub fn report(&self) -> Result<EvalReport> {
         Ok(self.masks(|_, _| {})?.report())
@@ -314,15 +320,12 @@ impl Evaluation<'_> {
         let Evaluation {
             model,
             set,
-            evals,
-            train_attack,
             batch_size,
             teacher,
             ..
         } = *self;
-        let n = check_set(set, batch_size)?;
+        let (n, built) = self.checked()?;
         let device: Device = model.device();
-        let built = build_evals(evals, train_attack, teacher)?;
         let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
         let mut natural = Vec::new();
         let mut seconds = vec![0.0; built.len()];
@@ -384,15 +387,12 @@ impl Evaluation<'_> {
         let Evaluation {
             model,
             set,
-            evals,
-            train_attack,
             batch_size,
             teacher,
             ..
         } = *self;
-        let n = check_set(set, batch_size)?;
+        let (n, built) = self.checked()?;
         let device: Device = model.device();
-        let built = build_evals(evals, train_attack, teacher)?;
         let batch = |indices: &Tensor| -> Result<(Tensor, Tensor)> {
             let x = set
                 .images
