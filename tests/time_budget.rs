@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BUDGET_S: f64 = 8.0;
+/// No run here may take longer (a hang, not a slow machine).
+const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// The tests here measure training time: run them one at a time, so that
 /// none of them trains on cores another one is using.
@@ -81,10 +83,15 @@ fn both_engines_stop_when_the_budget_is_spent() {
     let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
     for engine in ["pipeline", "sequential"] {
         let cfg = write_config(dir.path(), engine, &teacher, services::free_port());
-        let out = Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
-            .args(["--config", cfg.to_str().unwrap(), "--engine", engine])
-            .output()
-            .unwrap();
+        let out = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_ard-pipeline")).args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "--engine",
+                engine,
+            ]),
+            RUN_LIMIT,
+        );
         assert!(
             out.status.success(),
             "{engine}: {}",
@@ -135,7 +142,7 @@ fn a_resumed_run_continues_the_clock() {
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let started = Instant::now();
-    let out = command().output().unwrap();
+    let out = common::output_within(&mut command(), RUN_LIMIT);
     assert!(
         out.status.success(),
         "{}",
@@ -182,10 +189,15 @@ fn a_run_resumed_after_its_budget_was_spent_trains_no_more() {
     for engine in ["pipeline", "sequential"] {
         let cfg = write_config(dir.path(), engine, &teacher, 0);
         let run = || {
-            Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
-                .args(["--config", cfg.to_str().unwrap(), "--engine", engine])
-                .output()
-                .unwrap()
+            common::output_within(
+                Command::new(env!("CARGO_BIN_EXE_ard-pipeline")).args([
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "--engine",
+                    engine,
+                ]),
+                RUN_LIMIT,
+            )
         };
         let out = run();
         assert!(
@@ -266,10 +278,14 @@ fn the_sweep_report_shows_time_best_guard_and_curves() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
-        .args(["sweep", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ard-pipeline")).args([
+            "sweep",
+            "--config",
+            file.to_str().unwrap(),
+        ]),
+        2 * RUN_LIMIT,
+    );
     assert!(
         out.status.success(),
         "{}",

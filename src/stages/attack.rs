@@ -116,9 +116,14 @@ impl Stage for AttackStage {
                     },
                 )
             });
-            let version = version.map_err(|e| {
-                StageError::msg(format!("waiting for student weights v{wanted}: {e}"))
-            })??;
+            let version = match version {
+                // The student has taken its last step (train.max_seconds ran
+                // out while this batch was on its way): nothing trains on it.
+                Err(ard_actors::MailboxError::Closed { .. }) => return Ok(()),
+                other => other.map_err(|e| {
+                    StageError::msg(format!("waiting for student weights v{wanted}: {e}"))
+                })??,
+            };
             self.loaded = Some(version);
             batch.weights_version = version;
             let forwards = self.attack.bn_train_forwards();

@@ -121,8 +121,9 @@ impl Source for DataStage {
                 );
                 return Ok(None);
             }
-            log::info!(
-                "train.max_seconds spent: step {} is the last",
+            // The student stage logs the last step (it may come before this one).
+            log::debug!(
+                "train.max_seconds spent: no batch after step {}",
                 self.step + 1
             );
             self.total_steps = self.step + 1;

@@ -46,6 +46,9 @@ pub struct StudentStage {
     sent_last: bool,
     /// A resumed run's owed evaluation, sent before the first step.
     catch_up: Option<Snapshot>,
+    /// The run's last step is done: batches still arriving (prepared before
+    /// the budget ran out) are dropped.
+    ended: bool,
 }
 
 /// Where and how often the student stage writes the training checkpoint.
@@ -101,6 +104,7 @@ impl StudentStage {
             next_epoch: start.epoch,
             sent_last: false,
             catch_up: None,
+            ended: false,
         })
     }
 
@@ -155,6 +159,20 @@ impl Stage for StudentStage {
         self.compute.enter();
         if let Some(owed) = self.catch_up.take() {
             out.send(owed)?;
+        }
+        if self.ended {
+            return Ok(());
+        }
+        if self.update.budget.as_ref().is_some_and(|b| b.exhausted()) {
+            // train.max_seconds: as in the sequential engine, the step begun
+            // after the budget is spent is the last, whatever the upstream
+            // stages have prepared beyond it (up to a queue's worth per stage).
+            log::info!(
+                "train.max_seconds spent: step {} is the last; batches prepared after it are dropped",
+                batch.step + 1
+            );
+            batch.last_in_run = true;
+            batch.last_in_epoch = true;
         }
         if batch.step != self.steps_done {
             return Err(StageError::msg(format!(
@@ -246,6 +264,9 @@ impl Stage for StudentStage {
             if batch.last_in_run {
                 out.send(snapshot)?;
                 self.sent_last = true;
+                // The attack stage's waits for newer weights end: no step follows.
+                self.ended = true;
+                self.board.close();
             } else if let TrySend::Full(s) = out.try_send(snapshot)? {
                 // Evaluation never stalls training: a snapshot the eval stage has no room for is skipped, loudly.
                 log::warn!(
