@@ -5,7 +5,7 @@
 //! weights one update older, so it overlaps the student's update (with a
 //! thread per stage; on the CPU's shared compute lane the two take turns).
 
-use super::messages::{BnUpdate, TrainBatch};
+use super::messages::{AttackedBatch, BnUpdate, TaughtBatch};
 use super::weights::WeightLayout;
 use crate::attacks::Attack;
 use crate::models::Model;
@@ -36,17 +36,22 @@ pub struct AttackStage {
 }
 
 impl AttackStage {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        attack: Box<dyn Attack>,
+    /// The run's attack (`attack.*`), weight staleness
+    /// (`pipeline.max_weight_staleness`) and seed, on `replica` refreshed from
+    /// `board`, or on `teacher` when the attack targets it.
+    pub fn for_run(
+        cfg: &crate::config::Config,
         replica: Model,
         board: WeightBoard,
-        staleness: u64,
-        seed: u64,
         compute: super::Compute,
         teacher: Option<Model>,
         metrics: Option<crate::metrics::TrainMetrics>,
     ) -> Self {
+        let (attack, staleness, seed) = (
+            cfg.attack.build(),
+            cfg.pipeline.max_weight_staleness,
+            cfg.run.seed,
+        );
         let layout = WeightLayout::of(&replica);
         let label = attack.name();
         AttackStage {
@@ -73,8 +78,8 @@ impl AttackStage {
 }
 
 impl Stage for AttackStage {
-    type In = TrainBatch;
-    type Out = TrainBatch;
+    type In = TaughtBatch;
+    type Out = AttackedBatch;
 
     fn name(&self) -> &str {
         "attack"
@@ -82,14 +87,15 @@ impl Stage for AttackStage {
 
     fn handle(
         &mut self,
-        mut batch: TrainBatch,
-        out: &mut Emitter<TrainBatch>,
+        mut batch: TaughtBatch,
+        out: &mut Emitter<AttackedBatch>,
     ) -> Result<(), StageError> {
         self.compute.enter();
-        let (key, amp) = (attack_key(self.seed, batch.step as u64), self.amp);
-        let x_adv = if let Some(teacher) = self.teacher.as_mut() {
+        let (key, amp) = (attack_key(self.seed, batch.at.step as u64), self.amp);
+        let (x_adv, bn, weights_version) = if let Some(teacher) = self.teacher.as_mut() {
+            // `&mut`: a shared reference to tensors is not Send.
             let (attack, batch_in) = (&mut self.attack, &mut batch);
-            self.compute.run(out, move || {
+            let x_adv = self.compute.run(out, move || {
                 adversarial_batch(
                     attack.as_ref(),
                     teacher,
@@ -99,9 +105,10 @@ impl Stage for AttackStage {
                     key,
                     amp,
                 )
-            })??
+            })??;
+            (x_adv, None, 0)
         } else {
-            let wanted = (batch.step as u64).saturating_sub(self.staleness);
+            let wanted = (batch.at.step as u64).saturating_sub(self.staleness);
             let (replica, layout, board, loaded) =
                 (&self.replica, &self.layout, &self.board, &mut self.loaded);
             let version = out.idle_while(|cancel| {
@@ -125,7 +132,6 @@ impl Stage for AttackStage {
                 })??,
             };
             self.loaded = Some(version);
-            batch.weights_version = version;
             let forwards = self.attack.bn_train_forwards();
             let (attack, replica, layout, batch_in) = (
                 &mut self.attack,
@@ -154,14 +160,20 @@ impl Stage for AttackStage {
             if bn.is_some() {
                 // The replica's statistics moved; the next batch must reload them.
                 self.loaded = None;
-                batch.bn = bn;
             }
-            x_adv
+            (x_adv, bn, version)
         };
         if let Some(m) = &self.metrics {
             m.inc_gradient_steps(&self.label, self.attack.gradient_steps() as u64);
         }
-        batch.x_adv = Some(x_adv);
-        out.send(batch)
+        out.send(AttackedBatch {
+            at: batch.at,
+            x: batch.x,
+            y: batch.y,
+            teacher: batch.teacher,
+            x_adv,
+            bn,
+            weights_version,
+        })
     }
 }

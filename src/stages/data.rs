@@ -3,7 +3,7 @@
 //! moved to the device once. With `teacher.views = K` each image's view is one
 //! of its K fixed views ([`ViewSet::training_views`]).
 
-use super::messages::TrainBatch;
+use super::messages::{BatchPosition, CleanBatch};
 use crate::config::DataConfig;
 use crate::data::{self, EpochPlan, Split};
 use crate::soft_labels::ViewSet;
@@ -96,13 +96,13 @@ impl DataStage {
 }
 
 impl Source for DataStage {
-    type Out = TrainBatch;
+    type Out = CleanBatch;
 
     fn name(&self) -> &str {
         "data"
     }
 
-    fn produce(&mut self) -> Result<Option<TrainBatch>, StageError> {
+    fn produce(&mut self) -> Result<Option<CleanBatch>, StageError> {
         self.threads.apply_once();
         if self.step >= self.total_steps || self.epoch >= self.epochs {
             return Ok(None);
@@ -155,19 +155,17 @@ impl Source for DataStage {
         let batch = data::make_batch(&self.train, &indices, &views, self.device)?;
         let last_in_run = self.step + 1 == self.total_steps;
         let last_in_epoch = self.batch_in_epoch + 1 == per_epoch || last_in_run;
-        let msg = TrainBatch {
-            epoch: self.epoch,
-            step: self.step,
-            last_in_epoch,
-            last_in_run,
+        let msg = CleanBatch {
+            at: BatchPosition {
+                epoch: self.epoch,
+                step: self.step,
+                last_in_epoch,
+                last_in_run,
+            },
             x: batch.images,
             y: batch.labels,
             indices: batch.indices,
             views: batch.views,
-            teacher: None,
-            x_adv: None,
-            bn: None,
-            weights_version: 0,
         };
         self.step += 1;
         self.batch_in_epoch += 1;

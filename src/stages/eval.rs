@@ -11,7 +11,7 @@ use crate::train::context::TestPlan;
 use crate::train::recorder::Recorder;
 use crate::train::records::EvalRecord;
 use ard_actors::{Emitter, Stage, StageError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub struct EvalStage {
     model: Model,
@@ -19,9 +19,8 @@ pub struct EvalStage {
     teacher: Option<Model>,
     plan: TestPlan,
     compute: super::Compute,
-    /// Writes `eval.jsonl` and the evaluation metrics.
+    /// Writes `eval.jsonl` and the evaluation metrics, keeps the results.
     recorder: Recorder,
-    results: Arc<Mutex<Vec<EvalRecord>>>,
     /// Validation split, best checkpoint and overfitting guard (issue 6).
     validator: Option<crate::train::validation::Validator>,
     /// `train.max_seconds`, paused while this stage holds the shared lane.
@@ -35,7 +34,6 @@ impl EvalStage {
         plan: TestPlan,
         compute: super::Compute,
         recorder: Recorder,
-        results: Arc<Mutex<Vec<EvalRecord>>>,
     ) -> Self {
         let layout = WeightLayout::of(&model);
         EvalStage {
@@ -45,7 +43,6 @@ impl EvalStage {
             plan,
             compute,
             recorder,
-            results,
             validator: None,
             budget: None,
         }
@@ -129,10 +126,6 @@ impl Stage for EvalStage {
         if let Some(v) = self.validator.as_mut() {
             v.record_test(record.epoch, &record.report)?;
         }
-        self.results
-            .lock()
-            .map_err(|_| StageError::msg("eval results poisoned"))?
-            .push(record);
         Ok(())
     }
 

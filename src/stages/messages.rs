@@ -1,13 +1,15 @@
-//! What flows between the stages. Every message owns its tensors (Tensor is
-//! Send, not Sync), and moves by value.
+//! What flows between the stages, one type per edge (clean -> taught ->
+//! attacked batch, then snapshots), so a stage cannot receive a batch that
+//! lacks what it needs. Every message owns its tensors (Tensor is Send, not
+//! Sync), and moves by value.
 
 use crate::data::View;
 use ard_actors::Message;
 use tch::Tensor;
 
-/// One training batch, filled in as it moves down the pipeline.
-#[derive(Debug)]
-pub struct TrainBatch {
+/// Where a training batch sits in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPosition {
     /// Epoch, from 0.
     pub epoch: usize,
     /// Global optimisation step this batch is for, from 0.
@@ -16,6 +18,12 @@ pub struct TrainBatch {
     pub last_in_epoch: bool,
     /// True for the last batch of the run.
     pub last_in_run: bool,
+}
+
+/// data -> teacher: one augmented training batch.
+#[derive(Debug)]
+pub struct CleanBatch {
+    pub at: BatchPosition,
     /// Clean augmented inputs [B, 3, 32, 32] in [0, 1], on the run's device.
     pub x: Tensor,
     /// Labels [B].
@@ -24,21 +32,44 @@ pub struct TrainBatch {
     pub indices: Vec<u64>,
     /// Augmentation view of each image (keys the soft-label cache).
     pub views: Vec<View>,
-    /// Teacher logits on `x` (teacher stage).
+}
+
+/// teacher -> attack: the batch with the teacher's logits (none in a
+/// teacher-free run).
+#[derive(Debug)]
+pub struct TaughtBatch {
+    pub at: BatchPosition,
+    pub x: Tensor,
+    pub y: Tensor,
+    /// Teacher logits on `x`.
     pub teacher: Option<Tensor>,
-    /// Adversarial inputs (attack stage).
-    pub x_adv: Option<Tensor>,
-    /// BatchNorm statistics a train-mode attack produced (attack stage).
+}
+
+/// attack -> student: everything one optimisation step needs.
+#[derive(Debug)]
+pub struct AttackedBatch {
+    pub at: BatchPosition,
+    pub x: Tensor,
+    pub y: Tensor,
+    pub teacher: Option<Tensor>,
+    /// Adversarial inputs.
+    pub x_adv: Tensor,
+    /// BatchNorm statistics a train-mode attack produced.
     pub bn: Option<BnUpdate>,
-    /// Version of the student weights the attack used (attack stage).
+    /// Version of the student weights the attack used (steps done).
     pub weights_version: u64,
 }
 
-impl Message for TrainBatch {
-    fn images(&self) -> u64 {
-        self.x.size().first().copied().unwrap_or(0) as u64
-    }
+macro_rules! batch_message {
+    ($($t:ty),*) => {$(
+        impl Message for $t {
+            fn images(&self) -> u64 {
+                self.x.size().first().copied().unwrap_or(0) as u64
+            }
+        }
+    )*};
 }
+batch_message!(CleanBatch, TaughtBatch, AttackedBatch);
 
 /// BatchNorm running statistics after the attack's train-mode forwards, in the
 /// order of [`super::weights::WeightLayout::bn`].

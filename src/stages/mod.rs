@@ -23,13 +23,12 @@ use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use crate::train::context::{EvalSchedule, RunContext, RunParts};
-use crate::train::recorder::Recorder;
+use crate::train::recorder::{Recorder, RunLog};
 use crate::train::RunDir;
 use ard_actors::{
     CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineError, PipelineOptions,
     RunSummary, StageError, StatsReader,
 };
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::train::records::{EpochTrainStats, EvalRecord};
@@ -234,13 +233,7 @@ pub fn run_pipeline(
             validator,
         },
     ) = RunContext::build(cfg, run_dir, run_options.resume.as_ref(), metrics.clone())?;
-    let RunContext {
-        device,
-        start,
-        total_steps: total,
-        budget,
-        ..
-    } = ctx;
+    let (device, total, budget) = (ctx.device, ctx.total_steps, ctx.budget.clone());
     // With a complete soft-label cache the teacher never runs: its cores go to the attack and the student.
     let threads = ThreadPlan::for_run(cfg, device, teacher.is_some() && !soft_labels.is_complete());
     let (lane, lane_server) = compute_lane(&threads).unzip();
@@ -280,26 +273,24 @@ pub fn run_pipeline(
     let board = attack::WeightBoard::new();
     let latest_weights = board.clone();
     let layout = weights::WeightLayout::of(&student);
-    let final_weights = Arc::new(Mutex::new(None));
     // A resumed run carries its finished epochs and recorded evaluations over.
-    let (prior_epochs, prior_evals) = match (&run_options.resume, run_dir) {
-        (Some(c), Some(dir)) => (
-            c.state.epochs.clone(),
-            crate::train::records::recorded_evals(dir),
-        ),
-        (Some(c), None) => (c.state.epochs.clone(), Vec::new()),
-        _ => (Vec::new(), Vec::new()),
+    let prior = match (&run_options.resume, run_dir) {
+        (Some(c), dir) => RunLog {
+            epochs: c.state.epochs.clone(),
+            evals: dir
+                .map(crate::train::records::recorded_evals)
+                .unwrap_or_default(),
+        },
+        (None, _) => RunLog::default(),
     };
     let schedule = test.schedule();
     let catch_up = match (&run_options.resume, run_dir) {
         (Some(c), Some(dir)) => {
-            missed_evaluation(cfg, c, dir, &prior_evals, &layout, schedule, device)?
+            missed_evaluation(cfg, c, dir, &prior.evals, &layout, schedule, device)?
         }
         _ => None,
     };
-    let epoch_log = Arc::new(Mutex::new(prior_epochs));
-    let eval_log = Arc::new(Mutex::new(prior_evals));
-    let owned_dir = run_dir.cloned();
+    let recorder = Recorder::new(run_dir.cloned(), metrics.clone()).continuing(prior);
 
     let data_stage = data::DataStage::new(
         train,
@@ -311,7 +302,7 @@ pub fn run_pipeline(
         threads.data,
     )
     .with_view_set(crate::soft_labels::identity::view_set(cfg)?)
-    .starting_at(&start)
+    .starting_at(&ctx.start)
     .within(budget.clone())
     .stopping_on(stop);
     let teacher_stage = teacher::TeacherStage::new(
@@ -319,34 +310,23 @@ pub fn run_pipeline(
         soft_labels,
         Compute::new(threads.teacher, lane.clone()),
     );
-    let attack_stage = attack::AttackStage::new(
-        cfg.attack.build(),
+    let attack_stage = attack::AttackStage::for_run(
+        cfg,
         replica,
         board.clone(),
-        cfg.pipeline.max_weight_staleness,
-        cfg.run.seed,
         Compute::new(threads.attack, lane.clone()),
         attack_teacher,
         metrics.clone(),
     )
     .with_amp(perf.amp);
-    let student_stage = student::StudentStage::new(
+    let student_stage = student::StudentStage::for_run(
+        &ctx,
         student,
         update,
         board,
         Compute::new(threads.student, lane.clone()),
-        owned_dir.clone(),
-        cfg.run.save_final.clone(),
-        metrics.clone(),
-        final_weights.clone(),
-        epoch_log.clone(),
+        recorder.clone(),
         schedule,
-        run_dir.map(|dir| student::Checkpointing {
-            path: dir.file(crate::train::resume::CHECKPOINT_FILE),
-            every_steps: cfg.run.checkpoint_every_steps,
-            config: cfg.clone(),
-        }),
-        &start,
     )?
     .with_catch_up(catch_up);
     let eval_stage = eval::EvalStage::new(
@@ -354,8 +334,7 @@ pub fn run_pipeline(
         eval_teacher,
         test,
         Compute::new(threads.eval, lane),
-        Recorder::new(owned_dir, metrics),
-        eval_log.clone(),
+        recorder.clone(),
     )
     .with_validator(validator)
     .off_the_clock_of(budget);
@@ -420,16 +399,13 @@ pub fn run_pipeline(
             });
         }
     };
-    let final_weights = final_weights
-        .lock()
-        .map_err(|_| Error::Poisoned {
-            what: "final weights",
-        })?
-        .take()
-        .ok_or_else(|| Error::Other("the student stage ended without final weights".into()))?;
+    // The student's final weights: the last version it published.
     let student = Model::new(cfg.student.arch, device);
-    weights::WeightLayout::of(&student).load(&student, &final_weights)?;
-    let mut final_weights = final_weights;
+    latest_weights
+        .read_latest_with(|_, w| layout.load(&student, w))
+        .map_err(|e| Error::Other(format!("the student's final weights: {e}")))?
+        .ok_or_else(|| Error::Other("the student stage published no weights".into()))??;
+    let mut final_weights = layout.snapshot(&student);
     if let Some(selection) = &selection {
         // After a guard stop the final result is the best checkpoint.
         let mut paths: Vec<std::path::PathBuf> = run_dir
@@ -441,8 +417,7 @@ pub fn run_pipeline(
             final_weights = weights::WeightLayout::of(&student).snapshot(&student);
         }
     }
-    let epochs = epoch_log.lock().map(|v| v.clone()).unwrap_or_default();
-    let evals = eval_log.lock().map(|v| v.clone()).unwrap_or_default();
+    let RunLog { epochs, evals } = recorder.log();
     Ok(PipelineOutcome {
         summary,
         epochs,

@@ -3,18 +3,18 @@
 //! epoch ends, and checkpoints.
 
 use super::attack::WeightBoard;
-use super::messages::{Snapshot, TrainBatch};
+use super::messages::{AttackedBatch, Snapshot};
 use super::weights::WeightLayout;
 use crate::models::Model;
 use crate::train::context::EvalSchedule;
+use crate::train::context::RunContext;
 use crate::train::recorder::Recorder;
-use crate::train::records::{EpochRecord, EpochTrainStats};
+use crate::train::records::EpochRecord;
 use crate::train::resume::{self, TrainPosition, TrainState};
 use crate::train::step::StudentUpdate;
 use crate::train::RunDir;
 use ard_actors::{emitter::TrySend, Emitter, Stage, StageError};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 pub struct StudentStage {
     student: Model,
@@ -22,14 +22,11 @@ pub struct StudentStage {
     layout: WeightLayout,
     board: WeightBoard,
     compute: super::Compute,
-    /// Writes `metrics.jsonl` and `last.safetensors` at epoch ends.
+    /// Writes `metrics.jsonl` and `last.safetensors` at epoch ends, keeps the epochs.
     recorder: Recorder,
     run_dir: Option<RunDir>,
     save_final: Option<PathBuf>,
     metrics: Option<crate::metrics::TrainMetrics>,
-    /// The student's final weights, for the caller once the pipeline ends.
-    final_weights: Arc<Mutex<Option<Vec<tch::Tensor>>>>,
-    epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
     /// When the eval stage evaluates a snapshot.
     eval_plan: EvalSchedule,
     checkpoints: Option<Checkpointing>,
@@ -53,29 +50,33 @@ pub struct StudentStage {
 
 /// Where and how often the student stage writes the training checkpoint.
 #[derive(Debug, Clone)]
-pub struct Checkpointing {
-    pub path: PathBuf,
+struct Checkpointing {
+    path: PathBuf,
     /// Also every N steps (always at epoch ends and on cancellation).
-    pub every_steps: Option<usize>,
-    pub config: crate::config::Config,
+    every_steps: Option<usize>,
+    config: crate::config::Config,
 }
 
 impl StudentStage {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    /// The student stage of the run `ctx`: it trains from `ctx.start`, writes
+    /// the checkpoint (`run.checkpoint_every_steps`, epoch ends) and the final
+    /// weights into the run folder and `run.save_final`, publishes each step's
+    /// weights on `board` and sends the snapshots `eval_plan` asks for.
+    pub fn for_run(
+        ctx: &RunContext,
         student: Model,
         update: StudentUpdate,
         board: WeightBoard,
         compute: super::Compute,
-        run_dir: Option<RunDir>,
-        save_final: Option<PathBuf>,
-        metrics: Option<crate::metrics::TrainMetrics>,
-        final_weights: Arc<Mutex<Option<Vec<tch::Tensor>>>>,
-        epochs: Arc<Mutex<Vec<EpochTrainStats>>>,
+        recorder: Recorder,
         eval_plan: EvalSchedule,
-        checkpoints: Option<Checkpointing>,
-        start: &TrainPosition,
     ) -> crate::Result<Self> {
+        let start = &ctx.start;
+        let checkpoints = ctx.run_dir.map(|dir| Checkpointing {
+            path: dir.file(resume::CHECKPOINT_FILE),
+            every_steps: ctx.cfg.run.checkpoint_every_steps,
+            config: ctx.cfg.clone(),
+        });
         let layout = WeightLayout::of(&student);
         // Version = steps done: 0 for the initial weights, the checkpoint's step on a resumption.
         board
@@ -87,12 +88,10 @@ impl StudentStage {
             layout,
             board,
             compute,
-            recorder: Recorder::new(run_dir.clone(), metrics.clone()),
-            run_dir,
-            save_final,
-            metrics,
-            final_weights,
-            epochs,
+            metrics: recorder.metrics().cloned(),
+            recorder,
+            run_dir: ctx.run_dir.cloned(),
+            save_final: ctx.cfg.run.save_final.clone(),
             eval_plan,
             checkpoints,
             loss_sum: start.epoch_loss_sum,
@@ -133,18 +132,13 @@ impl StudentStage {
             epoch_seconds: self.epoch_seconds(),
             train_seconds: self.update.budget.as_ref().map_or(0.0, |b| b.spent_s()),
         };
-        let epochs = self
-            .epochs
-            .lock()
-            .map_err(|_| crate::Error::Poisoned { what: "epoch log" })?
-            .clone();
-        let state = TrainState::new(&plan.config, position, epochs);
+        let state = TrainState::new(&plan.config, position, self.recorder.epochs());
         resume::write(&plan.path, &self.student, &self.update.sgd, &state)
     }
 }
 
 impl Stage for StudentStage {
-    type In = TrainBatch;
+    type In = AttackedBatch;
     type Out = Snapshot;
 
     fn name(&self) -> &str {
@@ -153,7 +147,7 @@ impl Stage for StudentStage {
 
     fn handle(
         &mut self,
-        mut batch: TrainBatch,
+        mut batch: AttackedBatch,
         out: &mut Emitter<Snapshot>,
     ) -> Result<(), StageError> {
         self.compute.enter();
@@ -169,15 +163,15 @@ impl Stage for StudentStage {
             // stages have prepared beyond it (up to a queue's worth per stage).
             log::info!(
                 "train.max_seconds spent: step {} is the last; batches prepared after it are dropped",
-                batch.step + 1
+                batch.at.step + 1
             );
-            batch.last_in_run = true;
-            batch.last_in_epoch = true;
+            batch.at.last_in_run = true;
+            batch.at.last_in_epoch = true;
         }
-        if batch.step != self.steps_done {
+        if batch.at.step != self.steps_done {
             return Err(StageError::msg(format!(
                 "batch for step {} arrived at step {}",
-                batch.step, self.steps_done
+                batch.at.step, self.steps_done
             )));
         }
         let (student, layout, update, batch_in) = (
@@ -187,28 +181,24 @@ impl Stage for StudentStage {
             &mut batch,
         );
         let (loss, lr) = self.compute.run(out, move || -> Result<_, StageError> {
-            let x_adv = batch_in
-                .x_adv
-                .as_ref()
-                .ok_or_else(|| StageError::msg("batch without adversarial inputs"))?;
             if let Some(bn) = &batch_in.bn {
-                let exact = batch_in.weights_version == batch_in.step as u64;
+                let exact = batch_in.weights_version == batch_in.at.step as u64;
                 layout.apply_bn(student, &bn.after, &bn.before, bn.forwards, exact)?;
             }
             update
                 .step(
                     student,
                     &batch_in.x,
-                    x_adv,
+                    &batch_in.x_adv,
                     &batch_in.y,
                     batch_in.teacher.as_ref(),
-                    batch_in.epoch,
-                    batch_in.step,
+                    batch_in.at.epoch,
+                    batch_in.at.step,
                 )
                 .map_err(StageError::from)
         })??;
         self.steps_done += 1;
-        self.next_epoch = batch.epoch + usize::from(batch.last_in_epoch);
+        self.next_epoch = batch.at.epoch + usize::from(batch.at.last_in_epoch);
         self.loss_sum += loss;
         self.steps_in_epoch += 1;
         self.epoch_images += batch.y.size()[0] as usize;
@@ -218,22 +208,22 @@ impl Stage for StudentStage {
         if let Some(m) = &self.metrics {
             m.set_loss(loss);
             m.set_lr(lr);
-            m.set_epoch(batch.epoch as u64 + 1);
+            m.set_epoch(batch.at.epoch as u64 + 1);
             m.inc_train_steps(1);
-            m.set_weight_staleness((batch.step as u64).saturating_sub(batch.weights_version));
+            m.set_weight_staleness((batch.at.step as u64).saturating_sub(batch.weights_version));
         }
         let periodic = self
             .checkpoints
             .as_ref()
             .and_then(|c| c.every_steps)
             .is_some_and(|n| self.steps_done % n == 0);
-        if periodic && !batch.last_in_epoch {
+        if periodic && !batch.at.last_in_epoch {
             self.checkpoint()?;
         }
-        if batch.last_in_epoch {
+        if batch.at.last_in_epoch {
             let seconds = self.epoch_seconds();
             let record = EpochRecord {
-                epoch: batch.epoch + 1,
+                epoch: batch.at.epoch + 1,
                 steps: self.steps_in_epoch,
                 mean_loss: self.loss_sum / self.steps_in_epoch.max(1) as f64,
                 lr,
@@ -241,10 +231,6 @@ impl Stage for StudentStage {
                 images_per_s: self.epoch_images as f64 / seconds.max(1e-9),
                 train_seconds: self.update.budget.as_ref().map(|b| b.spent_s()),
             };
-            self.epochs
-                .lock()
-                .map_err(|_| StageError::msg("epoch log poisoned"))?
-                .push(record.stats());
             self.loss_sum = 0.0;
             self.steps_in_epoch = 0;
             self.epoch_started = std::time::Instant::now();
@@ -253,15 +239,15 @@ impl Stage for StudentStage {
             self.recorder.epoch_end(&record, &self.student)?;
             self.checkpoint()?;
             let snapshot = Snapshot {
-                epoch: batch.epoch + 1,
+                epoch: batch.at.epoch + 1,
                 step: self.steps_done,
-                last: batch.last_in_run,
+                last: batch.at.last_in_run,
                 weights: self.layout.snapshot(&self.student),
                 eval_images: self
                     .eval_plan
-                    .images_after(batch.epoch + 1, batch.last_in_run),
+                    .images_after(batch.at.epoch + 1, batch.at.last_in_run),
             };
-            if batch.last_in_run {
+            if batch.at.last_in_run {
                 out.send(snapshot)?;
                 self.sent_last = true;
                 // The attack stage's waits for newer weights end: no step follows.
@@ -297,7 +283,7 @@ impl Stage for StudentStage {
         if !self.sent_last && self.steps_done > 0 {
             // Resumed after the last step (killed during the final evaluation): evaluate it now.
             out.send(Snapshot {
-                epoch: self.epochs.lock().map(|e| e.len()).unwrap_or(0),
+                epoch: self.recorder.epochs().len(),
                 step: self.steps_done,
                 last: true,
                 weights: self.layout.snapshot(&self.student),
@@ -310,11 +296,6 @@ impl Stage for StudentStage {
         if let Some(path) = &self.save_final {
             self.student.save(path)?;
         }
-        *self
-            .final_weights
-            .lock()
-            .map_err(|_| StageError::msg("final weights poisoned"))? =
-            Some(self.layout.snapshot(&self.student));
         Ok(())
     }
 }

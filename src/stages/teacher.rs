@@ -4,7 +4,7 @@
 //! misses are computed and stored, and new entries are written back at epoch
 //! ends and when the stage finishes.
 
-use super::messages::TrainBatch;
+use super::messages::{CleanBatch, TaughtBatch};
 use crate::models::Model;
 use crate::soft_labels::SoftLabelSource;
 use ard_actors::{Emitter, Stage, StageError};
@@ -28,8 +28,8 @@ impl TeacherStage {
 }
 
 impl Stage for TeacherStage {
-    type In = TrainBatch;
-    type Out = TrainBatch;
+    type In = CleanBatch;
+    type Out = TaughtBatch;
 
     fn name(&self) -> &str {
         "teacher"
@@ -37,26 +37,33 @@ impl Stage for TeacherStage {
 
     fn handle(
         &mut self,
-        mut batch: TrainBatch,
-        out: &mut Emitter<TrainBatch>,
+        mut batch: CleanBatch,
+        out: &mut Emitter<TaughtBatch>,
     ) -> Result<(), StageError> {
         self.compute.enter();
-        if let Some(teacher) = self.teacher.as_mut() {
-            let (source, batch_in) = (&mut self.source, &mut batch);
-            let logits = self.compute.run(out, move || {
-                source.logits(teacher, &batch_in.x, &batch_in.indices, &batch_in.views)
-            })??;
-            batch.teacher = Some(logits);
-        }
-        let epoch_end = batch.last_in_epoch;
-        out.send(batch)?;
+        let teacher = match self.teacher.as_mut() {
+            Some(teacher) => {
+                let (source, batch_in) = (&mut self.source, &mut batch);
+                Some(self.compute.run(out, move || {
+                    source.logits(teacher, &batch_in.x, &batch_in.indices, &batch_in.views)
+                })??)
+            }
+            None => None,
+        };
+        let epoch_end = batch.at.last_in_epoch;
+        out.send(TaughtBatch {
+            at: batch.at,
+            x: batch.x,
+            y: batch.y,
+            teacher,
+        })?;
         if epoch_end {
             self.source.end_epoch()?;
         }
         Ok(())
     }
 
-    fn finish(&mut self, _out: &mut Emitter<TrainBatch>) -> Result<(), StageError> {
+    fn finish(&mut self, _out: &mut Emitter<TaughtBatch>) -> Result<(), StageError> {
         self.source.finish()?;
         Ok(())
     }

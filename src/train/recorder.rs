@@ -3,14 +3,16 @@
 //! run finished, and the recorder writes the run folder's records
 //! (`metrics.jsonl`, `eval.jsonl`, `last.safetensors`, `training.png`,
 //! `stages.png`), updates the evaluation metrics and logs one line each.
-//! Neither engine writes a record itself.
+//! Neither engine writes a record itself. Clones share one [`RunLog`], the
+//! epochs and evaluations recorded so far, which the run's result is read from.
 
-use super::records::{EpochRecord, EvalRecord, StageReport};
+use super::records::{EpochRecord, EpochTrainStats, EvalRecord, StageReport};
 use super::run_dir::RunDir;
 use crate::error::Result;
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The run folder's record files.
 pub const METRICS_LOG: &str = "metrics.jsonl";
@@ -19,16 +21,58 @@ pub const LAST_WEIGHTS: &str = "last.safetensors";
 pub const TRAINING_PLOT: &str = "training.png";
 pub const STAGES_PLOT: &str = "stages.png";
 
-/// Writes one run's records (nothing without a run folder or metrics).
+/// What a run has recorded: a resumed run's earlier epochs and evaluations,
+/// then this process's.
+#[derive(Debug, Clone, Default)]
+pub struct RunLog {
+    pub epochs: Vec<EpochTrainStats>,
+    pub evals: Vec<EvalRecord>,
+}
+
+/// Writes one run's records (no files without a run folder, no metrics
+/// without them) and keeps its [`RunLog`].
 #[derive(Clone, Default)]
 pub struct Recorder {
     dir: Option<RunDir>,
     metrics: Option<TrainMetrics>,
+    log: Arc<Mutex<RunLog>>,
 }
 
 impl Recorder {
     pub fn new(dir: Option<RunDir>, metrics: Option<TrainMetrics>) -> Recorder {
-        Recorder { dir, metrics }
+        Recorder {
+            dir,
+            metrics,
+            log: Arc::default(),
+        }
+    }
+
+    /// Continues the log of an earlier process of the same run (a resumption).
+    pub fn continuing(self, prior: RunLog) -> Recorder {
+        *self.lock() = prior;
+        self
+    }
+
+    /// The run's metrics, when it exports them.
+    pub fn metrics(&self) -> Option<&TrainMetrics> {
+        self.metrics.as_ref()
+    }
+
+    /// The epochs and evaluations recorded so far.
+    pub fn log(&self) -> RunLog {
+        self.lock().clone()
+    }
+
+    /// The epochs recorded so far (what a checkpoint keeps).
+    pub fn epochs(&self) -> Vec<EpochTrainStats> {
+        self.lock().epochs.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RunLog> {
+        // A panic elsewhere cannot leave a half-pushed Vec: keep the log.
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// An epoch ended with `student`'s weights: its line of `metrics.jsonl`,
@@ -42,6 +86,7 @@ impl Recorder {
             record.lr,
             record.images_per_s
         );
+        self.lock().epochs.push(record.stats());
         if let Some(dir) = &self.dir {
             student.save(&dir.file(LAST_WEIGHTS))?;
             dir.append_jsonl(METRICS_LOG, record)?;
@@ -67,6 +112,7 @@ impl Recorder {
                 .collect();
             m.record_eval(record.epoch as u64, record.step as u64, &results);
         }
+        self.lock().evals.push(record.clone());
         if let Some(dir) = &self.dir {
             dir.append_jsonl(EVAL_LOG, record)?;
         }
