@@ -1,5 +1,6 @@
 """The PyTorch side of `ard-pipeline bench`: ARD's training loop as the
-paper's code runs it, timed, in plain eager PyTorch.
+paper's code runs it, timed, in plain eager PyTorch, or (--tuned) as a careful
+PyTorch user would tune it.
 
 Per batch: the teacher's forward on the clean augmented batch (eval mode, no
 grad) or, with --soft-labels cached, a lookup of logits computed before the
@@ -27,9 +28,10 @@ process's peak resident memory (and on CUDA the GPU memory the process holds
 at its end, from nvidia-smi, as the Rust side measures it).
 """
 import argparse
+import contextlib
+import copy
 import json
 import os
-import contextlib
 import resource
 import subprocess
 import sys
@@ -113,6 +115,21 @@ def make_batch(images, labels, idx, seed):
     return out, labels[idx]
 
 
+# The Rust side's `perf.malloc_reuse` (mallopt at start-up), as tunables.
+MALLOC_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+
+
+def with_malloc_tunables():
+    """Re-executes this script with MALLOC_TUNABLES in GLIBC_TUNABLES (read by
+    glibc at process start only), unless they are already there."""
+    have = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.mmap_max" in have:
+        return
+    env = dict(os.environ, GLIBC_TUNABLES=":".join(t for t in (have, MALLOC_TUNABLES) if t))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+
+
 def gpu_memory_mib():
     """GPU memory this process holds, from nvidia-smi (the Rust side's measure)."""
     try:
@@ -150,21 +167,38 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--amp", action="store_true", help="fp16 autocast + GradScaler (CUDA)")
+    p.add_argument("--tuned", action="store_true", help="malloc tunables, channels-last, bf16 autocast (CPU), graph-free clean forward, fused SGD")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student (with --tuned)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed batches before the clock with --compile")
     a = p.parse_args()
     device = torch.device(a.device)
     if a.amp and device.type != "cuda":
         sys.exit("--amp needs --device cuda")
+    if a.compile and not a.tuned:
+        sys.exit("--compile goes with --tuned")
+    if a.tuned and device.type == "cpu":
+        with_malloc_tunables()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if a.amp else contextlib.nullcontext
+    bf16 = a.tuned and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if a.amp:
+        autocast = lambda: torch.autocast("cuda", dtype=torch.float16)  # noqa: E731
+    elif bf16:
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda") if a.amp else None
+    layout = torch.channels_last if a.tuned else torch.contiguous_format
+    no_grad_clean = a.tuned and a.alpha == 1.0
 
     cpu_start = time.process_time()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    student = load_model(a.student, a.student_weights).to(device)
-    teacher = load_model(a.teacher, a.teacher_weights).eval().to(device)
-    opt = torch.optim.SGD(student.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+    student = load_model(a.student, a.student_weights).to(device, memory_format=layout)
+    teacher = load_model(a.teacher, a.teacher_weights).eval().to(device, memory_format=layout)
+    opt = torch.optim.SGD(student.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
+                          **({"fused": True} if a.tuned else {}))
+    model = torch.compile(student) if a.compile else student
     n = a.batches * a.batch_size
     images, labels = cifar_prefix(a.data, n)
     if len(images) < n:
@@ -178,35 +212,31 @@ def main():
     if a.soft_labels == "cached":
         cpu_untimed = time.process_time()
         # Filled before the clock starts, like the Rust side's soft-label cache.
-        with torch.no_grad():
-            cached = [teacher(make_batch(images, labels, idx, a.seed + b)[0].to(device))
+        with torch.no_grad(), autocast():
+            cached = [teacher(make_batch(images, labels, idx, a.seed + b)[0].to(device, memory_format=layout)).float()
                       for b, idx in enumerate(batch_idx)]
         sync()
         cpu_untimed = time.process_time() - cpu_untimed
 
-    parts = dict(data=0.0, teacher=0.0, attack=0.0, student=0.0)
-    losses = []
-    started = time.perf_counter()
-    for b, idx in enumerate(batch_idx):
-        t0 = time.perf_counter()
-        x, y = make_batch(images, labels, idx, a.seed + b)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        t1 = time.perf_counter()
-        if cached is None:
-            with torch.no_grad():
-                t = teacher(x)
-        else:
-            t = cached[b]
-        t2 = time.perf_counter()
+    def attack(x, y, t):
         noise = (torch.rand_like(x) * 2.0 - 1.0) * a.eps
         with autocast():
-            x_adv = ref_ard.attack(student, x, y, x + noise, a.eps, a.step_size, a.steps, "ce", True, t)
-        t3 = time.perf_counter()
-        student.train()
+            return ref_ard.attack(model, x, y, x + noise, a.eps, a.step_size, a.steps, "ce", True, t)
+
+    def update(x, x_adv, y, t):
+        model.train()
         with autocast():
-            s_adv = student(x_adv)
-            s_clean = student(x)
-        value = ref_ard.loss("ard", s_adv.float(), s_clean.float(), t.float(), y, loss_cfg)
+            s_adv = model(x_adv)
+        if no_grad_clean:
+            # alpha = 1: the clean logits have no weight in the loss; the
+            # forward only moves BatchNorm's statistics, as ARD's loop does.
+            with torch.no_grad(), autocast():
+                model(x)
+            s_clean = None
+        else:
+            with autocast():
+                s_clean = model(x).float()
+        value = ref_ard.loss("ard", s_adv.float(), s_clean, t.float(), y, loss_cfg)
         opt.zero_grad()
         if scaler is None:
             value.backward()
@@ -215,7 +245,42 @@ def main():
             scaler.scale(value).backward()
             scaler.step(opt)
             scaler.update()
-        losses.append(value.item())
+        return value.item()
+
+    warmup_s = 0.0
+    if a.compile and a.warmup > 0:
+        # Compilation happens here, before the clock; the weights, BatchNorm
+        # statistics and optimiser state are put back afterwards.
+        w0 = time.perf_counter()
+        saved = copy.deepcopy(student.state_dict()), copy.deepcopy(opt.state_dict())
+        x, y = make_batch(images, labels, batch_idx[0], a.seed)
+        x, y = x.to(device).contiguous(memory_format=layout), y.to(device)
+        with torch.no_grad(), autocast():
+            t = cached[0] if cached is not None else teacher(x).float()
+        for _ in range(a.warmup):
+            update(x, attack(x, y, t), y, t)
+        student.load_state_dict(saved[0])
+        opt.load_state_dict(saved[1])
+        sync()
+        warmup_s = time.perf_counter() - w0
+
+    parts = dict(data=0.0, teacher=0.0, attack=0.0, student=0.0)
+    losses = []
+    started = time.perf_counter()
+    for b, idx in enumerate(batch_idx):
+        t0 = time.perf_counter()
+        x, y = make_batch(images, labels, idx, a.seed + b)
+        x, y = x.to(device, non_blocking=True).contiguous(memory_format=layout), y.to(device, non_blocking=True)
+        t1 = time.perf_counter()
+        if cached is None:
+            with torch.no_grad(), autocast():
+                t = teacher(x).float()
+        else:
+            t = cached[b]
+        t2 = time.perf_counter()
+        x_adv = attack(x, y, t)
+        t3 = time.perf_counter()
+        losses.append(update(x, x_adv, y, t))
         t4 = time.perf_counter()
         parts["data"] += t1 - t0
         parts["teacher"] += t2 - t1
@@ -237,6 +302,9 @@ def main():
         "torch": torch.__version__,
         "device": str(device),
         "amp": a.amp,
+        "tuned": {"malloc_tunables": os.environ.get("GLIBC_TUNABLES"), "channels_last": a.tuned,
+                  "bf16_autocast": bf16, "no_grad_clean": no_grad_clean, "fused_sgd": a.tuned,
+                  "compile": a.compile, "warmup_s": warmup_s} if a.tuned else None,
         "gpu_mib": gpu_memory_mib() if device.type == "cuda" else None,
     }))
 

@@ -219,11 +219,11 @@ pub struct BenchArgs {
     /// Soft-label sources: online (a teacher forward per batch), cached (filled before timing).
     #[arg(long, value_delimiter = ',', default_value = "online,cached")]
     pub soft_labels: Vec<String>,
-    /// Who trains: reference (PyTorch), pipeline, sequential.
+    /// Who trains: reference (plain PyTorch), tuned_reference (PyTorch as a careful user tunes it), pipeline, sequential.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "reference,pipeline,sequential"
+        default_value = "reference,tuned_reference,pipeline,sequential"
     )]
     pub sides: Vec<String>,
     /// How the Rust sides run: fp32 (the defaults), channels_last, bf16, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, threads=N, or +-joined (channels_last+bf16).

@@ -1,6 +1,7 @@
 //! `ard-pipeline bench` in a tiny setting (batches of 4 images, a WRN-10-1
 //! teacher, a width-0.5 student, one thread): every side runs (each in its own
-//! process), and the JSON report is well formed. No timing is asserted.
+//! process; the tuned PyTorch loop with what it says it applied), and the JSON
+//! report is well formed. No timing is asserted.
 
 mod common;
 
@@ -36,7 +37,7 @@ fn bench_runs_every_side_and_writes_its_json() {
         ])
         .args(["--teachers", "wrn10_1", "--batches", "1", "--steps", "1"])
         .args(["--soft-labels", "online,cached"])
-        .args(["--sides", "reference,pipeline,sequential"])
+        .args(["--sides", "reference,tuned_reference,pipeline,sequential"])
         .args(["--variants", &variants.join(",")])
         .arg("--work-dir")
         .arg(dir.path().join("work"))
@@ -61,8 +62,8 @@ fn bench_runs_every_side_and_writes_its_json() {
     assert!(report["cache_fill_s"]["wrn10_1/1b"].is_number());
 
     let runs = report["runs"].as_array().unwrap();
-    // 2 cases x (reference + 2 Rust sides per variant).
-    assert_eq!(runs.len(), 2 * (1 + 2 * variants.len()), "{runs:#?}");
+    // 2 cases x (2 PyTorch loops + 2 Rust sides per variant).
+    assert_eq!(runs.len(), 2 * (2 + 2 * variants.len()), "{runs:#?}");
     for run in runs {
         assert_eq!(run["teacher"], "wrn10_1");
         assert_eq!(run["images"], 4);
@@ -80,6 +81,24 @@ fn bench_runs_every_side_and_writes_its_json() {
                 for part in ["data", "teacher", "attack", "student"] {
                     assert!(parts[part].is_number(), "{run}");
                 }
+            }
+            "tuned_reference" => {
+                assert_eq!(run["variant"], "tuned");
+                assert!(run["parts"]["attack"].is_number(), "{run}");
+                let tuned = &run["tuned"];
+                assert_eq!(tuned["channels_last"], true, "{run}");
+                assert_eq!(tuned["no_grad_clean"], true, "alpha = 1: {run}");
+                assert_eq!(
+                    tuned["bf16_autocast"],
+                    ard_pipeline::perf::cpu_has_native_bf16(),
+                    "{run}"
+                );
+                assert!(
+                    tuned["malloc_tunables"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("glibc.malloc.mmap_max=0")),
+                    "{run}"
+                );
             }
             "pipeline" => {
                 let stages = run["stages"].as_array().unwrap();
@@ -106,9 +125,11 @@ fn bench_runs_every_side_and_writes_its_json() {
     for row in summary {
         for key in [
             "reference_images_per_s",
+            "tuned_reference_images_per_s",
             "pipeline_images_per_s",
             "sequential_images_per_s",
             "pipeline_speedup_vs_reference",
+            "pipeline_speedup_vs_tuned",
             "pipeline_time_over_sequential",
         ] {
             assert!(num(row, key) > 0.0, "{key} in {row}");

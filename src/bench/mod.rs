@@ -1,7 +1,8 @@
 //! `ard-pipeline bench`: ARD training throughput, side by side on this machine,
 //! of the PyTorch reference loop (`scripts/bench_reference.py`, eager PyTorch
-//! on the reference models of `tests/parity/`), the actor pipeline and the
-//! sequential trainer, with the pipeline's per-stage breakdown.
+//! on the reference models of `tests/parity/`), plain and tuned as a careful
+//! PyTorch user would tune it, the actor pipeline and the sequential trainer,
+//! with the pipeline's per-stage breakdown.
 //!
 //! A plan is a product: teachers x attack steps x soft-label source (the
 //! cases) x repetitions, and within each, every side; the Rust sides once per
@@ -47,10 +48,21 @@ use tch::Device;
 pub enum Side {
     /// The PyTorch reference loop (always fp32, PyTorch's default threads).
     Reference,
+    /// The same loop tuned (`bench_reference.py --tuned`): malloc tunables,
+    /// channels-last, bf16 autocast where the CPU has it, a graph-free clean
+    /// forward, the fused SGD step.
+    TunedReference,
     /// The five-stage actor pipeline.
     Pipeline,
     /// The sequential trainer.
     Sequential,
+}
+
+impl Side {
+    /// The sides that run in Python.
+    fn is_pytorch(self) -> bool {
+        matches!(self, Side::Reference | Side::TunedReference)
+    }
 }
 
 impl FromStr for Side {
@@ -58,10 +70,11 @@ impl FromStr for Side {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "reference" => Ok(Side::Reference),
+            "tuned_reference" => Ok(Side::TunedReference),
             "pipeline" => Ok(Side::Pipeline),
             "sequential" => Ok(Side::Sequential),
             other => Err(format!(
-                "unknown side {other:?} (reference, pipeline, sequential)"
+                "unknown side {other:?} (reference, tuned_reference, pipeline, sequential)"
             )),
         }
     }
@@ -193,7 +206,7 @@ pub struct BenchPlan {
     pub reps: usize,
     /// The `ard-pipeline` binary that runs each Rust run (`bench-run`).
     pub exe: PathBuf,
-    /// The venv's Python and the reference script (for [`Side::Reference`]).
+    /// The venv's Python and the reference script (for the PyTorch sides).
     pub python: PathBuf,
     pub reference_script: PathBuf,
     /// Where weights, caches and run folders go (default: a temporary folder).
@@ -318,14 +331,14 @@ fn teacher_weights(work: &Path, arch: Arch) -> PathBuf {
 pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchReport> {
     plan.check()?;
     let started = Instant::now();
-    if plan.sides.contains(&Side::Reference) {
+    if plan.sides.iter().any(|s| s.is_pytorch()) {
         for (what, path) in [
             ("python", &plan.python),
             ("reference script", &plan.reference_script),
         ] {
             if !path.is_file() {
                 return Err(Error::Other(format!(
-                    "bench: no {what} at {} (run scripts/bootstrap.sh, or leave `reference` out of --sides)",
+                    "bench: no {what} at {} (run scripts/bootstrap.sh, or leave `reference` and `tuned_reference` out of --sides)",
                     path.display()
                 )));
             }
@@ -363,7 +376,7 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             .sides
             .iter()
             .copied()
-            .filter(|s| *s != Side::Reference)
+            .filter(|s| !s.is_pytorch())
             .collect();
         if case.soft_labels == SoftLabels::Cached
             && !rust_sides.is_empty()
@@ -386,6 +399,9 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
                     order.push((Side::Reference, Some(amp)));
                 }
             }
+            if plan.sides.contains(&Side::TunedReference) {
+                order.push((Side::TunedReference, None));
+            }
             for variant in &plan.variants {
                 for &side in &rust_sides {
                     order.push((side, Some(variant)));
@@ -396,9 +412,14 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             }
             for (side, variant) in order {
                 let record = match (side, variant) {
-                    (Side::Reference, variant) => {
-                        reference(plan, &case, &work, variant.is_some_and(|v| v.amp))?
-                    }
+                    (Side::Reference, variant) => reference(
+                        plan,
+                        &case,
+                        &work,
+                        variant.is_some_and(|v| v.amp),
+                        false,
+                    )?,
+                    (Side::TunedReference, _) => reference(plan, &case, &work, false, true)?,
                     (side, Some(variant)) => {
                         let name = format!("bench-{side:?}-{}", variant.name).to_lowercase();
                         let name: String = name
@@ -422,7 +443,11 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
                     soft_labels: case.soft_labels,
                     batches: case.batches,
                     side,
-                    variant: variant.map_or_else(|| "fp32".to_string(), |v| v.name.clone()),
+                    variant: match (side, variant) {
+                        (Side::TunedReference, _) => "tuned".to_string(),
+                        (_, Some(v)) => v.name.clone(),
+                        (_, None) => "fp32".to_string(),
+                    },
                     rep,
                     ..record
                 };
@@ -469,7 +494,7 @@ fn rust_process(plan: &BenchPlan, side: Side, cfg: &Config, work: &Path) -> Resu
     let side_name = match side {
         Side::Pipeline => "pipeline",
         Side::Sequential => "sequential",
-        Side::Reference => unreachable!("the reference runs in Python"),
+        Side::Reference | Side::TunedReference => unreachable!("the reference runs in Python"),
     };
     let out = Command::new(&plan.exe)
         .args(["--log-level", "warn", "bench-run", "--side", side_name])
@@ -560,7 +585,7 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
                 None,
             ))
         }
-        Side::Reference => unreachable!("the reference runs in Python"),
+        Side::Reference | Side::TunedReference => unreachable!("the reference runs in Python"),
     }
     .map(|record| RunRecord {
         peak_rss_mib: report::peak_rss_mib(),
@@ -576,8 +601,14 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     })
 }
 
-/// One run of the PyTorch reference loop.
-fn reference(plan: &BenchPlan, case: &Case, work: &Path, amp: bool) -> Result<RunRecord> {
+/// One run of the PyTorch reference loop, plain or `tuned`.
+fn reference(
+    plan: &BenchPlan,
+    case: &Case,
+    work: &Path,
+    amp: bool,
+    tuned: bool,
+) -> Result<RunRecord> {
     let b = &plan.base;
     let step = if case.steps == 1 {
         b.attack.eps.get()
@@ -618,6 +649,9 @@ fn reference(plan: &BenchPlan, case: &Case, work: &Path, amp: bool) -> Result<Ru
         .args(["--seed", &b.run.seed.to_string()]);
     if amp {
         cmd.arg("--amp");
+    }
+    if tuned {
+        cmd.arg("--tuned");
     }
     let out = cmd
         .output()

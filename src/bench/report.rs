@@ -94,6 +94,10 @@ pub struct RunRecord {
     pub stages: Option<Vec<StageShare>>,
     /// Reference: seconds in data, teacher, attack and student.
     pub parts: Option<BTreeMap<String, f64>>,
+    /// Tuned reference: what the loop applied (malloc tunables, channels-last,
+    /// bf16 autocast, graph-free clean forward, fused SGD, compile).
+    #[serde(default)]
+    pub tuned: Option<BTreeMap<String, serde_json::Value>>,
     /// Pipeline: soft-label cache hits and misses.
     #[serde(default)]
     pub cache_hits: Option<u64>,
@@ -146,6 +150,7 @@ impl RunRecord {
             mean_loss,
             stages,
             parts,
+            tuned: None,
             cache_hits: cache.map(|c| c.0),
             cache_misses: cache.map(|c| c.1),
             peak_rss_mib: None,
@@ -163,21 +168,33 @@ pub struct SummaryRow {
     pub soft_labels: SoftLabels,
     pub variant: String,
     pub reference_images_per_s: Option<f64>,
+    /// The tuned PyTorch loop ([`Side::TunedReference`]).
+    #[serde(default)]
+    pub tuned_reference_images_per_s: Option<f64>,
     pub pipeline_images_per_s: Option<f64>,
     pub sequential_images_per_s: Option<f64>,
     /// Pipeline images/s over the reference's (> 1: the pipeline is faster).
     pub pipeline_speedup_vs_reference: Option<f64>,
     pub sequential_speedup_vs_reference: Option<f64>,
+    /// The same over the tuned PyTorch loop's: the ratio to believe.
+    #[serde(default)]
+    pub pipeline_speedup_vs_tuned: Option<f64>,
+    #[serde(default)]
+    pub sequential_speedup_vs_tuned: Option<f64>,
     /// Pipeline epoch time over the sequential trainer's (target <= 1.05).
     pub pipeline_time_over_sequential: Option<f64>,
     /// Median busy share per pipeline stage.
     pub pipeline_busy_share: BTreeMap<String, f64>,
     /// Median images per CPU-second (all threads) of each side.
     pub reference_images_per_cpu_s: Option<f64>,
+    #[serde(default)]
+    pub tuned_reference_images_per_cpu_s: Option<f64>,
     pub pipeline_images_per_cpu_s: Option<f64>,
     pub sequential_images_per_cpu_s: Option<f64>,
     /// Median peak resident memory of each side's processes, MiB.
     pub reference_peak_rss_mib: Option<f64>,
+    #[serde(default)]
+    pub tuned_reference_peak_rss_mib: Option<f64>,
     pub pipeline_peak_rss_mib: Option<f64>,
     pub sequential_peak_rss_mib: Option<f64>,
     /// CUDA runs: GPU memory held at the end of the run (see [`RunRecord::gpu_mib`]).
@@ -304,6 +321,9 @@ impl BenchReport {
                     Some(if variant.amp { &variant.name } else { "fp32" }),
                 );
                 let reference = speed(&reference_runs);
+                // The tuned loop is fp32 in its update; it faces every variant.
+                let tuned_runs = of_case(Side::TunedReference, None);
+                let tuned = speed(&tuned_runs);
                 let pipeline_runs = of_case(Side::Pipeline, Some(&variant.name));
                 let pipeline = speed(&pipeline_runs);
                 let sequential_runs = of_case(Side::Sequential, Some(&variant.name));
@@ -321,10 +341,13 @@ impl BenchReport {
                     soft_labels,
                     variant: variant.name.clone(),
                     reference_images_per_s: reference,
+                    tuned_reference_images_per_s: tuned,
                     pipeline_images_per_s: pipeline,
                     sequential_images_per_s: sequential,
                     pipeline_speedup_vs_reference: ratio(pipeline, reference),
                     sequential_speedup_vs_reference: ratio(sequential, reference),
+                    pipeline_speedup_vs_tuned: ratio(pipeline, tuned),
+                    sequential_speedup_vs_tuned: ratio(sequential, tuned),
                     // Same images on both: time ratio = inverse speed ratio.
                     pipeline_time_over_sequential: ratio(sequential, pipeline),
                     pipeline_busy_share: busy
@@ -332,9 +355,11 @@ impl BenchReport {
                         .filter_map(|(k, v)| median(v).map(|m| (k, m)))
                         .collect(),
                     reference_images_per_cpu_s: per_cpu(&reference_runs),
+                    tuned_reference_images_per_cpu_s: per_cpu(&tuned_runs),
                     pipeline_images_per_cpu_s: per_cpu(&pipeline_runs),
                     sequential_images_per_cpu_s: per_cpu(&sequential_runs),
                     reference_peak_rss_mib: rss(&reference_runs),
+                    tuned_reference_peak_rss_mib: rss(&tuned_runs),
                     pipeline_peak_rss_mib: rss(&pipeline_runs),
                     sequential_peak_rss_mib: rss(&sequential_runs),
                     reference_gpu_mib: gpu(&reference_runs),
@@ -391,28 +416,32 @@ impl BenchReport {
             self.machine.load_after
         );
         s.push_str(&format!(
-            "{} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
+            "{} {:>9} {:>9} {:>9} {:>9} | {:>8} {:>10} {:>8} {:>9}\n",
             Self::case_header(),
             "ref im/s",
+            "tuned im/s",
             "pipe im/s",
             "seq im/s",
             "pipe/ref",
+            "pipe/tuned",
             "seq/ref",
             "tpipe/tseq"
         ));
         for r in &self.summary {
             s.push_str(&format!(
-                "{} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>9}\n",
+                "{} {:>9} {:>10} {:>9} {:>9} | {:>8} {:>10} {:>8} {:>9}\n",
                 Self::case_columns(r),
                 f(r.reference_images_per_s, 2),
+                f(r.tuned_reference_images_per_s, 2),
                 f(r.pipeline_images_per_s, 2),
                 f(r.sequential_images_per_s, 2),
                 f(r.pipeline_speedup_vs_reference, 2),
+                f(r.pipeline_speedup_vs_tuned, 2),
                 f(r.sequential_speedup_vs_reference, 2),
                 f(r.pipeline_time_over_sequential, 3),
             ));
         }
-        s.push_str("(medians over repetitions; pipe/ref, seq/ref: speed-ups over the PyTorch loop; tpipe/tseq: pipeline time over sequential time)\n");
+        s.push_str("(medians over repetitions; pipe/ref, seq/ref: speed-ups over the plain PyTorch loop, pipe/tuned: over the tuned one, the ratio to believe; tpipe/tseq: pipeline time over sequential time)\n");
         let stages = ["data", "teacher", "attack", "student", "eval"];
         if self
             .summary
@@ -441,17 +470,19 @@ impl BenchReport {
             }
         }
         s.push_str(&format!(
-            "\nimages per CPU-second, and peak resident memory per run process (MiB)\n{} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
-            Self::case_header(), "ref", "pipe", "seq", "ref MiB", "pipe MiB", "seq MiB"
+            "\nimages per CPU-second, and peak resident memory per run process (MiB)\n{} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}\n",
+            Self::case_header(), "ref", "tuned", "pipe", "seq", "ref MiB", "tuned MiB", "pipe MiB", "seq MiB"
         ));
         for r in &self.summary {
             s.push_str(&format!(
-                "{} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n",
+                "{} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}\n",
                 Self::case_columns(r),
                 f(r.reference_images_per_cpu_s, 2),
+                f(r.tuned_reference_images_per_cpu_s, 2),
                 f(r.pipeline_images_per_cpu_s, 2),
                 f(r.sequential_images_per_cpu_s, 2),
                 f(r.reference_peak_rss_mib, 0),
+                f(r.tuned_reference_peak_rss_mib, 0),
                 f(r.pipeline_peak_rss_mib, 0),
                 f(r.sequential_peak_rss_mib, 0),
             ));
@@ -476,14 +507,15 @@ impl BenchReport {
         }
         let parts: Vec<&RunRecord> = self.runs.iter().filter(|r| r.parts.is_some()).collect();
         if !parts.is_empty() {
-            s.push_str("\nreference time by part (seconds)\n");
+            s.push_str("\nPyTorch loops' time by part (seconds)\n");
             for r in parts {
                 let p = r.parts.as_ref().expect("filtered");
                 s.push_str(&format!(
-                    "{:<9} {:>5} {:<7} rep {}: {}\n",
+                    "{:<9} {:>5} {:<7} {:<5} rep {}: {}\n",
                     r.teacher,
                     r.steps,
                     format!("{:?}", r.soft_labels).to_lowercase(),
+                    r.variant,
                     r.rep,
                     p.iter()
                         .map(|(k, v)| format!("{k} {v:.2}"))
