@@ -46,6 +46,14 @@ fn records(run: &Path) -> Vec<serde_json::Value> {
     common::jsonl(&run.join("metrics.jsonl"))
 }
 
+/// Whether the run has written a whole epoch record yet (read while it writes).
+fn has_a_record(run: &Path) -> bool {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+}
+
 /// Whether `spent` seconds is the budget and at most the one step begun after
 /// it (steps of `step_s` seconds; a loaded machine's steps are long, so the
 /// bound grows with them, but a backlog of several steps trained after the
@@ -132,7 +140,8 @@ fn a_resumed_run_continues_the_clock() {
             .spawn()
             .unwrap(),
     );
-    // Kill it after a checkpoint past half the budget.
+    // Kill it after a checkpoint past half the budget and an epoch's record
+    // (on a loaded machine half the budget can pass inside the first epoch).
     let ckpt = dir.path().join("r/checkpoint.safetensors");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -145,7 +154,9 @@ fn a_resumed_run_continues_the_clock() {
             let state = all.iter().find(|(n, _)| n == "__state__").unwrap();
             let state: serde_json::Value =
                 serde_json::from_slice(&Vec::<u8>::try_from(&state.1).unwrap()).unwrap();
-            if state["position"]["train_seconds"].as_f64().unwrap_or(0.0) > BUDGET_S / 2.0 {
+            if state["position"]["train_seconds"].as_f64().unwrap_or(0.0) > BUDGET_S / 2.0
+                && has_a_record(&dir.path().join("r"))
+            {
                 break;
             }
         }
