@@ -51,6 +51,14 @@ pub fn cpu_has_native_bf16() -> bool {
     }
 }
 
+/// `perf.malloc_reuse` for a process that trains or evaluates (an attack
+/// allocates per step like training does): [`reuse_freed_memory`] when on.
+pub fn apply_malloc_reuse(on: bool) {
+    if on && !reuse_freed_memory() {
+        log::warn!("perf.malloc_reuse: not glibc malloc here (or refused); left as it is");
+    }
+}
+
 /// glibc malloc, process-wide: one arena for every thread, no block served
 /// by its own mapping, and free memory at the top of the heap kept (up to
 /// 2 GiB), so freed buffers are reused instead of faulted in again. Takes
@@ -149,9 +157,7 @@ impl PerfConfig {
 impl Perf {
     /// Process-wide settings, once per run before its threads start.
     pub fn apply_process_settings(&self) {
-        if self.malloc_reuse && !reuse_freed_memory() {
-            log::warn!("perf.malloc_reuse: not glibc malloc here (or refused); left as it is");
-        }
+        apply_malloc_reuse(self.malloc_reuse);
     }
 
     /// Applies the memory-format path to a model that runs in f32 (student,
