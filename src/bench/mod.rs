@@ -412,13 +412,9 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             }
             for (side, variant) in order {
                 let record = match (side, variant) {
-                    (Side::Reference, variant) => reference(
-                        plan,
-                        &case,
-                        &work,
-                        variant.is_some_and(|v| v.amp),
-                        false,
-                    )?,
+                    (Side::Reference, variant) => {
+                        reference(plan, &case, &work, variant.is_some_and(|v| v.amp), false)?
+                    }
                     (Side::TunedReference, _) => reference(plan, &case, &work, false, true)?,
                     (side, Some(variant)) => {
                         let name = format!("bench-{side:?}-{}", variant.name).to_lowercase();
