@@ -51,12 +51,15 @@ pub fn cpu_has_native_bf16() -> bool {
     }
 }
 
-/// `perf.malloc_reuse` for a process that trains or evaluates (an attack
-/// allocates per step like training does): [`reuse_freed_memory`] when on.
-pub fn apply_malloc_reuse(on: bool) {
-    if on && !reuse_freed_memory() {
+/// The process-wide settings of a command that computes from `cfg` (training,
+/// evaluation, export, soft-label filling), before its threads start: glibc
+/// malloc reuse (`perf.malloc_reuse`; an attack allocates per step as
+/// training does) and libtorch's threads (`run.threads`).
+pub fn configure_process(cfg: &crate::config::Config) {
+    if cfg.perf.malloc_reuse && !reuse_freed_memory() {
         log::warn!("perf.malloc_reuse: not glibc malloc here (or refused); left as it is");
     }
+    crate::device::set_threads(cfg.run.threads);
 }
 
 /// glibc malloc, process-wide: one arena for every thread, no block served
@@ -94,8 +97,6 @@ pub struct Perf {
     pub channels_last: bool,
     /// The attack's compute type when it is not f32.
     pub attack_kind: Option<Kind>,
-    /// Tune glibc malloc when the run starts ([`reuse_freed_memory`]).
-    pub malloc_reuse: bool,
     /// fp16 autocast and loss scaling (CUDA).
     pub amp: bool,
 }
@@ -123,7 +124,6 @@ impl PerfConfig {
                     native.then_some(Kind::BFloat16)
                 }
             },
-            malloc_reuse: self.malloc_reuse,
             amp: self.amp,
         };
         if perf.amp && !device.is_cuda() {
@@ -155,11 +155,6 @@ impl PerfConfig {
 }
 
 impl Perf {
-    /// Process-wide settings, once per run before its threads start.
-    pub fn apply_process_settings(&self) {
-        apply_malloc_reuse(self.malloc_reuse);
-    }
-
     /// Applies the memory-format path to a model that runs in f32 (student,
     /// teacher, evaluation copy). A no-op when off.
     pub fn prepare(&self, model: &mut Model) {
@@ -339,10 +334,7 @@ mod tests {
         assert!(cfg.build(Device::Cuda(0)).is_err());
         assert_eq!(
             PerfConfig::default().build(Device::Cuda(0)).unwrap(),
-            Perf {
-                malloc_reuse: true,
-                ..Perf::default()
-            }
+            Perf::default()
         );
     }
 

@@ -250,7 +250,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
             SplitKind::Test.num_images()
         )));
     }
-    crate::device::set_threads(cfg.run.threads);
+    crate::perf::configure_process(cfg);
     let threads = tch::get_num_threads().max(1) as usize;
     // Every check that needs no work comes before the export.
     runtime::load(opts.onnxruntime.as_deref())?;

@@ -166,10 +166,9 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     }
     let arch = opts.arch.unwrap_or(cfg.student.arch);
     let device = crate::device::resolve_device(&cfg.run.device)?;
-    // Before any threads start. Without it APGD-T spent a third of its time
+    // Malloc reuse too: without it APGD-T spent a third of its time
     // page-faulting fresh buffers in (1.8 billion minor faults in 2 hours).
-    crate::perf::apply_malloc_reuse(cfg.perf.malloc_reuse);
-    crate::device::set_threads(cfg.run.threads);
+    crate::perf::configure_process(&cfg);
     let eps = cfg.attack.eps.get();
 
     let Some(weights) = &opts.weights else {

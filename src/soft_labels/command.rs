@@ -72,7 +72,7 @@ pub fn fill(
 ) -> Result<FillReport> {
     let started = Instant::now();
     let device = crate::device::resolve_device(&cfg.run.device)?;
-    crate::device::set_threads(cfg.run.threads);
+    crate::perf::configure_process(cfg);
     let weights = cfg.teacher.weights.as_ref().ok_or_else(|| Error::Config {
         file: "teacher.weights".into(),
         message: "filling soft labels needs the teacher's weights".into(),

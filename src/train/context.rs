@@ -38,8 +38,7 @@ impl RunSetup {
         let device = crate::device::resolve_device(&cfg.run.device)?;
         // [perf]: checked against the device; process settings before any threads start.
         let perf = cfg.perf.build(device)?;
-        perf.apply_process_settings();
-        crate::device::set_threads(cfg.run.threads);
+        crate::perf::configure_process(cfg);
         tch::manual_seed(cfg.run.seed as i64);
         data::ensure_cifar10(&cfg.data)?;
         let (train, validation) = data::validation::load_train_and_validation(&cfg.data)?;
