@@ -52,10 +52,18 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
-    /// The actor pipeline could not be built, or a stage failed (its error
-    /// and causes are in the message) or stalled.
+    /// The actor pipeline could not be built, or a stage stalled, panicked or
+    /// failed with an error of another type (its causes are in the message).
     #[error("pipeline: {0}")]
     Pipeline(ard_actors::PipelineError),
+
+    /// A pipeline stage failed with one of the library's errors, kept whole.
+    #[error("pipeline stage `{stage}` failed")]
+    Stage {
+        stage: String,
+        #[source]
+        source: Box<Error>,
+    },
 
     /// Shared state that a panicking thread left behind.
     #[error("{what} poisoned")]
@@ -77,15 +85,104 @@ pub enum Error {
         epoch: usize,
     },
 
-    /// Anything else, with its context.
+    /// A component's own typed error, whole (a soft-label cache file's
+    /// `CacheError`, the metrics endpoint's `MetricsError`): its message names
+    /// the file or key and includes its cause; `downcast_ref` gives it back.
     #[error("{0}")]
-    Other(String),
+    Component(Box<dyn std::error::Error + Send + Sync>),
+
+    /// A command-line request that cannot be served; the message names the flag.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A rule of the run's configuration that only shows once the run is set up
+    /// (the device, the CPU, the teacher); the message names the key.
+    #[error("{0}")]
+    Setting(String),
+
+    /// A child process (the Python side of a benchmark or an export, a latency
+    /// probe, a sweep's run) that could not start or failed.
+    /// The message names the process and what it said last.
+    #[error("{0}")]
+    Process(String),
+
+    /// ONNX Runtime, or an ONNX file that does not do what it should.
+    #[error("{0}")]
+    Onnx(String),
+
+    /// A Ray cluster's job API that refused or answered nonsense.
+    #[error("{url}: {message}")]
+    Ray { url: String, message: String },
+
+    /// A plot that could not be drawn or written.
+    #[error("plot {}: {message}", path.display())]
+    Plot { path: PathBuf, message: String },
+
+    /// An attack asked for something it cannot do (bad parameters, inputs of
+    /// the wrong shape, a missing start point or teacher); the message says what.
+    #[error("{attack}: {message}")]
+    Attack { attack: String, message: String },
+
+    /// An evaluation that failed, with what failed inside it as its cause.
+    #[error("evaluation {name}")]
+    Evaluation {
+        name: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A value that breaks a function's contract (a shape, a count, an index,
+    /// a state that does not belong to the model): a bug in the caller.
+    #[error("{what}: {message}")]
+    Invalid { what: &'static str, message: String },
 }
 
 impl Error {
     /// A JSON encoding error of `what`.
     pub fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> Error {
         move |source| Error::Json { what, source }
+    }
+
+    /// The library's error for a pipeline that did not run to completion: a
+    /// stage's own [`Error`] comes back as [`Error::Stage`] with it as the cause.
+    pub fn from_pipeline(e: ard_actors::PipelineError) -> Self {
+        match e {
+            ard_actors::PipelineError::Cancelled => Error::Cancelled,
+            ard_actors::PipelineError::StageFailed {
+                stage,
+                message,
+                cause,
+            } => match cause.map(|c| c.downcast::<Error>()) {
+                Some(Ok(source)) => Error::Stage { stage, source },
+                Some(Err(cause)) => Error::Pipeline(ard_actors::PipelineError::StageFailed {
+                    stage,
+                    message,
+                    cause: Some(cause),
+                }),
+                None => Error::Pipeline(ard_actors::PipelineError::StageFailed {
+                    stage,
+                    message,
+                    cause: None,
+                }),
+            },
+            other => Error::Pipeline(other),
+        }
+    }
+
+    /// A broken contract of `what` (see [`Error::Invalid`]).
+    pub fn invalid(what: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            message: message.into(),
+        }
+    }
+
+    /// An attack's complaint (see [`Error::Attack`]).
+    pub fn attack(attack: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Attack {
+            attack: attack.into(),
+            message: message.into(),
+        }
     }
 
     /// Wraps an I/O error with the path it concerned.

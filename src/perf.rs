@@ -127,7 +127,7 @@ impl PerfConfig {
             amp: self.amp,
         };
         if perf.amp && !device.is_cuda() {
-            return Err(Error::Other(format!(
+            return Err(Error::Setting(format!(
                 "perf.amp = true: fp16 autocast is a CUDA path and the run's device is {}; \
                  on a CPU use perf.attack_dtype = \"bf16\" (or run on a GPU)",
                 crate::device::device_name(device)
@@ -137,14 +137,14 @@ impl PerfConfig {
             return Ok(perf);
         }
         if device != Device::Cpu {
-            return Err(Error::Other(format!(
+            return Err(Error::Setting(format!(
                 "[perf] channels_last / attack_dtype are CPU fast paths (tested on CPU only); \
                  the run's device is {}: turn them off there",
                 crate::device::device_name(device)
             )));
         }
         if perf.attack_kind.is_some() && !cpu_has_native_bf16() {
-            return Err(Error::Other(
+            return Err(Error::Setting(
                 "perf.attack_dtype = \"bf16\": this CPU has no native bf16 (AVX512-BF16), \
                  where bf16 is slower than f32; use \"f32\""
                     .into(),
@@ -216,7 +216,10 @@ impl AttackShadow {
         tch::no_grad(|| -> Result<()> {
             for name in &self.running {
                 let (Some(src), Some(dst)) = (from.get(name), to.get(name)) else {
-                    return Err(Error::Other(format!("attack shadow: no variable {name}")));
+                    return Err(Error::invalid(
+                        "attack shadow",
+                        format!("no variable {name}"),
+                    ));
                 };
                 dst.shallow_clone().f_copy_(src)?;
             }

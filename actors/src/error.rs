@@ -39,6 +39,15 @@ impl StageError {
         }
     }
 
+    /// The typed error this was converted from, if any (not for [`msg`](Self::msg)
+    /// or the cancellation marker): callers downcast it to their own error type.
+    pub fn into_source(self) -> Option<Box<dyn StdError + Send + Sync + 'static>> {
+        match self.kind {
+            StageErrorKind::Source(error) => Some(error),
+            StageErrorKind::Cancelled | StageErrorKind::Message(_) => None,
+        }
+    }
+
     /// Whether this is the cancellation marker rather than a failure.
     pub fn is_cancelled(&self) -> bool {
         matches!(self.kind, StageErrorKind::Cancelled)
@@ -84,9 +93,15 @@ impl fmt::Debug for StageError {
 pub enum PipelineError {
     /// A stage's `handle`, `produce` or `finish` returned an error or panicked. The
     /// first failure wins; stages stopped by the resulting cancellation are not
-    /// reported.
+    /// reported. `message` holds the error with its whole cause chain; `cause` is
+    /// the typed error the stage returned (none for a panic or a plain message),
+    /// for callers that want their own error back (`downcast`).
     #[error("stage `{stage}` failed: {message}")]
-    StageFailed { stage: String, message: String },
+    StageFailed {
+        stage: String,
+        message: String,
+        cause: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    },
 
     /// The watchdog saw a stage busy in one call for longer than the stall timeout.
     /// Its thread was detached, not joined.
@@ -140,6 +155,9 @@ mod tests {
         let error: StageError = Outer(std::io::Error::other("inner")).into();
         assert_eq!(error.to_string(), "outer: inner");
         assert!(!error.is_cancelled());
+        let source = error.into_source().expect("a typed error keeps its source");
+        assert!(source.downcast_ref::<Outer>().is_some());
+        assert!(StageError::msg("boom").into_source().is_none());
     }
 
     #[test]

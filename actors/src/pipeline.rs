@@ -475,6 +475,7 @@ impl PipelineHandle {
                     crate::supervisor::panic_message(payload.as_ref())
                 ),
                 stage,
+                cause: None,
             });
         }
     }

@@ -66,10 +66,12 @@ impl Supervisor {
             Ok(Err(error)) => self.fail(PipelineError::StageFailed {
                 stage: stage.to_owned(),
                 message: error.to_string(),
+                cause: error.into_source(),
             }),
             Err(payload) => self.fail(PipelineError::StageFailed {
                 stage: stage.to_owned(),
                 message: format!("panicked: {}", panic_message(payload.as_ref())),
+                cause: None,
             }),
         }
     }
@@ -116,6 +118,7 @@ mod tests {
         PipelineError::StageFailed {
             stage: stage.to_owned(),
             message: "boom".to_owned(),
+            cause: None,
         }
     }
 
@@ -145,7 +148,7 @@ mod tests {
         let supervisor = Supervisor::new();
         supervisor.report("model", Err(payload));
         match supervisor.take_failure() {
-            Some(PipelineError::StageFailed { stage, message }) => {
+            Some(PipelineError::StageFailed { stage, message, .. }) => {
                 assert_eq!(stage, "model");
                 assert!(message.contains("bad 42"), "{message}");
             }

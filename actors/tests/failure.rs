@@ -34,7 +34,7 @@ fn run_with(faulty: MapStage) -> (PipelineError, Duration) {
 fn an_error_names_the_stage_and_stops_everything() {
     let (error, took) = run_with(MapStage::with_fault("faulty", Fault::ErrorAt(20)));
     match &error {
-        PipelineError::StageFailed { stage, message } => {
+        PipelineError::StageFailed { stage, message, .. } => {
             assert_eq!(stage, "faulty");
             assert!(message.contains("boom at 20"), "{message}");
         }
@@ -48,7 +48,7 @@ fn an_error_names_the_stage_and_stops_everything() {
 fn a_panic_names_the_stage_and_keeps_the_payload() {
     let (error, took) = run_with(MapStage::with_fault("faulty", Fault::PanicAt(10)));
     match &error {
-        PipelineError::StageFailed { stage, message } => {
+        PipelineError::StageFailed { stage, message, .. } => {
             assert_eq!(stage, "faulty");
             assert!(message.contains("kaboom at 10"), "{message}");
         }
@@ -182,7 +182,7 @@ fn a_source_error_is_reported() {
         .and_then(|builder| builder.run())
         .expect("pipeline starts");
     match handle.join() {
-        Err(PipelineError::StageFailed { stage, message }) => {
+        Err(PipelineError::StageFailed { stage, message, .. }) => {
             assert_eq!(stage, "reader");
             assert!(message.contains("data_batch_1.bin"), "{message}");
         }
@@ -201,7 +201,7 @@ fn an_error_in_finish_is_reported_and_downstream_does_not_flush() {
         .and_then(|builder| builder.run())
         .expect("pipeline starts");
     match handle.join() {
-        Err(PipelineError::StageFailed { stage, message }) => {
+        Err(PipelineError::StageFailed { stage, message, .. }) => {
             assert_eq!(stage, "flusher");
             assert!(message.contains("flush failed"), "{message}");
         }

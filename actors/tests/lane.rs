@@ -131,7 +131,7 @@ fn lane_jobs_run_on_the_joining_thread_one_at_a_time() {
 fn a_failing_lane_job_fails_the_pipeline_with_its_stage() {
     let (result, _) = run(6, Some(2));
     match result {
-        Err(PipelineError::StageFailed { stage, message }) => {
+        Err(PipelineError::StageFailed { stage, message, .. }) => {
             assert_eq!(stage, "attack");
             assert!(message.contains("job for batch 2 failed"), "{message}");
         }

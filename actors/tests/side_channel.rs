@@ -130,7 +130,7 @@ fn a_failing_publisher_wakes_the_waiting_stage_and_is_the_reported_cause() {
     let started = Instant::now();
     let (result, used) = run(0, Some(5));
     match result {
-        Err(PipelineError::StageFailed { stage, message }) => {
+        Err(PipelineError::StageFailed { stage, message, .. }) => {
             assert_eq!(stage, "student");
             assert!(message.contains("NaN"), "{message}");
         }

@@ -51,10 +51,14 @@ use tch::{Kind, Reduction, Tensor};
 pub enum ApgdLoss {
     /// Cross-entropy on the true labels (`apgd_ce`).
     CrossEntropy,
-    /// Difference of logits ratio (`apgd_dlr`).
+    /// Difference of logits ratio `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`
+    /// (`apgd_dlr`): invariant to shifts and rescaling of the logits, so not
+    /// fooled by logit scaling that flattens the cross-entropy.
     Dlr,
-    /// Targeted DLR towards each of the `targets` classes with the highest
-    /// clean logits after the top one, one run per target (`apgd_t`).
+    /// Targeted DLR `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)` towards each
+    /// of the `targets` classes with the highest clean logits after the top
+    /// one, one run per target, on the samples no earlier target has fooled;
+    /// success is any misclassification (`apgd_t`, AutoAttack's `apgd-t`).
     TargetedDlr { targets: usize },
 }
 
@@ -117,7 +121,7 @@ impl Apgd {
     }
 
     fn check(&self, x: &Tensor) -> Result<()> {
-        let bad = |m: String| Err(Error::Other(format!("{}: {m}", self.loss_name())));
+        let bad = |m: String| Err(Error::attack(self.loss_name(), m));
         if self.eps.is_nan() || self.eps <= 0.0 {
             return bad(format!("eps must be positive, got {}", self.eps));
         }
@@ -151,12 +155,12 @@ impl Apgd {
             (ApgdLoss::Dlr, _) => dlr(&logits, y)?,
             (ApgdLoss::TargetedDlr { .. }, Some(t)) => dlr_targeted(&logits, y, t)?,
             (ApgdLoss::TargetedDlr { .. }, None) => {
-                return Err(Error::Other("apgd_t: a run without a target class".into()))
+                return Err(Error::attack("apgd_t", "a run without a target class"))
             }
         };
         let grad = Tensor::run_backward(&[&loss.sum(Kind::Float)], &[&x_var], false, false)
             .pop()
-            .ok_or_else(|| Error::Other(format!("{}: no input gradient", self.loss_name())))?;
+            .ok_or_else(|| Error::attack(self.loss_name(), "no input gradient"))?;
         let wrong = logits.detach().argmax(-1, false).f_ne_tensor(y)?;
         Ok(Point {
             loss: loss.detach(),
@@ -177,12 +181,14 @@ impl Apgd {
     ) -> Result<(Tensor, Tensor)> {
         self.check(x)?;
         if x_start.size() != x.size() {
-            return Err(Error::Other(format!(
-                "{}: start {:?} and input {:?} differ in shape",
+            return Err(Error::attack(
                 self.loss_name(),
-                x_start.size(),
-                x.size()
-            )));
+                format!(
+                    "start {:?} and input {:?} differ in shape",
+                    x_start.size(),
+                    x.size()
+                ),
+            ));
         }
         tch::with_grad(|| self.run_once_with_grad(model, x, y, target, x_start))
     }
@@ -303,10 +309,7 @@ impl Attack for Apgd {
     ) -> Result<Tensor> {
         self.check(input.x)?;
         if starts.is_empty() {
-            return Err(Error::Other(format!(
-                "{}: no start points given",
-                self.name()
-            )));
+            return Err(Error::attack(self.name(), "no start points given"));
         }
         let x = input.x.detach();
         let clean = tch::no_grad(|| model.forward_t(&x, false));
@@ -343,6 +346,35 @@ impl Attack for Apgd {
             robust = robust.f_index_copy(0, &idx, &fooled.logical_not())?;
         }
         Ok(x_adv)
+    }
+}
+
+/// Builds APGD-CE: `iterations` per run, `restarts` runs (AutoAttack's first attack).
+pub fn apgd_ce(eps: f64, iterations: usize, restarts: usize) -> Apgd {
+    Apgd::with_loss(eps, iterations, restarts, ApgdLoss::CrossEntropy)
+}
+
+/// Builds APGD-DLR: `iterations` per run, `restarts` runs.
+pub fn apgd_dlr(eps: f64, iterations: usize, restarts: usize) -> Apgd {
+    Apgd::with_loss(eps, iterations, restarts, ApgdLoss::Dlr)
+}
+
+/// AutoAttack's number of target classes.
+pub const APGD_T_TARGETS: usize = 9;
+
+/// Builds APGD-T: `iterations` per run, `restarts` runs per target class.
+pub fn apgd_t(eps: f64, iterations: usize, restarts: usize, targets: usize) -> Apgd {
+    Apgd::with_loss(eps, iterations, restarts, ApgdLoss::TargetedDlr { targets })
+}
+
+impl Apgd {
+    fn with_loss(eps: f64, iterations: usize, restarts: usize, loss: ApgdLoss) -> Apgd {
+        Apgd {
+            eps,
+            iterations,
+            loss,
+            restarts,
+        }
     }
 }
 

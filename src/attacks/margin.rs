@@ -34,9 +34,10 @@ pub fn cw_margin(logits: &Tensor, y: &Tensor, kappa: f64) -> Result<Tensor> {
 fn sorted_desc(logits: &Tensor, need: i64, what: &str) -> Result<Tensor> {
     let classes = logits.size().last().copied().unwrap_or(0);
     if classes < need {
-        return Err(crate::Error::Other(format!(
-            "{what} needs at least {need} classes, got {classes}"
-        )));
+        return Err(crate::Error::attack(
+            what,
+            format!("needs at least {need} classes, got {classes}"),
+        ));
     }
     Ok(logits.f_sort(1, true)?.0)
 }

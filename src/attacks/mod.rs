@@ -1,4 +1,4 @@
-//! Attacks: the `Attack` trait and one file per kind. The training attacks
+//! Attacks: the `Attack` trait and the kinds. The training attacks
 //! (`none`, `fgsm`, `fgsm_rs`, `n_fgsm`, `pgd`, `kl_pgd`, `trades`) are chosen by
 //! `[attack] kind`; the evaluation attacks (`cw`, `apgd_ce`, `apgd_dlr`,
 //! `apgd_t`, `square`, and `restarts` around any attack) are built by
@@ -12,41 +12,23 @@
 //! [`Attack::starts`], so a reference implementation can be given the same ones.
 
 pub mod apgd;
-mod apgd_ce;
-mod apgd_dlr;
-mod apgd_t;
-mod cw;
-mod fgsm;
-mod fgsm_rs;
-mod kl_pgd;
+mod kinds;
 pub mod margin;
 mod n_fgsm;
 pub mod noise;
 mod none;
-mod pgd;
 mod restarts;
 mod sign_gradient;
 pub mod square;
-mod start;
-mod trades;
 
-pub use apgd::{Apgd, ApgdLoss};
-pub use apgd_ce::apgd_ce;
-pub use apgd_dlr::apgd_dlr;
-pub use apgd_t::{apgd_t, APGD_T_TARGETS};
-pub use cw::{cw, CW_KAPPA};
-pub use fgsm::fgsm;
-pub use fgsm_rs::fgsm_rs;
-pub use kl_pgd::kl_pgd;
+pub use apgd::{apgd_ce, apgd_dlr, apgd_t, Apgd, ApgdLoss, APGD_T_TARGETS};
+pub use kinds::{cw, fgsm, fgsm_rs, kl_pgd, pgd, trades, CW_KAPPA};
 pub use n_fgsm::{n_fgsm, NFgsm};
-pub use noise::NoiseKey;
+pub use noise::{random_start, NoiseKey};
 pub use none::NoAttack;
-pub use pgd::pgd;
 pub use restarts::{restart_key, Restarts};
 pub use sign_gradient::{IterativeAttack, Objective, SignGradient};
 pub use square::{square, square_linf, Square, SQUARE_QUERIES};
-pub use start::random_start;
-pub use trades::trades;
 
 use crate::config::{AttackConfig, AttackKind, BnMode, RandomStart};
 use crate::error::Result;
@@ -97,9 +79,9 @@ pub trait Attack: Send {
         input: &AttackInput,
         starts: &[Tensor],
     ) -> Result<Tensor> {
-        let x0 = starts.first().ok_or_else(|| {
-            crate::Error::Other(format!("{}: no start points given", self.name()))
-        })?;
+        let x0 = starts
+            .first()
+            .ok_or_else(|| crate::Error::attack(self.name(), "no start points given"))?;
         self.run_from(model, input, x0)
     }
 

@@ -3,6 +3,7 @@
 //! sequential trainer and in the pipeline alike (libtorch's global generator is
 //! shared by all threads, so it cannot give that).
 
+use crate::config::RandomStart;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
@@ -60,6 +61,19 @@ fn to_tensor(values: &[f32], like: &Tensor) -> Tensor {
         .view(like.size().as_slice())
         .to_kind(like.kind())
         .to_device(device)
+}
+
+/// The start point of an attack of radius `eps` from `x`: `uniform` (ARD: no
+/// clamp before the first forward), `uniform_clamped`, `normal_small`
+/// (x + 0.001 N(0,1), RSLAD/TRADES) or `none`.
+pub fn random_start(x: &Tensor, kind: RandomStart, eps: f64, key: NoiseKey) -> Tensor {
+    let x = x.detach();
+    match kind {
+        RandomStart::None => x.copy(),
+        RandomStart::Uniform => &x + uniform(&x, eps, key),
+        RandomStart::UniformClamped => (&x + uniform(&x, eps, key)).clamp(0.0, 1.0),
+        RandomStart::NormalSmall => &x + normal(&x, 0.001, key),
+    }
 }
 
 #[cfg(test)]

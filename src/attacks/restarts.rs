@@ -97,7 +97,7 @@ impl<A: Attack> Attack for Restarts<A> {
     ) -> Result<Tensor> {
         let (first, rest) = starts
             .split_first()
-            .ok_or_else(|| Error::Other(format!("{}: no start points given", self.name())))?;
+            .ok_or_else(|| Error::attack(self.name(), "no start points given"))?;
         let mut x_adv = self.inner.run_from(model, input, first)?;
         for start in rest {
             let unfooled = where_true(&predict(model, &x_adv).f_eq_tensor(input.y)?);

@@ -47,9 +47,9 @@ impl SignGradient {
         let target = match self.objective {
             Objective::CrossEntropy | Objective::CwMargin => None,
             Objective::KlToTeacher => {
-                let t = input.teacher_logits.ok_or_else(|| {
-                    crate::Error::Other("the kl_pgd attack needs teacher logits".into())
-                })?;
+                let t = input
+                    .teacher_logits
+                    .ok_or_else(|| crate::Error::attack("kl_pgd", "needs the teacher's logits"))?;
                 Some(t.detach().softmax(-1, Kind::Float))
             }
             Objective::KlToClean => Some(
@@ -66,8 +66,7 @@ impl SignGradient {
             let logits = model.forward_t(&x_var, self.train_bn);
             let loss = match &target {
                 None if self.objective == Objective::CwMargin => {
-                    super::margin::cw_margin(&logits, input.y, super::cw::CW_KAPPA)?
-                        .sum(Kind::Float)
+                    super::margin::cw_margin(&logits, input.y, super::CW_KAPPA)?.sum(Kind::Float)
                 }
                 None => logits.f_cross_entropy_loss::<Tensor>(
                     input.y,
@@ -94,7 +93,7 @@ impl SignGradient {
 }
 
 /// An attack made of a random start and a [`SignGradient`] loop; every
-/// gradient attack kind is one of these, built by its own module.
+/// gradient attack kind but `n_fgsm` is one of these (built in `kinds`).
 #[derive(Debug, Clone, Copy)]
 pub struct IterativeAttack {
     /// The kind's name (`pgd`, `fgsm`, ...).

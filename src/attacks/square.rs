@@ -99,9 +99,10 @@ pub fn square_linf(
 ) -> Result<SquareOutcome> {
     let size = x.size();
     let [b, c, h, w] = size[..] else {
-        return Err(Error::Other(format!(
-            "square: images must be [B, C, H, W], got {size:?}"
-        )));
+        return Err(Error::attack(
+            "square",
+            format!("images must be [B, C, H, W], got {size:?}"),
+        ));
     };
     let device = x.device();
     let y = y.to_device(device);

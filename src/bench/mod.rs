@@ -229,12 +229,12 @@ impl BenchPlan {
     /// Structural checks: non-empty lists, a base config that validates, and
     /// each run's config valid (no data or device touched).
     pub fn check(&self) -> Result<()> {
-        let empty = |what: &str| Error::Other(format!("bench: no {what} given"));
+        let empty = |what: &str| Error::Usage(format!("bench: no {what} given"));
         if self.teachers.is_empty() {
             return Err(empty("teachers"));
         }
         if self.steps.is_empty() || self.steps.contains(&0) {
-            return Err(Error::Other(
+            return Err(Error::Usage(
                 "bench: attack steps must be given and be >= 1".into(),
             ));
         }
@@ -248,7 +248,7 @@ impl BenchPlan {
             return Err(empty("variants"));
         }
         if self.reps == 0 {
-            return Err(Error::Other("bench: reps must be >= 1".into()));
+            return Err(Error::Usage("bench: reps must be >= 1".into()));
         }
         for case in self.cases() {
             for variant in &self.variants {
@@ -337,7 +337,7 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             ("reference script", &plan.reference_script),
         ] {
             if !path.is_file() {
-                return Err(Error::Other(format!(
+                return Err(Error::Usage(format!(
                     "bench: no {what} at {} (run scripts/bootstrap.sh, or leave `reference` and `tuned_reference` out of --sides)",
                     path.display()
                 )));
@@ -496,14 +496,14 @@ fn rust_process(plan: &BenchPlan, side: Side, cfg: &Config, work: &Path) -> Resu
         .args(["--log-level", "warn", "bench-run", "--side", side_name])
         .arg(&path)
         .output()
-        .map_err(|e| Error::Other(format!("bench: cannot run {}: {e}", plan.exe.display())))?;
+        .map_err(|e| Error::Process(format!("bench: cannot run {}: {e}", plan.exe.display())))?;
     parse_child(&out, "run")
 }
 
 /// The JSON record a child process printed last on stdout.
 fn parse_child(out: &std::process::Output, what: &str) -> Result<RunRecord> {
     if !out.status.success() {
-        return Err(Error::Other(format!(
+        return Err(Error::Process(format!(
             "bench: the {what} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
@@ -512,7 +512,7 @@ fn parse_child(out: &std::process::Output, what: &str) -> Result<RunRecord> {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| {
-        Error::Other(format!(
+        Error::Process(format!(
             "bench: {what} output {line:?} is not its JSON: {e}"
         ))
     })
@@ -525,7 +525,7 @@ pub fn run_child(side: Side, config_path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(config_path).map_err(|e| Error::io(config_path, e))?;
     let cfg = crate::config::load_str(&text, &config_path.display().to_string(), false)?;
     let record = run_one(side, &cfg)?;
-    serde_json::to_string(&record).map_err(|e| Error::Other(format!("bench: {e}")))
+    serde_json::to_string(&record).map_err(Error::json("the bench record"))
 }
 
 /// One run of the pipeline or the sequential trainer, in this process.
@@ -535,8 +535,7 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     match side {
         Side::Pipeline => {
             let registry = prometheus::Registry::new();
-            let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[])
-                .map_err(|e| Error::Other(format!("metrics: {e}")))?;
+            let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[])?;
             let out = stages::run_pipeline(
                 cfg,
                 None,
@@ -651,7 +650,7 @@ fn reference(
     }
     let out = cmd
         .output()
-        .map_err(|e| Error::Other(format!("bench: cannot run {}: {e}", plan.python.display())))?;
+        .map_err(|e| Error::Process(format!("bench: cannot run {}: {e}", plan.python.display())))?;
     parse_child(&out, "reference loop")
 }
 

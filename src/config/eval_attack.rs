@@ -152,12 +152,12 @@ impl EvalAttack {
     pub fn parse_list(list: &str) -> Result<Vec<EvalAttack>> {
         let evals: Vec<EvalAttack> = list
             .split(',')
-            .map(|a| EvalAttack::parse(a.trim()).map_err(Error::Other))
+            .map(|a| EvalAttack::parse(a.trim()).map_err(Error::Usage))
             .collect::<Result<_>>()?;
         let mut names: Vec<String> = evals.iter().map(|e| e.name()).collect();
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "evaluation {:?} is listed twice",
                 w[0]
             )));

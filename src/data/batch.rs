@@ -52,17 +52,16 @@ pub fn make_batch(
     device: Device,
 ) -> Result<Batch> {
     if indices.len() != views.len() {
-        return Err(Error::Other(format!(
-            "make_batch: {} indices but {} views",
-            indices.len(),
-            views.len()
-        )));
+        return Err(Error::invalid(
+            "make_batch",
+            format!("{} indices but {} views", indices.len(), views.len()),
+        ));
     }
     if let Some(&i) = indices.iter().find(|&&i| i >= split.len()) {
-        return Err(Error::Other(format!(
-            "make_batch: index {i} is out of range for a split of {}",
-            split.len()
-        )));
+        return Err(Error::invalid(
+            "make_batch",
+            format!("index {i} is out of range for a split of {}", split.len()),
+        ));
     }
     let b = indices.len();
     let mut pixels = vec![0f32; b * IMAGE_BYTES];

@@ -123,8 +123,7 @@ impl Stamp {
     /// Writes the stamp into `dir` and flushes it to disk.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(STAMP_FILE);
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::Other(format!("download stamp: {e}")))?;
+        let text = serde_json::to_string_pretty(self).map_err(Error::json("the download stamp"))?;
         let mut f = fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         f.write_all(text.as_bytes())
             .map_err(|e| Error::io(&path, e))?;
@@ -147,10 +146,10 @@ pub(crate) fn verify(
     let Some(actual) = actual else {
         return match checksums {
             DataChecksums::Skip => Ok(()),
-            _ => Err(Error::Other(format!(
-                "md5 of {} was not computed",
-                path.display()
-            ))),
+            _ => Err(Error::Dataset {
+                path: path.to_path_buf(),
+                message: "its md5 was not computed".into(),
+            }),
         };
     };
     let offline = offline_copy_md5(name);

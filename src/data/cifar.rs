@@ -91,18 +91,21 @@ impl Split {
     /// A split from raw parts, checking that sizes agree and labels are in range.
     pub fn new(images: Vec<u8>, labels: Vec<u8>) -> Result<Self> {
         if images.len() != labels.len() * IMAGE_BYTES {
-            return Err(Error::Other(format!(
-                "split: {} image bytes for {} labels, expected {}",
-                images.len(),
-                labels.len(),
-                labels.len() * IMAGE_BYTES
-            )));
+            return Err(Error::invalid(
+                "split",
+                format!(
+                    "{} image bytes for {} labels, expected {}",
+                    images.len(),
+                    labels.len(),
+                    labels.len() * IMAGE_BYTES
+                ),
+            ));
         }
         if let Some(i) = labels.iter().position(|&l| usize::from(l) >= NUM_CLASSES) {
-            return Err(Error::Other(format!(
-                "split: label {} of image {i} is not in 0..=9",
-                labels[i]
-            )));
+            return Err(Error::invalid(
+                "split",
+                format!("label {} of image {i} is not in 0..=9", labels[i]),
+            ));
         }
         Ok(Self { images, labels })
     }
@@ -216,7 +219,7 @@ pub fn load_split(root: &Path, kind: SplitKind, checksums: DataChecksums) -> Res
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Other("CIFAR-10 reader thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::invalid("CIFAR-10 reader thread", "panicked")))
             })
             .collect()
     });

@@ -63,7 +63,7 @@ struct Staging {
 impl Staging {
     fn create(out: &Path) -> Result<Staging> {
         let unwritable = |e: std::io::Error| {
-            Error::Other(format!(
+            Error::Usage(format!(
                 "export --out {}: cannot write there: {e}",
                 out.display()
             ))
@@ -121,7 +121,7 @@ fn file_bytes(path: &Path) -> Result<u64> {
 /// Runs the Python side; its last stderr line becomes the error.
 fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
     let failed = |what: String| {
-        Error::Other(format!(
+        Error::Process(format!(
             "export: {} {}: {what}",
             opts.python.display(),
             opts.script.display()
@@ -206,7 +206,7 @@ fn latency_in_child(
         cmd.arg("--onnxruntime").arg(lib);
     }
     let output = cmd.output().map_err(|e| {
-        Error::Other(format!(
+        Error::Process(format!(
             "latency of {}: cannot start {}: {e}",
             model.display(),
             opts.exe.display()
@@ -215,7 +215,7 @@ fn latency_in_child(
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::Other(format!(
+        return Err(Error::Process(format!(
             "latency of {}: {}",
             model.display(),
             stderr
@@ -226,7 +226,7 @@ fn latency_in_child(
         )));
     }
     serde_json::from_str(stdout.trim()).map_err(|e| {
-        Error::Other(format!(
+        Error::Process(format!(
             "latency of {}: unreadable report ({e})",
             model.display()
         ))
@@ -238,13 +238,13 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
     let train_images = SplitKind::Train.num_images();
     if let Some(n) = opts.int8_calibration {
         if n == 0 || n > train_images {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "export --calibration {n}: must be between 1 and {train_images} (the training split)"
             )));
         }
     }
     if opts.test_images == 0 || opts.test_images > SplitKind::Test.num_images() {
-        return Err(Error::Other(format!(
+        return Err(Error::Usage(format!(
             "export --test-images {}: must be between 1 and {}",
             opts.test_images,
             SplitKind::Test.num_images()
@@ -290,7 +290,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
     let batch = cfg.data.batch_size.max(1);
     let verification = verify::verify(&model, &mut fp32, int8.as_mut(), &set, batch)?;
     if !verification.fp32.pass {
-        return Err(Error::Other(format!(
+        return Err(Error::Onnx(format!(
             "export: the ONNX file does not compute what {} computes (max |logit difference| \
              {:.3e} at scale {:.2}, top-1 agreement {:.2}%); nothing was written to {}",
             opts.weights.display(),
@@ -399,8 +399,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
         edge,
         trust: TRUST.into(),
     };
-    let json = serde_json::to_string_pretty(&card)
-        .map_err(|e| Error::Other(format!("card as JSON: {e}")))?;
+    let json = serde_json::to_string_pretty(&card).map_err(Error::json("the model card"))?;
     let json_path = staging.path(CARD_JSON);
     std::fs::write(&json_path, json + "\n").map_err(|e| Error::io(&json_path, e))?;
     let md_path = staging.path(CARD_MD);

@@ -82,7 +82,7 @@ pub fn latency_child(
     };
     let peak_rss_mb = status_mb("VmHWM:");
     if latency.is_empty() {
-        return Err(Error::Other("latency-child: no batch sizes".into()));
+        return Err(Error::Usage("latency-child: no batch sizes".into()));
     }
     Ok(ChildLatency {
         latency,

@@ -48,7 +48,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
         (PathBuf::from(p), "ORT_DYLIB_PATH")
     } else {
         let path = venv_library(Path::new(".venv")).ok_or_else(|| {
-            Error::Other(format!(
+            Error::Onnx(format!(
                 "ONNX Runtime not found: no libonnxruntime.so in .venv (run `bash scripts/bootstrap.sh`, \
                  which installs the onnxruntime package, >= {MIN_RUNTIME}), and neither \
                  --onnxruntime nor ORT_DYLIB_PATH is set"
@@ -57,7 +57,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
         return Ok(path);
     };
     if !path.is_file() {
-        return Err(Error::Other(format!(
+        return Err(Error::Onnx(format!(
             "ONNX Runtime library {} (from {from}): no such file",
             path.display()
         )));
@@ -81,12 +81,12 @@ pub fn load(explicit: Option<&Path>) -> Result<PathBuf> {
     });
     match loaded {
         Ok((p, _)) if *p == path => Ok(p.clone()),
-        Ok((p, _)) => Err(Error::Other(format!(
+        Ok((p, _)) => Err(Error::Onnx(format!(
             "ONNX Runtime is already loaded from {} in this process, not {}",
             p.display(),
             path.display()
         ))),
-        Err(e) => Err(Error::Other(e.clone())),
+        Err(e) => Err(Error::Onnx(e.clone())),
     }
 }
 
@@ -97,14 +97,14 @@ pub struct OnnxModel {
 }
 
 fn ort_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Other(format!("ONNX model {}: {what}: {e}", path.display()))
+    Error::Onnx(format!("ONNX model {}: {what}: {e}", path.display()))
 }
 
 impl OnnxModel {
     /// Opens `path` with `threads` intra-op threads (the runtime must be [`load`]ed).
     pub fn open(path: &Path, threads: usize) -> Result<OnnxModel> {
         let Some(Ok((_, env))) = LOADED.get() else {
-            return Err(Error::Other(
+            return Err(Error::Onnx(
                 "ONNX Runtime is not loaded (deploy::runtime::load first)".into(),
             ));
         };

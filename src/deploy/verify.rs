@@ -115,11 +115,14 @@ struct Outcomes {
 impl Outcomes {
     fn push(&mut self, correct: Vec<Tensor>, queries: Tensor) -> Result<()> {
         if correct.len() != self.columns.len() {
-            return Err(crate::Error::Other(format!(
-                "robustness: {} outcomes for {} columns",
-                correct.len(),
-                self.columns.len()
-            )));
+            return Err(crate::Error::invalid(
+                "robustness",
+                format!(
+                    "{} outcomes for {} columns",
+                    correct.len(),
+                    self.columns.len()
+                ),
+            ));
         }
         for (column, c) in self.columns.iter_mut().zip(correct) {
             column.push(c);

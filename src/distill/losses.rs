@@ -104,7 +104,7 @@ impl Objective {
     /// The scalar loss.
     pub fn loss(&self, inputs: &LossInputs) -> Result<Tensor> {
         let missing = |what: &str| {
-            crate::Error::Other(format!(
+            crate::Error::Setting(format!(
                 "the {} loss needs {what}",
                 crate::config::spelled(&self.kind)
             ))

@@ -151,18 +151,21 @@ impl Sgd {
     /// mis-shaped entries are an error naming them.
     pub fn load_state(&mut self, state: &std::collections::BTreeMap<String, Tensor>) -> Result<()> {
         for (key, t) in state {
-            let name = key
-                .strip_prefix("momentum.")
-                .ok_or_else(|| crate::Error::Other(format!("optimiser state: unexpected {key}")))?;
+            let name = key.strip_prefix("momentum.").ok_or_else(|| {
+                crate::Error::invalid("optimiser state", format!("unexpected {key}"))
+            })?;
             let i = self.names.iter().position(|n| n == name).ok_or_else(|| {
-                crate::Error::Other(format!("optimiser state: no parameter {name}"))
+                crate::Error::invalid("optimiser state", format!("no parameter {name}"))
             })?;
             if t.size() != self.params[i].size() {
-                return Err(crate::Error::Other(format!(
-                    "optimiser state: {name} has {:?}, parameter has {:?}",
-                    t.size(),
-                    self.params[i].size()
-                )));
+                return Err(crate::Error::invalid(
+                    "optimiser state",
+                    format!(
+                        "{name} has {:?}, parameter has {:?}",
+                        t.size(),
+                        self.params[i].size()
+                    ),
+                ));
             }
             self.buffers[i] = Some(
                 t.to_device(self.params[i].device())

@@ -160,7 +160,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         cfg.data.batch_size = b;
     }
     if cfg.data.batch_size == 0 {
-        return Err(Error::Other(
+        return Err(Error::Usage(
             "eval: the batch size must be at least 1".into(),
         ));
     }
@@ -173,7 +173,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
 
     let Some(weights) = &opts.weights else {
         let Some(latency) = &opts.latency else {
-            return Err(Error::Other(
+            return Err(Error::Usage(
                 "eval: --weights is needed to measure accuracy (only --latency works without weights)"
                     .into(),
             ));
@@ -199,7 +199,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     let model = Model::load(arch, device, weights)?;
     let teacher = if opts.evals.iter().any(|e| e.needs_teacher(&cfg.attack)) {
         let path = cfg.teacher.weights.as_ref().ok_or_else(|| {
-            Error::Other(
+            Error::Setting(
                 "eval: train_attack is kl_pgd, which needs the teacher: set teacher.weights".into(),
             )
         })?;
@@ -269,8 +269,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
 
 fn write_json(opts: &EvalOptions, report: &EvalReport) -> Result<()> {
     if let Some(path) = &opts.json {
-        let text = serde_json::to_string_pretty(report)
-            .map_err(|e| Error::Other(format!("eval report as JSON: {e}")))?;
+        let text = serde_json::to_string_pretty(report).map_err(Error::json("the eval report"))?;
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
     }
     Ok(())

@@ -292,7 +292,7 @@ pub fn time_latency(
     mut run: impl FnMut() -> Result<()>,
 ) -> Result<Latency> {
     if batch == 0 || opts.runs == 0 {
-        return Err(Error::Other(format!(
+        return Err(Error::Usage(format!(
             "latency: batch size and runs must be at least 1 (batch {batch}, runs {})",
             opts.runs
         )));

@@ -209,20 +209,25 @@ fn predict(model: &Model, x: &Tensor) -> Tensor {
 fn check_set(set: &EvalSet, batch_size: usize) -> Result<usize> {
     let size = set.images.size();
     if size.len() != 4 || size[1] != 3 {
-        return Err(Error::Other(format!(
-            "evaluation: images must be [N, 3, H, W], got {size:?}"
-        )));
+        return Err(Error::invalid(
+            "evaluation",
+            format!("images must be [N, 3, H, W], got {size:?}"),
+        ));
     }
     if set.labels.size() != [size[0]] {
-        return Err(Error::Other(format!(
-            "evaluation: {} images but labels of shape {:?}",
-            size[0],
-            set.labels.size()
-        )));
+        return Err(Error::invalid(
+            "evaluation",
+            format!(
+                "{} images but labels of shape {:?}",
+                size[0],
+                set.labels.size()
+            ),
+        ));
     }
     if batch_size == 0 {
-        return Err(Error::Other(
-            "evaluation: batch size must be at least 1".into(),
+        return Err(Error::invalid(
+            "evaluation",
+            "batch size must be at least 1",
         ));
     }
     Ok(size[0] as usize)
@@ -251,7 +256,7 @@ fn build_evals(
         .iter()
         .find(|e| e.needs_teacher(train_attack) && teacher.is_none())
     {
-        return Err(Error::Other(format!(
+        return Err(Error::Setting(format!(
             "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
          (set teacher.weights)",
             e.name()
@@ -299,7 +304,10 @@ impl Evaluation<'_> {
         };
         let x_adv = attack
             .perturb(self.model, &input, key)
-            .map_err(|e| Error::Other(format!("evaluation {}: {e}", eval.name())))?;
+            .map_err(|e| Error::Evaluation {
+                name: eval.name(),
+                source: Box::new(e),
+            })?;
         Ok(predict(self.model, &x_adv).f_eq_tensor(y)?)
     }
 

@@ -71,6 +71,6 @@ pub enum MetricsError {
 
 impl From<MetricsError> for crate::Error {
     fn from(error: MetricsError) -> Self {
-        crate::Error::Other(error.to_string())
+        crate::Error::Component(Box::new(error))
     }
 }

@@ -123,16 +123,6 @@ impl Model {
         self.compute = kind;
     }
 
-    /// The type the network computes in (f32 unless [`Model::use_compute_kind`]).
-    pub fn compute_kind(&self) -> Kind {
-        self.compute
-    }
-
-    /// Whether weights and inputs are channels-last ([`Model::use_channels_last`]).
-    pub fn is_channels_last(&self) -> bool {
-        self.channels_last
-    }
-
     /// Saves the weights (and BatchNorm statistics) as safetensors, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         checkpoint::save(&self.vs, path)

@@ -21,7 +21,10 @@ fn font() {
 }
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Other(format!("plot {}: {e}", path.display()))
+    Error::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 const COLORS: [RGBColor; 10] = [

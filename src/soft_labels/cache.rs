@@ -257,11 +257,6 @@ impl SoftLabelCache {
         self.lock.is_some()
     }
 
-    /// Holds entries not yet written to the file.
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
     /// Position of (dataset index, slot) among the file's entries.
     fn entry(&self, index: u64, slot: usize) -> CacheResult<u64> {
         let h = &self.header;

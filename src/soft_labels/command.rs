@@ -118,7 +118,7 @@ pub fn fill(
             .map(|&(i, s)| {
                 views
                     .view_at(i, s)
-                    .ok_or_else(|| Error::Other(format!("no view in slot {s}")))
+                    .ok_or_else(|| Error::invalid("soft labels", format!("no view in slot {s}")))
             })
             .collect::<Result<_>>()?;
         let batch = data::make_batch(&train, &indices, &chunk_views, device)?;
@@ -130,11 +130,14 @@ pub fn fill(
                 .f_flatten(0, -1)?,
         )?;
         if values.len() != chunk.len() * c {
-            return Err(Error::Other(format!(
-                "soft labels: the teacher gave {} logits for {} images, the cache holds {c} classes",
-                values.len(),
-                chunk.len()
-            )));
+            return Err(Error::invalid(
+                "soft labels",
+                format!(
+                    "the teacher gave {} logits for {} images, the cache holds {c} classes",
+                    values.len(),
+                    chunk.len()
+                ),
+            ));
         }
         for (&(i, s), row) in chunk.iter().zip(values.chunks_exact(c)) {
             cache.put(i, s, row)?;
@@ -183,7 +186,7 @@ pub fn merge(
         (Some(p), _) => p.clone(),
         (None, Some(cfg)) => cache_path(cfg)?,
         (None, None) => {
-            return Err(Error::Other(
+            return Err(Error::Usage(
                 "soft-labels merge: give --config or --output".into(),
             ))
         }
@@ -191,7 +194,7 @@ pub fn merge(
     let inputs = if inputs.is_empty() {
         let found = shard::find_shards(&full)?;
         if found.is_empty() {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "soft-labels merge: no shard files {}.shard-I-of-N found",
                 full.display()
             )));

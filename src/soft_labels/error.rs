@@ -114,7 +114,7 @@ impl From<CacheError> for crate::Error {
     fn from(e: CacheError) -> Self {
         match e {
             CacheError::Torch(t) => crate::Error::Torch(t),
-            other => crate::Error::Other(other.to_string()),
+            other => crate::Error::Component(Box::new(other)),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! so both engines see the same soft labels.
 
 use super::cache::{Access, SoftLabelCache};
+use super::error::CacheError;
 use super::format::{Dtype, Header};
 use super::identity::{cache_path, run_identity};
 use super::views::ViewSet;
@@ -128,17 +129,6 @@ impl SoftLabelSource {
         })
     }
 
-    /// Counts hits and misses into `metrics` too.
-    pub fn with_metrics(mut self, metrics: Option<TrainMetrics>) -> SoftLabelSource {
-        self.metrics = metrics;
-        self
-    }
-
-    /// No cache: every batch runs the teacher.
-    pub fn is_online(&self) -> bool {
-        self.cache.is_none()
-    }
-
     /// A complete cache: the teacher never runs.
     pub fn is_complete(&self) -> bool {
         self.cache.as_ref().is_some_and(SoftLabelCache::is_complete)
@@ -170,10 +160,13 @@ impl SoftLabelSource {
         for (row, out) in all.chunks_exact_mut(classes).enumerate() {
             let (image, slot) = (first_image + (row / slots) as u64, row % slots);
             if !cache.get(image, slot, out)? {
-                return Err(Error::Other(format!(
-                    "soft labels: {} says it is complete but has no entry for image {image}, slot {slot}",
-                    cache.path().display()
-                )));
+                return Err(CacheError::corrupt(
+                    cache.path(),
+                    format!(
+                        "it says it is complete but has no entry for image {image}, slot {slot}"
+                    ),
+                )
+                .into());
             }
         }
         let logits = Tensor::f_from_slice(&all)?
@@ -205,11 +198,14 @@ impl SoftLabelSource {
         };
         let b = indices.len();
         if views.len() != b || x.size().first().copied() != Some(b as i64) {
-            return Err(Error::Other(format!(
-                "soft labels: batch of {:?} images with {b} indices and {} views",
-                x.size().first(),
-                views.len()
-            )));
+            return Err(Error::invalid(
+                "soft labels",
+                format!(
+                    "batch of {:?} images with {b} indices and {} views",
+                    x.size().first(),
+                    views.len()
+                ),
+            ));
         }
         let c = cache.classes();
         let mut out = vec![0f32; b * c];
@@ -217,10 +213,9 @@ impl SoftLabelSource {
         let mut missing = Vec::new();
         for (j, (&i, &v)) in indices.iter().zip(views).enumerate() {
             let slot = self.views.slot_of(i, v).ok_or_else(|| {
-                Error::Other(format!(
-                    "soft labels: view {v:?} of image {i} is not among the cache's {} ({})",
-                    self.views,
-                    cache.path().display()
+                Error::from(CacheError::invalid(
+                    cache.path(),
+                    format!("view {v:?} of image {i} is not among its {}", self.views),
                 ))
             })?;
             slots.push(slot);
@@ -254,11 +249,14 @@ impl SoftLabelSource {
             };
             let t = teacher_logits(teacher, &sub);
             if t.size() != [missing.len() as i64, c as i64] {
-                return Err(Error::Other(format!(
-                    "soft labels: the teacher gave logits of shape {:?}, the cache {} holds {c} classes",
-                    t.size(),
-                    cache.path().display()
-                )));
+                return Err(CacheError::invalid(
+                    cache.path(),
+                    format!(
+                        "the teacher gave logits of shape {:?}, it holds {c} classes",
+                        t.size()
+                    ),
+                )
+                .into());
             }
             let computed = Vec::<f32>::try_from(
                 t.f_to_device(Device::Cpu)?

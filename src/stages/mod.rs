@@ -26,8 +26,8 @@ use crate::train::context::{EvalSchedule, RunContext, RunParts};
 use crate::train::recorder::{Recorder, RunLog};
 use crate::train::RunDir;
 use ard_actors::{
-    CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineError, PipelineOptions,
-    RunSummary, StageError, StatsReader,
+    CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineOptions, RunSummary,
+    StageError, StatsReader,
 };
 use std::time::Duration;
 
@@ -242,7 +242,7 @@ pub fn run_pipeline(
             .teacher
             .weights
             .as_ref()
-            .ok_or_else(|| Error::Other("no teacher.weights".into()))?;
+            .ok_or_else(|| Error::Setting("the teacher stage needs teacher.weights".into()))?;
         Model::load(cfg.teacher.arch, device, path)
     };
     let perf = cfg.perf.build(device)?;
@@ -349,7 +349,7 @@ pub fn run_pipeline(
         ..Default::default()
     };
     let cap = cfg.pipeline.queue_capacity;
-    let pipeline_err = Error::Pipeline;
+    let pipeline_err = Error::from_pipeline;
     let handle = PipelineBuilder::new(registry, options)
         .map_err(pipeline_err)?
         .source(data_stage, cap)
@@ -393,18 +393,15 @@ pub fn run_pipeline(
                     _ => {}
                 }
             }
-            return Err(match e {
-                PipelineError::Cancelled => Error::Cancelled,
-                other => pipeline_err(other),
-            });
+            return Err(pipeline_err(e));
         }
     };
     // The student's final weights: the last version it published.
     let student = Model::new(cfg.student.arch, device);
     latest_weights
         .read_latest_with(|_, w| layout.load(&student, w))
-        .map_err(|e| Error::Other(format!("the student's final weights: {e}")))?
-        .ok_or_else(|| Error::Other("the student stage published no weights".into()))??;
+        .map_err(|e| Error::invalid("the student's final weights", e.to_string()))?
+        .ok_or_else(|| Error::invalid("the student stage", "it published no weights"))??;
     let mut final_weights = layout.snapshot(&student);
     if let Some(selection) = &selection {
         // After a guard stop the final result is the best checkpoint.

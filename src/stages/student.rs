@@ -81,7 +81,7 @@ impl StudentStage {
         // Version = steps done: 0 for the initial weights, the checkpoint's step on a resumption.
         board
             .publish(start.step as u64, layout.snapshot(&student))
-            .map_err(|e| crate::Error::Other(format!("publishing initial weights: {e}")))?;
+            .map_err(|e| crate::Error::invalid("publishing initial weights", e.to_string()))?;
         Ok(StudentStage {
             student,
             update,

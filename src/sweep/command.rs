@@ -195,7 +195,8 @@ fn write_targets(dir: &SweepDir, sweep: &str, runs: &[PlannedRun]) -> Result<()>
         .collect();
     let json = serde_json::json!([{ "targets": targets, "labels": { "sweep": sweep } }]);
     let path = dir.path.join("prometheus-targets.json");
-    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&json).map_err(Error::json("the Prometheus targets"))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }
 
@@ -211,11 +212,11 @@ pub fn sweep_run(sweep: Option<&Path>, configs: Option<&Path>, index: usize) -> 
                 .find(|r| r.index == index)
                 .map(|r| r.config)
                 .ok_or_else(|| {
-                    Error::Other(format!("{}: no row {index} (it has {n})", path.display()))
+                    Error::Usage(format!("{}: no row {index} (it has {n})", path.display()))
                 })
         }
         (None, Some(dir)) => config::load(&dir.join(format!("{index}.toml"))),
-        _ => Err(Error::Other(
+        _ => Err(Error::Usage(
             "give exactly one of --sweep FILE and --configs DIR".into(),
         )),
     }

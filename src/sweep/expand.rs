@@ -46,10 +46,10 @@ pub fn expand(file: &SweepFile, placement: &RunPlacement) -> Result<Vec<PlannedR
     let base_table = match toml::Value::try_from(&base) {
         Ok(toml::Value::Table(t)) => t,
         Ok(_) | Err(_) => {
-            return Err(Error::Other(format!(
-                "cannot render the base config {} as TOML",
-                base_path.display()
-            )))
+            return Err(Error::Config {
+                file: base_path.display().to_string(),
+                message: "cannot be rendered as TOML".into(),
+            })
         }
     };
     let points = file.points()?;

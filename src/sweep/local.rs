@@ -17,7 +17,7 @@ pub struct Local {
 
 impl Local {
     pub fn new(dir: SweepDir) -> Result<Local> {
-        let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current_exe: {e}")))?;
+        let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
         Ok(Local { exe, dir })
     }
 }
@@ -61,7 +61,7 @@ impl Executor for Local {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err_log))
             .spawn()
-            .map_err(|e| Error::Other(format!("spawn {}: {e}", self.exe.display())))?;
+            .map_err(|e| Error::Process(format!("spawn {}: {e}", self.exe.display())))?;
         Ok(LocalHandle { child: Some(child) })
     }
 
@@ -74,7 +74,7 @@ impl Executor for Local {
         };
         let status = child
             .try_wait()
-            .map_err(|e| Error::Other(format!("waiting for {}: {e}", run.name)))?;
+            .map_err(|e| Error::Process(format!("waiting for {}: {e}", run.name)))?;
         Ok(status.map(|s| {
             handle.child = None;
             if s.success() {

@@ -97,7 +97,7 @@ impl SweepDir {
                 .collect(),
         };
         let json =
-            serde_json::to_string_pretty(&manifest).map_err(|e| Error::Other(e.to_string()))?;
+            serde_json::to_string_pretty(&manifest).map_err(Error::json("the sweep manifest"))?;
         write_text_atomic(&self.manifest(), &json)
     }
 
@@ -105,7 +105,7 @@ impl SweepDir {
     pub fn read_manifest(&self) -> Result<Manifest> {
         let p = self.manifest();
         let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: {e}", p.display())))
+        serde_json::from_str(&text).map_err(|e| Error::io(&p, e.into()))
     }
 }
 

@@ -40,8 +40,8 @@ fn abs(p: &Path, cwd: &Path) -> PathBuf {
 
 impl Ray {
     pub fn new(address: &str, dir: SweepDir, cpus: Option<usize>) -> Result<Ray> {
-        let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current_exe: {e}")))?;
-        let cwd = std::env::current_dir().map_err(|e| Error::Other(format!("current_dir: {e}")))?;
+        let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         Ok(Ray {
             address: address.trim_end_matches('/').to_string(),
             exe,
@@ -94,7 +94,10 @@ impl Ray {
             .as_str()
             .or_else(|| v["job_id"].as_str())
             .map(String::from)
-            .ok_or_else(|| Error::Other(format!("POST {url}: no submission_id in {v}")))
+            .ok_or_else(|| Error::Ray {
+                message: format!("no submission_id in the answer to POST: {v}"),
+                url,
+            })
     }
 
     /// The job's status: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED; and its message.
@@ -106,9 +109,10 @@ impl Ray {
             .call()
             .map_err(|e| http_err(&url, e))?;
         let v = json_body(&url, resp)?;
-        let status = v["status"]
-            .as_str()
-            .ok_or_else(|| Error::Other(format!("GET {url}: no status in {v}")))?;
+        let status = v["status"].as_str().ok_or_else(|| Error::Ray {
+            message: format!("no status in the answer to GET: {v}"),
+            url: url.clone(),
+        })?;
         Ok((
             status.to_string(),
             v["message"].as_str().unwrap_or("").to_string(),
@@ -155,17 +159,24 @@ impl Ray {
 fn json_body(url: &str, resp: ureq::Response) -> Result<serde_json::Value> {
     let text = resp
         .into_string()
-        .map_err(|e| Error::Other(format!("{url}: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{url}: bad JSON ({e}): {text}")))
+        .map_err(|e| ray_err(url, e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| ray_err(url, format!("bad JSON ({e}): {text}")))
 }
 
 fn http_err(url: &str, e: ureq::Error) -> Error {
     match e {
         ureq::Error::Status(code, resp) => {
             let body = resp.into_string().unwrap_or_default();
-            Error::Other(format!("{url}: HTTP {code}: {}", body.trim()))
+            ray_err(url, format!("HTTP {code}: {}", body.trim()))
         }
-        other => Error::Other(format!("{url}: {other}")),
+        other => ray_err(url, other.to_string()),
+    }
+}
+
+fn ray_err(url: &str, message: String) -> Error {
+    Error::Ray {
+        url: url.to_string(),
+        message,
     }
 }
 

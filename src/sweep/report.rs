@@ -246,7 +246,10 @@ pub fn read_rows(dir: &SweepDir) -> Result<Vec<ReportRow>> {
         }
     };
     if names.is_empty() {
-        return Err(Error::Other(format!("{}: no runs", dir.path.display())));
+        return Err(Error::RunFolder {
+            path: dir.path.clone(),
+            message: "no runs".into(),
+        });
     }
     Ok(names.iter().map(|(i, n)| read_row(dir, *i, n)).collect())
 }

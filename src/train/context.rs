@@ -56,7 +56,7 @@ impl RunSetup {
         let mut teacher = match (&cfg.teacher.weights, needs_teacher) {
             (Some(path), true) => Some(Model::load(cfg.teacher.arch, device, path)?),
             (None, true) => {
-                return Err(Error::Other(format!(
+                return Err(Error::Setting(format!(
                     "the {} loss needs a teacher: set teacher.weights to a safetensors checkpoint",
                     crate::config::spelled(&cfg.loss.kind)
                 )))
@@ -89,7 +89,7 @@ pub fn eval_attacks(cfg: &Config) -> Result<Vec<EvalAttack>> {
     cfg.eval
         .attacks
         .iter()
-        .map(|a| EvalAttack::parse(a).map_err(Error::Other))
+        .map(|a| EvalAttack::parse(a).map_err(|e| Error::Setting(format!("eval.attacks: {e}"))))
         .collect()
 }
 

@@ -229,8 +229,10 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 /// `cfg`, as `key: checkpoint X, config Y` lines.
 pub fn config_differences(saved: &str, cfg: &Config) -> Result<Vec<String>> {
     let parse = |text: &str| -> Result<BTreeMap<String, String>> {
-        let value: toml::Value = toml::from_str(text)
-            .map_err(|e| Error::Other(format!("checkpoint config unreadable: {e}")))?;
+        let value: toml::Value = toml::from_str(text).map_err(|e| Error::Config {
+            file: "the checkpoint's config".into(),
+            message: format!("unreadable: {e}"),
+        })?;
         let mut flat = BTreeMap::new();
         flatten("", &value, &mut flat);
         flat.retain(|k, _| !MAY_CHANGE.iter().any(|p| k == p || k.starts_with(p)));
@@ -271,7 +273,10 @@ pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
     let checkpoint = match cfg.run.resume {
         ResumePolicy::Never => None,
         ResumePolicy::Auto | ResumePolicy::Always if path.exists() => {
-            let ckpt = read(&path).map_err(|e| Error::Other(format!("{e}; {fresh_hint}")))?;
+            let ckpt = read(&path).map_err(|e| Error::RunFolder {
+                path: folder.clone(),
+                message: format!("{e}; {fresh_hint}"),
+            })?;
             if ckpt.state.finished || finished_summary {
                 return Err(finished_run_error(&folder, cfg.run.resume));
             }

@@ -166,11 +166,9 @@ impl RunDir {
 }
 
 fn create_run_folder(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| {
-        Error::Other(format!(
-            "run folder {}: cannot create it ({e}); set run.out_dir to a writable folder",
-            path.display()
-        ))
+    std::fs::create_dir_all(path).map_err(|e| Error::RunFolder {
+        path: path.to_path_buf(),
+        message: format!("cannot create it ({e}); set run.out_dir to a writable folder"),
     })
 }
 

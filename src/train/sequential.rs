@@ -158,7 +158,7 @@ pub fn train_sequential_with(
                 (AttackTarget::Student, Some(shadow)) => shadow.refresh(&student)?,
                 (AttackTarget::Student, None) => &student,
                 (AttackTarget::Teacher, _) => teacher.as_ref().ok_or_else(|| {
-                    Error::Other("attack.target = teacher needs a teacher".into())
+                    Error::Setting("attack.target = teacher needs a teacher".into())
                 })?,
             };
             let x_adv = adversarial_batch(

@@ -151,7 +151,7 @@ fn load_named(model: &Model, weights: &BTreeMap<String, Tensor>) -> Result<()> {
         for (name, var) in model.vs.variables() {
             let w = weights
                 .get(&name)
-                .ok_or_else(|| Error::Other(format!("best checkpoint: no variable {name}")))?;
+                .ok_or_else(|| Error::invalid("best checkpoint", format!("no variable {name}")))?;
             var.shallow_clone()
                 .f_copy_(&w.f_to_device(var.device())?.f_to_kind(var.kind())?)?;
         }
@@ -201,7 +201,8 @@ impl Validator {
         if validation.is_empty() {
             return Ok(None);
         }
-        let attack = EvalAttack::parse(&cfg.eval.validation_attack).map_err(Error::Other)?;
+        let attack = EvalAttack::parse(&cfg.eval.validation_attack)
+            .map_err(|e| Error::Setting(format!("eval.validation_attack: {e}")))?;
         let limit = cfg.eval.validation_limit.or(cfg.eval.test_limit);
         let split = match limit {
             Some(n) => validation.clone().prefix(n),
