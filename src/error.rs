@@ -154,15 +154,10 @@ impl Error {
                 cause,
             } => match cause.map(|c| c.downcast::<Error>()) {
                 Some(Ok(source)) => Error::Stage { stage, source },
-                Some(Err(cause)) => Error::Pipeline(ard_actors::PipelineError::StageFailed {
+                other => Error::Pipeline(ard_actors::PipelineError::StageFailed {
                     stage,
                     message,
-                    cause: Some(cause),
-                }),
-                None => Error::Pipeline(ard_actors::PipelineError::StageFailed {
-                    stage,
-                    message,
-                    cause: None,
+                    cause: other.and_then(Result::err),
                 }),
             },
             other => Error::Pipeline(other),
@@ -191,5 +186,52 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ard_actors::{PipelineError, StageError};
+
+    fn failed(error: StageError) -> PipelineError {
+        PipelineError::StageFailed {
+            stage: "student".into(),
+            message: error.to_string(),
+            cause: error.into_source(),
+        }
+    }
+
+    #[test]
+    fn a_stage_s_own_error_comes_back_whole_with_its_chain() {
+        let diverged = Error::Diverged {
+            value: f64::NAN,
+            step: 7,
+            epoch: 1,
+        };
+        let e = Error::from_pipeline(failed(StageError::from(diverged)));
+        let Error::Stage { stage, source } = &e else {
+            panic!("expected Error::Stage, got {e:?}");
+        };
+        assert_eq!(stage, "student");
+        assert!(matches!(**source, Error::Diverged { step: 7, .. }));
+        let chain = anyhow::Error::from(e)
+            .chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(chain[0], "pipeline stage `student` failed");
+        assert!(chain[1].starts_with("loss is NaN at step 7"), "{chain:?}");
+        // Another error type, a plain message, a cancellation: as before.
+        let io = Error::from_pipeline(failed(StageError::from(std::io::Error::other("disk"))));
+        assert!(matches!(
+            io,
+            Error::Pipeline(PipelineError::StageFailed { cause: Some(_), .. })
+        ));
+        let msg = Error::from_pipeline(failed(StageError::msg("boom")));
+        assert_eq!(msg.to_string(), "pipeline: stage `student` failed: boom");
+        assert!(matches!(
+            Error::from_pipeline(PipelineError::Cancelled),
+            Error::Cancelled
+        ));
     }
 }
