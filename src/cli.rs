@@ -226,8 +226,8 @@ pub struct BenchArgs {
         default_value = "reference,tuned_reference,pipeline,sequential"
     )]
     pub sides: Vec<String>,
-    /// How the Rust sides run: fp32 (the defaults), channels_last, bf16, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, threads=N, or +-joined (channels_last+bf16).
-    #[arg(long, value_delimiter = ',', default_value = "fp32")]
+    /// How the Rust sides run: defaults (the config's [perf] as it is), fp32 (the rounding fast paths pinned off), channels_last, bf16 (the attack), bf16_student, bf16_teacher, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, threads=N, or +-joined (fp32+channels_last).
+    #[arg(long, value_delimiter = ',', default_value = "defaults")]
     pub variants: Vec<String>,
     /// Repetitions of every case (the order of the sides flips on each).
     #[arg(long, default_value_t = 1)]

@@ -315,9 +315,11 @@ impl Diagnosis {
         rows.push((
             "CPU bf16",
             if self.cpu_native_bf16 {
-                "native (AVX512-BF16)".to_string()
+                "native (AVX512-BF16): the attack and the student compute in bf16 by default"
+                    .to_string()
             } else {
-                "no native bf16 (perf.attack_dtype = \"bf16\" is refused)".to_string()
+                "no native bf16: f32 by default (perf.attack_dtype / student_dtype = \"bf16\" are refused)"
+                    .to_string()
             },
         ));
         if let Some(c) = &self.config {

@@ -12,31 +12,39 @@
 //!   page-faults its working set in again (kernel time), and every pipeline
 //!   stage thread holds its own high-water mark (resident memory).
 //!
-//! Opt-in, because they round differently (accuracy measured in the README):
+//! On by default where they apply (a CPU; bf16 where it is native), though
+//! they round differently (accuracy within noise over three seeds, README
+//! "Performance"); set them to pin f32:
 //!
 //! - `channels_last` (CPU): convolution weights and model inputs in
 //!   channels-last (NHWC) memory format ([`Model::use_channels_last`]) for
 //!   the student, the attack's replica and the teacher;
-//! - `attack_dtype = "bf16"` (CPU with AVX512-BF16): the training attack runs
-//!   on a bf16 copy of the student ([`Model::use_compute_kind`]):
-//!   convolutions and the linear layer in bf16, BatchNorm and its running
-//!   statistics in f32, inputs and logits cast at the model's edges. The
-//!   attack needs only the sign of the input gradient; the student's own
-//!   forward, loss and update stay f32;
-//! - `amp` (CUDA): fp16 autocast for the attack and the student, with dynamic
-//!   loss scaling ([`crate::distill::GradScaler`]).
+//! - `attack_dtype` (CPU with AVX512-BF16): the training attack runs on a
+//!   bf16 copy of the student ([`Model::use_compute_kind`]): convolutions
+//!   and the linear layer in bf16, BatchNorm and its running statistics in
+//!   f32, inputs and logits cast at the model's edges. The attack needs only
+//!   the sign of the input gradient;
+//! - `student_dtype` (CPU with AVX512-BF16): the student's update computes
+//!   its forwards and backward pass on a bf16 copy ([`ComputeCopy`]) and
+//!   steps the f32 weights with the gradients cast to f32 (f32 master
+//!   weights, f32 SGD: what `torch.autocast` gives a PyTorch loop);
+//! - `teacher_dtype` (CPU with AVX512-BF16): the online teacher's forward
+//!   in bf16 (as the attack's copy); a soft-label cache is filled in f32.
+//!
+//! Opt-in: `amp` (CUDA): fp16 autocast for the attack and the student, with
+//! dynamic loss scaling ([`crate::distill::GradScaler`]).
 //!
 //! The pipeline's attack stage simply makes its replica the bf16 copy (the
 //! weights it loads are rounded on the way in, the BatchNorm statistics it
 //! sends back are f32). The sequential trainer, which attacks the student
-//! itself, keeps an [`AttackShadow`]. Both engines therefore compute the same
+//! itself, keeps a [`ComputeCopy`]. Both engines therefore compute the same
 //! thing. Whether each path pays off on a given machine is measured by
 //! `ard-pipeline bench` (README, "Performance").
 
-use crate::config::{AttackDtype, PerfConfig};
+use crate::config::{ComputeDtype, PerfConfig};
 use crate::error::{Error, Result};
 use crate::models::Model;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 /// Whether this CPU computes bf16 natively (x86-64: AVX512-BF16). Without it
 /// libtorch still runs bf16, converting in software, which is slower than f32.
@@ -91,12 +99,38 @@ pub fn reuse_freed_memory() -> bool {
     }
 }
 
+/// The compute type `dtype` asks for on `device` (None: f32); `auto` is bf16
+/// on a CPU that computes it natively, and says so in the log.
+fn resolve(dtype: ComputeDtype, key: &str, device: Device) -> Option<Kind> {
+    match dtype {
+        ComputeDtype::F32 => None,
+        ComputeDtype::Bf16 => Some(Kind::BFloat16),
+        ComputeDtype::Auto => {
+            let native = device == Device::Cpu && cpu_has_native_bf16();
+            log::info!(
+                "{key} = \"auto\": {}",
+                if native {
+                    "bf16 (this CPU computes bf16 natively)"
+                } else {
+                    "f32 (no native bf16 on this device)"
+                }
+            );
+            native.then_some(Kind::BFloat16)
+        }
+    }
+}
+
 /// The fast paths of a run, checked against its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Perf {
     pub channels_last: bool,
     /// The attack's compute type when it is not f32.
     pub attack_kind: Option<Kind>,
+    /// The compute type of the student's forward and backward passes when it
+    /// is not f32 (its weights and SGD step stay f32).
+    pub student_kind: Option<Kind>,
+    /// The online teacher's compute type when it is not f32.
+    pub teacher_kind: Option<Kind>,
     /// fp16 autocast and loss scaling (CUDA).
     pub amp: bool,
 }
@@ -107,23 +141,10 @@ impl PerfConfig {
     /// support. (`clean_forward_no_grad` is read by the student's update.)
     pub fn build(&self, device: Device) -> Result<Perf> {
         let perf = Perf {
-            channels_last: self.channels_last,
-            attack_kind: match self.attack_dtype {
-                AttackDtype::F32 => None,
-                AttackDtype::Bf16 => Some(Kind::BFloat16),
-                AttackDtype::Auto => {
-                    let native = device == Device::Cpu && cpu_has_native_bf16();
-                    log::info!(
-                        "perf.attack_dtype = \"auto\": {}",
-                        if native {
-                            "bf16 (this CPU computes bf16 natively)"
-                        } else {
-                            "f32 (no native bf16 on this device)"
-                        }
-                    );
-                    native.then_some(Kind::BFloat16)
-                }
-            },
+            channels_last: self.channels_last.unwrap_or(device == Device::Cpu),
+            attack_kind: resolve(self.attack_dtype, "perf.attack_dtype", device),
+            student_kind: resolve(self.student_dtype, "perf.student_dtype", device),
+            teacher_kind: resolve(self.teacher_dtype, "perf.teacher_dtype", device),
             amp: self.amp,
         };
         if perf.amp && !device.is_cuda() {
@@ -133,22 +154,29 @@ impl PerfConfig {
                 crate::device::device_name(device)
             )));
         }
-        if !perf.channels_last && perf.attack_kind.is_none() {
+        let low = [perf.attack_kind, perf.student_kind, perf.teacher_kind]
+            .iter()
+            .any(Option::is_some);
+        if !perf.channels_last && !low {
             return Ok(perf);
         }
         if device != Device::Cpu {
             return Err(Error::Setting(format!(
-                "[perf] channels_last / attack_dtype are CPU fast paths (tested on CPU only); \
-                 the run's device is {}: turn them off there",
+                "[perf] channels_last and the bf16 dtypes are CPU fast paths \
+                 (tested on CPU only); the run's device is {}: turn them off there",
                 crate::device::device_name(device)
             )));
         }
-        if perf.attack_kind.is_some() && !cpu_has_native_bf16() {
-            return Err(Error::Setting(
-                "perf.attack_dtype = \"bf16\": this CPU has no native bf16 (AVX512-BF16), \
-                 where bf16 is slower than f32; use \"f32\""
-                    .into(),
-            ));
+        if low && !cpu_has_native_bf16() {
+            let key = match (perf.attack_kind, perf.student_kind) {
+                (Some(_), _) => "perf.attack_dtype",
+                (None, Some(_)) => "perf.student_dtype",
+                (None, None) => "perf.teacher_dtype",
+            };
+            return Err(Error::Setting(format!(
+                "{key} = \"bf16\": this CPU has no native bf16 (AVX512-BF16), \
+                 where bf16 is slower than f32; use \"f32\" or \"auto\""
+            )));
         }
         Ok(perf)
     }
@@ -163,6 +191,15 @@ impl Perf {
         }
     }
 
+    /// Makes `teacher` the online teacher: channels-last when asked, and
+    /// converted to the teacher's compute type.
+    pub fn prepare_online_teacher(&self, teacher: &mut Model) {
+        self.prepare(teacher);
+        if let Some(kind) = self.teacher_kind {
+            teacher.use_compute_kind(kind);
+        }
+    }
+
     /// Makes `replica` the model the training attack runs on: channels-last
     /// when asked, and converted to the attack's compute type.
     pub fn prepare_attack_replica(&self, replica: &mut Model) {
@@ -172,44 +209,59 @@ impl Perf {
         }
     }
 
-    /// The sequential trainer's reduced-precision copy of `student`, when the
-    /// attack is not f32.
-    pub fn attack_shadow(&self, student: &Model) -> Result<Option<AttackShadow>> {
-        if self.attack_kind.is_none() {
-            return Ok(None);
-        }
+    /// The sequential trainer's reduced-precision copy of `student` for the
+    /// attack, when the attack is not f32.
+    pub fn attack_shadow(&self, student: &Model) -> Result<Option<ComputeCopy>> {
+        self.attack_kind
+            .map(|kind| ComputeCopy::new(self, student, kind))
+            .transpose()
+    }
+
+    /// The reduced-precision copy of `student` its update computes on, when
+    /// the student's passes are not f32.
+    pub fn student_copy(&self, student: &Model) -> Result<Option<ComputeCopy>> {
+        self.student_kind
+            .map(|kind| ComputeCopy::new(self, student, kind))
+            .transpose()
+    }
+}
+
+/// A copy of the student that computes in a reduced type (bf16) while the
+/// student keeps f32 weights: refreshed from the student before use; the
+/// BatchNorm running statistics its train-mode forwards produce (kept in f32)
+/// are copied back after it, and so are its gradients, cast to f32, for the
+/// student's f32 SGD step. The sequential trainer attacks one (the pipeline's
+/// attack replica is one already); the student's update computes on one with
+/// `perf.student_dtype = "bf16"`.
+#[derive(Debug)]
+pub struct ComputeCopy {
+    model: Model,
+    running: Vec<String>,
+}
+
+impl ComputeCopy {
+    fn new(perf: &Perf, student: &Model, kind: Kind) -> Result<ComputeCopy> {
         let mut model = Model::new(student.arch, student.device());
         model.copy_weights_from(student)?;
-        self.prepare_attack_replica(&mut model);
+        perf.prepare(&mut model);
+        model.use_compute_kind(kind);
         let running: Vec<String> = model
             .vs
             .variables()
             .into_keys()
             .filter(|n| n.ends_with(".running_mean") || n.ends_with(".running_var"))
             .collect();
-        Ok(Some(AttackShadow { model, running }))
+        Ok(ComputeCopy { model, running })
     }
-}
 
-/// A bf16 copy of the student for the sequential trainer's attack: refreshed
-/// from the student before each attack; the BatchNorm running statistics the
-/// attack's train-mode forwards produce (kept in f32) are copied back after
-/// it, as the pipeline's attack stage sends them to the student.
-#[derive(Debug)]
-pub struct AttackShadow {
-    model: Model,
-    running: Vec<String>,
-}
-
-impl AttackShadow {
-    /// Loads the student's current weights (rounded to the shadow's type) and
-    /// returns the model to attack.
+    /// Loads the student's current weights (rounded to the copy's type) and
+    /// returns the model to compute on.
     pub fn refresh(&mut self, student: &Model) -> Result<&Model> {
         self.model.vs.copy(&student.vs)?;
         Ok(&self.model)
     }
 
-    /// Copies the running statistics the attack left in the shadow to `student`.
+    /// Copies the running statistics the copy's forwards left in it to `student`.
     pub fn statistics_to(&self, student: &Model) -> Result<()> {
         let from = self.model.vs.variables();
         let to = student.vs.variables();
@@ -217,7 +269,7 @@ impl AttackShadow {
             for name in &self.running {
                 let (Some(src), Some(dst)) = (from.get(name), to.get(name)) else {
                     return Err(Error::invalid(
-                        "attack shadow",
+                        "compute copy",
                         format!("no variable {name}"),
                     ));
                 };
@@ -226,12 +278,41 @@ impl AttackShadow {
             Ok(())
         })
     }
+
+    /// The gradients of the copy's variables `names` (in that order) as f32
+    /// tensors (undefined where a variable has none), and the copy's own
+    /// cleared for the next backward pass.
+    pub fn take_gradients(&self, names: &[String]) -> Result<Vec<Tensor>> {
+        let vars = self.model.vs.variables();
+        tch::no_grad(|| {
+            names
+                .iter()
+                .map(|name| {
+                    let var = vars.get(name).ok_or_else(|| {
+                        Error::invalid("compute copy", format!("no variable {name}"))
+                    })?;
+                    let mut g = var.grad();
+                    if !g.defined() {
+                        return Ok(g);
+                    }
+                    // A copy even where the gradient is f32 already (BatchNorm):
+                    // the copy's own is zeroed next.
+                    let f32_grad = if g.kind() == Kind::Float {
+                        g.copy()
+                    } else {
+                        g.f_to_kind(Kind::Float)?
+                    };
+                    let _ = g.f_zero_()?;
+                    Ok(f32_grad)
+                })
+                .collect()
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Tensor;
 
     // Tests run in parallel and libtorch's seed is global: models are copied
     // from one another rather than re-seeded, and each test draws its input once.
@@ -328,9 +409,52 @@ mod tests {
     }
 
     #[test]
+    fn student_copy_gives_f32_gradients_close_to_the_f32_ones() {
+        // A trained student: at random init, train-mode BatchNorm makes the
+        // gradients the small difference of large terms, which rounding swamps.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("weights/quickstart-mobilenet_v2_x0.5.safetensors");
+        let student =
+            Model::load("mobilenet_v2_x0.5".parse().unwrap(), Device::Cpu, &path).unwrap();
+        let perf = Perf {
+            student_kind: Some(Kind::BFloat16),
+            ..Default::default()
+        };
+        let mut copy = perf.student_copy(&student).unwrap().unwrap();
+        let x = input();
+        let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
+        let loss = |m: &Model| m.forward_t(&x, true).cross_entropy_for_logits(&y);
+        let vars = student.vs.variables();
+        let names: Vec<String> = vars
+            .iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, _)| n.clone())
+            .collect();
+        loss(copy.refresh(&student).unwrap()).backward();
+        let low = copy.take_gradients(&names).unwrap();
+        loss(&student).backward();
+        // Over all parameters together (a bias whose every consumer is a
+        // train-mode BatchNorm has a gradient of zero up to rounding).
+        assert!(low.iter().all(|g| g.kind() == Kind::Float));
+        let flat = |gs: Vec<Tensor>| {
+            Tensor::cat(&gs.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(), 0)
+        };
+        let low = flat(low);
+        let exact = flat(names.iter().map(|n| vars[n].grad()).collect());
+        let cos = (&low * &exact).sum(Kind::Double).double_value(&[])
+            / (low.norm().double_value(&[]) * exact.norm().double_value(&[]));
+        assert!(cos > 0.98, "cosine {cos} (measured about 0.995)");
+        // The copy's own gradients are cleared: the next backward starts at zero.
+        let again = copy.take_gradients(&names).unwrap();
+        assert!(again.iter().all(|g| max_abs(g) == 0.0));
+        assert_eq!(vars["conv1.weight"].kind(), Kind::Float);
+        assert!(copy.take_gradients(&["nope".into()]).is_err());
+    }
+
+    #[test]
     fn fast_paths_are_cpu_only() {
         let cfg = PerfConfig {
-            channels_last: true,
+            channels_last: Some(true),
             ..Default::default()
         };
         assert!(cfg.build(Device::Cpu).is_ok());
@@ -353,17 +477,30 @@ mod tests {
     }
 
     #[test]
-    fn auto_attack_dtype_is_bf16_only_where_the_cpu_has_it() {
-        let cfg = PerfConfig {
-            attack_dtype: AttackDtype::Auto,
+    fn the_defaults_are_every_fast_path_that_applies() {
+        // On a CPU: channels-last, and bf16 for the attack, the student and
+        // the online teacher where the CPU computes it natively.
+        let cpu = PerfConfig::default().build(Device::Cpu).unwrap();
+        let bf16 = cpu_has_native_bf16().then_some(Kind::BFloat16);
+        assert!(cpu.channels_last);
+        assert_eq!(
+            (cpu.attack_kind, cpu.student_kind, cpu.teacher_kind),
+            (bf16, bf16, bf16)
+        );
+        // A GPU gets f32 and NCHW, and no error (explicit bf16 or
+        // channels_last = true would be refused there).
+        assert_eq!(
+            PerfConfig::default().build(Device::Cuda(0)).unwrap(),
+            Perf::default()
+        );
+        // Pinned: f32 everywhere.
+        let pinned = PerfConfig {
+            channels_last: Some(false),
+            attack_dtype: ComputeDtype::F32,
+            student_dtype: ComputeDtype::F32,
+            teacher_dtype: ComputeDtype::F32,
             ..Default::default()
         };
-        let cpu = cfg.build(Device::Cpu).unwrap();
-        assert_eq!(
-            cpu.attack_kind,
-            cpu_has_native_bf16().then_some(Kind::BFloat16)
-        );
-        // A GPU gets f32, and no error (explicit bf16 would be refused there).
-        assert_eq!(cfg.build(Device::Cuda(0)).unwrap().attack_kind, None);
+        assert_eq!(pinned.build(Device::Cpu).unwrap(), Perf::default());
     }
 }

@@ -65,6 +65,11 @@ epochs = 2
 max_steps = {steps}
 [eval]
 attacks = []
+[perf]
+# PyTorch's eager f32 loop is the reference: the rounding fast paths pinned off.
+channels_last = false
+attack_dtype = "f32"
+student_dtype = "f32"
 "#,
         out = dir.display(),
         bn = alpha == 1.0,

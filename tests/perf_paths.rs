@@ -127,6 +127,17 @@ fn bf16_attack_pipeline_matches_sequential() {
     engines_agree("attack_dtype = \"bf16\"\nchannels_last = true");
 }
 
+#[test]
+fn bf16_student_and_teacher_pipeline_matches_sequential() {
+    if !ard_pipeline::perf::cpu_has_native_bf16() {
+        eprintln!("no native bf16 on this CPU: the bf16 student is refused here; skipped");
+        return;
+    }
+    engines_agree(
+        "student_dtype = \"bf16\"\nteacher_dtype = \"bf16\"\nattack_dtype = \"bf16\"\nchannels_last = true",
+    );
+}
+
 fn refused(perf: &str, loss: &str) -> String {
     let text = format!(
         "[teacher]\nweights = \"t.safetensors\"\n[loss]\n{loss}\n[perf]\n{perf}\n[metrics]\nlisten = \"\"\n"
@@ -142,6 +153,8 @@ fn the_perf_section_is_validated() {
     assert!(e.contains("channel_last"), "{e}");
     let e = refused("attack_dtype = \"fp16\"", "kind = \"ard\"");
     assert!(e.contains("attack_dtype") || e.contains("fp16"), "{e}");
+    let e = refused("student_dtype = \"half\"", "kind = \"ard\"");
+    assert!(e.contains("student_dtype") || e.contains("half"), "{e}");
     let e = refused(
         "clean_forward_no_grad = true",
         "kind = \"ard\"\nalpha = 0.9",

@@ -74,6 +74,9 @@ queue_capacity = 2
 max_weight_staleness = 0
 [metrics]
 listen = ""
+[perf]
+# A cache is filled by an f32 teacher: the online teacher too, for bit-for-bit comparisons.
+teacher_dtype = "f32"
 "#,
         out = dir.display(),
         root = common::cifar_root().display()

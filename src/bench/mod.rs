@@ -29,7 +29,7 @@ mod report;
 
 pub use report::{BenchReport, Machine, RunRecord, StageShare, SummaryRow};
 
-use crate::config::{AttackDtype, ComputePlacement, Config, SoftLabels, Views};
+use crate::config::{ComputeDtype, ComputePlacement, Config, SoftLabels, Views};
 use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::{Arch, Model};
@@ -80,9 +80,12 @@ impl FromStr for Side {
     }
 }
 
-/// How the Rust sides run: `fp32` (the config's `[perf]`, `[pipeline]` and
-/// threads as they are, i.e. the defaults), or `+`-joined changes:
-/// `channels_last`, `bf16` (the rounding fast paths), `no_grad_clean` /
+/// How the Rust sides run: `defaults` (the config's `[perf]`, `[pipeline]`
+/// and threads as they are: what a user gets), or `+`-joined changes: `fp32`
+/// (every rounding fast path pinned off: f32 attack and student, no
+/// channels-last), `channels_last`, `bf16` (the attack in bf16),
+/// `bf16_student` (the student's passes in bf16), `bf16_teacher` (the
+/// online teacher in bf16), `no_grad_clean` /
 /// `graph_clean` (`perf.clean_forward_no_grad` true / false),
 /// `malloc_reuse` / `no_malloc_reuse` (`perf.malloc_reuse`), `shared` /
 /// `per_stage` (`pipeline.compute`), `amp` (`perf.amp`, CUDA), `threads=N`
@@ -90,8 +93,12 @@ impl FromStr for Side {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Variant {
     pub name: String,
+    /// `fp32`: the rounding fast paths pinned off (before the parts below).
+    pub fp32: bool,
     pub channels_last: bool,
     pub bf16: bool,
+    pub bf16_student: bool,
+    pub bf16_teacher: bool,
     pub no_grad_clean: Option<bool>,
     pub malloc_reuse: Option<bool>,
     pub compute: Option<ComputePlacement>,
@@ -105,8 +112,11 @@ impl FromStr for Variant {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let mut v = Variant {
             name: s.to_string(),
+            fp32: false,
             channels_last: false,
             bf16: false,
+            bf16_student: false,
+            bf16_teacher: false,
             no_grad_clean: None,
             malloc_reuse: None,
             compute: None,
@@ -115,9 +125,12 @@ impl FromStr for Variant {
         };
         for part in s.split('+') {
             match part {
-                "fp32" => {}
+                "defaults" => {}
+                "fp32" => v.fp32 = true,
                 "channels_last" => v.channels_last = true,
                 "bf16" => v.bf16 = true,
+                "bf16_student" => v.bf16_student = true,
+                "bf16_teacher" => v.bf16_teacher = true,
                 "no_grad_clean" => v.no_grad_clean = Some(true),
                 "graph_clean" => v.no_grad_clean = Some(false),
                 "malloc_reuse" => v.malloc_reuse = Some(true),
@@ -129,7 +142,7 @@ impl FromStr for Variant {
                     Some(Ok(n)) if n >= 1 => v.threads = Some(n),
                     _ => {
                         return Err(format!(
-                            "unknown variant part {part:?} (fp32, channels_last, bf16, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, amp, threads=N, joined with +)"
+                            "unknown variant part {part:?} (defaults, fp32, channels_last, bf16, bf16_student, bf16_teacher, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, amp, threads=N, joined with +)"
                         ))
                     }
                 },
@@ -142,14 +155,26 @@ impl FromStr for Variant {
 impl Variant {
     /// `cfg` with this variant's changes.
     fn apply(&self, cfg: &mut Config) {
+        if self.fp32 {
+            cfg.perf.channels_last = Some(false);
+            cfg.perf.attack_dtype = ComputeDtype::F32;
+            cfg.perf.student_dtype = ComputeDtype::F32;
+            cfg.perf.teacher_dtype = ComputeDtype::F32;
+        }
         if self.amp {
             cfg.perf.amp = true;
         }
         if self.channels_last {
-            cfg.perf.channels_last = true;
+            cfg.perf.channels_last = Some(true);
         }
         if self.bf16 {
-            cfg.perf.attack_dtype = AttackDtype::Bf16;
+            cfg.perf.attack_dtype = ComputeDtype::Bf16;
+        }
+        if self.bf16_student {
+            cfg.perf.student_dtype = ComputeDtype::Bf16;
+        }
+        if self.bf16_teacher {
+            cfg.perf.teacher_dtype = ComputeDtype::Bf16;
         }
         if self.no_grad_clean.is_some() {
             cfg.perf.clean_forward_no_grad = self.no_grad_clean;
@@ -661,7 +686,20 @@ mod tests {
     #[test]
     fn variants_parse() {
         let v: Variant = "channels_last+bf16".parse().unwrap();
-        assert!(v.channels_last && v.bf16 && v.threads.is_none());
+        assert!(v.channels_last && v.bf16 && !v.bf16_student && v.threads.is_none());
+        let v: Variant = "bf16+bf16_student".parse().unwrap();
+        assert!(v.bf16 && v.bf16_student && !v.channels_last && !v.fp32);
+        // fp32 pins the rounding paths off; a later part turns one back on.
+        let mut cfg = Config::default();
+        "fp32+channels_last"
+            .parse::<Variant>()
+            .unwrap()
+            .apply(&mut cfg);
+        assert_eq!(cfg.perf.channels_last, Some(true));
+        assert_eq!(cfg.perf.student_dtype, ComputeDtype::F32);
+        let mut cfg = Config::default();
+        "defaults".parse::<Variant>().unwrap().apply(&mut cfg);
+        assert_eq!(cfg.perf.student_dtype, ComputeDtype::Auto);
         let v: Variant = "threads=1".parse().unwrap();
         assert_eq!(v.threads, Some(1));
         assert!("fp16".parse::<Variant>().is_err());

@@ -599,17 +599,17 @@ impl Default for MetricsConfig {
     }
 }
 
-/// Numeric type of the training attack's forward and backward passes.
+/// Numeric type of a model's forward and backward passes (the training
+/// attack's, `perf.attack_dtype`, or the student's update, `perf.student_dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AttackDtype {
+pub enum ComputeDtype {
     /// Single precision, as everything else.
     #[default]
     F32,
     /// bfloat16 convolutions and linear layers on a copy of the student (BatchNorm
     /// and its running statistics stay f32; inputs and logits are cast at the
-    /// model's edges). The attack only needs the sign of the input gradient.
-    /// Needs a CPU with native bf16 (AVX512-BF16); refused on CUDA.
+    /// model's edges). Needs a CPU with native bf16 (AVX512-BF16); refused on CUDA.
     Bf16,
     /// `bf16` where the run's device is a CPU with native bf16, `f32`
     /// elsewhere (a GPU, or a CPU without it): for configs meant to run anywhere.
@@ -617,17 +617,32 @@ pub enum AttackDtype {
 }
 
 /// `[perf]`: how the numbers are computed, not the algorithm (see
-/// `src/perf.rs` and README "Performance"). The two paths that give the same
-/// weights bit for bit are on by default; the two that round differently
-/// (`channels_last`, `attack_dtype = "bf16"`) are opt-in.
+/// `src/perf.rs` and README "Performance"). Every path is on by default where
+/// it applies: the two that give the same weights bit for bit, and, on a CPU
+/// that computes bf16 natively, the three that round differently
+/// (`channels_last`, `attack_dtype`, `student_dtype`, `teacher_dtype`; accuracy measured
+/// within noise over three seeds, README "Performance"). Set them to pin a
+/// computation (`false`, `"f32"`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerfConfig {
     /// Keep 4-d convolution weights and model inputs in channels-last (NHWC)
     /// memory format, for the student, its attack replica and the teacher.
-    pub channels_last: bool,
-    /// `f32`, `bf16` or `auto` for the training attack on the student.
-    pub attack_dtype: AttackDtype,
+    /// Unset (the default): on a CPU, off elsewhere; `true` is refused off a CPU.
+    pub channels_last: Option<bool>,
+    /// `f32`, `bf16` or `auto` for the training attack on the student (it
+    /// needs only the sign of the input gradient).
+    pub attack_dtype: ComputeDtype,
+    /// `f32`, `bf16` or `auto` for the student's forward and backward passes
+    /// in its update: a bf16 compute copy of the student whose gradients,
+    /// cast to f32, update the f32 master weights with an f32 SGD step (what
+    /// `torch.autocast` gives a PyTorch loop).
+    pub student_dtype: ComputeDtype,
+    /// `f32`, `bf16` or `auto` for the online teacher's forward (soft labels
+    /// computed on every batch, `teacher.soft_labels = "online"`). A soft-label
+    /// cache is always filled by an f32 teacher, so a cached run and its
+    /// cache file do not depend on it.
+    pub teacher_dtype: ComputeDtype,
     /// ARD at alpha = 1 runs the student's clean forward only for BatchNorm's
     /// running statistics (its loss term has weight 0, as in ARD's code): run
     /// it without recording a graph. The same weights bit for bit, one
@@ -651,8 +666,10 @@ pub struct PerfConfig {
 impl Default for PerfConfig {
     fn default() -> Self {
         Self {
-            channels_last: false,
-            attack_dtype: AttackDtype::F32,
+            channels_last: None,
+            attack_dtype: ComputeDtype::Auto,
+            student_dtype: ComputeDtype::Auto,
+            teacher_dtype: ComputeDtype::Auto,
             clean_forward_no_grad: None,
             malloc_reuse: true,
             amp: false,

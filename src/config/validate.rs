@@ -416,7 +416,7 @@ impl Config {
             true,
             "only means something for the ard loss with alpha = 1 and clean_forward_for_bn = true",
         );
-        if perf.attack_dtype == AttackDtype::Bf16 {
+        if perf.attack_dtype == ComputeDtype::Bf16 {
             c.require(
                 a.kind != AttackKind::None,
                 "perf.attack_dtype",

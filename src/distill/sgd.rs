@@ -72,35 +72,47 @@ impl Sgd {
         }
     }
 
-    /// Global L2 norm of the gradients (before clipping).
-    pub fn grad_norm(&self) -> f64 {
-        let sq: f64 = self
-            .params
-            .iter()
-            .map(|p| p.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.square().sum(tch::Kind::Double).double_value(&[]))
-            .sum();
-        sq.sqrt()
+    /// The parameters' names, in [`Sgd::params`] order.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
-    /// One step with learning rate `lr`; parameters without a gradient are skipped.
+    /// One step with learning rate `lr` on the parameters' own gradients;
+    /// parameters without a gradient are skipped.
     pub fn step(&mut self, lr: f64) -> Result<()> {
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
+        self.step_with(lr, &grads)
+    }
+
+    /// One step with learning rate `lr` on `grads`, one per parameter in
+    /// [`Sgd::params`] order (undefined: skipped), e.g. the f32 gradients of
+    /// a bf16 compute copy ([`crate::perf::ComputeCopy`]). Clipping scales them in place.
+    pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) -> Result<()> {
+        if grads.len() != self.params.len() {
+            return Err(crate::Error::invalid(
+                "optimiser step",
+                format!(
+                    "{} gradients for {} parameters",
+                    grads.len(),
+                    self.params.len()
+                ),
+            ));
+        }
         tch::no_grad(|| -> Result<()> {
             if let Some(max_norm) = self.grad_clip {
-                let norm = self.grad_norm();
-                let coef = max_norm / (norm + 1e-6);
+                let coef = max_norm / (global_norm(grads) + 1e-6);
                 if coef < 1.0 {
-                    for p in &self.params {
-                        let mut g = p.grad();
-                        if g.defined() {
-                            let _ = g.f_mul_scalar_(coef)?;
-                        }
+                    for g in grads.iter().filter(|g| g.defined()) {
+                        let _ = g.shallow_clone().f_mul_scalar_(coef)?;
                     }
                 }
             }
-            for (p, buf) in self.params.iter_mut().zip(self.buffers.iter_mut()) {
-                let g = p.grad();
+            for ((p, buf), g) in self
+                .params
+                .iter_mut()
+                .zip(self.buffers.iter_mut())
+                .zip(grads)
+            {
                 if !g.defined() {
                     continue;
                 }
@@ -174,4 +186,14 @@ impl Sgd {
         }
         Ok(())
     }
+}
+
+/// The L2 norm of the defined tensors of `grads` together.
+fn global_norm(grads: &[Tensor]) -> f64 {
+    grads
+        .iter()
+        .filter(|g| g.defined())
+        .map(|g| g.square().sum(tch::Kind::Double).double_value(&[]))
+        .sum::<f64>()
+        .sqrt()
 }

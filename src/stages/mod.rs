@@ -245,7 +245,7 @@ pub fn run_pipeline(
             .ok_or_else(|| Error::Setting("the teacher stage needs teacher.weights".into()))?;
         Model::load(cfg.teacher.arch, device, path)
     };
-    let perf = cfg.perf.build(device)?;
+    let perf = ctx.perf;
     let mut replica = Model::new(cfg.student.arch, device);
     replica.copy_weights_from(&student)?;
     // channels-last and/or bf16 as [perf] asks (the student was prepared by RunSetup).

@@ -9,14 +9,15 @@ use super::resume::{Checkpoint, TrainPosition};
 use super::run_dir::RunDir;
 use super::step::StudentUpdate;
 use super::validation::Validator;
-use crate::config::AttackConfig;
 use crate::config::Config;
+use crate::config::{AttackConfig, AttackKind, AttackTarget, SoftLabels};
 use crate::data::{self, SplitKind};
 use crate::distill::{GradScaler, Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::eval::{EvalAttack, EvalReport, EvalSet, Evaluation};
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
+use crate::perf::Perf;
 use crate::soft_labels::SoftLabelSource;
 use std::sync::Arc;
 use tch::Device;
@@ -24,6 +25,8 @@ use tch::Device;
 /// Everything a run needs, built from the config (models loaded, data read).
 pub struct RunSetup {
     pub device: Device,
+    /// `[perf]`, checked against the device.
+    pub perf: Perf,
     pub train: data::Split,
     /// The held-out validation split (`data.validation_images`), never trained on.
     pub validation: data::Split,
@@ -37,7 +40,17 @@ impl RunSetup {
     pub fn build(cfg: &Config) -> Result<RunSetup> {
         let device = crate::device::resolve_device(&cfg.run.device)?;
         // [perf]: checked against the device; process settings before any threads start.
-        let perf = cfg.perf.build(device)?;
+        let mut perf = cfg.perf.build(device)?;
+        if cfg.attack.kind == AttackKind::None || cfg.attack.target == AttackTarget::Teacher {
+            // No attack on the student: no bf16 copy of it for one.
+            perf.attack_kind = None;
+        }
+        if cfg.teacher.soft_labels != SoftLabels::Online
+            || cfg.attack.target != AttackTarget::Student
+        {
+            // A cache is filled by an f32 teacher; an attack on the teacher runs on it in f32.
+            perf.teacher_kind = None;
+        }
         crate::perf::configure_process(cfg);
         tch::manual_seed(cfg.run.seed as i64);
         data::ensure_cifar10(&cfg.data)?;
@@ -64,10 +77,11 @@ impl RunSetup {
             (_, false) => None,
         };
         if let Some(t) = teacher.as_mut() {
-            perf.prepare(t);
+            perf.prepare_online_teacher(t);
         }
         Ok(RunSetup {
             device,
+            perf,
             train,
             validation,
             test,
@@ -97,6 +111,8 @@ pub fn eval_attacks(cfg: &Config) -> Result<Vec<EvalAttack>> {
 pub struct RunContext<'a> {
     pub cfg: &'a Config,
     pub device: Device,
+    /// `[perf]`, checked against the device.
+    pub perf: Perf,
     pub run_dir: Option<&'a RunDir>,
     /// The checkpoint this run continues from.
     pub resume: Option<&'a Checkpoint>,
@@ -202,6 +218,7 @@ impl<'a> RunContext<'a> {
     ) -> Result<(RunContext<'a>, RunParts)> {
         let RunSetup {
             device,
+            perf,
             train,
             validation,
             test,
@@ -228,6 +245,7 @@ impl<'a> RunContext<'a> {
             clean_forward_no_grad: cfg.perf.clean_forward_without_graph(),
             scaler: cfg.perf.amp.then(GradScaler::default),
             budget: budget.clone(),
+            compute_copy: perf.student_copy(&student)?,
         };
         let mut soft_labels = SoftLabelSource::for_run(cfg, &train, teacher.is_some(), metrics)?;
         if device.is_cuda() {
@@ -237,6 +255,7 @@ impl<'a> RunContext<'a> {
         let ctx = RunContext {
             cfg,
             device,
+            perf,
             run_dir,
             resume,
             start,

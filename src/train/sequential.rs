@@ -68,6 +68,7 @@ pub fn train_sequential_with(
     ) = RunContext::build(cfg, run_dir, resume, metrics.cloned())?;
     let RunContext {
         device,
+        perf,
         start,
         total_steps: total,
         budget,
@@ -75,7 +76,7 @@ pub fn train_sequential_with(
     } = ctx;
     let attack = cfg.attack.build();
     // With perf.attack_dtype = "bf16" the attack runs on a bf16 copy of the student.
-    let mut attack_shadow = cfg.perf.build(device)?.attack_shadow(&student)?;
+    let mut attack_shadow = perf.attack_shadow(&student)?;
     let spent = || budget.as_ref().map_or(0.0, |b| b.spent_s());
     let checkpoint_path = run_dir.map(|d| d.file(resume::CHECKPOINT_FILE));
     let save = |student: &Model,

@@ -6,6 +6,7 @@ use crate::attacks::{Attack, AttackInput, NoiseKey};
 use crate::distill::{GradScaler, LossInputs, Objective, Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::models::Model;
+use crate::perf::ComputeCopy;
 use tch::Tensor;
 
 /// Noise stream of the training attack's random starts.
@@ -59,6 +60,10 @@ pub struct StudentUpdate {
     pub scaler: Option<GradScaler>,
     /// `train.max_seconds`: the schedule runs over the budget's time.
     pub budget: Option<std::sync::Arc<super::budget::TimeBudget>>,
+    /// `perf.student_dtype = "bf16"`: the forwards and the backward pass run
+    /// on this bf16 copy of the student; its gradients, cast to f32, step the
+    /// f32 weights, and its BatchNorm statistics are copied back.
+    pub compute_copy: Option<ComputeCopy>,
 }
 
 impl StudentUpdate {
@@ -76,13 +81,17 @@ impl StudentUpdate {
         global_step: usize,
     ) -> Result<(f64, f64)> {
         let amp = self.scaler.is_some();
+        let model = match &mut self.compute_copy {
+            Some(copy) => copy.refresh(student)?,
+            None => student,
+        };
         let loss = tch::autocast(amp, || {
-            let s_adv = student.forward_t(x_adv, true);
+            let s_adv = model.forward_t(x_adv, true);
             let s_clean = self.objective.needs_clean_forward().then(|| {
                 if self.clean_forward_no_grad && self.objective.clean_forward_only_for_bn() {
-                    tch::no_grad(|| student.forward_t(x, true))
+                    tch::no_grad(|| model.forward_t(x, true))
                 } else {
-                    student.forward_t(x, true)
+                    model.forward_t(x, true)
                 }
             });
             self.objective.loss(&LossInputs {
@@ -93,6 +102,9 @@ impl StudentUpdate {
             })
         })?;
         let value = loss.double_value(&[]);
+        if let Some(copy) = &self.compute_copy {
+            copy.statistics_to(student)?;
+        }
         if !value.is_finite() {
             return Err(Error::Diverged {
                 value,
@@ -105,12 +117,17 @@ impl StudentUpdate {
             Some(budget) => self.schedule.lr_at(epoch, budget.progress()),
             None => self.schedule.lr(epoch, global_step),
         };
-        match &mut self.scaler {
-            None => {
+        match (&mut self.scaler, &self.compute_copy) {
+            (None, None) => {
                 loss.backward();
                 self.sgd.step(lr)?;
             }
-            Some(scaler) => {
+            (None, Some(copy)) => {
+                loss.backward();
+                let grads = copy.take_gradients(self.sgd.names())?;
+                self.sgd.step_with(lr, &grads)?;
+            }
+            (Some(scaler), _) => {
                 scaler.scaled(&loss).backward();
                 let finite = scaler.unscale(self.sgd.params())?;
                 if finite {
