@@ -122,14 +122,14 @@ pub fn upload(t: Tensor, device: Device) -> Result<Tensor> {
     }
 }
 
+/// The cores of this machine (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Sets libtorch's intra-op threads for the calling thread's pool (all cores when None).
 pub fn set_threads(threads: Option<usize>) {
-    let n = threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    set_this_threads_intra_op(n);
+    set_this_threads_intra_op(threads.unwrap_or_else(cores));
 }
 
 /// Sets the calling thread's intra-op thread count (OpenMP's is per thread).

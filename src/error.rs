@@ -164,6 +164,22 @@ impl Error {
         }
     }
 
+    /// A problem with the config file or override `file` (see [`Error::Config`]).
+    pub fn config(file: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            file: file.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A missing, truncated or corrupt dataset file (see [`Error::Dataset`]).
+    pub fn dataset(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Dataset {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
     /// A broken contract of `what` (see [`Error::Invalid`]).
     pub fn invalid(what: &'static str, message: impl Into<String>) -> Self {
         Error::Invalid {

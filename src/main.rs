@@ -42,6 +42,20 @@ fn load_config(cli: &Cli) -> Result<Config> {
     Ok(config::load(&path)?)
 }
 
+/// The `--config` file when one is given, else the built-in defaults with
+/// the environment overrides.
+fn config_or_defaults(cli: &Cli) -> Result<Config> {
+    match &cli.config {
+        Some(_) => load_config(cli),
+        None => Ok(config::defaults_with_env()?),
+    }
+}
+
+/// Exit code 0 (success) when `ok`, else 1.
+fn exit_code(ok: bool) -> ExitCode {
+    ExitCode::from(u8::from(!ok))
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         None => run(&load_config(&cli)?, &cli.run),
@@ -77,11 +91,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             });
             let outcome = sweep::run_sweep(&path, backend, |line| eprintln!("[sweep] {line}"))?;
             print!("{}", outcome.summary());
-            Ok(if outcome.failed().is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(exit_code(outcome.failed().is_empty()))
         }
         Some(Command::Report(args)) => {
             let written = ard_pipeline::sweep::report::write_report(&args.sweep_dir)?;
@@ -126,24 +136,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Eval(args)) => {
-            let cfg = match &cli.config {
-                Some(_) => load_config(&cli)?,
-                None => config::defaults_with_env()?,
-            };
-            eval_command(cfg, args).map(|()| ExitCode::SUCCESS)
+            eval_command(config_or_defaults(&cli)?, args).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Export(args)) => {
-            let cfg = match &cli.config {
-                Some(_) => load_config(&cli)?,
-                None => config::defaults_with_env()?,
-            };
-            export_command(&cfg, args).map(|()| ExitCode::SUCCESS)
+            export_command(&config_or_defaults(&cli)?, args).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::LatencyChild(args)) => {
-            let arch: Option<Arch> = match &args.arch {
-                Some(name) => Some(name.parse().map_err(anyhow::Error::msg)?),
-                None => None,
-            };
+            let arch = parse_arch(args.arch.as_deref())?;
             let opts = eval::edge::LatencyOptions {
                 batch_sizes: args.batches.clone(),
                 runs: args.runs,
@@ -160,6 +159,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The architecture `--arch` names, if given.
+fn parse_arch(name: Option<&str>) -> Result<Option<Arch>> {
+    name.map(str::parse).transpose().map_err(anyhow::Error::msg)
 }
 
 fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
@@ -210,11 +214,7 @@ fn doctor_command(cli: &Cli, args: &cli::DoctorArgs) -> Result<ExitCode> {
         let text = serde_json::to_string_pretty(&diagnosis)?;
         ard_pipeline::train::run_dir::write_text_atomic(path, &(text + "\n"))?;
     }
-    Ok(if diagnosis.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(exit_code(diagnosis.ok))
 }
 
 fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<ExitCode> {
@@ -339,10 +339,7 @@ fn export_command(cfg: &Config, args: &ExportArgs) -> Result<()> {
 }
 
 fn eval_command(cfg: Config, args: &EvalArgs) -> Result<()> {
-    let arch: Option<Arch> = match &args.arch {
-        Some(name) => Some(name.parse().map_err(anyhow::Error::msg)?),
-        None => None,
-    };
+    let arch = parse_arch(args.arch.as_deref())?;
     let latency = args.latency.then(|| eval::edge::LatencyOptions {
         batch_sizes: args.latency_batches.clone(),
         runs: args.latency_runs,

@@ -70,6 +70,7 @@ attacks = []
 channels_last = false
 attack_dtype = "f32"
 student_dtype = "f32"
+teacher_dtype = "f32"
 "#,
         out = dir.display(),
         bn = alpha == 1.0,

@@ -75,8 +75,13 @@ max_weight_staleness = 0
 [metrics]
 listen = ""
 [perf]
-# A cache is filled by an f32 teacher: the online teacher too, for bit-for-bit comparisons.
+# A cache holds what the plain f32 NCHW teacher computes: the online teacher
+# computes so too, for bit-for-bit comparisons; and an f32 student, whose
+# one-step move measures the f16 cache's rounding (a bf16 student's gradients
+# round it to the last bf16 bit, 4e-3).
+channels_last = false
 teacher_dtype = "f32"
+student_dtype = "f32"
 "#,
         out = dir.display(),
         root = common::cifar_root().display()

@@ -94,13 +94,8 @@ fn drive_source<S: Source>(
         let sent = out.send(msg);
         let mut times = split(Duration::ZERO, out.take_waits());
         times.busy = busy;
-        match sent {
-            Ok(()) => cx.metrics.record_batch(images, times),
-            Err(error) => {
-                cx.metrics.record_times(times);
-                return Err(error);
-            }
-        }
+        cx.metrics.record_batch(sent.is_ok(), images, times);
+        sent?;
     }
 }
 
@@ -115,13 +110,8 @@ fn drive_stage<S: Stage>(
         let (handled, elapsed) = timed(&cx.clock, || stage.handle(msg, out));
         let mut times = split(elapsed, out.take_waits());
         times.idle += inbox.take_idle();
-        match handled {
-            Ok(()) => cx.metrics.record_batch(images, times),
-            Err(error) => {
-                cx.metrics.record_times(times);
-                return Err(error);
-            }
-        }
+        cx.metrics.record_batch(handled.is_ok(), images, times);
+        handled?;
     }
     let idle = inbox.take_idle();
     let (finished, elapsed) = timed(&cx.clock, || stage.finish(out));

@@ -86,19 +86,9 @@ impl<T: Send + 'static> Emitter<T> {
     /// message is queued, or with a failure if the downstream stage is gone. A
     /// sink's emitter (`T = ()`) accepts and discards.
     pub fn send(&mut self, msg: T) -> Result<(), StageError> {
-        if self.cancel.is_cancelled() {
-            return Err(StageError::cancelled());
-        }
-        let Some(output) = self.output.as_ref() else {
+        // Only a queue (so an output) can be full.
+        let (TrySend::Full(msg), Some(output)) = (self.try_send(msg)?, self.output.as_ref()) else {
             return Ok(());
-        };
-        let msg = match output.tx.try_send(msg) {
-            Ok(()) => {
-                output.depth.set(queue_len(&output.tx));
-                return Ok(());
-            }
-            Err(TrySendError::Full(msg)) => msg,
-            Err(TrySendError::Disconnected(_)) => return Err(closed(&output.queue)),
         };
         let was_busy = self.clock.stop();
         let started = Instant::now();

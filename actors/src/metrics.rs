@@ -34,43 +34,22 @@ impl PipelineMetrics {
         registry: &Registry,
         const_labels: &HashMap<String, String>,
     ) -> Result<Self, prometheus::Error> {
+        use names::*;
         let opts =
             |name: &str, help: &str| Opts::new(name, help).const_labels(const_labels.clone());
-        let stage = &[names::STAGE_LABEL];
+        let int_counter =
+            |name: &str, help: &str| IntCounterVec::new(opts(name, help), &[STAGE_LABEL]);
+        let counter = |name: &str, help: &str| CounterVec::new(opts(name, help), &[STAGE_LABEL]);
         let metrics = Self {
-            batches: IntCounterVec::new(
-                opts(names::STAGE_BATCHES_TOTAL, names::STAGE_BATCHES_TOTAL_HELP),
-                stage,
+            batches: int_counter(STAGE_BATCHES_TOTAL, STAGE_BATCHES_TOTAL_HELP)?,
+            images: int_counter(STAGE_IMAGES_TOTAL, STAGE_IMAGES_TOTAL_HELP)?,
+            busy: counter(STAGE_BUSY_SECONDS_TOTAL, STAGE_BUSY_SECONDS_TOTAL_HELP)?,
+            blocked: counter(
+                STAGE_BLOCKED_SECONDS_TOTAL,
+                STAGE_BLOCKED_SECONDS_TOTAL_HELP,
             )?,
-            images: IntCounterVec::new(
-                opts(names::STAGE_IMAGES_TOTAL, names::STAGE_IMAGES_TOTAL_HELP),
-                stage,
-            )?,
-            busy: CounterVec::new(
-                opts(
-                    names::STAGE_BUSY_SECONDS_TOTAL,
-                    names::STAGE_BUSY_SECONDS_TOTAL_HELP,
-                ),
-                stage,
-            )?,
-            blocked: CounterVec::new(
-                opts(
-                    names::STAGE_BLOCKED_SECONDS_TOTAL,
-                    names::STAGE_BLOCKED_SECONDS_TOTAL_HELP,
-                ),
-                stage,
-            )?,
-            idle: CounterVec::new(
-                opts(
-                    names::STAGE_IDLE_SECONDS_TOTAL,
-                    names::STAGE_IDLE_SECONDS_TOTAL_HELP,
-                ),
-                stage,
-            )?,
-            queue_depth: IntGaugeVec::new(
-                opts(names::QUEUE_DEPTH, names::QUEUE_DEPTH_HELP),
-                &[names::QUEUE_LABEL],
-            )?,
+            idle: counter(STAGE_IDLE_SECONDS_TOTAL, STAGE_IDLE_SECONDS_TOTAL_HELP)?,
+            queue_depth: IntGaugeVec::new(opts(QUEUE_DEPTH, QUEUE_DEPTH_HELP), &[QUEUE_LABEL])?,
         };
         for (registered, collector) in metrics.collectors().into_iter().enumerate() {
             if let Err(error) = registry.register(collector) {
@@ -132,10 +111,13 @@ pub(crate) struct StageMetrics {
 }
 
 impl StageMetrics {
-    /// Records one batch of `images` images.
-    pub(crate) fn record_batch(&self, images: u64, times: StageTimes) {
-        self.batches.inc();
-        self.images.inc_by(images);
+    /// Records one batch of `images` images if it was `handled` (sent, for a
+    /// source), and in any case its times.
+    pub(crate) fn record_batch(&self, handled: bool, images: u64, times: StageTimes) {
+        if handled {
+            self.batches.inc();
+            self.images.inc_by(images);
+        }
         self.record_times(times);
     }
 
@@ -199,6 +181,7 @@ mod tests {
         let metrics = PipelineMetrics::register(&registry, &HashMap::new()).expect("register");
         let stage = metrics.stage("teacher").expect("stage");
         stage.record_batch(
+            true,
             128,
             StageTimes {
                 busy: Duration::from_millis(500),

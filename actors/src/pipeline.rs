@@ -168,37 +168,22 @@ impl PipelineBuilder {
                 tx: done_tx.clone(),
                 index,
             };
-            let spawned = std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(cx.name.clone())
                 .spawn(move || {
                     let _done = done;
                     body();
-                });
-            match spawned {
-                Ok(thread) => threads.push(Some((cx.name, thread))),
-                Err(source) => {
-                    supervisor.cancel_token().cancel();
-                    return Err(PipelineError::Spawn {
-                        stage: cx.name,
-                        source,
-                    });
-                }
-            }
+                })
+                .map_err(|source| spawn_failed(&supervisor, &cx.name, source))?;
+            threads.push(Some((cx.name, thread)));
         }
         drop(done_tx);
-        let watchdog = match self.options.stall_timeout {
-            Some(timeout) => match Watchdog::spawn(timeout, watched, supervisor.clone()) {
-                Ok(watchdog) => Some(watchdog),
-                Err(source) => {
-                    supervisor.cancel_token().cancel();
-                    return Err(PipelineError::Spawn {
-                        stage: "ard-watchdog".to_owned(),
-                        source,
-                    });
-                }
-            },
-            None => None,
-        };
+        let watchdog = self
+            .options
+            .stall_timeout
+            .map(|timeout| Watchdog::spawn(timeout, watched, supervisor.clone()))
+            .transpose()
+            .map_err(|source| spawn_failed(&supervisor, "ard-watchdog", source))?;
         Ok(PipelineHandle {
             supervisor,
             threads,
@@ -309,6 +294,15 @@ impl<T: Message> Chain<T> {
     /// The pipeline's cancellation token (as [`PipelineBuilder::cancel_token`]).
     pub fn cancel_token(&self) -> CancelToken {
         self.builder.cancel_token()
+    }
+}
+
+/// Cancels the pipeline whose thread `stage` could not be spawned; the error to return.
+fn spawn_failed(supervisor: &Supervisor, stage: &str, source: std::io::Error) -> PipelineError {
+    supervisor.cancel_token().cancel();
+    PipelineError::Spawn {
+        stage: stage.to_owned(),
+        source,
     }
 }
 

@@ -6,8 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ard_actors::{PipelineBuilder, PipelineOptions};
-use common::{registry, CollectSink, CountSource, MapStage, Outstanding};
+use common::{builder, start, CollectSink, CountSource, MapStage, Outstanding};
 
 const CAPACITY: usize = 2;
 const MESSAGES: u64 = 15;
@@ -23,11 +22,7 @@ fn slow_sink_blocks_the_source_and_bounds_messages_in_flight() {
     sink.outstanding = Some(outstanding.clone());
     let seen = sink.seen.clone();
 
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(source, CAPACITY))
-        .and_then(|chain| chain.sink(sink))
-        .and_then(|builder| builder.run())
-        .expect("pipeline starts");
+    let handle = start(builder(), source, CAPACITY, sink);
     let summary = handle.join().expect("pipeline completes");
 
     // Nothing dropped.
@@ -63,8 +58,8 @@ fn backpressure_propagates_through_a_middle_stage() {
     sink.delay = SINK_DELAY;
     sink.outstanding = Some(outstanding.clone());
 
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(source, 1))
+    let handle = builder()
+        .source(source, 1)
         .and_then(|chain| chain.stage(MapStage::new("middle"), 1))
         .and_then(|chain| chain.sink(sink))
         .and_then(|builder| builder.run())

@@ -3,11 +3,7 @@
 mod common;
 
 use ard_actors::{PipelineBuilder, PipelineError, PipelineOptions};
-use common::{registry, CollectSink, CountSource, MapStage};
-
-fn builder() -> PipelineBuilder {
-    PipelineBuilder::new(&registry(), PipelineOptions::default()).expect("builder")
-}
+use common::{builder, registry, CollectSink, CountSource, MapStage};
 
 #[test]
 fn capacity_zero_is_rejected_for_sources_and_stages() {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ard_actors::{PipelineBuilder, PipelineError, PipelineOptions};
-use common::{registry, CollectSink, CountSource, MapStage};
+use common::{builder, registry, start, CollectSink, CountSource, MapStage};
 
 #[test]
 fn cancel_from_another_thread_returns_cancelled_promptly() {
-    let builder = PipelineBuilder::new(&registry(), PipelineOptions::default()).expect("builder");
+    let builder = builder();
     // Obtained before the run, as a signal handler would.
     let token = builder.cancel_token();
     let mut slow = MapStage::new("slow");
@@ -49,11 +49,7 @@ fn cancel_from_another_thread_returns_cancelled_promptly() {
 fn handle_cancel_wakes_stages_blocked_on_queues() {
     let mut sink = CollectSink::new("sink");
     sink.delay = Duration::from_millis(300);
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(CountSource::new("data", u64::MAX), 1))
-        .and_then(|chain| chain.sink(sink))
-        .and_then(|builder| builder.run())
-        .expect("pipeline starts");
+    let handle = start(builder(), CountSource::new("data", u64::MAX), 1, sink);
     std::thread::sleep(Duration::from_millis(50));
     let started = Instant::now();
     handle.cancel();
@@ -65,15 +61,11 @@ fn handle_cancel_wakes_stages_blocked_on_queues() {
 
 #[test]
 fn cancel_before_run_stops_at_once() {
-    let builder = PipelineBuilder::new(&registry(), PipelineOptions::default()).expect("builder");
+    let builder = builder();
     builder.cancel_token().cancel();
     let sink = CollectSink::new("sink");
     let seen = sink.seen.clone();
-    let handle = builder
-        .source(CountSource::new("data", u64::MAX), 1)
-        .and_then(|chain| chain.sink(sink))
-        .and_then(|builder| builder.run())
-        .expect("pipeline starts");
+    let handle = start(builder, CountSource::new("data", u64::MAX), 1, sink);
     assert!(matches!(handle.join(), Err(PipelineError::Cancelled)));
     assert!(seen.lock().expect("lock").is_empty());
 }
@@ -91,11 +83,7 @@ fn a_token_given_in_the_options_cancels_the_pipeline() {
     assert!(builder.cancel_token().is_cancelled());
     let sink = CollectSink::new("sink");
     let seen = sink.seen.clone();
-    let handle = builder
-        .source(CountSource::new("data", u64::MAX), 1)
-        .and_then(|chain| chain.sink(sink))
-        .and_then(|builder| builder.run())
-        .expect("pipeline starts");
+    let handle = start(builder, CountSource::new("data", u64::MAX), 1, sink);
     assert!(matches!(handle.join(), Err(PipelineError::Cancelled)));
     assert!(seen.lock().expect("lock").is_empty());
 }
@@ -105,11 +93,7 @@ fn dropping_the_handle_cancels_the_pipeline() {
     let dropped = Arc::new(AtomicBool::new(false));
     let mut source = CountSource::new("data", u64::MAX);
     source.dropped = Some(dropped.clone());
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(source, 1))
-        .and_then(|chain| chain.sink(CollectSink::new("sink")))
-        .and_then(|builder| builder.run())
-        .expect("pipeline starts");
+    let handle = start(builder(), source, 1, CollectSink::new("sink"));
     std::thread::sleep(Duration::from_millis(20));
     assert!(!dropped.load(Ordering::SeqCst));
     drop(handle);
@@ -173,11 +157,7 @@ fn checkpointing(fail_at: Option<u64>) -> (Checkpointing, Arc<std::sync::Mutex<V
 #[test]
 fn interrupted_runs_once_after_the_last_complete_message_on_cancel() {
     let (stage, saved) = checkpointing(None);
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|b| b.source(CountSource::new("data", u64::MAX), 2))
-        .and_then(|chain| chain.sink(stage))
-        .and_then(|b| b.run())
-        .expect("pipeline starts");
+    let handle = start(builder(), CountSource::new("data", u64::MAX), 2, stage);
     std::thread::sleep(Duration::from_millis(150));
     handle.cancel();
     assert!(matches!(handle.join(), Err(PipelineError::Cancelled)));
@@ -189,22 +169,13 @@ fn interrupted_runs_once_after_the_last_complete_message_on_cancel() {
 #[test]
 fn interrupted_is_not_called_after_a_normal_end_or_the_stages_own_error() {
     let (stage, saved) = checkpointing(None);
-    PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|b| b.source(CountSource::new("data", 3), 2))
-        .and_then(|chain| chain.sink(stage))
-        .and_then(|b| b.run())
-        .expect("pipeline starts")
+    start(builder(), CountSource::new("data", 3), 2, stage)
         .join()
         .expect("runs to the end");
     assert!(saved.lock().unwrap().is_empty());
 
     let (stage, saved) = checkpointing(Some(2));
-    let result = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|b| b.source(CountSource::new("data", 10), 2))
-        .and_then(|chain| chain.sink(stage))
-        .and_then(|b| b.run())
-        .expect("pipeline starts")
-        .join();
+    let result = start(builder(), CountSource::new("data", 10), 2, stage).join();
     assert!(
         matches!(result, Err(PipelineError::StageFailed { .. })),
         "{result:?}"

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ard_actors::{Emitter, PipelineBuilder, PipelineError, PipelineOptions, Stage, StageError};
-use common::{registry, Batch, CollectSink, CountSource, Fault, MapStage};
+use ard_actors::{Emitter, PipelineError, Stage, StageError};
+use common::{assert_failed, builder, start, Batch, CollectSink, CountSource, Fault, MapStage};
 
 const PROMPT: Duration = Duration::from_secs(2);
 
@@ -16,8 +16,8 @@ fn run_with(faulty: MapStage) -> (PipelineError, Duration) {
     let mut sink = CollectSink::new("sink");
     sink.delay = Duration::from_millis(1);
     let started = Instant::now();
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(CountSource::new("data", u64::MAX), 2))
+    let handle = builder()
+        .source(CountSource::new("data", u64::MAX), 2)
         .and_then(|chain| chain.stage(MapStage::new("upstream"), 2))
         .and_then(|chain| chain.stage(faulty, 2))
         .and_then(|chain| chain.stage(MapStage::new("downstream"), 2))
@@ -33,13 +33,7 @@ fn run_with(faulty: MapStage) -> (PipelineError, Duration) {
 #[test]
 fn an_error_names_the_stage_and_stops_everything() {
     let (error, took) = run_with(MapStage::with_fault("faulty", Fault::ErrorAt(20)));
-    match &error {
-        PipelineError::StageFailed { stage, message, .. } => {
-            assert_eq!(stage, "faulty");
-            assert!(message.contains("boom at 20"), "{message}");
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    assert_failed(&error, "faulty", "boom at 20");
     assert!(took < PROMPT, "join took {took:?}");
     assert!(error.to_string().contains("faulty"));
 }
@@ -47,13 +41,7 @@ fn an_error_names_the_stage_and_stops_everything() {
 #[test]
 fn a_panic_names_the_stage_and_keeps_the_payload() {
     let (error, took) = run_with(MapStage::with_fault("faulty", Fault::PanicAt(10)));
-    match &error {
-        PipelineError::StageFailed { stage, message, .. } => {
-            assert_eq!(stage, "faulty");
-            assert!(message.contains("kaboom at 10"), "{message}");
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    assert_failed(&error, "faulty", "kaboom at 10");
     assert!(took < PROMPT, "join took {took:?}");
 }
 
@@ -68,8 +56,8 @@ fn stages_blocked_on_full_and_empty_queues_wake_up() {
         at: 1,
     };
     let started = Instant::now();
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(CountSource::new("data", u64::MAX), 1))
+    let handle = builder()
+        .source(CountSource::new("data", u64::MAX), 1)
         .and_then(|chain| chain.stage(MapStage::new("upstream"), 1))
         .and_then(|chain| chain.stage(faulty, 1))
         .and_then(|chain| chain.stage(MapStage::new("downstream"), 1))
@@ -132,35 +120,18 @@ fn failures_caused_by_the_shutdown_are_not_reported() {
         }
     }
     for _ in 0..5 {
-        let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-            .and_then(|builder| builder.source(CountSource::new("data", u64::MAX), 4))
+        let root = CollectSink {
+            fault: Fault::ErrorAt(3),
+            ..CollectSink::new("root")
+        };
+        let handle = builder()
+            .source(CountSource::new("data", u64::MAX), 4)
             .and_then(|chain| chain.stage(Consequence, 4))
-            .and_then(|chain| chain.sink(MapSink(MapStage::with_fault("root", Fault::ErrorAt(3)))))
+            .and_then(|chain| chain.sink(root))
             .and_then(|builder| builder.run())
             .expect("pipeline starts");
-        match handle.join() {
-            Err(PipelineError::StageFailed { stage, .. }) => assert_eq!(stage, "root"),
-            other => panic!("expected the root cause, got {other:?}"),
-        }
-    }
-}
-
-/// A `MapStage` used as a sink (its output discarded).
-struct MapSink(MapStage);
-
-impl Stage for MapSink {
-    type In = Batch;
-    type Out = ();
-
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    fn handle(&mut self, msg: Batch, _out: &mut Emitter<()>) -> Result<(), StageError> {
-        match self.0.fault {
-            Fault::ErrorAt(seq) if msg.seq == seq => Err(StageError::msg(format!("boom at {seq}"))),
-            _ => Ok(()),
-        }
+        let error = handle.join().expect_err("the root cause fails it");
+        assert_failed(&error, "root", "boom at 3");
     }
 }
 
@@ -176,37 +147,23 @@ fn a_source_error_is_reported() {
             Err(std::io::Error::new(std::io::ErrorKind::NotFound, "data_batch_1.bin").into())
         }
     }
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(Broken, 1))
-        .and_then(|chain| chain.sink(CollectSink::new("sink")))
-        .and_then(|builder| builder.run())
-        .expect("pipeline starts");
-    match handle.join() {
-        Err(PipelineError::StageFailed { stage, message, .. }) => {
-            assert_eq!(stage, "reader");
-            assert!(message.contains("data_batch_1.bin"), "{message}");
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    let handle = start(builder(), Broken, 1, CollectSink::new("sink"));
+    let error = handle.join().expect_err("the source fails");
+    assert_failed(&error, "reader", "data_batch_1.bin");
 }
 
 #[test]
 fn an_error_in_finish_is_reported_and_downstream_does_not_flush() {
     let sink = CollectSink::new("sink");
     let finished = sink.finished.clone();
-    let handle = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(CountSource::new("data", 10), 2))
+    let handle = builder()
+        .source(CountSource::new("data", 10), 2)
         .and_then(|chain| chain.stage(MapStage::with_fault("flusher", Fault::ErrorInFinish), 2))
         .and_then(|chain| chain.sink(sink))
         .and_then(|builder| builder.run())
         .expect("pipeline starts");
-    match handle.join() {
-        Err(PipelineError::StageFailed { stage, message, .. }) => {
-            assert_eq!(stage, "flusher");
-            assert!(message.contains("flush failed"), "{message}");
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    let error = handle.join().expect_err("the flush fails");
+    assert_failed(&error, "flusher", "flush failed");
     assert!(
         !finished.load(std::sync::atomic::Ordering::SeqCst),
         "the sink flushed as if the stream had ended cleanly"

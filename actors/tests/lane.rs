@@ -13,7 +13,7 @@ use std::time::Duration;
 use ard_actors::{
     ComputeLane, Emitter, PipelineBuilder, PipelineError, PipelineOptions, Stage, StageError,
 };
-use common::{registry, Batch, CollectSink, CountSource};
+use common::{assert_failed, builder, registry, Batch, CollectSink, CountSource};
 
 /// A stage whose work is a job of `work` on the lane.
 struct LaneStage {
@@ -86,17 +86,12 @@ fn run(
     };
     let (teacher, attack) = (stage("teacher", None), stage("attack", fail_at));
     drop(lane);
-    let result = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .unwrap()
+    let result = builder()
         .source(CountSource::new("data", batches), 2)
-        .unwrap()
-        .stage(teacher, 2)
-        .unwrap()
-        .stage(attack, 2)
-        .unwrap()
-        .sink(CollectSink::new("student"))
-        .unwrap()
-        .run()
+        .and_then(|chain| chain.stage(teacher, 2))
+        .and_then(|chain| chain.stage(attack, 2))
+        .and_then(|chain| chain.sink(CollectSink::new("student")))
+        .and_then(|builder| builder.run())
         .unwrap()
         .join_serving(server);
     (result, setup)
@@ -130,13 +125,8 @@ fn lane_jobs_run_on_the_joining_thread_one_at_a_time() {
 #[test]
 fn a_failing_lane_job_fails_the_pipeline_with_its_stage() {
     let (result, _) = run(6, Some(2));
-    match result {
-        Err(PipelineError::StageFailed { stage, message, .. }) => {
-            assert_eq!(stage, "attack");
-            assert!(message.contains("job for batch 2 failed"), "{message}");
-        }
-        other => panic!("expected the attack stage's failure, got {other:?}"),
-    }
+    let error = result.expect_err("the attack stage fails");
+    assert_failed(&error, "attack", "job for batch 2 failed");
 }
 
 /// Runs `work(seq)` on the lane per batch and records what it got to do.
@@ -205,16 +195,11 @@ fn a_stage_queued_behind_a_long_job_still_finishes_after_a_cancel() {
         ..PipelineOptions::default()
     };
     let handle = PipelineBuilder::new(&registry(), options)
-        .unwrap()
-        .source(CountSource::new("data", 5), 1)
-        .unwrap()
-        .stage(a, 1)
-        .unwrap()
-        .stage(b, 1)
-        .unwrap()
-        .sink(CollectSink::new("sink"))
-        .unwrap()
-        .run()
+        .and_then(|builder| builder.source(CountSource::new("data", 5), 1))
+        .and_then(|chain| chain.stage(a, 1))
+        .and_then(|chain| chain.stage(b, 1))
+        .and_then(|chain| chain.sink(CollectSink::new("sink")))
+        .and_then(|builder| builder.run())
         .unwrap();
     let token = handle.cancel_token();
     let canceller = std::thread::spawn(move || {

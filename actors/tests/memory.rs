@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ard_actors::{Emitter, Message, PipelineBuilder, PipelineOptions, Source, Stage, StageError};
+use ard_actors::{Emitter, Message, Source, Stage, StageError};
+use common::{builder, start};
 
 const MESSAGE_BYTES: usize = 8 << 20;
 
@@ -59,11 +60,7 @@ fn rss_bytes() -> usize {
 
 #[test]
 fn a_slow_consumer_keeps_memory_flat() {
-    let handle = PipelineBuilder::new(&common::registry(), PipelineOptions::default())
-        .and_then(|b| b.source(Endless, 2))
-        .and_then(|chain| chain.sink(Slow))
-        .and_then(|b| b.run())
-        .expect("pipeline starts");
+    let handle = start(builder(), Endless, 2, Slow);
     // Let the queue fill, then watch: the source could make a message every
     // few milliseconds, the sink takes one every 50 ms.
     std::thread::sleep(Duration::from_millis(500));

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ard_actors::compliance::check_stage_metrics;
-use ard_actors::metrics_names::{self as names, queue_name};
+use ard_actors::metrics_names::*;
 use ard_actors::{Emitter, PipelineBuilder, PipelineOptions, Stage, StageError};
 use common::{Batch, CollectSink, CountSource, MapStage};
 use prometheus::Registry;
@@ -75,35 +75,29 @@ fn every_stage_emits_every_required_metric() {
     // Independently of the checker: names, help, labels and values, from the registry.
     let families = registry.gather();
     let helps = [
-        (names::STAGE_BATCHES_TOTAL, names::STAGE_BATCHES_TOTAL_HELP),
-        (names::STAGE_IMAGES_TOTAL, names::STAGE_IMAGES_TOTAL_HELP),
+        (STAGE_BATCHES_TOTAL, STAGE_BATCHES_TOTAL_HELP),
+        (STAGE_IMAGES_TOTAL, STAGE_IMAGES_TOTAL_HELP),
+        (STAGE_BUSY_SECONDS_TOTAL, STAGE_BUSY_SECONDS_TOTAL_HELP),
         (
-            names::STAGE_BUSY_SECONDS_TOTAL,
-            names::STAGE_BUSY_SECONDS_TOTAL_HELP,
+            STAGE_BLOCKED_SECONDS_TOTAL,
+            STAGE_BLOCKED_SECONDS_TOTAL_HELP,
         ),
-        (
-            names::STAGE_BLOCKED_SECONDS_TOTAL,
-            names::STAGE_BLOCKED_SECONDS_TOTAL_HELP,
-        ),
-        (
-            names::STAGE_IDLE_SECONDS_TOTAL,
-            names::STAGE_IDLE_SECONDS_TOTAL_HELP,
-        ),
-        (names::QUEUE_DEPTH, names::QUEUE_DEPTH_HELP),
+        (STAGE_IDLE_SECONDS_TOTAL, STAGE_IDLE_SECONDS_TOTAL_HELP),
+        (QUEUE_DEPTH, QUEUE_DEPTH_HELP),
     ];
-    assert_eq!(helps.len(), names::REQUIRED_STAGE_METRICS.len() + 1);
+    assert_eq!(helps.len(), REQUIRED_STAGE_METRICS.len() + 1);
     for (name, help) in helps {
         let family = families
             .iter()
             .find(|family| family.name() == name)
             .unwrap_or_else(|| panic!("{name} not exported"));
         assert_eq!(family.help(), help);
-        let label = if name == names::QUEUE_DEPTH {
-            names::QUEUE_LABEL
+        let label = if name == QUEUE_DEPTH {
+            QUEUE_LABEL
         } else {
-            names::STAGE_LABEL
+            STAGE_LABEL
         };
-        let expected: &[&str] = if name == names::QUEUE_DEPTH {
+        let expected: &[&str] = if name == QUEUE_DEPTH {
             &queues
         } else {
             &STAGES
@@ -142,24 +136,20 @@ fn every_stage_emits_every_required_metric() {
                     sample
                         .get_label()
                         .iter()
-                        .any(|l| l.name() == names::STAGE_LABEL && l.value() == stage)
+                        .any(|l| l.name() == STAGE_LABEL && l.value() == stage)
                 })
             })
             .map_or(f64::NAN, |sample| sample.get_counter().get_value())
     };
     for stats in &summary.stages {
-        assert_eq!(
-            stats.batches as f64,
-            counter(names::STAGE_BATCHES_TOTAL, &stats.stage)
-        );
-        assert_eq!(
-            stats.images as f64,
-            counter(names::STAGE_IMAGES_TOTAL, &stats.stage)
-        );
-        assert_eq!(
-            stats.busy_s,
-            counter(names::STAGE_BUSY_SECONDS_TOTAL, &stats.stage)
-        );
+        let totals = [
+            (STAGE_BATCHES_TOTAL, stats.batches as f64),
+            (STAGE_IMAGES_TOTAL, stats.images as f64),
+            (STAGE_BUSY_SECONDS_TOTAL, stats.busy_s),
+        ];
+        for (metric, total) in totals {
+            assert_eq!(total, counter(metric, &stats.stage), "{metric}");
+        }
         assert!(stats.busy_s > 0.0, "{stats:?}");
     }
     // Counting rules: the source counts what it produced, others what they consumed.

@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use ard_actors::{Emitter, PipelineBuilder, PipelineOptions, Stage, StageError};
-use common::{registry, Batch, CollectSink, CountSource, MapStage};
+use ard_actors::{Emitter, Stage, StageError};
+use common::{builder, start, Batch, CollectSink, CountSource, MapStage};
 
 /// Groups `size` batches into one (keeping the first seq), flushing the rest in
 /// `finish`; emits each group as its members' seqs, in order.
@@ -46,14 +46,13 @@ impl Regroup {
 
 #[test]
 fn order_is_preserved_end_to_end_and_finish_flushes() {
-    let registry = registry();
     let sink = CollectSink::new("sink");
     let seen = sink.seen.clone();
     let finished = sink.finished.clone();
     let mut slow = MapStage::new("slow");
     slow.delay = Duration::from_micros(300);
-    let handle = PipelineBuilder::new(&registry, PipelineOptions::default())
-        .and_then(|builder| builder.source(CountSource::new("data", 500), 3))
+    let handle = builder()
+        .source(CountSource::new("data", 500), 3)
         .and_then(|chain| chain.stage(MapStage::new("first"), 1))
         .and_then(|chain| chain.stage(slow, 2))
         // 500 is not a multiple of 7: the last 3 batches leave only through finish.
@@ -123,11 +122,8 @@ impl Stage for NotSyncSink {
 #[test]
 fn messages_need_only_be_send() {
     let total = std::sync::Arc::new(std::sync::Mutex::new(0));
-    PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(NotSyncSource(0), 1))
-        .and_then(|chain| chain.sink(NotSyncSink(total.clone())))
-        .and_then(|builder| builder.run())
-        .and_then(|handle| handle.join())
+    start(builder(), NotSyncSource(0), 1, NotSyncSink(total.clone()))
+        .join()
         .expect("pipeline completes");
     assert_eq!(*total.lock().expect("lock"), 1 + 2 + 3);
 }

@@ -7,10 +7,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ard_actors::{
-    Emitter, Mailbox, PipelineBuilder, PipelineError, PipelineOptions, Stage, StageError,
-};
-use common::{registry, Batch, CountSource};
+use ard_actors::{Emitter, Mailbox, PipelineError, Stage, StageError};
+use common::{assert_failed, builder, Batch, CountSource};
 
 /// Before handling batch `t`, waits for weights version `t - staleness`.
 struct Attack {
@@ -92,8 +90,8 @@ fn run(
         step_time: Duration::from_millis(3),
         fail_at,
     };
-    let result = PipelineBuilder::new(&registry(), PipelineOptions::default())
-        .and_then(|builder| builder.source(CountSource::new("data", 30), 4))
+    let result = builder()
+        .source(CountSource::new("data", 30), 4)
         .and_then(|chain| chain.stage(attack, 2))
         .and_then(|chain| chain.sink(student))
         .and_then(|builder| builder.run())
@@ -129,13 +127,7 @@ fn staleness_one_lets_the_attack_run_ahead_by_at_most_one() {
 fn a_failing_publisher_wakes_the_waiting_stage_and_is_the_reported_cause() {
     let started = Instant::now();
     let (result, used) = run(0, Some(5));
-    match result {
-        Err(PipelineError::StageFailed { stage, message, .. }) => {
-            assert_eq!(stage, "student");
-            assert!(message.contains("NaN"), "{message}");
-        }
-        other => panic!("expected the student's failure, got {other:?}"),
-    }
+    assert_failed(&result.expect_err("the student fails"), "student", "NaN");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(used.len() <= 6, "attack ran past the failure: {used:?}");
 }

@@ -190,87 +190,78 @@ impl Apgd {
                 ),
             ));
         }
-        tch::with_grad(|| self.run_once_with_grad(model, x, y, target, x_start))
-    }
+        tch::with_grad(|| -> Result<(Tensor, Tensor)> {
+            let x = x.detach();
+            let n = x.size()[0];
+            let per_image = |mask: &Tensor| mask.view([-1, 1, 1, 1]);
+            let lower = &x - self.eps;
+            let upper = &x + self.eps;
+            let project = |v: Tensor| v.minimum(&upper).maximum(&lower).clamp(0.0, 1.0);
+            let a = APGD_MOMENTUM;
 
-    fn run_once_with_grad(
-        &self,
-        model: &Model,
-        x: &Tensor,
-        y: &Tensor,
-        target: Option<&Tensor>,
-        x_start: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let x = x.detach();
-        let n = x.size()[0];
-        let per_image = |mask: &Tensor| mask.view([-1, 1, 1, 1]);
-        let lower = &x - self.eps;
-        let upper = &x + self.eps;
-        let project = |v: Tensor| v.minimum(&upper).maximum(&lower).clamp(0.0, 1.0);
-        let a = APGD_MOMENTUM;
+            let mut x_cur = x_start.detach();
+            let p0 = self.evaluate(model, &x_cur, y, target)?;
+            let mut fooled = p0.wrong;
+            let mut x_adv = x_cur.copy();
+            let mut loss_cur = p0.loss;
+            let mut grad = p0.grad;
+            let mut x_best = x_cur.copy();
+            let mut loss_best = loss_cur.copy();
+            let mut grad_best = grad.copy();
+            let mut x_prev = x_cur.copy();
+            let mut step = Tensor::full([n, 1, 1, 1], 2.0 * self.eps, (x.kind(), x.device()));
+            let mut successes = Tensor::zeros([n], (Kind::Float, x.device()));
+            let mut loss_best_at_check = loss_best.copy();
+            let mut halved_at_check = Tensor::zeros([n], (Kind::Bool, x.device()));
+            let checks = checkpoints(self.iterations);
+            let mut last_check = 0usize;
 
-        let mut x_cur = x_start.detach();
-        let p0 = self.evaluate(model, &x_cur, y, target)?;
-        let mut fooled = p0.wrong;
-        let mut x_adv = x_cur.copy();
-        let mut loss_cur = p0.loss;
-        let mut grad = p0.grad;
-        let mut x_best = x_cur.copy();
-        let mut loss_best = loss_cur.copy();
-        let mut grad_best = grad.copy();
-        let mut x_prev = x_cur.copy();
-        let mut step = Tensor::full([n, 1, 1, 1], 2.0 * self.eps, (x.kind(), x.device()));
-        let mut successes = Tensor::zeros([n], (Kind::Float, x.device()));
-        let mut loss_best_at_check = loss_best.copy();
-        let mut halved_at_check = Tensor::zeros([n], (Kind::Bool, x.device()));
-        let checks = checkpoints(self.iterations);
-        let mut last_check = 0usize;
+            for k in 0..self.iterations {
+                if fooled.all().int64_value(&[]) != 0 {
+                    break;
+                }
+                let z = project(&x_cur + &step * grad.sign());
+                let x_next = if k == 0 {
+                    z
+                } else {
+                    project(&x_cur + (&z - &x_cur) * a + (&x_cur - &x_prev) * (1.0 - a))
+                };
+                x_prev = x_cur;
+                x_cur = x_next;
+                let p = self.evaluate(model, &x_cur, y, target)?;
+                let newly = p.wrong.logical_and(&fooled.logical_not());
+                x_adv = x_cur.where_self(&per_image(&newly), &x_adv);
+                fooled = fooled.logical_or(&p.wrong);
+                successes += p.loss.gt_tensor(&loss_cur).to_kind(Kind::Float);
+                loss_cur = p.loss;
+                grad = p.grad;
+                let improved = loss_cur.gt_tensor(&loss_best);
+                x_best = x_cur.where_self(&per_image(&improved), &x_best);
+                grad_best = grad.where_self(&per_image(&improved), &grad_best);
+                loss_best = loss_cur.where_self(&improved, &loss_best);
 
-        for k in 0..self.iterations {
-            if fooled.all().int64_value(&[]) != 0 {
-                break;
+                if checks.contains(&(k + 1)) {
+                    let since = (k + 1 - last_check) as f64;
+                    let few_successes = successes.lt(APGD_RHO * since);
+                    let stalled = halved_at_check
+                        .logical_not()
+                        .logical_and(&loss_best.le_tensor(&loss_best_at_check));
+                    let halve = few_successes.logical_or(&stalled);
+                    let halve_img = per_image(&halve);
+                    step = (&step * 0.5).where_self(&halve_img, &step);
+                    x_cur = x_best.where_self(&halve_img, &x_cur);
+                    x_prev = x_best.where_self(&halve_img, &x_prev);
+                    grad = grad_best.where_self(&halve_img, &grad);
+                    loss_cur = loss_best.where_self(&halve, &loss_cur);
+                    halved_at_check = halve;
+                    loss_best_at_check = loss_best.copy();
+                    successes = successes.zeros_like();
+                    last_check = k + 1;
+                }
             }
-            let z = project(&x_cur + &step * grad.sign());
-            let x_next = if k == 0 {
-                z
-            } else {
-                project(&x_cur + (&z - &x_cur) * a + (&x_cur - &x_prev) * (1.0 - a))
-            };
-            x_prev = x_cur;
-            x_cur = x_next;
-            let p = self.evaluate(model, &x_cur, y, target)?;
-            let newly = p.wrong.logical_and(&fooled.logical_not());
-            x_adv = x_cur.where_self(&per_image(&newly), &x_adv);
-            fooled = fooled.logical_or(&p.wrong);
-            successes += p.loss.gt_tensor(&loss_cur).to_kind(Kind::Float);
-            loss_cur = p.loss;
-            grad = p.grad;
-            let improved = loss_cur.gt_tensor(&loss_best);
-            x_best = x_cur.where_self(&per_image(&improved), &x_best);
-            grad_best = grad.where_self(&per_image(&improved), &grad_best);
-            loss_best = loss_cur.where_self(&improved, &loss_best);
-
-            if checks.contains(&(k + 1)) {
-                let since = (k + 1 - last_check) as f64;
-                let few_successes = successes.lt(APGD_RHO * since);
-                let stalled = halved_at_check
-                    .logical_not()
-                    .logical_and(&loss_best.le_tensor(&loss_best_at_check));
-                let halve = few_successes.logical_or(&stalled);
-                let halve_img = per_image(&halve);
-                step = (&step * 0.5).where_self(&halve_img, &step);
-                x_cur = x_best.where_self(&halve_img, &x_cur);
-                x_prev = x_best.where_self(&halve_img, &x_prev);
-                grad = grad_best.where_self(&halve_img, &grad);
-                loss_cur = loss_best.where_self(&halve, &loss_cur);
-                halved_at_check = halve;
-                loss_best_at_check = loss_best.copy();
-                successes = successes.zeros_like();
-                last_check = k + 1;
-            }
-        }
-        let x_out = x_adv.where_self(&per_image(&fooled), &x_best);
-        Ok((x_out.detach(), fooled))
+            let x_out = x_adv.where_self(&per_image(&fooled), &x_best);
+            Ok((x_out.detach(), fooled))
+        })
     }
 }
 

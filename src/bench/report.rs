@@ -167,42 +167,86 @@ pub struct SummaryRow {
     pub steps: usize,
     pub soft_labels: SoftLabels,
     pub variant: String,
-    pub reference_images_per_s: Option<f64>,
-    /// The tuned PyTorch loop ([`Side::TunedReference`]).
-    #[serde(default)]
-    pub tuned_reference_images_per_s: Option<f64>,
-    pub pipeline_images_per_s: Option<f64>,
-    pub sequential_images_per_s: Option<f64>,
-    /// Pipeline images/s over the reference's (> 1: the pipeline is faster).
-    pub pipeline_speedup_vs_reference: Option<f64>,
-    pub sequential_speedup_vs_reference: Option<f64>,
-    /// The same over the tuned PyTorch loop's: the ratio to believe.
-    #[serde(default)]
-    pub pipeline_speedup_vs_tuned: Option<f64>,
-    #[serde(default)]
-    pub sequential_speedup_vs_tuned: Option<f64>,
-    /// Pipeline epoch time over the sequential trainer's (target <= 1.05).
-    pub pipeline_time_over_sequential: Option<f64>,
     /// Median busy share per pipeline stage.
     pub pipeline_busy_share: BTreeMap<String, f64>,
-    /// Median images per CPU-second (all threads) of each side.
-    pub reference_images_per_cpu_s: Option<f64>,
-    #[serde(default)]
-    pub tuned_reference_images_per_cpu_s: Option<f64>,
-    pub pipeline_images_per_cpu_s: Option<f64>,
-    pub sequential_images_per_cpu_s: Option<f64>,
-    /// Median peak resident memory of each side's processes, MiB.
-    pub reference_peak_rss_mib: Option<f64>,
-    #[serde(default)]
-    pub tuned_reference_peak_rss_mib: Option<f64>,
-    pub pipeline_peak_rss_mib: Option<f64>,
-    pub sequential_peak_rss_mib: Option<f64>,
-    /// CUDA runs: GPU memory held at the end of the run (see [`RunRecord::gpu_mib`]).
-    #[serde(default)]
-    pub reference_gpu_mib: Option<f64>,
-    #[serde(default)]
-    pub pipeline_gpu_mib: Option<f64>,
+    /// Medians per side, `{side}_{figure}` (`images_per_s`, `images_per_cpu_s`,
+    /// `peak_rss_mib`, `gpu_mib`), and the [`RATIOS`]; null where missing.
+    #[serde(flatten)]
+    pub figures: BTreeMap<String, Option<f64>>,
 }
+
+impl SummaryRow {
+    /// A median or ratio by its key, e.g. `pipeline_images_per_s`.
+    pub fn figure(&self, key: &str) -> Option<f64> {
+        self.figures.get(key).copied().flatten()
+    }
+}
+
+/// The sides of a summary row, with their key prefixes.
+const SIDES: [(Side, &str); 4] = [
+    (Side::Reference, "reference"),
+    (Side::TunedReference, "tuned_reference"),
+    (Side::Pipeline, "pipeline"),
+    (Side::Sequential, "sequential"),
+];
+
+/// The ratios of a summary row: key, and the sides whose images/s it divides.
+/// `speedup` over the reference's (> 1: faster); over the tuned PyTorch loop's
+/// is the ratio to believe. Pipeline epoch time over the sequential trainer's
+/// (target <= 1.05): same images on both, so the inverse speed ratio.
+const RATIOS: [(&str, &str, &str); 5] = [
+    ("pipeline_speedup_vs_reference", "pipeline", "reference"),
+    ("sequential_speedup_vs_reference", "sequential", "reference"),
+    ("pipeline_speedup_vs_tuned", "pipeline", "tuned_reference"),
+    (
+        "sequential_speedup_vs_tuned",
+        "sequential",
+        "tuned_reference",
+    ),
+    ("pipeline_time_over_sequential", "sequential", "pipeline"),
+];
+
+/// A column of the printed tables: header, [`SummaryRow::figure`] key,
+/// width and decimals.
+type Column = (&'static str, &'static str, usize, usize);
+
+/// The throughput table: images/s per side | their ratios.
+const SPEED_COLUMNS: [&[Column]; 2] = [
+    &[
+        ("ref im/s", "reference_images_per_s", 9, 2),
+        ("tuned im/s", "tuned_reference_images_per_s", 10, 2),
+        ("pipe im/s", "pipeline_images_per_s", 9, 2),
+        ("seq im/s", "sequential_images_per_s", 9, 2),
+    ],
+    &[
+        ("pipe/ref", "pipeline_speedup_vs_reference", 8, 2),
+        ("pipe/tuned", "pipeline_speedup_vs_tuned", 10, 2),
+        ("seq/ref", "sequential_speedup_vs_reference", 8, 2),
+        ("tpipe/tseq", "pipeline_time_over_sequential", 9, 3),
+    ],
+];
+
+/// The resources table: images per CPU-second | peak RSS, per side.
+const RESOURCE_COLUMNS: [&[Column]; 2] = [
+    &[
+        ("ref", "reference_images_per_cpu_s", 9, 2),
+        ("tuned", "tuned_reference_images_per_cpu_s", 9, 2),
+        ("pipe", "pipeline_images_per_cpu_s", 9, 2),
+        ("seq", "sequential_images_per_cpu_s", 9, 2),
+    ],
+    &[
+        ("ref MiB", "reference_peak_rss_mib", 9, 0),
+        ("tuned MiB", "tuned_reference_peak_rss_mib", 9, 0),
+        ("pipe MiB", "pipeline_peak_rss_mib", 9, 0),
+        ("seq MiB", "sequential_peak_rss_mib", 9, 0),
+    ],
+];
+
+/// The GPU memory table.
+const GPU_COLUMNS: [&[Column]; 1] = [&[
+    ("ref", "reference_gpu_mib", 9, 0),
+    ("pipe", "pipeline_gpu_mib", 9, 0),
+]];
 
 /// The whole report (`--json`).
 #[derive(Debug, Clone, Serialize)]
@@ -223,6 +267,13 @@ pub struct BenchReport {
     pub wall_s: f64,
 }
 
+/// A printed figure: `prec` decimals, `-` when absent.
+fn cell(v: Option<f64>, prec: usize) -> String {
+    v.map(|v| format!("{v:.prec$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The median, None of nothing.
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -248,7 +299,6 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// VmHWM of this process, MiB (Linux).
 /// GPU memory this process holds now, MiB, from `nvidia-smi` (None without
 /// one, or when it does not list this process).
 pub fn gpu_memory_mib() -> Option<f64> {
@@ -268,6 +318,7 @@ pub fn gpu_memory_mib() -> Option<f64> {
     })
 }
 
+/// VmHWM of this process, MiB (Linux).
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -292,45 +343,52 @@ impl BenchReport {
             }
         }
         for (teacher, steps, soft_labels) in seen {
-            let of_case = |side: Side, variant: Option<&str>| -> Vec<&RunRecord> {
-                runs.iter()
-                    .filter(|r| {
-                        r.teacher == teacher
-                            && r.steps == steps
-                            && r.soft_labels == soft_labels
-                            && r.side == side
-                            && variant.is_none_or(|v| r.variant == v)
-                    })
-                    .collect()
-            };
-            let speed = |rs: &[&RunRecord]| median(rs.iter().map(|r| r.images_per_s).collect());
-            let rss =
-                |rs: &[&RunRecord]| median(rs.iter().filter_map(|r| r.peak_rss_mib).collect());
-            let per_cpu = |rs: &[&RunRecord]| {
-                median(
-                    rs.iter()
-                        .filter_map(|r| r.cpu_s.map(|c| r.images as f64 / c.max(1e-9)))
-                        .collect(),
-                )
-            };
-            let gpu = |rs: &[&RunRecord]| median(rs.iter().filter_map(|r| r.gpu_mib).collect());
             for variant in &plan.variants {
-                // The reference under autocast faces the AMP variants, fp32 the others.
-                let reference_runs = of_case(
-                    Side::Reference,
-                    Some(if variant.amp { &variant.name } else { "fp32" }),
-                );
-                let reference = speed(&reference_runs);
-                // The tuned loop is fp32 in its update; it faces every variant.
-                let tuned_runs = of_case(Side::TunedReference, None);
-                let tuned = speed(&tuned_runs);
-                let pipeline_runs = of_case(Side::Pipeline, Some(&variant.name));
-                let pipeline = speed(&pipeline_runs);
-                let sequential_runs = of_case(Side::Sequential, Some(&variant.name));
-                let sequential = speed(&sequential_runs);
-                let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+                let runs_of = |side: Side| -> Vec<&RunRecord> {
+                    let variant = match side {
+                        // The reference under autocast faces the AMP variants, fp32 the others.
+                        Side::Reference if !variant.amp => Some("fp32"),
+                        // The tuned loop is fp32 in its update; it faces every variant.
+                        Side::TunedReference => None,
+                        _ => Some(variant.name.as_str()),
+                    };
+                    runs.iter()
+                        .filter(|r| {
+                            r.teacher == teacher
+                                && r.steps == steps
+                                && r.soft_labels == soft_labels
+                                && r.side == side
+                                && variant.is_none_or(|v| r.variant == v)
+                        })
+                        .collect()
+                };
+                let mut figures = BTreeMap::new();
+                for (side, prefix) in SIDES {
+                    let side_runs = runs_of(side);
+                    let median_of = |of_run: fn(&RunRecord) -> Option<f64>| {
+                        median(side_runs.iter().filter_map(|r| of_run(r)).collect())
+                    };
+                    let mut put = |figure: &str, v| figures.insert(format!("{prefix}_{figure}"), v);
+                    put("images_per_s", median_of(|r| Some(r.images_per_s)));
+                    // Images per CPU-second (all threads).
+                    put(
+                        "images_per_cpu_s",
+                        median_of(|r| r.cpu_s.map(|c| r.images as f64 / c.max(1e-9))),
+                    );
+                    // Peak resident memory of the side's processes, MiB.
+                    put("peak_rss_mib", median_of(|r| r.peak_rss_mib));
+                    // CUDA runs: GPU memory held at the end (see [`RunRecord::gpu_mib`]).
+                    if matches!(side, Side::Reference | Side::Pipeline) {
+                        put("gpu_mib", median_of(|r| r.gpu_mib));
+                    }
+                }
+                for (key, over, under) in RATIOS {
+                    let speed = |side: &str| figures[&format!("{side}_images_per_s")];
+                    let ratio = speed(over).zip(speed(under)).map(|(a, b)| a / b);
+                    figures.insert(key.to_string(), ratio);
+                }
                 let mut busy: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-                for r in &pipeline_runs {
+                for r in runs_of(Side::Pipeline) {
                     for s in r.stages.iter().flatten() {
                         busy.entry(s.stage.clone()).or_default().push(s.busy_share);
                     }
@@ -340,30 +398,11 @@ impl BenchReport {
                     steps,
                     soft_labels,
                     variant: variant.name.clone(),
-                    reference_images_per_s: reference,
-                    tuned_reference_images_per_s: tuned,
-                    pipeline_images_per_s: pipeline,
-                    sequential_images_per_s: sequential,
-                    pipeline_speedup_vs_reference: ratio(pipeline, reference),
-                    sequential_speedup_vs_reference: ratio(sequential, reference),
-                    pipeline_speedup_vs_tuned: ratio(pipeline, tuned),
-                    sequential_speedup_vs_tuned: ratio(sequential, tuned),
-                    // Same images on both: time ratio = inverse speed ratio.
-                    pipeline_time_over_sequential: ratio(sequential, pipeline),
                     pipeline_busy_share: busy
                         .into_iter()
                         .filter_map(|(k, v)| median(v).map(|m| (k, m)))
                         .collect(),
-                    reference_images_per_cpu_s: per_cpu(&reference_runs),
-                    tuned_reference_images_per_cpu_s: per_cpu(&tuned_runs),
-                    pipeline_images_per_cpu_s: per_cpu(&pipeline_runs),
-                    sequential_images_per_cpu_s: per_cpu(&sequential_runs),
-                    reference_peak_rss_mib: rss(&reference_runs),
-                    tuned_reference_peak_rss_mib: rss(&tuned_runs),
-                    pipeline_peak_rss_mib: rss(&pipeline_runs),
-                    sequential_peak_rss_mib: rss(&sequential_runs),
-                    reference_gpu_mib: gpu(&reference_runs),
-                    pipeline_gpu_mib: gpu(&pipeline_runs),
+                    figures,
                 });
             }
         }
@@ -380,8 +419,7 @@ impl BenchReport {
         }
     }
 
-    /// The human-readable tables.
-    /// The first columns of every table: which case a row is.
+    /// The first columns of every table's header.
     fn case_header() -> String {
         format!(
             "{:<9} {:>5} {:<7} {:<20} |",
@@ -389,6 +427,7 @@ impl BenchReport {
         )
     }
 
+    /// The first columns of every table: which case a row is.
     fn case_columns(r: &SummaryRow) -> String {
         format!(
             "{:<9} {:>5} {:<7} {:<20} |",
@@ -399,11 +438,29 @@ impl BenchReport {
         )
     }
 
-    pub fn table(&self) -> String {
-        let f = |v: Option<f64>, prec: usize| {
-            v.map(|v| format!("{v:.prec$}"))
-                .unwrap_or_else(|| "-".into())
+    /// One table of summary figures: `title`, a header line, a line per row;
+    /// `groups` of columns are set apart by `|`.
+    fn figure_table(&self, title: &str, groups: &[&[Column]]) -> String {
+        let line = |first: String, text: &dyn Fn(&Column) -> String| {
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|c| format!(" {:>w$}", text(c), w = c.2))
+                        .collect()
+                })
+                .collect();
+            format!("{first}{}\n", groups.join(" |"))
         };
+        let mut s = format!("{title}{}", line(Self::case_header(), &|c| c.0.into()));
+        for r in &self.summary {
+            s.push_str(&line(Self::case_columns(r), &|c| cell(r.figure(c.1), c.3)));
+        }
+        s
+    }
+
+    /// The human-readable tables.
+    pub fn table(&self) -> String {
         let mut s = format!(
             "ARD training throughput on {}: student {}, batch {}, CPU {} ({} cores, native bf16: {}), load {:?} -> {:?}\n\n",
             self.device,
@@ -415,95 +472,38 @@ impl BenchReport {
             self.machine.load_before,
             self.machine.load_after
         );
-        s.push_str(&format!(
-            "{} {:>9} {:>9} {:>9} {:>9} | {:>8} {:>10} {:>8} {:>9}\n",
-            Self::case_header(),
-            "ref im/s",
-            "tuned im/s",
-            "pipe im/s",
-            "seq im/s",
-            "pipe/ref",
-            "pipe/tuned",
-            "seq/ref",
-            "tpipe/tseq"
-        ));
-        for r in &self.summary {
-            s.push_str(&format!(
-                "{} {:>9} {:>10} {:>9} {:>9} | {:>8} {:>10} {:>8} {:>9}\n",
-                Self::case_columns(r),
-                f(r.reference_images_per_s, 2),
-                f(r.tuned_reference_images_per_s, 2),
-                f(r.pipeline_images_per_s, 2),
-                f(r.sequential_images_per_s, 2),
-                f(r.pipeline_speedup_vs_reference, 2),
-                f(r.pipeline_speedup_vs_tuned, 2),
-                f(r.sequential_speedup_vs_reference, 2),
-                f(r.pipeline_time_over_sequential, 3),
-            ));
-        }
+        s.push_str(&self.figure_table("", &SPEED_COLUMNS));
         s.push_str("(medians over repetitions; pipe/ref, seq/ref: speed-ups over the plain PyTorch loop, pipe/tuned: over the tuned one, the ratio to believe; tpipe/tseq: pipeline time over sequential time)\n");
         let stages = ["data", "teacher", "attack", "student", "eval"];
-        if self
+        let busy = self
             .summary
             .iter()
-            .any(|r| !r.pipeline_busy_share.is_empty())
-        {
-            s.push_str("\npipeline busy share of wall time\n");
-            s.push_str(&Self::case_header());
-            for st in stages {
-                s.push_str(&format!(" {st:>8}"));
-            }
-            s.push('\n');
-            for r in self
-                .summary
-                .iter()
-                .filter(|r| !r.pipeline_busy_share.is_empty())
-            {
-                s.push_str(&Self::case_columns(r));
-                for st in stages {
-                    s.push_str(&format!(
-                        " {:>7.1}%",
-                        100.0 * r.pipeline_busy_share.get(st).copied().unwrap_or(0.0)
-                    ));
-                }
-                s.push('\n');
+            .filter(|r| !r.pipeline_busy_share.is_empty());
+        if busy.clone().next().is_some() {
+            let head = stages.map(|st| format!(" {st:>8}")).concat();
+            s.push_str(&format!(
+                "\npipeline busy share of wall time\n{}{head}\n",
+                Self::case_header()
+            ));
+            for r in busy {
+                let share = |st| 100.0 * r.pipeline_busy_share.get(st).copied().unwrap_or(0.0);
+                let cells = stages.map(|st| format!(" {:>7.1}%", share(st))).concat();
+                s.push_str(&format!("{}{cells}\n", Self::case_columns(r)));
             }
         }
-        s.push_str(&format!(
-            "\nimages per CPU-second, and peak resident memory per run process (MiB)\n{} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}\n",
-            Self::case_header(), "ref", "tuned", "pipe", "seq", "ref MiB", "tuned MiB", "pipe MiB", "seq MiB"
+        s.push_str(&self.figure_table(
+            "\nimages per CPU-second, and peak resident memory per run process (MiB)\n",
+            &RESOURCE_COLUMNS,
         ));
-        for r in &self.summary {
-            s.push_str(&format!(
-                "{} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}\n",
-                Self::case_columns(r),
-                f(r.reference_images_per_cpu_s, 2),
-                f(r.tuned_reference_images_per_cpu_s, 2),
-                f(r.pipeline_images_per_cpu_s, 2),
-                f(r.sequential_images_per_cpu_s, 2),
-                f(r.reference_peak_rss_mib, 0),
-                f(r.tuned_reference_peak_rss_mib, 0),
-                f(r.pipeline_peak_rss_mib, 0),
-                f(r.sequential_peak_rss_mib, 0),
-            ));
-        }
         if self
             .summary
             .iter()
-            .any(|r| r.pipeline_gpu_mib.is_some() || r.reference_gpu_mib.is_some())
+            .any(|r| GPU_COLUMNS[0].iter().any(|c| r.figure(c.1).is_some()))
         {
-            s.push_str(&format!(
-                "\nGPU memory held at the end of a run (nvidia-smi, MiB; the caching allocator's peak plus the CUDA context)\n{} {:>9} {:>9}\n",
-                Self::case_header(), "ref", "pipe"
+            s.push_str(&self.figure_table(
+                "\nGPU memory held at the end of a run (nvidia-smi, MiB; the caching allocator's peak plus the CUDA context)\n",
+                &GPU_COLUMNS,
             ));
-            for r in &self.summary {
-                s.push_str(&format!(
-                    "{} {:>9} {:>9}\n",
-                    Self::case_columns(r),
-                    f(r.reference_gpu_mib, 0),
-                    f(r.pipeline_gpu_mib, 0),
-                ));
-            }
         }
         let parts: Vec<&RunRecord> = self.runs.iter().filter(|r| r.parts.is_some()).collect();
         if !parts.is_empty() {
@@ -536,7 +536,7 @@ impl BenchReport {
         }
         s.push_str(&format!(
             "peak RSS of the bench process itself: {} MiB; {:.0}s in all\n",
-            f(self.peak_rss_mib, 0),
+            cell(self.peak_rss_mib, 0),
             self.wall_s
         ));
         s

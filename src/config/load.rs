@@ -24,9 +24,8 @@ pub fn find_config(name: &Path) -> Result<PathBuf> {
         .iter()
         .find(|p| p.is_file())
         .cloned()
-        .ok_or_else(|| Error::Config {
-            file: name.display().to_string(),
-            message: if name.is_dir() {
+        .ok_or_else(|| {
+            let message = if name.is_dir() {
                 "is a folder, not a config file".to_string()
             } else {
                 format!(
@@ -37,7 +36,8 @@ pub fn find_config(name: &Path) -> Result<PathBuf> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
-            },
+            };
+            Error::config(name.display().to_string(), message)
         })
 }
 
@@ -48,9 +48,11 @@ const MAX_BASE_DEPTH: usize = 8;
 /// environment overrides, then validates it.
 pub fn load(path: &Path) -> Result<Config> {
     let merged = resolve_bases(path, 0)?;
-    let text = toml::to_string(&merged).map_err(|e| Error::Config {
-        file: path.display().to_string(),
-        message: format!("cannot merge with its base: {e}"),
+    let text = toml::to_string(&merged).map_err(|e| {
+        Error::config(
+            path.display().to_string(),
+            format!("cannot merge with its base: {e}"),
+        )
     })?;
     load_str(&text, &path.display().to_string(), true)
 }
@@ -59,10 +61,7 @@ pub fn load(path: &Path) -> Result<Config> {
 /// and lays it over the file its `base` key names.
 fn resolve_bases(path: &Path, depth: usize) -> Result<toml::Table> {
     let origin = path.display().to_string();
-    let err = |message: String| Error::Config {
-        file: origin.clone(),
-        message,
-    };
+    let err = |message: String| Error::config(&origin, message);
     if depth > MAX_BASE_DEPTH {
         return Err(err(format!(
             "`base` chain deeper than {MAX_BASE_DEPTH} (a cycle?)"
@@ -106,10 +105,7 @@ fn overlay(base: &mut toml::Table, top: toml::Table) {
 
 /// Deserialises one file's text on its own; errors name the full key and line.
 fn check_file(text: &str, origin: &str) -> Result<()> {
-    let err = |message: String| Error::Config {
-        file: origin.to_string(),
-        message,
-    };
+    let err = |message: String| Error::config(origin, message);
     serde_path_to_error::deserialize::<_, Config>(toml::Deserializer::new(text))
         .map(|_| ())
         .map_err(|e| {
@@ -135,10 +131,7 @@ fn check_file(text: &str, origin: &str) -> Result<()> {
 /// `ARD__SECTION__KEY` overrides over it, read with the same types as the
 /// file (see [`env_overrides`]). Validates the result.
 pub fn load_str(text: &str, origin: &str, with_env: bool) -> Result<Config> {
-    let err = |message: String| Error::Config {
-        file: origin.to_string(),
-        message,
-    };
+    let err = |message: String| Error::config(origin, message);
     // The text alone first: its errors name the full key and the line.
     check_file(text, origin)?;
     let mut builder = config::Config::builder()
@@ -174,15 +167,10 @@ pub fn defaults_with_env() -> Result<Config> {
     let text = Config::default().to_toml();
     let origin = "(built-in defaults)";
     let overrides = env_overrides(&text, origin)?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Config {
-        file: origin.into(),
-        message: e.to_string(),
-    })?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| Error::config(origin, e.to_string()))?;
     overlay(&mut table, overrides);
-    Config::deserialize(toml::Value::Table(table)).map_err(|e| Error::Config {
-        file: origin.into(),
-        message: e.to_string(),
-    })
+    Config::deserialize(toml::Value::Table(table)).map_err(|e| Error::config(origin, e.to_string()))
 }
 
 /// One `ARD__SECTION__KEY=value` variable: its key path and its value, read
@@ -245,10 +233,8 @@ fn env_overrides(text: &str, origin: &str) -> Result<toml::Table> {
     if vars.is_empty() {
         return Ok(toml::Table::new());
     }
-    let base: toml::Table = toml::from_str(text).map_err(|e| Error::Config {
-        file: origin.into(),
-        message: e.to_string(),
-    })?;
+    let base: toml::Table =
+        toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
     // Each failed key may turn one override into a string: at most one retry each.
     for _ in 0..=vars.len() {
         let mut overrides = toml::Table::new();
@@ -265,29 +251,24 @@ fn env_overrides(text: &str, origin: &str) -> Result<toml::Table> {
         let culprit = vars.iter_mut().find(|v| {
             v.path.join(".") == key || key.starts_with(&format!("{}.", v.path.join(".")))
         });
-        match culprit {
+        let file = match culprit {
             Some(v) if !v.value.is_str() && wants_string(e.inner().message()) => {
                 v.value = toml::Value::String(v.raw.clone());
+                continue;
             }
-            Some(v) => {
-                return Err(Error::Config {
-                    file: format!("{origin} with environment {}={:?}", v.var, v.raw),
-                    message: format!("key `{key}`: {}", e.into_inner().message().trim_end()),
-                })
-            }
+            Some(v) => format!("{origin} with environment {}={:?}", v.var, v.raw),
             None => {
                 let names: Vec<&str> = vars.iter().map(|v| v.var.as_str()).collect();
-                return Err(Error::Config {
-                    file: format!("{origin} with environment {}", names.join(", ")),
-                    message: format!("key `{key}`: {}", e.into_inner().message().trim_end()),
-                });
+                format!("{origin} with environment {}", names.join(", "))
             }
-        }
+        };
+        let message = format!("key `{key}`: {}", e.into_inner().message().trim_end());
+        return Err(Error::config(file, message));
     }
-    Err(Error::Config {
-        file: origin.into(),
-        message: "environment overrides could not be read".into(),
-    })
+    Err(Error::config(
+        origin,
+        "environment overrides could not be read",
+    ))
 }
 
 /// Whether a serde "invalid type" message says a string was expected.

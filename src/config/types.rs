@@ -640,8 +640,9 @@ pub struct PerfConfig {
     pub student_dtype: ComputeDtype,
     /// `f32`, `bf16` or `auto` for the online teacher's forward (soft labels
     /// computed on every batch, `teacher.soft_labels = "online"`). A soft-label
-    /// cache is always filled by an f32 teacher, so a cached run and its
-    /// cache file do not depend on it.
+    /// cache always holds what the plain f32 teacher computes (NCHW, whatever
+    /// `channels_last` says), so a cached run and its cache file do not depend
+    /// on either.
     pub teacher_dtype: ComputeDtype,
     /// ARD at alpha = 1 runs the student's clean forward only for BatchNorm's
     /// running statistics (its loss term has weight 0, as in ARD's code): run

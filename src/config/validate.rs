@@ -2,6 +2,7 @@
 //! `ard-pipeline validate` runs exactly these.
 
 use super::types::*;
+use super::Real;
 use std::fmt;
 
 /// One problem, naming the key and the value at fault.
@@ -57,6 +58,32 @@ impl Checks {
             "must not be empty (give a path, or leave the key out)",
         );
     }
+
+    fn known_eval(&mut self, key: &'static str, name: &str) {
+        let reason = format!("unknown; known: {}", super::KNOWN_EVALS);
+        self.require(super::EvalAttack::parse(name).is_ok(), key, name, &reason);
+    }
+
+    fn at_least_1(&mut self, key: &'static str, value: usize) {
+        self.require(value >= 1, key, value, "must be at least 1");
+    }
+
+    fn at_least_1_if_set(&mut self, key: &'static str, value: Option<usize>) {
+        self.require(value != Some(0), key, value, "must be at least 1 when set");
+    }
+
+    fn positive(&mut self, key: &'static str, value: Real) {
+        self.require(value.get() > 0.0, key, value, "must be positive");
+    }
+
+    fn non_negative(&mut self, key: &'static str, value: Real) {
+        self.require(value.get() >= 0.0, key, value, "must be non-negative");
+    }
+
+    /// `value`, when set, must be positive; `reason` says so.
+    fn positive_if_set(&mut self, key: &'static str, value: Option<Real>, reason: &str) {
+        self.require(value.is_none_or(|v| v.get() > 0.0), key, value, reason);
+    }
 }
 
 impl Config {
@@ -64,36 +91,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
         let mut c = Checks(Vec::new());
         let d = &self.data;
-        c.require(
-            d.batch_size >= 1,
-            "data.batch_size",
-            d.batch_size,
-            "must be at least 1",
-        );
+        c.at_least_1("data.batch_size", d.batch_size);
         c.require(
             d.batch_size <= TRAIN_IMAGES,
             "data.batch_size",
             d.batch_size,
             "must be at most 50,000 (CIFAR-10's training set)",
         );
-        c.require(
-            d.train_limit != Some(0),
-            "data.train_limit",
-            d.train_limit,
-            "must be at least 1 when set",
-        );
-        c.require(
-            d.test_limit != Some(0),
-            "data.test_limit",
-            d.test_limit,
-            "must be at least 1 when set",
-        );
-        c.require(
-            self.eval.test_limit != Some(0),
-            "eval.test_limit",
-            self.eval.test_limit,
-            "must be at least 1 when set",
-        );
+        c.at_least_1_if_set("data.train_limit", d.train_limit);
+        c.at_least_1_if_set("data.test_limit", d.test_limit);
+        c.at_least_1_if_set("eval.test_limit", self.eval.test_limit);
         c.require(
             !self.run.name.is_empty() && !self.run.name.contains(['/', '\\']),
             "run.name",
@@ -112,12 +119,7 @@ impl Config {
             &self.run.device,
             "must be cpu, cuda, cuda:N or auto",
         );
-        c.require(
-            self.run.threads != Some(0),
-            "run.threads",
-            self.run.threads,
-            "must be at least 1 when set",
-        );
+        c.at_least_1_if_set("run.threads", self.run.threads);
         c.require(
             self.run.checkpoint_every_steps != Some(0),
             "run.checkpoint_every_steps",
@@ -168,7 +170,7 @@ impl Config {
                 "fgsm, fgsm_rs and n_fgsm take exactly 1 step",
             ),
             AttackKind::Pgd | AttackKind::KlPgd | AttackKind::Trades => {
-                c.require(a.steps >= 1, "attack.steps", a.steps, "must be at least 1")
+                c.at_least_1("attack.steps", a.steps)
             }
             AttackKind::None => {}
         }
@@ -217,36 +219,11 @@ impl Config {
             alpha,
             "must be in [0, 1]",
         );
-        c.require(
-            l.temperature.get() > 0.0,
-            "loss.temperature",
-            l.temperature,
-            "must be positive",
-        );
-        c.require(
-            l.rslad_adv_weight.get() >= 0.0,
-            "loss.rslad_adv_weight",
-            l.rslad_adv_weight,
-            "must be non-negative",
-        );
-        c.require(
-            l.rslad_nat_weight.get() >= 0.0,
-            "loss.rslad_nat_weight",
-            l.rslad_nat_weight,
-            "must be non-negative",
-        );
-        c.require(
-            l.beta.get() >= 0.0,
-            "loss.beta",
-            l.beta,
-            "must be non-negative",
-        );
-        c.require(
-            l.lambda.get() >= 0.0,
-            "loss.lambda",
-            l.lambda,
-            "must be non-negative",
-        );
+        c.positive("loss.temperature", l.temperature);
+        c.non_negative("loss.rslad_adv_weight", l.rslad_adv_weight);
+        c.non_negative("loss.rslad_nat_weight", l.rslad_nat_weight);
+        c.non_negative("loss.beta", l.beta);
+        c.non_negative("loss.lambda", l.lambda);
         c.require(
             !l.clean_forward_for_bn || (l.kind == LossKind::Ard && alpha == 1.0),
             "loss.clean_forward_for_bn",
@@ -280,26 +257,14 @@ impl Config {
             o.momentum,
             "must be in [0, 1)",
         );
-        c.require(
-            o.weight_decay.get() >= 0.0,
-            "optim.weight_decay",
-            o.weight_decay,
-            "must be non-negative",
-        );
+        c.non_negative("optim.weight_decay", o.weight_decay);
         c.require(
             !o.nesterov || o.momentum.get() > 0.0,
             "optim.nesterov",
             true,
             "needs momentum > 0",
         );
-        if let Some(clip) = o.grad_clip {
-            c.require(
-                clip.get() > 0.0,
-                "optim.grad_clip",
-                clip,
-                "must be positive when set",
-            );
-        }
+        c.positive_if_set("optim.grad_clip", o.grad_clip, "must be positive when set");
         let s = &o.schedule;
         let multistep = s.kind == ScheduleKind::Multistep;
         c.require(
@@ -322,9 +287,7 @@ impl Config {
                 "must be strictly increasing",
             );
         }
-        if let Some(g) = s.gamma {
-            c.require(g.get() > 0.0, "optim.schedule.gamma", g, "must be positive");
-        }
+        c.positive_if_set("optim.schedule.gamma", s.gamma, "must be positive");
         c.require(
             s.peak_at.is_none() || s.kind == ScheduleKind::OneCycle,
             "optim.schedule.peak_at",
@@ -340,18 +303,8 @@ impl Config {
             );
         }
 
-        c.require(
-            self.train.epochs >= 1,
-            "train.epochs",
-            self.train.epochs,
-            "must be at least 1",
-        );
-        c.require(
-            self.train.max_steps != Some(0),
-            "train.max_steps",
-            self.train.max_steps,
-            "must be at least 1 when set",
-        );
+        c.at_least_1("train.epochs", self.train.epochs);
+        c.at_least_1_if_set("train.max_steps", self.train.max_steps);
         if let Some(budget) = self.train.max_seconds {
             c.require(
                 budget.get() > 0.0 && budget.get().is_finite(),
@@ -367,12 +320,7 @@ impl Config {
             );
         }
         for name in &self.eval.attacks {
-            c.require(
-                super::EvalAttack::parse(name).is_ok(),
-                "eval.attacks",
-                name,
-                &format!("unknown; known: {}", super::KNOWN_EVALS),
-            );
+            c.known_eval("eval.attacks", name);
         }
 
         let p = &self.pipeline;
@@ -391,14 +339,11 @@ impl Config {
             p.max_weight_staleness,
             "must be 0 or 1",
         );
-        if let Some(t) = p.stall_timeout_s {
-            c.require(
-                t.get() > 0.0,
-                "pipeline.stall_timeout_s",
-                t,
-                "must be positive when set",
-            );
-        }
+        c.positive_if_set(
+            "pipeline.stall_timeout_s",
+            p.stall_timeout_s,
+            "must be positive when set",
+        );
         if !self.metrics.listen.is_empty() {
             c.require(
                 self.metrics.listen.parse::<std::net::SocketAddr>().is_ok(),
@@ -452,18 +397,8 @@ impl Config {
                 ),
             );
         }
-        c.require(
-            super::EvalAttack::parse(&self.eval.validation_attack).is_ok(),
-            "eval.validation_attack",
-            &self.eval.validation_attack,
-            &format!("unknown; known: {}", super::KNOWN_EVALS),
-        );
-        c.require(
-            self.eval.validation_limit != Some(0),
-            "eval.validation_limit",
-            self.eval.validation_limit,
-            "must be at least 1 when set",
-        );
+        c.known_eval("eval.validation_attack", &self.eval.validation_attack);
+        c.at_least_1_if_set("eval.validation_limit", self.eval.validation_limit);
         let g = &self.guard;
         c.require(
             g.max_drop.get() > 0.0 && g.max_drop.get() <= 100.0,

@@ -43,6 +43,12 @@ impl View {
         (dx <= MAX_OFFSET && dy <= MAX_OFFSET).then_some(View { dx, dy, flip })
     }
 
+    /// Any view, out-of-range offsets included: for tests.
+    #[cfg(test)]
+    pub(crate) const fn raw(dx: u8, dy: u8, flip: bool) -> View {
+        View { dx, dy, flip }
+    }
+
     /// True when both offsets are in `0..=8`.
     pub fn is_valid(self) -> bool {
         self.dx <= MAX_OFFSET && self.dy <= MAX_OFFSET
@@ -217,15 +223,7 @@ mod tests {
 
         // dy = 3: padded row 3 is padding, so output row 1 is original row 0.
         // dx = 6: output column c shows original column c + 2; the last 2 are zero.
-        apply_view(
-            &img,
-            View {
-                dx: 6,
-                dy: 3,
-                flip: false,
-            },
-            &mut out,
-        );
+        apply_view(&img, View::raw(6, 3, false), &mut out);
         assert!(out[..32].iter().all(|&x| x == 0.0));
         assert_eq!(out[32], v(3));
         assert_eq!(out[32 + 29], v(32));
@@ -233,39 +231,15 @@ mod tests {
         assert_eq!(out.iter().filter(|&&x| x != 0.0).count(), 30);
 
         // Same with flip: the row is reversed, zeros come first.
-        apply_view(
-            &img,
-            View {
-                dx: 6,
-                dy: 3,
-                flip: true,
-            },
-            &mut out,
-        );
+        apply_view(&img, View::raw(6, 3, true), &mut out);
         assert_eq!(&out[32..34], &[0.0, 0.0]);
         assert_eq!(out[34], v(32));
         assert_eq!(out[63], v(3));
 
         // dx = 0, dy = 8: columns shift right by 4, rows up by 4 (row 0 gone).
-        apply_view(
-            &img,
-            View {
-                dx: 0,
-                dy: 8,
-                flip: false,
-            },
-            &mut out,
-        );
+        apply_view(&img, View::raw(0, 8, false), &mut out);
         assert!(out.iter().all(|&x| x == 0.0));
-        apply_view(
-            &img,
-            View {
-                dx: 0,
-                dy: 0,
-                flip: false,
-            },
-            &mut out,
-        );
+        apply_view(&img, View::raw(0, 0, false), &mut out);
         assert_eq!(&out[4 * 32..4 * 32 + 5], &[0.0, 0.0, 0.0, 0.0, v(1)]);
         assert_eq!(out[4 * 32 + 31], v(28));
     }
@@ -279,18 +253,7 @@ mod tests {
             assert_eq!(out, reference(&img, v), "{v:?}");
         }
         // Out-of-range offsets do not panic and only add zeros.
-        for v in [
-            View {
-                dx: 200,
-                dy: 4,
-                flip: true,
-            },
-            View {
-                dx: 4,
-                dy: 255,
-                flip: false,
-            },
-        ] {
+        for v in [View::raw(200, 4, true), View::raw(4, 255, false)] {
             apply_view(&img, v, &mut out);
             assert!(out.iter().all(|&x| x == 0.0));
         }

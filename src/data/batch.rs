@@ -296,15 +296,7 @@ mod tests {
     fn make_batch_shapes_and_values() {
         let split = synthetic(20);
         let idx = [3, 17, 0];
-        let views = [
-            View::IDENTITY,
-            View {
-                dx: 0,
-                dy: 8,
-                flip: true,
-            },
-            View::IDENTITY,
-        ];
+        let views = [View::IDENTITY, View::raw(0, 8, true), View::IDENTITY];
         let b = make_batch(&split, &idx, &views, Device::Cpu).unwrap();
         assert_eq!(b.images.size(), [3, 3, 32, 32]);
         assert_eq!(b.images.kind(), Kind::Float);

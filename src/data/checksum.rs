@@ -109,13 +109,13 @@ impl Stamp {
             ),
         })?;
         if stamp.format != STAMP_FORMAT {
-            return Err(Error::Dataset {
+            return Err(Error::dataset(
                 path,
-                message: format!(
+                format!(
                     "download stamp has format {}, this build reads format {STAMP_FORMAT}",
                     stamp.format
                 ),
-            });
+            ));
         }
         Ok(Some(stamp))
     }
@@ -146,20 +146,12 @@ pub(crate) fn verify(
     let Some(actual) = actual else {
         return match checksums {
             DataChecksums::Skip => Ok(()),
-            _ => Err(Error::Dataset {
-                path: path.to_path_buf(),
-                message: "its md5 was not computed".into(),
-            }),
+            _ => Err(Error::dataset(path, "its md5 was not computed")),
         };
     };
     let offline = offline_copy_md5(name);
     let official = stamp.and_then(|s| s.files.get(name)).map(String::as_str);
-    let fail = |message: String| {
-        Err(Error::Dataset {
-            path: path.to_owned(),
-            message,
-        })
-    };
+    let fail = |message: String| Err(Error::dataset(path, message));
     let no_stamp = || match stamp {
         None => format!("no record of a verified download ({STAMP_FILE} is absent)"),
         Some(_) => format!("{STAMP_FILE} lists no md5 for {name}"),

@@ -33,12 +33,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Give up when no byte arrives for this long.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Downloads the official archive from `url` (normally [`URL`]) into `root`,
-/// checking it against [`ARCHIVE_MD5`]. See [`download_cifar10_from`].
-pub fn download_cifar10(root: &Path, url: &str) -> Result<()> {
-    download_cifar10_from(root, url, ARCHIVE_MD5)
-}
-
 /// Downloads the archive at `url`, checks that its md5 is `expected_md5`, and
 /// installs its batch files and `batches.meta.txt` as the folder `root` (with the
 /// download stamp). `root` must not exist or be an empty folder; it is never left
@@ -60,20 +54,20 @@ pub fn ensure_cifar10(cfg: &DataConfig) -> Result<()> {
         return Ok(());
     }
     if !cfg.download {
-        return Err(Error::Dataset {
-            path: root.clone(),
-            message: format!(
+        return Err(Error::dataset(
+            root,
+            format!(
                 "CIFAR-10 not found (missing {}) and data.download = false; put the binary files in \
                  this folder, or set `data.download = true` to fetch the official archive from {URL}",
                 missing.join(", ")
             ),
-        });
+        ));
     }
     log::info!(
         "CIFAR-10 not found in {}: downloading {URL}",
         root.display()
     );
-    download_cifar10(root, URL).map_err(|e| match e {
+    download_cifar10_from(root, URL, ARCHIVE_MD5).map_err(|e| match e {
         Error::Download { url, message } => Error::Download {
             url,
             message: format!(

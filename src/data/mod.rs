@@ -25,7 +25,7 @@ pub use augment::{apply_view, view_for, View, NUM_VIEWS};
 pub use batch::{batches, epoch_order, make_batch, Batch, Batches, EpochPlan};
 pub use checksum::{Stamp, STAMP_FILE};
 pub use cifar::{load_split, Split, SplitKind, IMAGE_BYTES, NUM_CLASSES};
-pub use download::{download_cifar10, download_cifar10_from, ensure_cifar10, ARCHIVE_MD5, URL};
+pub use download::{download_cifar10_from, ensure_cifar10, ARCHIVE_MD5, URL};
 
 use crate::config::DataConfig;
 use crate::error::Result;

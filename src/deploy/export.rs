@@ -159,13 +159,6 @@ fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
     serde_json::from_str(line).map_err(|e| failed(format!("unreadable report ({e}): {line:?}")))
 }
 
-/// The first `n` test images.
-fn test_set(cfg: &Config, n: usize) -> Result<EvalSet> {
-    data::ensure_cifar10(&cfg.data)?;
-    let test = data::load_split(&cfg.data.root, SplitKind::Test, cfg.data.checksums)?;
-    EvalSet::from_split(&test.prefix(n))
-}
-
 /// The first `n` training images as safetensors `images` at `path`.
 fn write_calibration(cfg: &Config, n: usize, path: &Path) -> Result<()> {
     let train = data::load_split(&cfg.data.root, SplitKind::Train, cfg.data.checksums)?;
@@ -281,7 +274,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
     log::info!("export: {} from {}", opts.arch, opts.weights.display());
     let facts = run_script(opts, &args)?;
 
-    let set = test_set(cfg, opts.test_images)?;
+    let set = EvalSet::test(&cfg.data, Some(opts.test_images))?;
     let mut fp32 = OnnxModel::open(&fp32_path, threads)?;
     let mut int8 = match opts.int8_calibration {
         Some(_) => Some(OnnxModel::open(&int8_path, threads)?),

@@ -5,14 +5,14 @@
 
 use super::card::{Int8Check, Parity, RobustRow, Robustness, Verification};
 use super::runtime::OnnxModel;
-use crate::attacks::square::SQUARE_P_INIT;
+use crate::attacks::square::{SquareOutcome, SQUARE_P_INIT};
 use crate::attacks::{square_linf, AttackInput, NoiseKey};
 use crate::config::Config;
 use crate::error::Result;
 use crate::eval::{EvalAttack, EvalSet};
 use crate::models::Model;
 use std::time::Instant;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// fp32 parity target: max |logit difference| relative to the logit scale.
 pub const PARITY_RELATIVE: f64 = 1e-4;
@@ -23,17 +23,13 @@ fn tch_logits(model: &Model, x: &Tensor) -> Tensor {
     tch::no_grad(|| model.forward_t(x, false))
 }
 
-fn percent(mask: &Tensor) -> f64 {
-    let n = mask.size()[0].max(1) as f64;
-    100.0 * mask.sum(Kind::Int64).int64_value(&[]) as f64 / n
+/// How many entries of the bool `mask` hold.
+fn count(mask: &Tensor) -> i64 {
+    mask.sum(Kind::Int64).int64_value(&[])
 }
 
-/// The rows `[start, start + len)` of the set.
-fn batch(set: &EvalSet, start: i64, len: i64) -> Result<(Tensor, Tensor)> {
-    Ok((
-        set.images.f_narrow(0, start, len)?.f_to_kind(Kind::Float)?,
-        set.labels.f_narrow(0, start, len)?,
-    ))
+fn percent(mask: &Tensor) -> f64 {
+    100.0 * count(mask) as f64 / mask.size()[0].max(1) as f64
 }
 
 /// The fp32 file against the tch model, and the int8 file against the fp32 file.
@@ -47,27 +43,20 @@ pub fn verify(
     let n = set.images.size()[0];
     let (mut max_diff, mut scale) = (0f64, 0f64);
     let (mut agree, mut int8_agree, mut right_fp32, mut right_int8) = (0i64, 0i64, 0i64, 0i64);
-    let mut start = 0;
-    while start < n {
-        let len = (batch_size as i64).min(n - start);
-        let (x, y) = batch(set, start, len)?;
+    for (_, idx) in set.batches(batch_size) {
+        let (x, y) = set.rows(&idx, Device::Cpu)?;
         let reference = tch_logits(model, &x);
         let exported = fp32.logits(&x)?;
         max_diff = max_diff.max((&reference - &exported).abs().max().double_value(&[]));
         scale = scale.max(reference.abs().max().double_value(&[]));
         let class = exported.argmax(1, false);
-        agree += reference
-            .argmax(1, false)
-            .eq_tensor(&class)
-            .sum(Kind::Int64)
-            .int64_value(&[]);
-        right_fp32 += class.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        agree += count(&reference.argmax(1, false).eq_tensor(&class));
+        right_fp32 += count(&class.eq_tensor(&y));
         if let Some(q) = int8.as_deref_mut() {
             let class8 = q.logits(&x)?.argmax(1, false);
-            int8_agree += class8.eq_tensor(&class).sum(Kind::Int64).int64_value(&[]);
-            right_int8 += class8.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            int8_agree += count(&class8.eq_tensor(&class));
+            right_int8 += count(&class8.eq_tensor(&y));
         }
-        start += len;
     }
     let pct = |k: i64| 100.0 * k as f64 / n.max(1) as f64;
     let relative = max_diff / scale.max(1.0);
@@ -99,8 +88,12 @@ pub fn verify(
 type Scorer<'a> = &'a mut dyn FnMut(&Tensor) -> Result<Tensor>;
 
 /// [N] bool per input of `xs`: `logits` puts the label first.
-fn right_on(logits: Scorer, xs: &[Tensor], y: &Tensor) -> Result<Vec<Tensor>> {
-    xs.iter()
+fn right_on<'t>(
+    logits: Scorer,
+    xs: impl IntoIterator<Item = &'t Tensor>,
+    y: &Tensor,
+) -> Result<Vec<Tensor>> {
+    xs.into_iter()
         .map(|x| Ok(logits(x)?.argmax(1, false).eq_tensor(y)))
         .collect()
 }
@@ -182,15 +175,12 @@ pub fn robustness(
         .filter_map(|e| e.build(&cfg.attack).map(|a| (e, a)))
         .collect();
     let n = set.images.size()[0];
-    let batch_size = cfg.data.batch_size.max(1) as i64;
     let mut outcomes: Vec<Outcomes> = (0..3).map(|_| Outcomes::default()).collect();
-    let mut start = 0;
-    while start < n {
-        let len = batch_size.min(n - start);
-        let (x, y) = batch(set, start, len)?;
+    for (rows, idx) in set.batches(cfg.data.batch_size) {
+        let (x, y) = set.rows(&idx, Device::Cpu)?;
         let key = |e: &EvalAttack| NoiseKey {
             seed: cfg.run.seed,
-            counter: start as u64,
+            counter: rows.start as u64,
             stream: e.stream(),
         };
         let input = AttackInput {
@@ -203,44 +193,36 @@ pub fn robustness(
             examples.push(attack.perturb(model, &input, key(e))?);
         }
         let square_key = key(&square);
-        let run_square = |logits: Scorer| {
-            square_linf(
-                logits,
+        // A file's outcomes on the examples, then Square run on the file itself.
+        let on_file = |logits: Scorer| -> Result<(Vec<Tensor>, SquareOutcome)> {
+            let mut right = right_on(logits, &examples, &y)?;
+            let found = square_linf(
+                &mut *logits,
                 &x,
                 &y,
                 eps,
                 square_queries,
                 SQUARE_P_INIT,
                 square_key,
-            )
+            )?;
+            right.extend(right_on(logits, [&found.x_adv], &y)?);
+            Ok((right, found))
         };
+        let (fp32_right, found) = on_file(&mut |x| fp32.logits(x))?;
+        // The tch model, which computes what the fp32 file computes (verified),
+        // is scored on the fp32 file's Square examples instead of a second
+        // search through libtorch's much slower forward.
         let mut tch_model = |x: &Tensor| Ok(tch_logits(model, x));
-        let mut fp32_model = |x: &Tensor| fp32.logits(x);
-        let mut tch_right = right_on(&mut tch_model, &examples, &y)?;
-        let mut fp32_right = right_on(&mut fp32_model, &examples, &y)?;
-        // Square runs on the files; the tch model, which computes what the fp32
-        // file computes (verified), is scored on the fp32 file's Square examples
-        // instead of a second search through libtorch's much slower forward.
-        let found = run_square(&mut fp32_model)?;
-        fp32_right.extend(right_on(
-            &mut fp32_model,
-            &[found.x_adv.shallow_clone()],
-            &y,
-        )?);
-        tch_right.extend(right_on(&mut tch_model, &[found.x_adv], &y)?);
+        let tch_right = right_on(&mut tch_model, examples.iter().chain([&found.x_adv]), &y)?;
         outcomes[0].push(tch_right, found.queries.shallow_clone())?;
         outcomes[1].push(fp32_right, found.queries)?;
         if let Some(q) = int8.as_deref_mut() {
-            let mut int8_model = |x: &Tensor| q.logits(x);
-            let mut int8_right = right_on(&mut int8_model, &examples, &y)?;
-            let found = run_square(&mut int8_model)?;
-            int8_right.extend(right_on(&mut int8_model, &[found.x_adv], &y)?);
+            let (int8_right, found) = on_file(&mut |x| q.logits(x))?;
             outcomes[2].push(int8_right, found.queries)?;
         }
-        start += len;
         log::info!(
             "export: robustness {}/{n} images, {:.0} s",
-            start,
+            rows.end,
             began.elapsed().as_secs_f64()
         );
     }

@@ -11,7 +11,6 @@
 use super::edge::{edge_report, LatencyOptions};
 use super::{EvalAttack, EvalReport, EvalSet, Evaluation};
 use crate::config::Config;
-use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
 use crate::models::{Arch, Model};
 use std::path::PathBuf;
@@ -131,17 +130,10 @@ fn progress_logger(mut began: Instant) -> impl FnMut(usize, usize) {
 
 /// Natural logits of every image of `set`, on the CPU.
 fn logits(model: &Model, set: &EvalSet, batch_size: usize) -> Result<Tensor> {
-    let n = set.images.size()[0];
     let mut outs = Vec::new();
-    let mut s = 0;
-    while s < n {
-        let len = (batch_size as i64).min(n - s);
-        let x = set
-            .images
-            .f_narrow(0, s, len)?
-            .f_to_device(model.device())?;
+    for (_, idx) in set.batches(batch_size) {
+        let (x, _) = set.rows(&idx, model.device())?;
         outs.push(tch::no_grad(|| model.forward_t(&x, false)).f_to_device(Device::Cpu)?);
-        s += len;
     }
     Ok(Tensor::f_cat(&outs, 0)?)
 }
@@ -170,6 +162,14 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     // page-faulting fresh buffers in (1.8 billion minor faults in 2 hours).
     crate::perf::configure_process(&cfg);
     let eps = cfg.attack.eps.get();
+    let outcome = |weights, order, report| EvalOutcome {
+        arch,
+        weights,
+        eps,
+        order,
+        report,
+        wall_s: began.elapsed().as_secs_f64(),
+    };
 
     let Some(weights) = &opts.weights else {
         let Some(latency) = &opts.latency else {
@@ -184,16 +184,8 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
             edge: Some(edge_report(&model, Some(latency))?),
             ..EvalReport::default()
         };
-        let outcome = EvalOutcome {
-            arch,
-            weights: None,
-            eps,
-            order: Vec::new(),
-            report,
-            wall_s: began.elapsed().as_secs_f64(),
-        };
-        write_json(opts, &outcome.report)?;
-        return Ok(outcome);
+        write_json(opts, &report)?;
+        return Ok(outcome(None, Vec::new(), report));
     };
 
     let model = Model::load(arch, device, weights)?;
@@ -207,19 +199,11 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     } else {
         None
     };
-    data::ensure_cifar10(&cfg.data)?;
-    let mut test = data::load_split(&cfg.data.root, SplitKind::Test, cfg.data.checksums)?;
-    if let Some(n) = opts
-        .test_limit
-        .or(cfg.eval.test_limit)
-        .or(cfg.data.test_limit)
-    {
-        test = test.prefix(n);
-    }
-    let set = EvalSet::from_split(&test)?;
+    let limit = opts.test_limit.or(cfg.eval.test_limit);
+    let set = EvalSet::test(&cfg.data, limit.or(cfg.data.test_limit))?;
     log::info!(
         "eval: {arch} on {} test images, {} ({} per batch, {device:?})",
-        test.len(),
+        set.labels.size()[0],
         opts.evals
             .iter()
             .map(|e| e.name())
@@ -257,14 +241,8 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
             ],
         )?;
     }
-    Ok(EvalOutcome {
-        arch,
-        weights: Some(weights.clone()),
-        eps,
-        order: opts.evals.iter().map(|e| e.name()).collect(),
-        report,
-        wall_s: began.elapsed().as_secs_f64(),
-    })
+    let order = opts.evals.iter().map(|e| e.name()).collect();
+    Ok(outcome(Some(weights.clone()), order, report))
 }
 
 fn write_json(opts: &EvalOptions, report: &EvalReport) -> Result<()> {

@@ -31,11 +31,13 @@ pub mod command;
 pub mod edge;
 
 use crate::attacks::{self, Attack, AttackInput, NoiseKey, Restarts};
-use crate::config::AttackConfig;
+use crate::config::{AttackConfig, DataConfig};
+use crate::data::SplitKind;
 use crate::error::{Error, Result};
 use crate::models::Model;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -150,6 +152,43 @@ impl EvalSet {
             labels: batch.labels,
         })
     }
+
+    /// The first `limit` CIFAR-10 test images (all without a limit), after
+    /// making sure the data set is in `data.root`.
+    pub fn test(data: &DataConfig, limit: Option<usize>) -> Result<EvalSet> {
+        crate::data::ensure_cifar10(data)?;
+        let test = crate::data::load_split(&data.root, SplitKind::Test, data.checksums)?;
+        EvalSet::from_split(&match limit {
+            Some(n) => test.prefix(n),
+            None => test,
+        })
+    }
+
+    /// Consecutive batches of at most `size` images covering the set, in
+    /// order: each as its rows and their indices (i64, on the CPU).
+    pub fn batches(&self, size: usize) -> impl Iterator<Item = (Range<usize>, Tensor)> {
+        let n = self.images.size()[0];
+        index_batches(Tensor::arange(n, (Kind::Int64, Device::Cpu)), size)
+    }
+
+    /// The images (as f32) and labels of the rows `idx` (i64), on `device`.
+    pub fn rows(&self, idx: &Tensor, device: Device) -> Result<(Tensor, Tensor)> {
+        let x = self.images.f_index_select(0, idx)?.f_to_device(device)?;
+        let y = self.labels.f_index_select(0, idx)?.f_to_device(device)?;
+        Ok((x.f_to_kind(Kind::Float)?, y))
+    }
+}
+
+/// Consecutive batches of at most `size` (at least 1) of `indices` [N]: each
+/// as its positions in `indices` and those indices.
+fn index_batches(indices: Tensor, size: usize) -> impl Iterator<Item = (Range<usize>, Tensor)> {
+    let n = indices.size()[0].max(0) as usize;
+    let size = size.max(1);
+    (0..n).step_by(size).map(move |start| {
+        let end = n.min(start + size);
+        let rows = indices.narrow(0, start as i64, (end - start) as i64);
+        (start..end, rows)
+    })
 }
 
 /// Per-sample outcomes of an evaluation run: what [`EvalReport`] summarises.
@@ -322,36 +361,27 @@ impl Evaluation<'_> {
         Ok(self.masks(|_, _| {})?.report())
     }
 
+    /// The rows `idx` of the set on the model's device (images as f32), with
+    /// the teacher's logits on them when there is a teacher.
+    fn batch(&self, idx: &Tensor) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (x, y) = self.set.rows(idx, self.model.device())?;
+        let t = self
+            .teacher
+            .map(|t| tch::no_grad(|| t.forward_t(&x, false)));
+        Ok((x, y, t))
+    }
+
     /// Runs every evaluation on every image, in batches, and returns
     /// per-sample correctness. `progress(done, n)` is called after each batch.
     pub fn masks(&self, mut progress: impl FnMut(usize, usize)) -> Result<EvalMasks> {
-        let Evaluation {
-            model,
-            set,
-            batch_size,
-            teacher,
-            ..
-        } = *self;
         let (n, built) = self.checked()?;
-        let device: Device = model.device();
         let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
         let mut natural = Vec::new();
         let mut seconds = vec![0.0; built.len()];
-        let mut start = 0;
-        while start < n {
-            let len = batch_size.min(n - start);
-            let x = set
-                .images
-                .f_narrow(0, start as i64, len as i64)?
-                .f_to_device(device)?
-                .f_to_kind(Kind::Float)?;
-            let y = set
-                .labels
-                .f_narrow(0, start as i64, len as i64)?
-                .f_to_device(device)?;
-            let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
+        for (rows, idx) in self.set.batches(self.batch_size) {
+            let (x, y, t) = self.batch(&idx)?;
             let began = Instant::now();
-            let clean = predict(model, &x).f_eq_tensor(&y)?;
+            let clean = predict(self.model, &x).f_eq_tensor(&y)?;
             natural.push(clean.to_device(Device::Cpu));
             let clean_s = began.elapsed().as_secs_f64();
             for (i, (eval, attack)) in built.iter().enumerate() {
@@ -359,7 +389,7 @@ impl Evaluation<'_> {
                 let ok = match attack {
                     None => clean.shallow_clone(),
                     Some(a) => {
-                        self.attacked_correct(eval, a.as_ref(), &x, &y, t.as_ref(), start)?
+                        self.attacked_correct(eval, a.as_ref(), &x, &y, t.as_ref(), rows.start)?
                     }
                 };
                 correct[i].push(ok.to_device(Device::Cpu));
@@ -368,8 +398,7 @@ impl Evaluation<'_> {
                     seconds[i] += clean_s;
                 }
             }
-            start += len;
-            progress(start, n);
+            progress(rows.end, n);
         }
         Ok(EvalMasks {
             names: built.iter().map(|(e, _)| e.name()).collect(),
@@ -392,38 +421,15 @@ impl Evaluation<'_> {
     /// position among the attacked ones, so they differ from [`Evaluation::masks`]'.
     /// `progress(done, n)` counts the images of the evaluation running.
     pub fn cascade(&self, mut progress: impl FnMut(usize, usize)) -> Result<EvalMasks> {
-        let Evaluation {
-            model,
-            set,
-            batch_size,
-            teacher,
-            ..
-        } = *self;
         let (n, built) = self.checked()?;
-        let device: Device = model.device();
-        let batch = |indices: &Tensor| -> Result<(Tensor, Tensor)> {
-            let x = set
-                .images
-                .f_index_select(0, indices)?
-                .f_to_device(device)?
-                .f_to_kind(Kind::Float)?;
-            let y = set.labels.f_index_select(0, indices)?.f_to_device(device)?;
-            Ok((x, y))
-        };
         let began = Instant::now();
-        let mut natural = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let len = batch_size.min(n - start);
-            let (x, y) = batch(&Tensor::arange_start(
-                start as i64,
-                (start + len) as i64,
-                (Kind::Int64, Device::Cpu),
-            ))?;
-            natural.push(predict(model, &x).f_eq_tensor(&y)?.to_device(Device::Cpu));
-            start += len;
-        }
-        let natural = cat_masks(&natural)?;
+        // The clean pass alone: no evaluation, so no teacher either.
+        let clean_pass = Evaluation {
+            evals: &[],
+            teacher: None,
+            ..*self
+        };
+        let natural = clean_pass.masks(|_, _| {})?.natural;
         let clean_s = began.elapsed().as_secs_f64();
         let mut alive = natural.shallow_clone();
         let mut correct = Vec::with_capacity(built.len());
@@ -439,15 +445,12 @@ impl Evaluation<'_> {
             let survivors = alive.f_nonzero()?.f_view([-1])?;
             let m = survivors.size()[0] as usize;
             let mut parts = Vec::new();
-            let mut start = 0;
-            while start < m {
-                let len = batch_size.min(m - start);
-                let (x, y) = batch(&survivors.f_narrow(0, start as i64, len as i64)?)?;
-                let t = teacher.map(|t| tch::no_grad(|| t.forward_t(&x, false)));
-                let ok = self.attacked_correct(eval, attack.as_ref(), &x, &y, t.as_ref(), start)?;
+            for (rows, idx) in index_batches(survivors.shallow_clone(), self.batch_size) {
+                let (x, y, t) = self.batch(&idx)?;
+                let ok =
+                    self.attacked_correct(eval, attack.as_ref(), &x, &y, t.as_ref(), rows.start)?;
                 parts.push(ok.to_device(Device::Cpu));
-                start += len;
-                progress(start, m);
+                progress(rows.end, m);
             }
             let mut mask = Tensor::zeros([n as i64], (Kind::Bool, Device::Cpu));
             if m > 0 {

@@ -38,6 +38,6 @@ pub mod status;
 
 pub use error::{MetricsError, LISTEN_KEY};
 pub use registry::{const_labels, EvalRecord, TrainMetrics};
-pub use server::{start, start_at, ServerHandle, DEFAULT_LISTEN};
+pub use server::{start, start_at, ServerHandle};
 pub use signals::{install, Signal, SignalGuard};
 pub use status::{Phase, PipelineStatus, QueueStatus, StageStatus, Status, StatusSource};

@@ -30,57 +30,48 @@ pub const ATTACK_LABEL: &str = "attack";
 /// Counter: gradient steps (one forward and backward pass through the student
 /// replica per batch) taken by an attack.
 pub const ATTACK_GRADIENT_STEPS_TOTAL: &str = "ard_attack_gradient_steps_total";
-/// Help text of [`ATTACK_GRADIENT_STEPS_TOTAL`].
 pub const ATTACK_GRADIENT_STEPS_TOTAL_HELP: &str =
     "Gradient steps (forward and backward through the student replica, per batch) taken by an attack.";
 
 /// Counter: images whose teacher soft labels came from the soft-label cache.
 pub const SOFT_LABEL_CACHE_HITS_TOTAL: &str = "ard_soft_label_cache_hits_total";
-/// Help text of [`SOFT_LABEL_CACHE_HITS_TOTAL`].
 pub const SOFT_LABEL_CACHE_HITS_TOTAL_HELP: &str =
     "Images whose teacher soft labels were read from the soft-label cache.";
 
 /// Counter: images whose teacher soft labels needed a teacher forward.
 pub const SOFT_LABEL_CACHE_MISSES_TOTAL: &str = "ard_soft_label_cache_misses_total";
-/// Help text of [`SOFT_LABEL_CACHE_MISSES_TOTAL`].
 pub const SOFT_LABEL_CACHE_MISSES_TOTAL_HELP: &str =
     "Images whose teacher soft labels were not in the cache and needed a teacher forward.";
 
 /// Counter: optimiser steps the student took (a resumed run starts at the
 /// checkpoint's step).
 pub const TRAIN_STEPS_TOTAL: &str = "ard_train_steps_total";
-/// Help text of [`TRAIN_STEPS_TOTAL`].
 pub const TRAIN_STEPS_TOTAL_HELP: &str =
     "Optimiser steps taken by the student (a resumed run starts at the checkpoint's step).";
 
 /// Gauge: the training loss of the student's last step (NaN before the first).
 pub const TRAIN_LOSS: &str = "ard_train_loss";
-/// Help text of [`TRAIN_LOSS`].
 pub const TRAIN_LOSS_HELP: &str =
     "Training loss of the student's last step (NaN before the first).";
 
 /// Gauge: test accuracy in percent of the last evaluated weight snapshot, per
 /// evaluation attack (NaN until evaluated).
 pub const EVAL_ACCURACY: &str = "ard_eval_accuracy";
-/// Help text of [`EVAL_ACCURACY`].
 pub const EVAL_ACCURACY_HELP: &str =
     "Test accuracy in percent of the last evaluated student snapshot under an attack (natural = clean; NaN until evaluated).";
 
 /// Gauge: the learning rate of the student's last step.
 pub const LEARNING_RATE: &str = "ard_learning_rate";
-/// Help text of [`LEARNING_RATE`].
 pub const LEARNING_RATE_HELP: &str = "Learning rate of the student's last optimiser step.";
 
 /// Gauge: the epoch in progress, counting from 1 (0 before training starts).
 pub const EPOCH: &str = "ard_epoch";
-/// Help text of [`EPOCH`].
 pub const EPOCH_HELP: &str =
     "Training epoch in progress, counting from 1 (0 before training starts).";
 
 /// Gauge: how many weight versions the attack replica lagged behind the student
 /// on its last batch (bounded by `pipeline.max_weight_staleness`).
 pub const WEIGHT_STALENESS: &str = "ard_weight_staleness";
-/// Help text of [`WEIGHT_STALENESS`].
 pub const WEIGHT_STALENESS_HELP: &str =
     "Weight versions the attack's student replica lagged behind the student on its last batch.";
 

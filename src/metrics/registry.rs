@@ -63,6 +63,18 @@ impl std::fmt::Debug for TrainMetrics {
     }
 }
 
+/// Builds the metric family `name`, with its help text from [`names::ALL`]
+/// and the constant `labels`.
+fn family<T>(
+    name: &'static str,
+    labels: &HashMap<String, String>,
+    build: impl FnOnce(Opts) -> prometheus::Result<T>,
+) -> Result<T, MetricsError> {
+    let help = names::lookup(name).map_or("", |metric| metric.help);
+    build(Opts::new(name, help).const_labels(labels.clone()))
+        .map_err(|cause| MetricsError::Register { name, cause })
+}
+
 /// Saturating conversion for the integer gauges.
 fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -85,53 +97,31 @@ impl TrainMetrics {
         attacks: &[&str],
         eval_attacks: &[&str],
     ) -> Result<Self, MetricsError> {
-        let labels = const_labels(run);
-        let opts = |name: &str, help: &str| Opts::new(name, help).const_labels(labels.clone());
-        let register_error = |name: &'static str| {
-            move |cause: prometheus::Error| MetricsError::Register { name, cause }
-        };
+        let labels = &const_labels(run);
         use names as n;
         let metrics = Self {
             run: Arc::from(run),
-            gradient_steps: IntCounterVec::new(
-                opts(
-                    n::ATTACK_GRADIENT_STEPS_TOTAL,
-                    n::ATTACK_GRADIENT_STEPS_TOTAL_HELP,
-                ),
-                &[n::ATTACK_LABEL],
-            )
-            .map_err(register_error(n::ATTACK_GRADIENT_STEPS_TOTAL))?,
-            cache_hits: IntCounter::with_opts(opts(
+            gradient_steps: family(n::ATTACK_GRADIENT_STEPS_TOTAL, labels, |opts| {
+                IntCounterVec::new(opts, &[n::ATTACK_LABEL])
+            })?,
+            cache_hits: family(
                 n::SOFT_LABEL_CACHE_HITS_TOTAL,
-                n::SOFT_LABEL_CACHE_HITS_TOTAL_HELP,
-            ))
-            .map_err(register_error(n::SOFT_LABEL_CACHE_HITS_TOTAL))?,
-            cache_misses: IntCounter::with_opts(opts(
+                labels,
+                IntCounter::with_opts,
+            )?,
+            cache_misses: family(
                 n::SOFT_LABEL_CACHE_MISSES_TOTAL,
-                n::SOFT_LABEL_CACHE_MISSES_TOTAL_HELP,
-            ))
-            .map_err(register_error(n::SOFT_LABEL_CACHE_MISSES_TOTAL))?,
-            train_steps: IntCounter::with_opts(opts(
-                n::TRAIN_STEPS_TOTAL,
-                n::TRAIN_STEPS_TOTAL_HELP,
-            ))
-            .map_err(register_error(n::TRAIN_STEPS_TOTAL))?,
-            loss: Gauge::with_opts(opts(n::TRAIN_LOSS, n::TRAIN_LOSS_HELP))
-                .map_err(register_error(n::TRAIN_LOSS))?,
-            eval_accuracy: GaugeVec::new(
-                opts(n::EVAL_ACCURACY, n::EVAL_ACCURACY_HELP),
-                &[n::ATTACK_LABEL],
-            )
-            .map_err(register_error(n::EVAL_ACCURACY))?,
-            learning_rate: Gauge::with_opts(opts(n::LEARNING_RATE, n::LEARNING_RATE_HELP))
-                .map_err(register_error(n::LEARNING_RATE))?,
-            epoch: IntGauge::with_opts(opts(n::EPOCH, n::EPOCH_HELP))
-                .map_err(register_error(n::EPOCH))?,
-            weight_staleness: IntGauge::with_opts(opts(
-                n::WEIGHT_STALENESS,
-                n::WEIGHT_STALENESS_HELP,
-            ))
-            .map_err(register_error(n::WEIGHT_STALENESS))?,
+                labels,
+                IntCounter::with_opts,
+            )?,
+            train_steps: family(n::TRAIN_STEPS_TOTAL, labels, IntCounter::with_opts)?,
+            loss: family(n::TRAIN_LOSS, labels, Gauge::with_opts)?,
+            eval_accuracy: family(n::EVAL_ACCURACY, labels, |opts| {
+                GaugeVec::new(opts, &[n::ATTACK_LABEL])
+            })?,
+            learning_rate: family(n::LEARNING_RATE, labels, Gauge::with_opts)?,
+            epoch: family(n::EPOCH, labels, IntGauge::with_opts)?,
+            weight_staleness: family(n::WEIGHT_STALENESS, labels, IntGauge::with_opts)?,
             last_eval: Arc::new(Mutex::new(None)),
         };
         metrics.loss.set(f64::NAN);

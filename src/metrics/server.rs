@@ -30,9 +30,6 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use super::error::MetricsError;
 use super::status::StatusSource;
 
-/// The default of `metrics.listen`.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
-
 /// Seconds actix waits for requests in flight when stopping.
 const GRACEFUL_STOP_S: u64 = 1;
 /// How long `start` waits for the server thread to come up.

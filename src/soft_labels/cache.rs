@@ -72,6 +72,12 @@ fn count_bits(bitmap: &[u8]) -> u64 {
     bitmap.iter().map(|b| u64::from(b.count_ones())).sum()
 }
 
+/// Bytes of the logits section of `layout` in memory.
+fn logits_len(path: &Path, layout: &Layout) -> CacheResult<usize> {
+    usize::try_from(layout.logits_bytes)
+        .map_err(|_| CacheError::invalid(path, "too large for this machine's address space"))
+}
+
 impl SoftLabelCache {
     /// Opens the file at `path` as the cache `expected` describes: its identity
     /// and image range must match `expected`'s, or the file is refused
@@ -99,28 +105,35 @@ impl SoftLabelCache {
     /// An empty cache that only lives in memory until flushed, under `lock`.
     fn empty(path: &Path, header: Header, lock: Option<WriterLock>) -> CacheResult<SoftLabelCache> {
         let (_, layout) = encode_header(&header, path)?;
-        let logits = match usize::try_from(layout.logits_bytes) {
-            Ok(0) => Logits::Empty,
-            Ok(n) => Logits::Owned(vec![0u8; n]),
-            Err(_) => {
-                return Err(CacheError::invalid(
-                    path,
-                    "too large for this machine's address space",
-                ))
-            }
+        let logits = match logits_len(path, &layout)? {
+            0 => Logits::Empty,
+            n => Logits::Owned(vec![0u8; n]),
         };
-        Ok(SoftLabelCache {
+        let bitmap = vec![0u8; layout.bitmap_bytes as usize];
+        Ok(Self::assemble(path, header, layout, bitmap, logits, lock))
+    }
+
+    /// The cache of a file's parts; `filled` is counted from `bitmap`.
+    fn assemble(
+        path: &Path,
+        header: Header,
+        layout: Layout,
+        bitmap: Vec<u8>,
+        logits: Logits,
+        lock: Option<WriterLock>,
+    ) -> Self {
+        SoftLabelCache {
             path: path.to_owned(),
             slots: header.slots(),
             classes: header.identity.num_classes as usize,
-            bitmap: vec![0u8; layout.bitmap_bytes as usize],
-            filled: 0,
+            filled: count_bits(&bitmap),
+            bitmap,
             header,
             layout,
             logits,
             dirty: false,
             lock,
-        })
+        }
     }
 
     fn read(path: &Path, access: Access, lock: Option<WriterLock>) -> CacheResult<SoftLabelCache> {
@@ -142,7 +155,6 @@ impl SoftLabelCache {
                 ));
             }
         }
-        let filled = count_bits(&bitmap);
         let logits = if layout.logits_bytes == 0 {
             Logits::Empty
         } else {
@@ -152,11 +164,7 @@ impl SoftLabelCache {
                     // written in place, so the mapped bytes do not change under us.
                     let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
                     if (map.len() as u64) < layout.total {
-                        return Err(CacheError::Truncated {
-                            path: path.to_owned(),
-                            actual: map.len() as u64,
-                            expected: layout.total,
-                        });
+                        return Err(CacheError::truncated(path, map.len() as u64, layout.total));
                     }
                     Logits::Mapped {
                         map,
@@ -166,28 +174,14 @@ impl SoftLabelCache {
                 Access::ReadWrite => {
                     file.seek(SeekFrom::Start(layout.logits_offset))
                         .map_err(|e| CacheError::io(path, e))?;
-                    let n = usize::try_from(layout.logits_bytes).map_err(|_| {
-                        CacheError::invalid(path, "too large for this machine's address space")
-                    })?;
-                    let mut v = vec![0u8; n];
+                    let mut v = vec![0u8; logits_len(path, &layout)?];
                     file.read_exact(&mut v)
                         .map_err(|e| CacheError::io(path, e))?;
                     Logits::Owned(v)
                 }
             }
         };
-        Ok(SoftLabelCache {
-            path: path.to_owned(),
-            slots: header.slots(),
-            classes: header.identity.num_classes as usize,
-            bitmap,
-            filled,
-            header,
-            layout,
-            logits,
-            dirty: false,
-            lock,
-        })
+        Ok(Self::assemble(path, header, layout, bitmap, logits, lock))
     }
 
     /// Refuses the file unless it matches `expected` (identity and image range).
@@ -200,8 +194,8 @@ impl SoftLabelCache {
         );
         let want = (expected.image_start, expected.image_end, expected.shard);
         if got != want {
-            let show = |(s, e, sh): (u64, u64, Option<super::format::ShardId>)| match sh {
-                Some(sh) => format!("images {s}..{e} (shard {}/{})", sh.index, sh.count),
+            let show = |(s, e, sh): (u64, u64, Option<super::shard::Shard>)| match sh {
+                Some(sh) => format!("images {s}..{e} (shard {sh})"),
                 None => format!("images {s}..{e} (whole split)"),
             };
             return Err(CacheError::Mismatch {
@@ -341,13 +335,7 @@ impl SoftLabelCache {
         }
         let eb = self.header.entry_bytes();
         let dtype = self.header.identity.dtype;
-        let Logits::Owned(bytes) = &mut self.logits else {
-            return Err(CacheError::invalid(
-                &self.path,
-                "opened read-only: cannot store soft labels",
-            ));
-        };
-        let raw = &mut bytes[e as usize * eb..(e as usize + 1) * eb];
+        let raw = &mut self.owned_mut()?[e as usize * eb..(e as usize + 1) * eb];
         match dtype {
             Dtype::F32 => {
                 for (c, x) in raw.chunks_exact_mut(4).zip(logits) {
@@ -391,14 +379,8 @@ impl SoftLabelCache {
         let eb = self.header.entry_bytes();
         let first = self.entry_unchecked(s, 0);
         let n = other.header.entries();
-        let Logits::Owned(bytes) = &mut self.logits else {
-            return Err(CacheError::invalid(
-                &self.path,
-                "opened read-only: cannot store soft labels",
-            ));
-        };
         let src = other.logits.bytes();
-        bytes[(first * eb as u64) as usize..((first + n) * eb as u64) as usize]
+        self.owned_mut()?[(first * eb as u64) as usize..((first + n) * eb as u64) as usize]
             .copy_from_slice(&src[..(n * eb as u64) as usize]);
         for j in 0..n {
             let (byte, bit) = (((first + j) / 8) as usize, 1u8 << ((first + j) % 8));
@@ -415,6 +397,17 @@ impl SoftLabelCache {
         }
         self.dirty = true;
         Ok(())
+    }
+
+    /// The logits' bytes, to store into; errors on a read-only cache.
+    fn owned_mut(&mut self) -> CacheResult<&mut [u8]> {
+        match &mut self.logits {
+            Logits::Owned(bytes) => Ok(bytes),
+            _ => Err(CacheError::invalid(
+                &self.path,
+                "opened read-only: cannot store soft labels",
+            )),
+        }
     }
 
     fn entry_unchecked(&self, index: u64, slot: usize) -> u64 {

@@ -5,14 +5,13 @@ use super::cache::{Access, SoftLabelCache};
 use super::format::Header;
 use super::identity::{cache_path, run_identity};
 use super::shard::{self, MergeReport, Shard};
-use super::source::teacher_logits;
+use super::source::{teacher_logits, to_host_f32};
 use crate::config::Config;
 use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tch::{Device, Kind};
 
 /// Write what is filled at least this often, so a killed fill resumes.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
@@ -61,7 +60,7 @@ impl FillReport {
 /// (after `train_limit`) and every view of `teacher.views`, or for the images of
 /// `shard` only, into its partial file. Resumes a partly filled file; batches
 /// of `data.batch_size` (image, view) pairs; `progress` gets log lines.
-/// Fills the cache (or one shard of it). `stop` is asked after each batch: when
+/// `stop` is asked after each batch: when
 /// it says so, the entries computed so far are saved and the fill ends early
 /// (its report says how many are left); the next fill continues from there.
 pub fn fill(
@@ -86,7 +85,7 @@ pub fn fill(
         Some(s) => (s.path(&full), s.range(n)),
         None => (full, (0, n)),
     };
-    let header = Header::new(identity, start, end, shard.map(Shard::id));
+    let header = Header::new(identity, start, end, shard);
     let mut cache = SoftLabelCache::open(&path, &header, Access::ReadWrite)?;
     let views = cache.identity().views;
     let slots = cache.slots();
@@ -122,13 +121,7 @@ pub fn fill(
             })
             .collect::<Result<_>>()?;
         let batch = data::make_batch(&train, &indices, &chunk_views, device)?;
-        let t = teacher_logits(&teacher, &batch.images);
-        let values = Vec::<f32>::try_from(
-            t.f_to_device(Device::Cpu)?
-                .f_to_kind(Kind::Float)?
-                .f_contiguous()?
-                .f_flatten(0, -1)?,
-        )?;
+        let values = to_host_f32(&teacher_logits(&teacher, &batch.images))?;
         if values.len() != chunk.len() * c {
             return Err(Error::invalid(
                 "soft labels",

@@ -102,6 +102,14 @@ impl CacheError {
         }
     }
 
+    pub(crate) fn truncated(path: impl Into<PathBuf>, actual: u64, expected: u64) -> Self {
+        CacheError::Truncated {
+            path: path.into(),
+            actual,
+            expected,
+        }
+    }
+
     pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         CacheError::Corrupt {
             path: path.into(),

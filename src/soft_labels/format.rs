@@ -18,6 +18,7 @@
 //! the header, so a truncated file is recognised before any logit is read.
 
 use super::error::{CacheError, CacheResult};
+use super::shard::Shard;
 use super::views::ViewSet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -145,13 +146,6 @@ impl Identity {
     }
 }
 
-/// Shard `index` of `count` (from 0), as written into a partial file's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ShardId {
-    pub index: u32,
-    pub count: u32,
-}
-
 /// The header of a cache file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -162,12 +156,12 @@ pub struct Header {
     pub image_start: u64,
     pub image_end: u64,
     /// Which shard this partial file is; `None` for a file of the whole split.
-    pub shard: Option<ShardId>,
+    pub shard: Option<Shard>,
 }
 
 impl Header {
     /// The header of a file holding images `start..end` of `identity`'s dataset.
-    pub fn new(identity: Identity, start: u64, end: u64, shard: Option<ShardId>) -> Header {
+    pub fn new(identity: Identity, start: u64, end: u64, shard: Option<Shard>) -> Header {
         Header {
             format_version: FORMAT_VERSION,
             identity,
@@ -311,11 +305,7 @@ pub fn read_header(
         });
     }
     if got < PREAMBLE_BYTES {
-        return Err(CacheError::Truncated {
-            path: path.to_owned(),
-            actual: file_len,
-            expected: PREAMBLE_BYTES as u64,
-        });
+        return Err(CacheError::truncated(path, file_len, PREAMBLE_BYTES as u64));
     }
     let version = u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]);
     if version != FORMAT_VERSION {
@@ -334,11 +324,7 @@ pub fn read_header(
     }
     let needed = PREAMBLE_BYTES as u64 + u64::from(header_len);
     if file_len < needed {
-        return Err(CacheError::Truncated {
-            path: path.to_owned(),
-            actual: file_len,
-            expected: needed,
-        });
+        return Err(CacheError::truncated(path, file_len, needed));
     }
     let mut body = vec![0u8; header_len as usize];
     reader
@@ -357,11 +343,7 @@ pub fn read_header(
     let layout = Layout::new(&header, body.len())
         .ok_or_else(|| CacheError::corrupt(path, "header sizes overflow"))?;
     if file_len < layout.total {
-        return Err(CacheError::Truncated {
-            path: path.to_owned(),
-            actual: file_len,
-            expected: layout.total,
-        });
+        return Err(CacheError::truncated(path, file_len, layout.total));
     }
     if file_len > layout.total {
         return Err(CacheError::corrupt(
@@ -408,7 +390,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_layout() {
-        let h = Header::new(identity(), 20, 60, Some(ShardId { index: 1, count: 3 }));
+        let h = Header::new(identity(), 20, 60, Some(Shard { index: 1, count: 3 }));
         let p = Path::new("x.softlabels");
         let (bytes, layout) = encode_header(&h, p).unwrap();
         assert_eq!(bytes.len() as u64, layout.bitmap_offset);

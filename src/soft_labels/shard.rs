@@ -6,13 +6,14 @@
 
 use super::cache::SoftLabelCache;
 use super::error::{CacheError, CacheResult};
-use super::format::{Header, ShardId};
+use super::format::Header;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// Shard `index` of `count`, from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Shard `index` of `count`, from 0; a partial file's header names its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shard {
     pub index: u32,
     pub count: u32,
@@ -60,12 +61,9 @@ impl Shard {
         full.with_file_name(name)
     }
 
-    /// As written in headers.
-    pub fn id(self) -> ShardId {
-        ShardId {
-            index: self.index,
-            count: self.count,
-        }
+    /// As written in headers: the shard itself.
+    pub fn id(self) -> Shard {
+        self
     }
 }
 
@@ -120,17 +118,17 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
     for p in shards {
         parts.push(SoftLabelCache::open_any(p)?);
     }
+    let shard_of = |part: &SoftLabelCache| {
+        part.header().shard.ok_or_else(|| {
+            CacheError::invalid(
+                part.path(),
+                "is not a shard file (its header names no shard)",
+            )
+        })
+    };
     let first = &parts[0];
     let identity = first.identity().clone();
-    let count = match first.header().shard {
-        Some(s) => s.count,
-        None => {
-            return Err(CacheError::invalid(
-                first_path,
-                "is not a shard file (its header names no shard)",
-            ))
-        }
-    };
+    let count = shard_of(first)?.count;
     let mut seen: Vec<Option<&Path>> = vec![None; count as usize];
     for part in &parts {
         let h = part.header();
@@ -152,27 +150,16 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
                 },
                 other => other,
             })?;
-        let Some(s) = h.shard else {
-            return Err(CacheError::invalid(
-                part.path(),
-                "is not a shard file (its header names no shard)",
-            ));
-        };
-        if s.count != count {
+        let shard = shard_of(part)?;
+        if shard.count != count {
             return Err(CacheError::invalid(
                 part.path(),
                 format!(
-                    "is shard {}/{}, but {} is one of {count}",
-                    s.index,
-                    s.count,
+                    "is shard {shard}, but {} is one of {count}",
                     first_path.display()
                 ),
             ));
         }
-        let shard = Shard {
-            index: s.index,
-            count,
-        };
         if (h.image_start, h.image_end) != shard.range(identity.dataset_images) {
             return Err(CacheError::corrupt(
                 part.path(),
@@ -184,7 +171,7 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
                 ),
             ));
         }
-        if let Some(other) = seen[s.index as usize].replace(part.path()) {
+        if let Some(other) = seen[shard.index as usize].replace(part.path()) {
             return Err(CacheError::invalid(
                 part.path(),
                 format!("shard {shard} is given twice (also {})", other.display()),

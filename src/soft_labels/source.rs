@@ -20,6 +20,16 @@ pub fn teacher_logits(teacher: &Model, x: &Tensor) -> Tensor {
     teacher.forward_t(x, false)
 }
 
+/// The values of `t` as f32, in row-major order, copied to the host.
+pub(crate) fn to_host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(
+        t.f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?
+            .f_flatten(0, -1)?,
+    )?)
+}
+
 /// Where soft labels come from. See the module docs.
 pub struct SoftLabelSource {
     cache: Option<SoftLabelCache>,
@@ -63,14 +73,10 @@ impl SoftLabelSource {
 
     /// Looks up and fills `cache`, whose view set is `views`.
     pub fn cached(cache: SoftLabelCache) -> SoftLabelSource {
-        let views = cache.identity().views;
         SoftLabelSource {
+            views: cache.identity().views,
             cache: Some(cache),
-            views,
-            metrics: None,
-            hits: 0,
-            misses: 0,
-            resident: None,
+            ..SoftLabelSource::online()
         }
     }
 
@@ -258,12 +264,7 @@ impl SoftLabelSource {
                 )
                 .into());
             }
-            let computed = Vec::<f32>::try_from(
-                t.f_to_device(Device::Cpu)?
-                    .f_to_kind(Kind::Float)?
-                    .f_contiguous()?
-                    .f_flatten(0, -1)?,
-            )?;
+            let computed = to_host_f32(&t)?;
             let writable = cache.is_writable();
             for (r, &j) in missing.iter().enumerate() {
                 let row = &mut out[j * c..(j + 1) * c];

@@ -122,10 +122,7 @@ impl Stage for EvalStage {
             step: snapshot.step,
             report,
         };
-        self.recorder.evaluated(&record)?;
-        if let Some(v) = self.validator.as_mut() {
-            v.record_test(record.epoch, &record.report)?;
-        }
+        self.recorder.evaluated(record, self.validator.as_mut())?;
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use crate::train::context::{EvalSchedule, RunContext, RunParts};
 use crate::train::recorder::{Recorder, RunLog};
+use crate::train::records::EpochRecord;
 use crate::train::RunDir;
 use ard_actors::{
     CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineOptions, RunSummary,
@@ -274,23 +275,16 @@ pub fn run_pipeline(
     let latest_weights = board.clone();
     let layout = weights::WeightLayout::of(&student);
     // A resumed run carries its finished epochs and recorded evaluations over.
-    let prior = match (&run_options.resume, run_dir) {
-        (Some(c), dir) => RunLog {
-            epochs: c.state.epochs.clone(),
-            evals: dir
-                .map(crate::train::records::recorded_evals)
-                .unwrap_or_default(),
-        },
-        (None, _) => RunLog::default(),
-    };
+    let recorder =
+        Recorder::new(run_dir.cloned(), metrics.clone()).training(cfg, run_options.resume.as_ref());
     let schedule = test.schedule();
     let catch_up = match (&run_options.resume, run_dir) {
         (Some(c), Some(dir)) => {
-            missed_evaluation(cfg, c, dir, &prior.evals, &layout, schedule, device)?
+            let recorded = recorder.log().evals;
+            missed_evaluation(cfg, c, dir, &recorded, &layout, schedule, device)?
         }
         _ => None,
     };
-    let recorder = Recorder::new(run_dir.cloned(), metrics.clone()).continuing(prior);
 
     let data_stage = data::DataStage::new(
         train,
@@ -405,11 +399,7 @@ pub fn run_pipeline(
     let mut final_weights = layout.snapshot(&student);
     if let Some(selection) = &selection {
         // After a guard stop the final result is the best checkpoint.
-        let mut paths: Vec<std::path::PathBuf> = run_dir
-            .map(|d| d.file("final.safetensors"))
-            .into_iter()
-            .collect();
-        paths.extend(cfg.run.save_final.clone());
+        let paths = recorder.final_weights_paths();
         if selection.roll_back(&student, &paths)?.is_some() {
             final_weights = weights::WeightLayout::of(&student).snapshot(&student);
         }
@@ -417,7 +407,7 @@ pub fn run_pipeline(
     let RunLog { epochs, evals } = recorder.log();
     Ok(PipelineOutcome {
         summary,
-        epochs,
+        epochs: epochs.iter().map(EpochRecord::stats).collect(),
         evals,
         final_weights,
         student,

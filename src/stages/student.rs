@@ -9,12 +9,9 @@ use crate::models::Model;
 use crate::train::context::EvalSchedule;
 use crate::train::context::RunContext;
 use crate::train::recorder::Recorder;
-use crate::train::records::EpochRecord;
-use crate::train::resume::{self, TrainPosition, TrainState};
+use crate::train::records::EpochTally;
 use crate::train::step::StudentUpdate;
-use crate::train::RunDir;
 use ard_actors::{emitter::TrySend, Emitter, Stage, StageError};
-use std::path::PathBuf;
 
 pub struct StudentStage {
     student: Model,
@@ -22,20 +19,12 @@ pub struct StudentStage {
     layout: WeightLayout,
     board: WeightBoard,
     compute: super::Compute,
-    /// Writes `metrics.jsonl` and `last.safetensors` at epoch ends, keeps the epochs.
+    /// Writes `metrics.jsonl` and `last.safetensors` at epoch ends, the
+    /// checkpoints and the final weights, keeps the epochs.
     recorder: Recorder,
-    run_dir: Option<RunDir>,
-    save_final: Option<PathBuf>,
-    metrics: Option<crate::metrics::TrainMetrics>,
     /// When the eval stage evaluates a snapshot.
     eval_plan: EvalSchedule,
-    checkpoints: Option<Checkpointing>,
-    loss_sum: f64,
-    steps_in_epoch: usize,
-    epoch_started: std::time::Instant,
-    /// Seconds of the current epoch spent before a resumption.
-    epoch_seconds_before: f64,
-    epoch_images: usize,
+    tally: EpochTally,
     steps_done: usize,
     /// Epoch of the next step (0-based).
     next_epoch: usize,
@@ -46,15 +35,6 @@ pub struct StudentStage {
     /// The run's last step is done: batches still arriving (prepared before
     /// the budget ran out) are dropped.
     ended: bool,
-}
-
-/// Where and how often the student stage writes the training checkpoint.
-#[derive(Debug, Clone)]
-struct Checkpointing {
-    path: PathBuf,
-    /// Also every N steps (always at epoch ends and on cancellation).
-    every_steps: Option<usize>,
-    config: crate::config::Config,
 }
 
 impl StudentStage {
@@ -72,11 +52,6 @@ impl StudentStage {
         eval_plan: EvalSchedule,
     ) -> crate::Result<Self> {
         let start = &ctx.start;
-        let checkpoints = ctx.run_dir.map(|dir| Checkpointing {
-            path: dir.file(resume::CHECKPOINT_FILE),
-            every_steps: ctx.cfg.run.checkpoint_every_steps,
-            config: ctx.cfg.clone(),
-        });
         let layout = WeightLayout::of(&student);
         // Version = steps done: 0 for the initial weights, the checkpoint's step on a resumption.
         board
@@ -88,17 +63,9 @@ impl StudentStage {
             layout,
             board,
             compute,
-            metrics: recorder.metrics().cloned(),
             recorder,
-            run_dir: ctx.run_dir.cloned(),
-            save_final: ctx.cfg.run.save_final.clone(),
             eval_plan,
-            checkpoints,
-            loss_sum: start.epoch_loss_sum,
-            steps_in_epoch: start.batch_in_epoch,
-            epoch_started: std::time::Instant::now(),
-            epoch_seconds_before: start.epoch_seconds,
-            epoch_images: start.epoch_images,
+            tally: EpochTally::resumed(start),
             steps_done: start.step,
             next_epoch: start.epoch,
             sent_last: false,
@@ -114,26 +81,14 @@ impl StudentStage {
         self
     }
 
-    fn epoch_seconds(&self) -> f64 {
-        self.epoch_seconds_before + self.epoch_started.elapsed().as_secs_f64()
-    }
-
     /// Writes the training checkpoint of the current state (after a complete step).
     fn checkpoint(&self) -> crate::Result<()> {
-        let Some(plan) = &self.checkpoints else {
-            return Ok(());
-        };
-        let position = TrainPosition {
-            step: self.steps_done,
-            epoch: self.next_epoch,
-            batch_in_epoch: self.steps_in_epoch,
-            epoch_loss_sum: self.loss_sum,
-            epoch_images: self.epoch_images,
-            epoch_seconds: self.epoch_seconds(),
-            train_seconds: self.update.budget.as_ref().map_or(0.0, |b| b.spent_s()),
-        };
-        let state = TrainState::new(&plan.config, position, self.recorder.epochs());
-        resume::write(&plan.path, &self.student, &self.update.sgd, &state)
+        let budget = self.update.budget.as_deref();
+        let position = self
+            .tally
+            .position(self.steps_done, self.next_epoch, budget);
+        self.recorder
+            .checkpoint(&self.student, &self.update.sgd, position)
     }
 }
 
@@ -199,43 +154,20 @@ impl Stage for StudentStage {
         })??;
         self.steps_done += 1;
         self.next_epoch = batch.at.epoch + usize::from(batch.at.last_in_epoch);
-        self.loss_sum += loss;
-        self.steps_in_epoch += 1;
-        self.epoch_images += batch.y.size()[0] as usize;
+        self.tally.add(loss, lr, batch.y.size()[0] as usize);
         self.board
             .publish(self.steps_done as u64, self.layout.snapshot(&self.student))
             .map_err(|e| StageError::msg(format!("publishing weights: {e}")))?;
-        if let Some(m) = &self.metrics {
-            m.set_loss(loss);
-            m.set_lr(lr);
-            m.set_epoch(batch.at.epoch as u64 + 1);
-            m.inc_train_steps(1);
+        self.recorder.stepped(batch.at.epoch, loss, lr);
+        if let Some(m) = self.recorder.metrics() {
             m.set_weight_staleness((batch.at.step as u64).saturating_sub(batch.weights_version));
         }
-        let periodic = self
-            .checkpoints
-            .as_ref()
-            .and_then(|c| c.every_steps)
-            .is_some_and(|n| self.steps_done % n == 0);
-        if periodic && !batch.at.last_in_epoch {
+        if self.recorder.periodic_checkpoint_due(self.steps_done) && !batch.at.last_in_epoch {
             self.checkpoint()?;
         }
         if batch.at.last_in_epoch {
-            let seconds = self.epoch_seconds();
-            let record = EpochRecord {
-                epoch: batch.at.epoch + 1,
-                steps: self.steps_in_epoch,
-                mean_loss: self.loss_sum / self.steps_in_epoch.max(1) as f64,
-                lr,
-                seconds,
-                images_per_s: self.epoch_images as f64 / seconds.max(1e-9),
-                train_seconds: self.update.budget.as_ref().map(|b| b.spent_s()),
-            };
-            self.loss_sum = 0.0;
-            self.steps_in_epoch = 0;
-            self.epoch_started = std::time::Instant::now();
-            self.epoch_seconds_before = 0.0;
-            self.epoch_images = 0;
+            let budget = self.update.budget.as_deref();
+            let record = self.tally.finish(batch.at.epoch + 1, budget);
             self.recorder.epoch_end(&record, &self.student)?;
             self.checkpoint()?;
             let snapshot = Snapshot {
@@ -266,7 +198,7 @@ impl Stage for StudentStage {
 
     fn interrupted(&mut self) {
         // Cancelled (a signal, or another stage failed) after a complete step: keep it.
-        if self.checkpoints.is_some() {
+        if self.recorder.checkpoints() {
             match self.checkpoint() {
                 Ok(()) => log::warn!(
                     "checkpointed after step {} (epoch {}); resume with --resume",
@@ -290,11 +222,8 @@ impl Stage for StudentStage {
                 eval_images: self.eval_plan.images,
             })?;
         }
-        if let Some(dir) = &self.run_dir {
-            self.student.save(&dir.file("final.safetensors"))?;
-        }
-        if let Some(path) = &self.save_final {
-            self.student.save(path)?;
+        for path in self.recorder.final_weights_paths() {
+            self.student.save(&path)?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use super::schedule::{schedule, RunResult, RunStatus};
 use super::spec::{Backend, SweepFile};
 use super::{k8s, local, ray, report};
 use crate::config::{self, Config};
+use crate::device::cores;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,13 +64,6 @@ impl SweepOutcome {
         }
         s
     }
-}
-
-/// The cores of this machine.
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }
 
 /// Where the runs of `file` go on `backend`.
@@ -130,31 +124,16 @@ pub fn run_sweep(
         write_targets(&dir, &file.sweep.name, &runs)?;
     }
     let poll = Duration::from_secs_f64(file.sweep.poll_s.max(0.01));
+    let (parallel, retries) = (file.sweep.parallel, file.sweep.retries);
     let results = match backend {
         Backend::Local => {
             let mut exec = local::Local::new(dir.clone())?;
-            schedule(
-                &mut exec,
-                &runs,
-                &dir,
-                file.sweep.parallel,
-                file.sweep.retries,
-                poll,
-                &mut say,
-            )?
+            schedule(&mut exec, &runs, &dir, parallel, retries, poll, &mut say)?
         }
         Backend::Ray => {
             let threads = placement(&file, backend).threads;
             let mut exec = ray::Ray::new(&file.sweep.ray_address, dir.clone(), threads)?;
-            schedule(
-                &mut exec,
-                &runs,
-                &dir,
-                file.sweep.parallel,
-                file.sweep.retries,
-                poll,
-                &mut say,
-            )?
+            schedule(&mut exec, &runs, &dir, parallel, retries, poll, &mut say)?
         }
         Backend::K8s => {
             let k = dir.path.join("k8s");

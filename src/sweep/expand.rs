@@ -39,18 +39,18 @@ pub struct PlannedRun {
 /// Expands a sweep file into validated runs.
 pub fn expand(file: &SweepFile, placement: &RunPlacement) -> Result<Vec<PlannedRun>> {
     let base_path = file.base_path();
-    let base = config::load(&base_path).map_err(|e| Error::Config {
-        file: file.path.display().to_string(),
-        message: format!("its base {} does not load: {e}", base_path.display()),
+    let err = |message: String| Error::config(file.path.display().to_string(), message);
+    let base = config::load(&base_path).map_err(|e| {
+        err(format!(
+            "its base {} does not load: {e}",
+            base_path.display()
+        ))
     })?;
-    let base_table = match toml::Value::try_from(&base) {
-        Ok(toml::Value::Table(t)) => t,
-        Ok(_) | Err(_) => {
-            return Err(Error::Config {
-                file: base_path.display().to_string(),
-                message: "cannot be rendered as TOML".into(),
-            })
-        }
+    let Ok(toml::Value::Table(base_table)) = toml::Value::try_from(&base) else {
+        return Err(Error::config(
+            base_path.display().to_string(),
+            "cannot be rendered as TOML",
+        ));
     };
     let points = file.points()?;
     let common = file.common();
@@ -85,23 +85,17 @@ pub fn expand(file: &SweepFile, placement: &RunPlacement) -> Result<Vec<PlannedR
         }
     }
     if !errors.is_empty() {
-        return Err(Error::Config {
-            file: file.path.display().to_string(),
-            message: format!(
-                "{} of {} rows do not validate:\n  {}",
-                errors.len(),
-                errors.len() + runs.len(),
-                errors.join("\n  ")
-            ),
-        });
+        return Err(err(format!(
+            "{} of {} rows do not validate:\n  {}",
+            errors.len(),
+            errors.len() + runs.len(),
+            errors.join("\n  ")
+        )));
     }
     let mut names = std::collections::BTreeSet::new();
     for r in &runs {
         if !names.insert(r.name.clone()) {
-            return Err(Error::Config {
-                file: file.path.display().to_string(),
-                message: format!("two rows have the same run name {}", r.name),
-            });
+            return Err(err(format!("two rows have the same run name {}", r.name)));
         }
     }
     Ok(runs)
@@ -116,10 +110,7 @@ fn build_run(
     placement: &RunPlacement,
     origin: &str,
 ) -> Result<(Config, String)> {
-    let err = |message: String| Error::Config {
-        file: origin.to_string(),
-        message,
-    };
+    let err = |message: String| Error::config(origin, message);
     let mut table = base.clone();
     for (key, value) in common.iter().chain(point.iter()) {
         if key.starts_with("run.name") || key.starts_with("run.out_dir") || key == "base" {

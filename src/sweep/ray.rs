@@ -57,6 +57,12 @@ impl Ray {
             .build()
     }
 
+    /// The JSON answer to `GET url`.
+    fn get_json(&self, url: &str) -> Result<serde_json::Value> {
+        let resp = self.agent().get(url).call().map_err(|e| http_err(url, e))?;
+        json_body(url, resp)
+    }
+
     /// The JSON body of the submission of `run`.
     pub fn submission(&self, run: &PlannedRun, submission_id: &str) -> serde_json::Value {
         let entrypoint = format!(
@@ -94,25 +100,16 @@ impl Ray {
             .as_str()
             .or_else(|| v["job_id"].as_str())
             .map(String::from)
-            .ok_or_else(|| Error::Ray {
-                message: format!("no submission_id in the answer to POST: {v}"),
-                url,
-            })
+            .ok_or_else(|| ray_err(&url, format!("no submission_id in the answer to POST: {v}")))
     }
 
     /// The job's status: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED; and its message.
     pub fn status(&self, id: &str) -> Result<(String, String)> {
         let url = format!("{}/api/jobs/{id}", self.address);
-        let resp = self
-            .agent()
-            .get(&url)
-            .call()
-            .map_err(|e| http_err(&url, e))?;
-        let v = json_body(&url, resp)?;
-        let status = v["status"].as_str().ok_or_else(|| Error::Ray {
-            message: format!("no status in the answer to GET: {v}"),
-            url: url.clone(),
-        })?;
+        let v = self.get_json(&url)?;
+        let status = v["status"]
+            .as_str()
+            .ok_or_else(|| ray_err(&url, format!("no status in the answer to GET: {v}")))?;
         Ok((
             status.to_string(),
             v["message"].as_str().unwrap_or("").to_string(),
@@ -121,13 +118,7 @@ impl Ray {
 
     /// The job's logs.
     pub fn logs(&self, id: &str) -> Result<String> {
-        let url = format!("{}/api/jobs/{id}/logs", self.address);
-        let resp = self
-            .agent()
-            .get(&url)
-            .call()
-            .map_err(|e| http_err(&url, e))?;
-        let v = json_body(&url, resp)?;
+        let v = self.get_json(&format!("{}/api/jobs/{id}/logs", self.address))?;
         Ok(v["logs"].as_str().unwrap_or("").to_string())
     }
 
@@ -202,14 +193,12 @@ impl Executor for Ray {
             }
             "FAILED" | "STOPPED" => {
                 let log_tail = self.save_logs(run, &handle.submission_id);
-                Some(Attempt::Failed {
-                    reason: format!(
-                        "ray job {} {status}: {}",
-                        handle.submission_id,
-                        message.lines().next().unwrap_or("")
-                    ),
-                    log_tail,
-                })
+                let reason = format!(
+                    "ray job {} {status}: {}",
+                    handle.submission_id,
+                    message.lines().next().unwrap_or("")
+                );
+                Some(Attempt::Failed { reason, log_tail })
             }
             _ => None,
         })

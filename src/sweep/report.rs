@@ -81,6 +81,11 @@ fn get<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
     Some(v)
 }
 
+/// The record of `epoch` among a run's JSONL records.
+fn at_epoch(records: &[serde_json::Value], epoch: u64) -> Option<&serde_json::Value> {
+    records.iter().find(|e| e["epoch"].as_u64() == Some(epoch))
+}
+
 fn num(v: Option<&toml::Value>) -> Option<f64> {
     match v? {
         toml::Value::Float(f) => Some(*f),
@@ -102,33 +107,23 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
         .or_else(|_| std::fs::read_to_string(dir.config(name)))
         .unwrap_or_default();
     if let Ok(cfg) = toml::from_str::<toml::Table>(&cfg_text) {
-        row.arch = get(&cfg, "student.arch")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
+        let str_at = |k: &str| get(&cfg, k).and_then(|v| v.as_str());
+        row.arch = str_at("student.arch").unwrap_or("").to_string();
         row.epochs = num(get(&cfg, "train.epochs")).map(|v| v as usize);
         row.steps = num(get(&cfg, "attack.steps")).map(|v| v as usize);
         row.step_size = num(get(&cfg, "attack.step_size"));
         row.lr = num(get(&cfg, "optim.lr"));
         row.seed = num(get(&cfg, "run.seed")).map(|v| v as u64);
-        let kind = |k: &str| {
-            get(&cfg, k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
-                .to_string()
-        };
-        row.method = format!("{} {}", kind("loss.kind"), kind("attack.kind"));
-        row.guard = match get(&cfg, "guard.action").and_then(|v| v.as_str()) {
+        let (loss, attack) = (str_at("loss.kind"), str_at("attack.kind"));
+        row.method = format!("{} {}", loss.unwrap_or("?"), attack.unwrap_or("?"));
+        row.guard = match str_at("guard.action") {
             None | Some("off") => "off".into(),
             Some(_) => "no collapse".into(),
         };
     }
     let epochs = read_jsonl(&run.join("metrics.jsonl"));
     let loss_of = |e: &serde_json::Value| e["mean_loss"].as_f64();
-    row.mtl_epoch1 = epochs
-        .iter()
-        .find(|e| e["epoch"].as_u64() == Some(1))
-        .and_then(loss_of);
+    row.mtl_epoch1 = at_epoch(&epochs, 1).and_then(loss_of);
     row.mtl = epochs.last().and_then(loss_of);
     let secs: Vec<f64> = epochs
         .iter()
@@ -139,8 +134,8 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
     }
     row.train_s = epochs
         .iter()
-        .filter_map(|e| e["train_seconds"].as_f64())
-        .last();
+        .rev()
+        .find_map(|e| e["train_seconds"].as_f64());
     if row.train_s.is_some() {
         // With a time budget `train.epochs` is only a bound: show the epochs trained.
         row.epochs = Some(epochs.len());
@@ -154,12 +149,7 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
     if !collapsed.is_empty() {
         row.guard = format!("collapse at epoch {}", collapsed.join(" "));
     }
-    let seconds_at = |epoch: u64| {
-        epochs
-            .iter()
-            .find(|e| e["epoch"].as_u64() == Some(epoch))
-            .and_then(|e| e["train_seconds"].as_f64())
-    };
+    let seconds_at = |epoch| at_epoch(&epochs, epoch)?["train_seconds"].as_f64();
     row.curve = validation
         .iter()
         .filter_map(|v| {
@@ -172,7 +162,7 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
         .collect();
     let evals = read_jsonl(&run.join("eval.jsonl"));
     let acc = |e: &serde_json::Value, k: &str| e["report"]["accuracy"][k].as_f64();
-    if let Some(e1) = evals.iter().find(|e| e["epoch"].as_u64() == Some(1)) {
+    if let Some(e1) = at_epoch(&evals, 1) {
         row.nat_epoch1 = acc(e1, "natural");
         row.robust_epoch1 = acc(e1, "train_attack");
     }
@@ -264,11 +254,56 @@ pub fn step_text(v: f64) -> String {
     }
 }
 
+/// A number with `digits` decimals, empty when absent.
 fn f(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}")).unwrap_or_default()
 }
 
-/// The table's columns and cells.
+/// A value as text, `missing` when absent.
+fn text<T: ToString>(v: Option<T>, missing: &str) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| missing.into())
+}
+
+/// A column of the table: its header and a row's cell.
+type Column = (&'static str, fn(&ReportRow) -> String);
+
+/// The columns before the other evaluations: the paper's Table 2.
+const PAPER_COLUMNS: [Column; 13] = [
+    ("#", |r| r.index.to_string()),
+    ("run", |r| r.name.clone()),
+    ("student", |r| r.arch.clone()),
+    ("Epo", |r| text(r.epochs, "")),
+    ("AS", |r| text(r.steps, "")),
+    ("StepSize", |r| {
+        r.step_size.map(step_text).unwrap_or_default()
+    }),
+    ("LR", |r| text(r.lr, "")),
+    ("MTL@1", |r| f(r.mtl_epoch1, 6)),
+    ("Nat@1", |r| f(r.nat_epoch1, 2)),
+    ("R@1", |r| f(r.robust_epoch1, 2)),
+    ("MTL", |r| f(r.mtl, 6)),
+    ("Nat", |r| f(r.nat, 2)),
+    ("R", |r| f(r.robust, 2)),
+];
+
+/// The columns after the other evaluations.
+const LATER_COLUMNS: [Column; 12] = [
+    ("worst_case", |r| f(r.worst_case, 2)),
+    ("seed", |r| text(r.seed, "")),
+    ("method", |r| r.method.clone()),
+    ("train_s", |r| f(r.train_s, 0)),
+    ("best_epoch", |r| text(r.best_epoch, "")),
+    ("best_Nat", |r| f(r.best_nat, 2)),
+    ("best_worst_case", |r| f(r.best_worst_case, 2)),
+    ("guard", |r| r.guard.clone()),
+    ("wall_s", |r| f(r.wall_s, 1)),
+    ("s_per_epoch", |r| f(r.epoch_s, 2)),
+    ("attack_busy_%", |r| f(r.attack_busy.map(|b| 100.0 * b), 1)),
+    ("status", |r| r.status.clone()),
+];
+
+/// The table's columns and cells: [`PAPER_COLUMNS`], the other evaluations
+/// any row has, [`LATER_COLUMNS`].
 pub fn table(rows: &[ReportRow]) -> (Vec<String>, Vec<Vec<String>>) {
     let others: Vec<String> = rows
         .iter()
@@ -276,66 +311,21 @@ pub fn table(rows: &[ReportRow]) -> (Vec<String>, Vec<Vec<String>>) {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut header: Vec<String> = [
-        "#", "run", "student", "Epo", "AS", "StepSize", "LR", "MTL@1", "Nat@1", "R@1", "MTL",
-        "Nat", "R",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    header.extend(others.iter().cloned());
-    header.extend(
-        [
-            "worst_case",
-            "seed",
-            "method",
-            "train_s",
-            "best_epoch",
-            "best_Nat",
-            "best_worst_case",
-            "guard",
-            "wall_s",
-            "s_per_epoch",
-            "attack_busy_%",
-            "status",
-        ]
+    let header = PAPER_COLUMNS
         .iter()
-        .map(|s| s.to_string()),
-    );
+        .map(|c| c.0.to_string())
+        .chain(others.iter().cloned())
+        .chain(LATER_COLUMNS.iter().map(|c| c.0.to_string()))
+        .collect();
     let cells = rows
         .iter()
         .map(|r| {
-            let mut c = vec![
-                r.index.to_string(),
-                r.name.clone(),
-                r.arch.clone(),
-                r.epochs.map(|v| v.to_string()).unwrap_or_default(),
-                r.steps.map(|v| v.to_string()).unwrap_or_default(),
-                r.step_size.map(step_text).unwrap_or_default(),
-                r.lr.map(|v| format!("{v}")).unwrap_or_default(),
-                f(r.mtl_epoch1, 6),
-                f(r.nat_epoch1, 2),
-                f(r.robust_epoch1, 2),
-                f(r.mtl, 6),
-                f(r.nat, 2),
-                f(r.robust, 2),
-            ];
-            c.extend(others.iter().map(|k| f(r.other.get(k).copied(), 2)));
-            c.extend([
-                f(r.worst_case, 2),
-                r.seed.map(|v| v.to_string()).unwrap_or_default(),
-                r.method.clone(),
-                f(r.train_s, 0),
-                r.best_epoch.map(|v| v.to_string()).unwrap_or_default(),
-                f(r.best_nat, 2),
-                f(r.best_worst_case, 2),
-                r.guard.clone(),
-                f(r.wall_s, 1),
-                f(r.epoch_s, 2),
-                f(r.attack_busy.map(|b| 100.0 * b), 1),
-                r.status.clone(),
-            ]);
-            c
+            PAPER_COLUMNS
+                .iter()
+                .map(|c| c.1(r))
+                .chain(others.iter().map(|k| f(r.other.get(k).copied(), 2)))
+                .chain(LATER_COLUMNS.iter().map(|c| c.1(r)))
+                .collect()
         })
         .collect();
     (header, cells)
@@ -354,16 +344,10 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
     let dir = SweepDir::new(sweep_dir);
     let rows = read_rows(&dir)?;
     let (header, cells) = table(&rows);
-    let mut csv = header
-        .iter()
-        .map(|h| csv_cell(h))
-        .collect::<Vec<_>>()
-        .join(",");
-    csv.push('\n');
-    for c in &cells {
-        csv.push_str(&c.iter().map(|h| csv_cell(h)).collect::<Vec<_>>().join(","));
-        csv.push('\n');
-    }
+    let csv: String = std::iter::once(&header)
+        .chain(&cells)
+        .map(|c| c.iter().map(|h| csv_cell(h)).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
     let name = dir
         .read_manifest()
         .map(|m| m.sweep)
@@ -391,13 +375,7 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
     std::fs::write(&markdown, md).map_err(|e| Error::io(&markdown, e))?;
     std::fs::write(&csv_path, csv).map_err(|e| Error::io(&csv_path, e))?;
 
-    let series = |r: &ReportRow| {
-        format!(
-            "{} {} steps",
-            r.arch,
-            r.steps.map(|s| s.to_string()).unwrap_or("?".into())
-        )
-    };
+    let series = |r: &ReportRow| format!("{} {} steps", r.arch, text(r.steps, "?"));
     let acc: Vec<ScatterPoint> = rows
         .iter()
         .filter_map(|r| {
@@ -437,7 +415,7 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         &time,
     )?;
     let mut plots = vec![p1, p2];
-    let curves: Vec<(String, Vec<(f64, f64, f64)>)> = rows
+    let curves: Vec<_> = rows
         .iter()
         .filter(|r| !r.curve.is_empty())
         .map(|r| {
@@ -445,8 +423,8 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
                 format!(
                     "{} {} steps seed {}",
                     r.method,
-                    r.steps.map(|s| s.to_string()).unwrap_or("?".into()),
-                    r.seed.map(|s| s.to_string()).unwrap_or("?".into())
+                    text(r.steps, "?"),
+                    text(r.seed, "?")
                 ),
                 r.curve.clone(),
             )

@@ -62,16 +62,12 @@ pub fn schedule<E: Executor>(
     poll: Duration,
     mut say: impl FnMut(&str),
 ) -> Result<Vec<RunResult>> {
-    let mut results: Vec<Option<RunResult>> = vec![None; runs.len()];
+    let mut results: Vec<Option<RunStatus>> = vec![None; runs.len()];
     let mut pending: VecDeque<(usize, usize)> = VecDeque::new();
     for (i, r) in runs.iter().enumerate() {
         if dir.summary(&r.name).is_file() {
             say(&format!("skip {} (summary.json exists)", r.name));
-            results[i] = Some(RunResult {
-                index: r.index,
-                name: r.name.clone(),
-                status: RunStatus::Skipped,
-            });
+            results[i] = Some(RunStatus::Skipped);
         } else {
             pending.push_back((i, 1));
         }
@@ -149,13 +145,18 @@ pub fn schedule<E: Executor>(
     }
     Ok(results
         .into_iter()
-        .map(|r| r.expect("every run ends"))
+        .zip(runs)
+        .map(|(status, r)| RunResult {
+            index: r.index,
+            name: r.name.clone(),
+            status: status.expect("every run ends"),
+        })
         .collect())
 }
 
 #[allow(clippy::too_many_arguments)]
 fn finish(
-    results: &mut [Option<RunResult>],
+    results: &mut [Option<RunStatus>],
     pending: &mut VecDeque<(usize, usize)>,
     runs: &[PlannedRun],
     i: usize,
@@ -169,13 +170,9 @@ fn finish(
     match end {
         Attempt::Succeeded => {
             say(&format!("done {} in {seconds:.1}s", r.name));
-            results[i] = Some(RunResult {
-                index: r.index,
-                name: r.name.clone(),
-                status: RunStatus::Succeeded {
-                    attempts: attempt,
-                    seconds,
-                },
+            results[i] = Some(RunStatus::Succeeded {
+                attempts: attempt,
+                seconds,
             });
         }
         Attempt::Failed { reason, log_tail } => {
@@ -193,13 +190,9 @@ fn finish(
             if attempt <= retries {
                 pending.push_back((i, attempt + 1));
             } else {
-                results[i] = Some(RunResult {
-                    index: r.index,
-                    name: r.name.clone(),
-                    status: RunStatus::Failed {
-                        attempts: attempt,
-                        reason,
-                    },
+                results[i] = Some(RunStatus::Failed {
+                    attempts: attempt,
+                    reason,
                 });
             }
         }

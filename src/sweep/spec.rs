@@ -147,10 +147,7 @@ pub struct SweepFile {
 impl SweepFile {
     /// Reads and checks a sweep file (structure only; runs are checked by `expand`).
     pub fn read(path: &Path) -> Result<SweepFile> {
-        let err = |message: String| Error::Config {
-            file: path.display().to_string(),
-            message,
-        };
+        let err = |message: String| Error::config(path.display().to_string(), message);
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let mut file: SweepFile = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
             .map_err(|e| {
@@ -212,10 +209,7 @@ impl SweepFile {
 
     /// The points of the sweep: key path -> value, in order.
     pub fn points(&self) -> Result<Vec<BTreeMap<String, toml::Value>>> {
-        let err = |message: String| Error::Config {
-            file: self.path.display().to_string(),
-            message,
-        };
+        let err = |message: String| Error::config(self.path.display().to_string(), message);
         if let Some(rows) = &self.rows {
             return Ok(rows
                 .iter()

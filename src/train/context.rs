@@ -48,7 +48,8 @@ impl RunSetup {
         if cfg.teacher.soft_labels != SoftLabels::Online
             || cfg.attack.target != AttackTarget::Student
         {
-            // A cache is filled by an f32 teacher; an attack on the teacher runs on it in f32.
+            // An attack on the teacher runs on it in f32; a cache is filled by
+            // the f32 teacher (below).
             perf.teacher_kind = None;
         }
         crate::perf::configure_process(cfg);
@@ -76,8 +77,13 @@ impl RunSetup {
             }
             (_, false) => None,
         };
-        if let Some(t) = teacher.as_mut() {
-            perf.prepare_online_teacher(t);
+        match teacher.as_mut() {
+            Some(t) if cfg.teacher.soft_labels == SoftLabels::Online => {
+                perf.prepare_online_teacher(t)
+            }
+            // A cache holds what the plain f32 (NCHW) teacher computes, whether
+            // `soft-labels` filled it or a run's misses did.
+            _ => {}
         }
         Ok(RunSetup {
             device,

@@ -1,17 +1,22 @@
 //! A run's bookkeeping, the same for both engines: the engine tells the
-//! [`Recorder`] that an epoch ended, that a snapshot was evaluated, that the
-//! run finished, and the recorder writes the run folder's records
+//! [`Recorder`] that a step or an epoch ended, that a snapshot was evaluated,
+//! that the run finished, and the recorder writes the run folder's records
 //! (`metrics.jsonl`, `eval.jsonl`, `last.safetensors`, `training.png`,
-//! `stages.png`), updates the evaluation metrics and logs one line each.
+//! `stages.png`, the checkpoint), updates the metrics and logs one line each.
 //! Neither engine writes a record itself. Clones share one [`RunLog`], the
 //! epochs and evaluations recorded so far, which the run's result is read from.
 
-use super::records::{EpochRecord, EpochTrainStats, EvalRecord, StageReport};
+use super::records::{recorded_evals, EpochRecord, EpochTrainStats, EvalRecord, StageReport};
+use super::resume::{self, Checkpoint, TrainPosition, TrainState};
 use super::run_dir::RunDir;
+use super::validation::Validator;
+use crate::config::Config;
+use crate::distill::Sgd;
 use crate::error::Result;
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The run folder's record files.
@@ -20,12 +25,14 @@ pub const EVAL_LOG: &str = "eval.jsonl";
 pub const LAST_WEIGHTS: &str = "last.safetensors";
 pub const TRAINING_PLOT: &str = "training.png";
 pub const STAGES_PLOT: &str = "stages.png";
+pub const FINAL_WEIGHTS: &str = "final.safetensors";
 
 /// What a run has recorded: a resumed run's earlier epochs and evaluations,
 /// then this process's.
 #[derive(Debug, Clone, Default)]
 pub struct RunLog {
-    pub epochs: Vec<EpochTrainStats>,
+    /// A resumed run's earlier epochs have no timing ([`EpochRecord::restored`]).
+    pub epochs: Vec<EpochRecord>,
     pub evals: Vec<EvalRecord>,
 }
 
@@ -36,6 +43,8 @@ pub struct Recorder {
     dir: Option<RunDir>,
     metrics: Option<TrainMetrics>,
     log: Arc<Mutex<RunLog>>,
+    /// The config of the training run recorded ([`Recorder::training`]).
+    config: Option<Arc<Config>>,
 }
 
 impl Recorder {
@@ -44,12 +53,21 @@ impl Recorder {
             dir,
             metrics,
             log: Arc::default(),
+            config: None,
         }
     }
 
-    /// Continues the log of an earlier process of the same run (a resumption).
-    pub fn continuing(self, prior: RunLog) -> Recorder {
-        *self.lock() = prior;
+    /// Records the training of `cfg`: also its checkpoints and final weights.
+    /// A resumption continues the log of the process that wrote `resume`:
+    /// its finished epochs and the evaluations in the run folder.
+    pub fn training(mut self, cfg: &Config, resume: Option<&Checkpoint>) -> Recorder {
+        self.config = Some(Arc::new(cfg.clone()));
+        if let Some(c) = resume {
+            *self.lock() = RunLog {
+                epochs: c.state.epochs.iter().map(EpochRecord::restored).collect(),
+                evals: self.dir.as_ref().map(recorded_evals).unwrap_or_default(),
+            };
+        }
         self
     }
 
@@ -65,7 +83,40 @@ impl Recorder {
 
     /// The epochs recorded so far (what a checkpoint keeps).
     pub fn epochs(&self) -> Vec<EpochTrainStats> {
-        self.lock().epochs.clone()
+        self.lock().epochs.iter().map(EpochRecord::stats).collect()
+    }
+
+    /// Whether training checkpoints are written (a training run with a folder).
+    pub fn checkpoints(&self) -> bool {
+        self.dir.is_some() && self.config.is_some()
+    }
+
+    /// Whether the periodic checkpoint (`run.checkpoint_every_steps`) is due
+    /// after `step` steps.
+    pub fn periodic_checkpoint_due(&self, step: usize) -> bool {
+        let every = self
+            .config
+            .as_ref()
+            .and_then(|c| c.run.checkpoint_every_steps);
+        every.is_some_and(|n| step % n == 0)
+    }
+
+    /// Writes the training checkpoint of `student` and `sgd` at `position`,
+    /// with the epochs recorded so far (see [`resume::write`]).
+    pub fn checkpoint(&self, student: &Model, sgd: &Sgd, position: TrainPosition) -> Result<()> {
+        let (Some(dir), Some(cfg)) = (&self.dir, &self.config) else {
+            return Ok(());
+        };
+        let state = TrainState::new(cfg, position, self.epochs());
+        resume::write(&dir.file(resume::CHECKPOINT_FILE), student, sgd, &state)
+    }
+
+    /// Where the final weights go: `final.safetensors` in the run folder and
+    /// `run.save_final`.
+    pub fn final_weights_paths(&self) -> Vec<PathBuf> {
+        let in_folder = self.dir.as_ref().map(|d| d.file(FINAL_WEIGHTS));
+        let save_final = self.config.as_ref().and_then(|c| c.run.save_final.clone());
+        in_folder.into_iter().chain(save_final).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, RunLog> {
@@ -86,7 +137,7 @@ impl Recorder {
             record.lr,
             record.images_per_s
         );
-        self.lock().epochs.push(record.stats());
+        self.lock().epochs.push(record.clone());
         if let Some(dir) = &self.dir {
             student.save(&dir.file(LAST_WEIGHTS))?;
             dir.append_jsonl(METRICS_LOG, record)?;
@@ -94,9 +145,20 @@ impl Recorder {
         Ok(())
     }
 
+    /// A training step ended: the step metrics (`/status`, Prometheus).
+    pub fn stepped(&self, epoch: usize, loss: f64, lr: f64) {
+        if let Some(m) = &self.metrics {
+            m.set_loss(loss);
+            m.set_lr(lr);
+            m.set_epoch(epoch as u64 + 1);
+            m.inc_train_steps(1);
+        }
+    }
+
     /// A snapshot was evaluated on the test set: its line of `eval.jsonl`,
-    /// the evaluation metrics (`/status`, Prometheus), and the log line.
-    pub fn evaluated(&self, record: &EvalRecord) -> Result<()> {
+    /// the evaluation metrics (`/status`, Prometheus), the log line, and the
+    /// result for `validator`'s best checkpoint.
+    pub fn evaluated(&self, record: EvalRecord, validator: Option<&mut Validator>) -> Result<()> {
         log::info!(
             "eval after epoch {}: {:?}, worst case {:.2}%",
             record.epoch,
@@ -112,10 +174,13 @@ impl Recorder {
                 .collect();
             m.record_eval(record.epoch as u64, record.step as u64, &results);
         }
-        self.lock().evals.push(record.clone());
         if let Some(dir) = &self.dir {
-            dir.append_jsonl(EVAL_LOG, record)?;
+            dir.append_jsonl(EVAL_LOG, &record)?;
         }
+        if let Some(v) = validator {
+            v.record_test(record.epoch, &record.report)?;
+        }
+        self.lock().evals.push(record);
         Ok(())
     }
 
@@ -133,7 +198,7 @@ impl Recorder {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|r| Some((r["epoch"].as_u64()? as usize, r["mean_loss"].as_f64()?)))
             .collect();
-        let acc: Vec<(usize, BTreeMap<String, f64>)> = super::records::recorded_evals(dir)
+        let acc: Vec<(usize, BTreeMap<String, f64>)> = recorded_evals(dir)
             .into_iter()
             .map(|e| (e.epoch, e.report.accuracy))
             .collect();

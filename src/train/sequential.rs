@@ -4,11 +4,11 @@
 
 use super::budget::off_the_clock;
 use super::context::{RunContext, RunParts};
-use super::recorder::Recorder;
-use super::records::{recorded_evals, EvalRecord};
-use super::resume::{self, Checkpoint, TrainPosition, TrainState};
+use super::recorder::{Recorder, RunLog};
+use super::records::{EpochTally, EvalRecord};
+use super::resume::{Checkpoint, TrainPosition};
 use super::run_dir::RunDir;
-use super::step::{adversarial_batch, attack_key, StudentUpdate};
+use super::step::{adversarial_batch, attack_key};
 use crate::config::{AttackTarget, Config};
 use crate::data;
 use crate::error::{Error, Result};
@@ -77,38 +77,13 @@ pub fn train_sequential_with(
     let attack = cfg.attack.build();
     // With perf.attack_dtype = "bf16" the attack runs on a bf16 copy of the student.
     let mut attack_shadow = perf.attack_shadow(&student)?;
-    let spent = || budget.as_ref().map_or(0.0, |b| b.spent_s());
-    let checkpoint_path = run_dir.map(|d| d.file(resume::CHECKPOINT_FILE));
-    let save = |student: &Model,
-                update: &StudentUpdate,
-                position: TrainPosition,
-                epochs: &[EpochRecord]|
-     -> Result<()> {
-        let Some(path) = &checkpoint_path else {
-            return Ok(());
-        };
-        let stats = epochs.iter().map(EpochRecord::stats).collect();
-        resume::write(
-            path,
-            student,
-            &update.sgd,
-            &TrainState::new(cfg, position, stats),
-        )
-    };
     let seed = cfg.run.seed;
     let view_set = crate::soft_labels::identity::view_set(cfg)?;
-    let recorder = Recorder::new(run_dir.cloned(), metrics.cloned());
-    let mut eval_records: Vec<EvalRecord> = match (resume, run_dir) {
-        (Some(_), Some(dir)) => recorded_evals(dir),
-        _ => Vec::new(),
-    };
+    let recorder = Recorder::new(run_dir.cloned(), metrics.cloned()).training(cfg, resume);
     // The test-set evaluation of an epoch's student (and of the best checkpoint at the end).
     let evaluate_test = |m: &Model| test.evaluate(m, teacher.as_ref());
     let mut step = start.step;
     let mut out_of_time = false;
-    let mut epochs: Vec<EpochRecord> = resume
-        .map(|c| c.state.epochs.iter().map(EpochRecord::restored).collect())
-        .unwrap_or_default();
     // Resumed after the budget's last step (stopped during the final
     // evaluation): nothing is left to train.
     let spent_before = resume.is_some() && budget.as_ref().is_some_and(|b| b.exhausted());
@@ -122,25 +97,15 @@ pub fn train_sequential_with(
     } else {
         cfg.train.epochs
     };
+    let fresh = TrainPosition::default();
     for epoch in start.epoch..last_epoch {
-        let resumed = epoch == start.epoch;
-        let epoch_start = Instant::now();
-        let before = if resumed { start.epoch_seconds } else { 0.0 };
-        let (mut loss_sum, mut steps_in_epoch, mut images, mut lr) = if resumed {
-            (
-                start.epoch_loss_sum,
-                start.batch_in_epoch,
-                start.epoch_images,
-                0.0,
-            )
-        } else {
-            (0.0, 0usize, 0usize, 0.0)
-        };
+        // A resumed run's unfinished epoch goes on from the checkpoint's
+        // figures, after the batches it did.
+        let mut tally = EpochTally::resumed(if epoch == start.epoch { &start } else { &fresh });
         let plan = data::EpochPlan::train(&cfg.data, seed, epoch as u64);
-        let skip = if resumed { start.batch_in_epoch } else { 0 };
         let batches = data::batches(&train, &plan);
         let per_epoch = batches.len();
-        for (indices, views) in batches.skip(skip) {
+        for (indices, views) in batches.skip(tally.steps()) {
             if step >= total {
                 break;
             }
@@ -174,7 +139,7 @@ pub fn train_sequential_with(
             if let Some(shadow) = &attack_shadow {
                 shadow.statistics_to(&student)?;
             }
-            let (loss, step_lr) = update.step(
+            let (loss, lr) = update.step(
                 &student,
                 &batch.images,
                 &x_adv,
@@ -183,40 +148,20 @@ pub fn train_sequential_with(
                 epoch,
                 step,
             )?;
-            loss_sum += loss;
-            lr = step_lr;
-            steps_in_epoch += 1;
-            images += indices.len();
+            tally.add(loss, lr, indices.len());
             step += 1;
-            if let Some(m) = metrics {
-                m.set_loss(loss);
-                m.set_lr(step_lr);
-                m.set_epoch(epoch as u64 + 1);
-                m.inc_train_steps(1);
-            }
-            let position = || TrainPosition {
-                step,
-                epoch,
-                batch_in_epoch: steps_in_epoch,
-                epoch_loss_sum: loss_sum,
-                epoch_images: images,
-                epoch_seconds: before + epoch_start.elapsed().as_secs_f64(),
-                train_seconds: spent(),
-            };
+            recorder.stepped(epoch, loss, lr);
             if stop.is_some_and(|s| s.is_cancelled()) {
                 soft_labels.finish()?;
-                save(&student, &update, position(), &epochs)?;
+                let position = tally.position(step, epoch, budget.as_deref());
+                recorder.checkpoint(&student, &update.sgd, position)?;
                 log(&format!("stopped after step {step}, checkpointed"));
                 return Err(Error::Cancelled);
             }
-            let epoch_done = step >= total || steps_in_epoch == per_epoch;
-            if !epoch_done
-                && cfg
-                    .run
-                    .checkpoint_every_steps
-                    .is_some_and(|n| step % n == 0)
-            {
-                save(&student, &update, position(), &epochs)?;
+            let epoch_done = step >= total || tally.steps() == per_epoch;
+            if !epoch_done && recorder.periodic_checkpoint_due(step) {
+                let position = tally.position(step, epoch, budget.as_deref());
+                recorder.checkpoint(&student, &update.sgd, position)?;
             }
             if out_of_time {
                 log(&format!(
@@ -226,7 +171,7 @@ pub fn train_sequential_with(
             }
         }
         soft_labels.end_epoch()?;
-        let seconds = before + epoch_start.elapsed().as_secs_f64();
+        let record = tally.finish(epoch + 1, budget.as_deref());
         let last = epoch + 1 == cfg.train.epochs || step >= total || out_of_time;
         let test_due = test.schedule().due(epoch + 1, last);
         // Training waits for validation and evaluation: off the budget's clock.
@@ -242,15 +187,6 @@ pub fn train_sequential_with(
             };
             Ok((guard_stop, eval))
         })?;
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            steps: steps_in_epoch,
-            mean_loss: loss_sum / steps_in_epoch.max(1) as f64,
-            lr,
-            seconds,
-            images_per_s: images as f64 / seconds.max(1e-9),
-            train_seconds: budget.as_ref().map(|b| b.spent_s()),
-        };
         recorder.epoch_end(&record, &student)?;
         if let Some(report) = report {
             let evaluated = EvalRecord {
@@ -258,24 +194,15 @@ pub fn train_sequential_with(
                 step,
                 report,
             };
-            recorder.evaluated(&evaluated)?;
-            if let Some(v) = validator.as_mut() {
-                v.record_test(evaluated.epoch, &evaluated.report)?;
-            }
-            eval_records.push(evaluated);
+            recorder.evaluated(evaluated, validator.as_mut())?;
         }
-        epochs.push(record);
-        save(
-            &student,
-            &update,
-            TrainPosition {
-                step,
-                epoch: epoch + 1,
-                train_seconds: spent(),
-                ..Default::default()
-            },
-            &epochs,
-        )?;
+        let position = TrainPosition {
+            step,
+            epoch: epoch + 1,
+            train_seconds: budget.as_ref().map_or(0.0, |b| b.spent_s()),
+            ..Default::default()
+        };
+        recorder.checkpoint(&student, &update.sgd, position)?;
         if step >= total || guard_stop || out_of_time {
             break;
         }
@@ -293,17 +220,15 @@ pub fn train_sequential_with(
         }
         None => None,
     };
-    if let Some(dir) = run_dir {
-        student.save(&dir.file("final.safetensors"))?;
+    for path in recorder.final_weights_paths() {
+        student.save(&path)?;
     }
-    if let Some(path) = &cfg.run.save_final {
-        student.save(path)?;
-    }
+    let RunLog { epochs, evals } = recorder.log();
     Ok(TrainOutcome {
         student,
         steps: step,
         epochs,
-        evals: eval_records,
+        evals,
         wall_s: started.elapsed().as_secs_f64(),
         selection,
     })

@@ -1,12 +1,16 @@
 //! Mock stages shared by the integration tests: a counting source, a mapping stage
-//! with injectable faults, and a collecting sink.
+//! and a collecting sink with injectable faults; helpers to build and start pipelines
+//! and to check failures.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ard_actors::{Emitter, Message, Source, Stage, StageError};
+use ard_actors::{
+    Emitter, Message, PipelineBuilder, PipelineError, PipelineHandle, PipelineOptions, Source,
+    Stage, StageError,
+};
 use prometheus::Registry;
 
 /// A numbered batch of `images` images.
@@ -104,7 +108,7 @@ impl Drop for CountSource {
     }
 }
 
-/// What a [`MapStage`] does at a given batch.
+/// What a [`MapStage`] (or a [`CollectSink`]) does at a given batch.
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     None,
@@ -116,6 +120,21 @@ pub enum Fault {
     SleepAt(u64, Duration),
     /// Return an error from `finish`.
     ErrorInFinish,
+}
+
+impl Fault {
+    /// Acts out the fault if it is due at batch `batch`.
+    fn at(self, batch: u64) -> Result<(), StageError> {
+        match self {
+            Fault::ErrorAt(seq) if seq == batch => Err(StageError::msg(format!("boom at {seq}"))),
+            Fault::PanicAt(seq) if seq == batch => panic!("kaboom at {seq}"),
+            Fault::SleepAt(seq, duration) if seq == batch => {
+                std::thread::sleep(duration);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Passes batches through (after `delay`), possibly faulting.
@@ -154,14 +173,7 @@ impl Stage for MapStage {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
-        match self.fault {
-            Fault::ErrorAt(seq) if msg.seq == seq => {
-                return Err(StageError::msg(format!("boom at {seq}")))
-            }
-            Fault::PanicAt(seq) if msg.seq == seq => panic!("kaboom at {seq}"),
-            Fault::SleepAt(seq, duration) if msg.seq == seq => std::thread::sleep(duration),
-            _ => {}
-        }
+        self.fault.at(msg.seq)?;
         out.send(msg)
     }
 
@@ -173,11 +185,13 @@ impl Stage for MapStage {
     }
 }
 
-/// Records the sequence numbers it receives (after `delay` each).
+/// Records the sequence numbers it receives (after `delay` each), possibly faulting
+/// (`ErrorInFinish` aside).
 pub struct CollectSink {
     pub name: String,
     pub seen: Arc<Mutex<Vec<u64>>>,
     pub delay: Duration,
+    pub fault: Fault,
     pub outstanding: Option<Arc<Outstanding>>,
     pub finished: Arc<AtomicBool>,
 }
@@ -188,6 +202,7 @@ impl CollectSink {
             name: name.to_owned(),
             seen: Arc::default(),
             delay: Duration::ZERO,
+            fault: Fault::None,
             outstanding: None,
             finished: Arc::default(),
         }
@@ -206,6 +221,7 @@ impl Stage for CollectSink {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
+        self.fault.at(msg.seq)?;
         self.seen
             .lock()
             .map_err(|_| StageError::msg("poisoned"))?
@@ -225,4 +241,33 @@ impl Stage for CollectSink {
 /// A fresh registry, so tests running in parallel do not collide.
 pub fn registry() -> Registry {
     Registry::new()
+}
+
+/// A builder with default options on a fresh registry.
+pub fn builder() -> PipelineBuilder {
+    PipelineBuilder::new(&registry(), PipelineOptions::default()).expect("builder")
+}
+
+/// Runs `source` (output queue of `capacity`) straight into `sink` on `builder`.
+pub fn start<S, K>(builder: PipelineBuilder, source: S, capacity: usize, sink: K) -> PipelineHandle
+where
+    S: Source,
+    K: Stage<In = S::Out, Out = ()>,
+{
+    builder
+        .source(source, capacity)
+        .and_then(|chain| chain.sink(sink))
+        .and_then(|builder| builder.run())
+        .expect("pipeline starts")
+}
+
+/// Asserts that `error` is a failure of stage `expected` whose message contains `text`.
+pub fn assert_failed(error: &PipelineError, expected: &str, text: &str) {
+    match error {
+        PipelineError::StageFailed { stage, message, .. } => {
+            assert_eq!(stage, expected);
+            assert!(message.contains(text), "{message}");
+        }
+        other => panic!("expected StageFailed, got {other:?}"),
+    }
 }
