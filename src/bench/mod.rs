@@ -696,10 +696,12 @@ mod tests {
             .unwrap()
             .apply(&mut cfg);
         assert_eq!(cfg.perf.channels_last, Some(true));
-        assert_eq!(cfg.perf.student_dtype, ComputeDtype::F32);
+        assert_eq!(cfg.perf.attack_dtype, ComputeDtype::F32);
+        // defaults: the config as it is.
         let mut cfg = Config::default();
         "defaults".parse::<Variant>().unwrap().apply(&mut cfg);
-        assert_eq!(cfg.perf.student_dtype, ComputeDtype::Auto);
+        assert_eq!(cfg.perf.attack_dtype, ComputeDtype::Auto);
+        assert_eq!(cfg.perf.channels_last, None);
         let v: Variant = "threads=1".parse().unwrap();
         assert_eq!(v.threads, Some(1));
         assert!("fp16".parse::<Variant>().is_err());
