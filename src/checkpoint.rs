@@ -17,7 +17,7 @@ use tch::{nn::VarStore, Tensor};
 
 const BN_COUNTER: &str = "num_batches_tracked";
 
-fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
+pub(crate) fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
         message: message.into(),
@@ -160,18 +160,11 @@ pub fn load_map_into(
             ),
         ));
     }
-    tch::no_grad(|| -> Result<()> {
+    tch::no_grad(|| {
         for (name, var) in vars.iter() {
-            let src = &file[name];
-            let kind = var.kind();
-            let src = if src.kind() == kind {
-                src.shallow_clone()
-            } else {
-                src.to_kind(kind)
-            };
-            var.shallow_clone().f_copy_(&src.to_device(var.device()))?;
+            let src = file[name].to_kind(var.kind()).to_device(var.device());
+            var.shallow_clone().f_copy_(&src)?;
         }
         Ok(())
-    })?;
-    Ok(())
+    })
 }

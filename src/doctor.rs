@@ -74,11 +74,11 @@ pub fn diagnose(cfg: Option<(&Path, &Config)>) -> Diagnosis {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("libtorch_cuda.so"))
     });
-    let cudnn_version = if facts.compiled {
-        Some(tch::utils::version_cudnn()).filter(|v| *v > 0)
-    } else {
-        None
-    };
+    let cudnn_compiled = facts
+        .compiled
+        .then(tch::utils::version_cudnn)
+        .filter(|v| *v > 0)
+        .map(|v| format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100));
     let cuda_runtime_version = facts
         .compiled
         .then(tch::utils::version_cudart)
@@ -100,16 +100,11 @@ pub fn diagnose(cfg: Option<(&Path, &Config)>) -> Diagnosis {
         cuda_compiled: facts.compiled,
         cuda_runtime_version,
         cuda_devices: facts.devices,
-        cuda_device_names: if facts.devices > 0 {
-            gpu_names()
-        } else {
-            Vec::new()
-        },
-        cudnn_compiled: cudnn_version
-            .map(|v| format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100)),
+        cuda_device_names: (facts.devices > 0).then(gpu_names).unwrap_or_default(),
+        cudnn_compiled,
         cudnn_available: facts.devices > 0 && tch::Cuda::cudnn_is_available(),
         intra_op_threads: tch::get_num_threads(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores: device::cores(),
         cpu_native_bf16: crate::perf::cpu_has_native_bf16(),
         config,
         verdict,
@@ -123,25 +118,17 @@ fn verdict(request: &str, facts: CudaFacts, config: Option<&ConfigCheck>) -> (St
         Some(c) => format!("{}: run.device = {request:?}", c.path.display()),
         None => format!("device {request:?}"),
     };
-    let parsed = match device::parse_device(request) {
-        Ok(r) => r,
+    let chosen = device::parse_device(request).and_then(|parsed| {
+        let choice = device::choose_device(parsed, facts)?;
+        match config.and_then(|c| c.paths.iter().find(|p| p.blocking)) {
+            Some(b) => Err(format!("{} {}: {}", b.key, b.path.display(), b.status)),
+            None => Ok((parsed, choice)),
+        }
+    });
+    let (parsed, (device, why)) = match chosen {
+        Ok(chosen) => chosen,
         Err(e) => return (format!("{subject}: cannot run here: {e}"), false),
     };
-    let (device, why) = match device::choose_device(parsed, facts) {
-        Ok(choice) => choice,
-        Err(e) => return (format!("{subject}: cannot run here: {e}"), false),
-    };
-    if let Some(blocking) = config.and_then(|c| c.paths.iter().find(|p| p.blocking)) {
-        return (
-            format!(
-                "{subject}: cannot run here: {} {}: {}",
-                blocking.key,
-                blocking.path.display(),
-                blocking.status
-            ),
-            false,
-        );
-    }
     let why = if parsed == DeviceRequest::Cpu {
         String::new()
     } else {
@@ -316,11 +303,10 @@ impl Diagnosis {
             "CPU bf16",
             if self.cpu_native_bf16 {
                 "native (AVX512-BF16): the attack and the student compute in bf16 by default"
-                    .to_string()
             } else {
                 "no native bf16: f32 by default (perf.attack_dtype / student_dtype = \"bf16\" are refused)"
-                    .to_string()
-            },
+            }
+            .to_string(),
         ));
         if let Some(c) = &self.config {
             rows.push(("config", c.path.display().to_string()));
@@ -331,20 +317,13 @@ impl Diagnosis {
                 ));
             }
         }
-        let mut out = String::new();
-        for (k, v) in rows {
-            out.push_str(&format!("{k:<24} {v}\n"));
-        }
-        out.push_str(&format!(
-            "{:<24} {}\n",
-            if self.ok {
-                "verdict: ok"
-            } else {
-                "verdict: NO"
-            },
-            self.verdict
-        ));
-        out
+        let verdict = if self.ok {
+            "verdict: ok"
+        } else {
+            "verdict: NO"
+        };
+        rows.push((verdict, self.verdict.clone()));
+        rows.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect()
     }
 }
 

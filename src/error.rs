@@ -28,10 +28,6 @@ pub enum Error {
     #[error("run folder {}: {message}", path.display())]
     RunFolder { path: PathBuf, message: String },
 
-    /// An architecture name that is not in the model zoo.
-    #[error("unknown architecture {name:?}: {message}")]
-    Arch { name: String, message: String },
-
     /// A device string that is not usable here.
     #[error("device {name:?}: {message}")]
     Device { name: String, message: String },

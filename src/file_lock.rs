@@ -123,11 +123,6 @@ impl FileLock {
             holder: "a process that took it while a stale lock was being removed".into(),
         })
     }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for FileLock {

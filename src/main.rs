@@ -14,6 +14,7 @@ use clap::Parser;
 use cli::{
     Cli, Command, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs, SweepBackend,
 };
+use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -38,8 +39,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
     let Some(name) = &cli.config else {
         bail!("no --config given (e.g. --config configs/quickstart.toml)");
     };
-    let path = config::find_config(name)?;
-    Ok(config::load(&path)?)
+    Ok(config::load(&config::find_config(name)?)?)
 }
 
 /// The `--config` file when one is given, else the built-in defaults with
@@ -64,10 +64,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load_config(&cli)?;
             println!(
                 "ok: {} (student {}, attack {} x{}, loss {}, {} epochs)",
-                cli.config
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                cli.config.as_deref().unwrap_or(Path::new("")).display(),
                 cfg.student.arch,
                 config::spelled(&cfg.attack.kind),
                 cfg.attack.steps,
@@ -135,12 +132,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Eval(args)) => {
-            eval_command(config_or_defaults(&cli)?, args).map(|()| ExitCode::SUCCESS)
-        }
-        Some(Command::Export(args)) => {
-            export_command(&config_or_defaults(&cli)?, args).map(|()| ExitCode::SUCCESS)
-        }
+        Some(Command::Eval(args)) => eval_command(config_or_defaults(&cli)?, args),
+        Some(Command::Export(args)) => export_command(&config_or_defaults(&cli)?, args),
         Some(Command::LatencyChild(args)) => {
             let arch = parse_arch(args.arch.as_deref())?;
             let opts = eval::edge::LatencyOptions {
@@ -200,15 +193,9 @@ fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
 
 fn doctor_command(cli: &Cli, args: &cli::DoctorArgs) -> Result<ExitCode> {
     use ard_pipeline::doctor;
-    let cfg = match &cli.config {
-        Some(name) => {
-            let path = config::find_config(name)?;
-            let cfg = config::load(&path)?;
-            Some((path, cfg))
-        }
-        None => None,
-    };
-    let diagnosis = doctor::diagnose(cfg.as_ref().map(|(p, c)| (p.as_path(), c)));
+    let path = cli.config.as_deref().map(config::find_config).transpose()?;
+    let cfg = path.as_deref().map(config::load).transpose()?;
+    let diagnosis = doctor::diagnose(path.as_deref().zip(cfg.as_ref()));
     print!("{}", diagnosis.text());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&diagnosis)?;
@@ -221,10 +208,7 @@ fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<ExitCode> {
     use ard_pipeline::soft_labels::command;
     match &args.action {
         Some(SoftLabelsAction::Merge(m)) => {
-            let cfg = match &cli.config {
-                Some(_) => Some(load_config(cli)?),
-                None => None,
-            };
+            let cfg = cli.config.as_ref().map(|_| load_config(cli)).transpose()?;
             let report = command::merge(cfg.as_ref(), m.shards.clone(), m.output.clone())?;
             println!(
                 "merged {} shards into {}: {} images, {} entries",
@@ -267,41 +251,29 @@ fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {
     let path = config::find_config(
         cli.config
             .as_deref()
-            .unwrap_or(std::path::Path::new("configs/bench.toml")),
+            .unwrap_or(Path::new("configs/bench.toml")),
     )?;
-    let parse_all = |items: &[String], what: &str| -> Result<Vec<String>> {
-        if items.iter().any(|i| i.trim().is_empty()) {
-            bail!("--{what}: an empty item");
-        }
-        Ok(items.iter().map(|i| i.trim().to_string()).collect())
-    };
-    let soft_labels = parse_all(&args.soft_labels, "soft-labels")?
-        .iter()
-        .map(|s| match s.as_str() {
-            "online" => Ok(config::SoftLabels::Online),
-            "cached" => Ok(config::SoftLabels::Cached),
-            other => bail!("--soft-labels: unknown {other:?} (online, cached)"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let soft_labels = parse_all(&args.soft_labels, "soft-labels", |s| match s {
+        "online" => Ok(config::SoftLabels::Online),
+        "cached" => Ok(config::SoftLabels::Cached),
+        other => bail!("--soft-labels: unknown {other:?} (online, cached)"),
+    })?;
     let base = config::load(&path)?;
     let device = ard_pipeline::device::resolve_device(&base.run.device)?;
     let plan = BenchPlan {
         device: ard_pipeline::device::device_name(device),
         base,
-        teachers: parse_all(&args.teachers, "teachers")?
-            .iter()
-            .map(|t| TeacherSpec::parse(t, args.batches).map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()?,
+        teachers: parse_all(&args.teachers, "teachers", |t| {
+            TeacherSpec::parse(t, args.batches).map_err(anyhow::Error::msg)
+        })?,
         steps: args.steps.clone(),
         soft_labels,
-        sides: parse_all(&args.sides, "sides")?
-            .iter()
-            .map(|s| s.parse().map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()?,
-        variants: parse_all(&args.variants, "variants")?
-            .iter()
-            .map(|v| v.parse().map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()?,
+        sides: parse_all(&args.sides, "sides", |s| {
+            s.parse().map_err(anyhow::Error::msg)
+        })?,
+        variants: parse_all(&args.variants, "variants", |v| {
+            v.parse().map_err(anyhow::Error::msg)
+        })?,
         reps: args.reps,
         exe: std::env::current_exe()?,
         python: args.python.clone(),
@@ -318,7 +290,15 @@ fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn export_command(cfg: &Config, args: &ExportArgs) -> Result<()> {
+/// The items of a comma-separated flag `--what`, trimmed and parsed; an empty one is refused.
+fn parse_all<T>(items: &[String], what: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    if items.iter().any(|i| i.trim().is_empty()) {
+        bail!("--{what}: an empty item");
+    }
+    items.iter().map(|i| parse(i.trim())).collect()
+}
+
+fn export_command(cfg: &Config, args: &ExportArgs) -> Result<ExitCode> {
     let opts = deploy::export::ExportOptions {
         arch: args.arch.parse().map_err(anyhow::Error::msg)?,
         weights: args.weights.clone(),
@@ -335,10 +315,10 @@ fn export_command(cfg: &Config, args: &ExportArgs) -> Result<()> {
     let exported = deploy::export::run(cfg, &opts)?;
     print!("{}", exported.card.markdown());
     println!("\nwritten to {}", exported.out.display());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn eval_command(cfg: Config, args: &EvalArgs) -> Result<()> {
+fn eval_command(cfg: Config, args: &EvalArgs) -> Result<ExitCode> {
     let arch = parse_arch(args.arch.as_deref())?;
     let latency = args.latency.then(|| eval::edge::LatencyOptions {
         batch_sizes: args.latency_batches.clone(),
@@ -360,5 +340,5 @@ fn eval_command(cfg: Config, args: &EvalArgs) -> Result<()> {
     };
     let outcome = eval::command::run(cfg, &opts)?;
     print!("{}", outcome.table());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,48 +1,46 @@
-//! The fast paths (`[perf]` in the config). On by default, because they give
-//! the same weights bit for bit:
+//! The fast paths (`[perf]` in the config). Whether each pays off on a
+//! machine is measured by `ard-pipeline bench` (README "Performance").
+//!
+//! On by default, because they give the same weights bit for bit:
 //!
 //! - `clean_forward_no_grad`: ARD at alpha = 1 computes the student's clean
 //!   forward only for BatchNorm's running statistics; without a graph it
-//!   costs no backward pass and keeps no activations, and the update is the
-//!   same bit for bit ([`crate::train::StudentUpdate`]). Device-independent;
+//!   costs no backward pass and keeps no activations
+//!   ([`crate::train::StudentUpdate`]). Device-independent;
 //! - `malloc_reuse`: glibc malloc with one arena and no returning of freed
-//!   memory ([`reuse_freed_memory`]). libtorch allocates its activations and
-//!   gradients afresh on every step; by default glibc serves blocks over
-//!   32 MB with fresh mappings and keeps one arena per thread, so each step
-//!   page-faults its working set in again (kernel time), and every pipeline
-//!   stage thread holds its own high-water mark (resident memory).
+//!   memory ([`reuse_freed_memory`]). libtorch allocates activations and
+//!   gradients afresh every step; by default glibc serves blocks over 32 MB
+//!   with fresh mappings and keeps an arena per thread, so each step
+//!   page-faults its working set in again (kernel time), and every stage
+//!   thread holds its own high-water mark (resident memory).
 //!
 //! On by default where they apply (a CPU; bf16 where it is native), though
-//! they round differently (accuracy within a point of f32 over three seeds,
-//! README "Performance"); set them to pin f32 / NCHW:
+//! they round differently (accuracy within a point of f32 over three seeds);
+//! set them to pin f32 / NCHW:
 //!
-//! - `channels_last` (CPU): convolution weights and model inputs in
-//!   channels-last (NHWC) memory format ([`Model::use_channels_last`]) for
-//!   the student, the attack's replica and the online teacher;
+//! - `channels_last` (CPU): channels-last (NHWC) convolution weights and
+//!   inputs ([`Model::use_channels_last`]) for the student, the attack's
+//!   replica and the online teacher;
 //! - `attack_dtype` (CPU with AVX512-BF16): the training attack runs on a
-//!   bf16 copy of the student ([`Model::use_compute_kind`]): convolutions
-//!   and the linear layer in bf16, BatchNorm and its running statistics in
-//!   f32, inputs and logits cast at the model's edges. The attack needs only
-//!   the sign of the input gradient.
+//!   bf16 copy of the student ([`Model::use_compute_kind`]: convolutions and
+//!   the linear layer in bf16, BatchNorm and its running statistics in f32,
+//!   casts at the model's edges); it needs only the input gradient's sign.
 //!
 //! Opt-in, because over three quickstart seeds they cost 1.8 points natural
-//! and 1.5 PGD-20 together (README "Performance"):
+//! and 1.5 PGD-20 together:
 //!
 //! - `student_dtype = "bf16"` / `"auto"` (CPU with AVX512-BF16): the
-//!   student's update computes its forwards and backward pass on a bf16 copy
-//!   ([`ComputeCopy`]) and steps the f32 weights with the gradients cast to
-//!   f32 (f32 master weights, f32 SGD: what `torch.autocast` gives PyTorch);
+//!   student's forwards and backward pass on a bf16 copy ([`ComputeCopy`]),
+//!   the f32 weights stepped with the gradients cast to f32 (f32 master
+//!   weights and SGD: what `torch.autocast` gives PyTorch);
 //! - `teacher_dtype = "bf16"` / `"auto"`: the online teacher's forward in
 //!   bf16 (a soft-label cache always holds the plain f32 teacher's logits);
 //! - `amp` (CUDA): fp16 autocast for the attack and the student, with
 //!   dynamic loss scaling ([`crate::distill::GradScaler`]).
 //!
-//! The pipeline's attack stage simply makes its replica the bf16 copy (the
-//! weights it loads are rounded on the way in, the BatchNorm statistics it
-//! sends back are f32). The sequential trainer, which attacks the student
-//! itself, keeps a [`ComputeCopy`]. Both engines therefore compute the same
-//! thing. Whether each path pays off on a given machine is measured by
-//! `ard-pipeline bench` (README, "Performance").
+//! The pipeline's attack replica is itself the bf16 copy (weights rounded on
+//! the way in, f32 BatchNorm statistics sent back); the sequential trainer
+//! attacks a [`ComputeCopy`]: both engines compute the same thing.
 
 use crate::config::{ComputeDtype, PerfConfig};
 use crate::error::{Error, Result};
@@ -194,22 +192,22 @@ impl Perf {
         }
     }
 
-    /// Makes `teacher` the online teacher: channels-last when asked, and
-    /// converted to the teacher's compute type.
-    pub fn prepare_online_teacher(&self, teacher: &mut Model) {
-        self.prepare(teacher);
-        if let Some(kind) = self.teacher_kind {
-            teacher.use_compute_kind(kind);
+    /// [`Perf::prepare`], then converted to `kind` when not f32.
+    fn prepare_in(&self, model: &mut Model, kind: Option<Kind>) {
+        self.prepare(model);
+        if let Some(kind) = kind {
+            model.use_compute_kind(kind);
         }
     }
 
-    /// Makes `replica` the model the training attack runs on: channels-last
-    /// when asked, and converted to the attack's compute type.
+    /// Makes `teacher` the online teacher (the teacher's compute type).
+    pub fn prepare_online_teacher(&self, teacher: &mut Model) {
+        self.prepare_in(teacher, self.teacher_kind);
+    }
+
+    /// Makes `replica` the model the training attack runs on (the attack's compute type).
     pub fn prepare_attack_replica(&self, replica: &mut Model) {
-        self.prepare(replica);
-        if let Some(kind) = self.attack_kind {
-            replica.use_compute_kind(kind);
-        }
+        self.prepare_in(replica, self.attack_kind);
     }
 
     /// The sequential trainer's reduced-precision copy of `student` for the
@@ -233,9 +231,7 @@ impl Perf {
 /// student keeps f32 weights: refreshed from the student before use; the
 /// BatchNorm running statistics its train-mode forwards produce (kept in f32)
 /// are copied back after it, and so are its gradients, cast to f32, for the
-/// student's f32 SGD step. The sequential trainer attacks one (the pipeline's
-/// attack replica is one already); the student's update computes on one with
-/// `perf.student_dtype = "bf16"`.
+/// student's f32 SGD step.
 #[derive(Debug)]
 pub struct ComputeCopy {
     model: Model,
@@ -246,8 +242,7 @@ impl ComputeCopy {
     fn new(perf: &Perf, student: &Model, kind: Kind) -> Result<ComputeCopy> {
         let mut model = Model::new(student.arch, student.device());
         model.copy_weights_from(student)?;
-        perf.prepare(&mut model);
-        model.use_compute_kind(kind);
+        perf.prepare_in(&mut model, Some(kind));
         let running: Vec<String> = model
             .vs
             .variables()

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Phase, PipelineStatus, Signal, TrainMetrics};
 use crate::stages::{self, RunOptions};
-use crate::train::{self, recorder::Recorder};
+use crate::train::{self, recorder::Recorder, validation::SelectionHandle};
 use ard_actors::CancelToken;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -70,21 +70,6 @@ impl RunReport {
         }
         s.push_str(&self.selection.table());
         s
-    }
-
-    /// Sets `final_eval` and `selection` from the last test report and the
-    /// validation findings; after a guard roll-back the final numbers are the
-    /// best checkpoint's (issue 6).
-    pub fn with_selection(
-        mut self,
-        selection: Option<&crate::train::validation::SelectionHandle>,
-        last_test: Option<&crate::eval::EvalReport>,
-    ) -> Self {
-        let (final_eval, summary) =
-            crate::train::validation::SelectionHandle::summarize(selection, last_test);
-        self.final_eval = final_eval;
-        self.selection = Box::new(summary);
-        self
     }
 }
 
@@ -176,6 +161,10 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     })
                     .collect::<Vec<StageReport>>();
                 Recorder::new(Some(dir.clone()), None).finished(&stages);
+                let (final_eval, selection) = SelectionHandle::summarize(
+                    outcome.selection.as_ref(),
+                    outcome.evals.last().map(|e| &e.report),
+                );
                 RunReport {
                     run: cfg.run.name.clone(),
                     engine: "pipeline".into(),
@@ -184,13 +173,9 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     wall_s: started.elapsed().as_secs_f64(),
                     final_loss: outcome.epochs.last().map(|e| e.mean_loss),
                     stages,
-                    final_eval: BTreeMap::new(),
-                    selection: Default::default(),
+                    final_eval,
+                    selection: Box::new(selection),
                 }
-                .with_selection(
-                    outcome.selection.as_ref(),
-                    outcome.evals.last().map(|e| &e.report),
-                )
             })
         }
         Engine::Sequential => {
@@ -205,6 +190,10 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
             )
             .map(|outcome| {
                 Recorder::new(Some(dir.clone()), None).finished(&[]);
+                let (final_eval, selection) = SelectionHandle::summarize(
+                    outcome.selection.as_ref(),
+                    outcome.evals.last().map(|e| &e.report),
+                );
                 RunReport {
                     run: cfg.run.name.clone(),
                     engine: "sequential".into(),
@@ -213,13 +202,9 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     wall_s: started.elapsed().as_secs_f64(),
                     final_loss: outcome.epochs.last().map(|e| e.mean_loss),
                     stages: Vec::new(),
-                    final_eval: BTreeMap::new(),
-                    selection: Default::default(),
+                    final_eval,
+                    selection: Box::new(selection),
                 }
-                .with_selection(
-                    outcome.selection.as_ref(),
-                    outcome.evals.last().map(|e| &e.report),
-                )
             })
         }
     };

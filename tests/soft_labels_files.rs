@@ -214,7 +214,7 @@ fn mismatched_headers_are_refused_naming_the_field() {
         }
     }
     // A shard's range where the whole split is expected.
-    let shard = Header::new(identity(), 0, 15, Some(Shard { index: 0, count: 2 }.id()));
+    let shard = Header::new(identity(), 0, 15, Some(Shard { index: 0, count: 2 }));
     let e = SoftLabelCache::open(&path, &shard, Access::ReadOnly).unwrap_err();
     contains(&e, &["c.softlabels", "image range"]);
     assert_eq!(

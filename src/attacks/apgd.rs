@@ -103,6 +103,15 @@ struct Point {
 }
 
 impl Apgd {
+    fn with_loss(eps: f64, iterations: usize, restarts: usize, loss: ApgdLoss) -> Apgd {
+        Apgd {
+            eps,
+            iterations,
+            loss,
+            restarts,
+        }
+    }
+
     fn loss_name(&self) -> &'static str {
         match self.loss {
             ApgdLoss::CrossEntropy => "apgd_ce",
@@ -180,15 +189,10 @@ impl Apgd {
         x_start: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         self.check(x)?;
-        if x_start.size() != x.size() {
-            return Err(Error::attack(
-                self.loss_name(),
-                format!(
-                    "start {:?} and input {:?} differ in shape",
-                    x_start.size(),
-                    x.size()
-                ),
-            ));
+        let (start, shape) = (x_start.size(), x.size());
+        if start != shape {
+            let message = format!("start {start:?} and input {shape:?} differ in shape");
+            return Err(Error::attack(self.loss_name(), message));
         }
         tch::with_grad(|| -> Result<(Tensor, Tensor)> {
             let x = x.detach();
@@ -356,17 +360,6 @@ pub const APGD_T_TARGETS: usize = 9;
 /// Builds APGD-T: `iterations` per run, `restarts` runs per target class.
 pub fn apgd_t(eps: f64, iterations: usize, restarts: usize, targets: usize) -> Apgd {
     Apgd::with_loss(eps, iterations, restarts, ApgdLoss::TargetedDlr { targets })
-}
-
-impl Apgd {
-    fn with_loss(eps: f64, iterations: usize, restarts: usize, loss: ApgdLoss) -> Apgd {
-        Apgd {
-            eps,
-            iterations,
-            loss,
-            restarts,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!   BatchNorm in eval mode. The usual robust-distillation evaluation (RSLAD and
 //!   followers) runs 30 steps; the step size here is PGD-20's 2/255.
 
+use super::sign_gradient::Objective::{CrossEntropy, CwMargin, KlToClean, KlToTeacher};
 use super::sign_gradient::{IterativeAttack, Objective, SignGradient};
 use crate::config::RandomStart;
 
@@ -26,7 +27,9 @@ pub const CW_KAPPA: f64 = 50.0;
 fn counted(
     kind: &'static str,
     objective: Objective,
-    (eps, step_size, steps): (f64, f64, usize),
+    eps: f64,
+    step_size: f64,
+    steps: usize,
     start: RandomStart,
     train_bn: bool,
 ) -> IterativeAttack {
@@ -54,7 +57,7 @@ fn single(
 ) -> IterativeAttack {
     IterativeAttack {
         label_with_steps: false,
-        ..counted(kind, Objective::CrossEntropy, (eps, step, 1), start, bn)
+        ..counted(kind, CrossEntropy, eps, step, 1, start, bn)
     }
 }
 
@@ -70,45 +73,21 @@ pub fn fgsm_rs(eps: f64, step_size: f64, start: RandomStart, train_bn: bool) -> 
 
 /// Builds the `pgd` attack.
 pub fn pgd(eps: f64, step: f64, steps: usize, start: RandomStart, bn: bool) -> IterativeAttack {
-    counted(
-        "pgd",
-        Objective::CrossEntropy,
-        (eps, step, steps),
-        start,
-        bn,
-    )
+    counted("pgd", CrossEntropy, eps, step, steps, start, bn)
 }
 
 /// Builds the `kl_pgd` attack.
 pub fn kl_pgd(eps: f64, step: f64, steps: usize, start: RandomStart, bn: bool) -> IterativeAttack {
-    counted(
-        "kl_pgd",
-        Objective::KlToTeacher,
-        (eps, step, steps),
-        start,
-        bn,
-    )
+    counted("kl_pgd", KlToTeacher, eps, step, steps, start, bn)
 }
 
 /// Builds the `trades` attack.
 pub fn trades(eps: f64, step: f64, steps: usize, start: RandomStart, bn: bool) -> IterativeAttack {
-    counted(
-        "trades",
-        Objective::KlToClean,
-        (eps, step, steps),
-        start,
-        bn,
-    )
+    counted("trades", KlToClean, eps, step, steps, start, bn)
 }
 
-/// Builds CW-inf of `steps` steps of `step_size` (BatchNorm in eval mode).
-pub fn cw(eps: f64, step_size: f64, steps: usize) -> IterativeAttack {
+/// Builds CW-inf of `steps` steps of `step` (uniform start, BatchNorm in eval mode).
+pub fn cw(eps: f64, step: f64, steps: usize) -> IterativeAttack {
     let uniform = RandomStart::Uniform;
-    counted(
-        "cw",
-        Objective::CwMargin,
-        (eps, step_size, steps),
-        uniform,
-        false,
-    )
+    counted("cw", CwMargin, eps, step, steps, uniform, false)
 }

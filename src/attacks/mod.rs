@@ -30,7 +30,7 @@ pub use restarts::{restart_key, Restarts};
 pub use sign_gradient::{IterativeAttack, Objective, SignGradient};
 pub use square::{square, square_linf, Square, SQUARE_QUERIES};
 
-use crate::config::{AttackConfig, AttackKind, BnMode, RandomStart};
+use crate::config::{AttackConfig, AttackKind, BnMode};
 use crate::error::Result;
 use crate::models::Model;
 use tch::Tensor;
@@ -96,31 +96,21 @@ pub trait Attack: Send {
 impl AttackConfig {
     /// Builds the configured attack.
     pub fn build(&self) -> Box<dyn Attack> {
-        let (eps, step) = (self.eps.get(), self.step_size.get());
-        let train_bn = self.bn_mode == BnMode::Train;
+        let (eps, step, steps) = (self.eps.get(), self.step_size.get(), self.steps);
+        let (start, train_bn) = (self.random_start, self.bn_mode == BnMode::Train);
         match self.kind {
             AttackKind::None => Box::new(NoAttack),
             AttackKind::Fgsm => Box::new(fgsm(eps, step, train_bn)),
-            AttackKind::FgsmRs => Box::new(fgsm_rs(eps, step, self.random_start, train_bn)),
-            AttackKind::NFgsm => Box::new(n_fgsm(eps, step, self.random_start, train_bn)),
-            AttackKind::Pgd => Box::new(pgd(eps, step, self.steps, self.random_start, train_bn)),
-            AttackKind::KlPgd => {
-                Box::new(kl_pgd(eps, step, self.steps, self.random_start, train_bn))
-            }
-            AttackKind::Trades => {
-                Box::new(trades(eps, step, self.steps, self.random_start, train_bn))
-            }
+            AttackKind::FgsmRs => Box::new(fgsm_rs(eps, step, start, train_bn)),
+            AttackKind::NFgsm => Box::new(n_fgsm(eps, step, start, train_bn)),
+            AttackKind::Pgd => Box::new(pgd(eps, step, steps, start, train_bn)),
+            AttackKind::KlPgd => Box::new(kl_pgd(eps, step, steps, start, train_bn)),
+            AttackKind::Trades => Box::new(trades(eps, step, steps, start, train_bn)),
         }
     }
 }
 
-/// The PGD-k evaluation attack: CE, uniform start, BatchNorm in eval mode.
-pub fn eval_pgd(eps: f64, step: f64, steps: usize) -> IterativeAttack {
-    pgd(eps, step, steps, RandomStart::Uniform, false)
-}
-
-/// The CW-inf evaluation attack (see `cw`): margin loss, uniform start,
-/// BatchNorm in eval mode.
-pub fn eval_cw(eps: f64, step: f64, steps: usize) -> IterativeAttack {
-    cw(eps, step, steps)
+/// Predicted classes [B] (BatchNorm in eval mode, no graph).
+pub(crate) fn predict(model: &Model, x: &Tensor) -> Tensor {
+    tch::no_grad(|| model.forward_t(x, false)).argmax(-1, false)
 }

@@ -7,7 +7,7 @@
 //! Run r starts from the inner attack's start under [`restart_key`]`(key, r)`;
 //! run 0 uses `key` itself, so `pgd20` and `pgd20_r1` are the same attack.
 
-use super::{Attack, AttackInput, NoiseKey};
+use super::{predict, Attack, AttackInput, NoiseKey};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use tch::Tensor;
@@ -18,11 +18,6 @@ pub fn restart_key(key: NoiseKey, r: usize) -> NoiseKey {
         stream: key.stream.wrapping_add((r as u64) << 32),
         ..key
     }
-}
-
-/// Predicted classes [B] (eval-mode BatchNorm, no graph).
-pub(crate) fn predict(model: &Model, x: &Tensor) -> Tensor {
-    tch::no_grad(|| model.forward_t(x, false)).argmax(-1, false)
 }
 
 /// Indices [K] (i64) where `mask` [B] (bool) holds.

@@ -34,61 +34,55 @@ pub struct SignGradient {
 impl SignGradient {
     /// Runs the steps from `x_start`; returns x_adv, detached.
     pub fn run(&self, model: &Model, input: &AttackInput, x_start: &Tensor) -> Result<Tensor> {
-        tch::with_grad(|| self.run_with_grad(model, input, x_start))
-    }
-
-    fn run_with_grad(
-        &self,
-        model: &Model,
-        input: &AttackInput,
-        x_start: &Tensor,
-    ) -> Result<Tensor> {
-        let x = input.x.detach();
-        let target = match self.objective {
-            Objective::CrossEntropy | Objective::CwMargin => None,
-            Objective::KlToTeacher => {
-                let t = input
-                    .teacher_logits
-                    .ok_or_else(|| crate::Error::attack("kl_pgd", "needs the teacher's logits"))?;
-                Some(t.detach().softmax(-1, Kind::Float))
-            }
-            Objective::KlToClean => Some(
-                tch::no_grad(|| model.forward_t(&x, self.train_bn))
-                    .detach()
-                    .softmax(-1, Kind::Float),
-            ),
-        };
-        let lower = &x - self.eps;
-        let upper = &x + self.eps;
-        let mut x_adv = x_start.detach();
-        for _ in 0..self.steps {
-            let x_var = x_adv.detach().set_requires_grad(true);
-            let logits = model.forward_t(&x_var, self.train_bn);
-            let loss = match &target {
-                None if self.objective == Objective::CwMargin => {
-                    super::margin::cw_margin(&logits, input.y, super::CW_KAPPA)?.sum(Kind::Float)
+        tch::with_grad(|| {
+            let x = input.x.detach();
+            let target = match self.objective {
+                Objective::CrossEntropy | Objective::CwMargin => None,
+                Objective::KlToTeacher => {
+                    let t = input.teacher_logits.ok_or_else(|| {
+                        crate::Error::attack("kl_pgd", "needs the teacher's logits")
+                    })?;
+                    Some(t.detach().softmax(-1, Kind::Float))
                 }
-                None => logits.f_cross_entropy_loss::<Tensor>(
-                    input.y,
-                    None,
-                    Reduction::Sum,
-                    -100,
-                    0.0,
-                )?,
-                Some(p) => {
-                    logits
-                        .log_softmax(-1, Kind::Float)
-                        .f_kl_div(p, Reduction::Sum, false)?
-                }
+                Objective::KlToClean => Some(
+                    tch::no_grad(|| model.forward_t(&x, self.train_bn))
+                        .detach()
+                        .softmax(-1, Kind::Float),
+                ),
             };
-            let grad = Tensor::run_backward(&[&loss], &[&x_var], false, false);
-            let step = grad[0].sign() * self.step_size;
-            x_adv = (x_var.detach() + step)
-                .minimum(&upper)
-                .maximum(&lower)
-                .clamp(0.0, 1.0);
-        }
-        Ok(x_adv.detach())
+            let lower = &x - self.eps;
+            let upper = &x + self.eps;
+            let mut x_adv = x_start.detach();
+            for _ in 0..self.steps {
+                let x_var = x_adv.detach().set_requires_grad(true);
+                let logits = model.forward_t(&x_var, self.train_bn);
+                let loss = match &target {
+                    None if self.objective == Objective::CwMargin => {
+                        super::margin::cw_margin(&logits, input.y, super::CW_KAPPA)?
+                            .sum(Kind::Float)
+                    }
+                    None => logits.f_cross_entropy_loss::<Tensor>(
+                        input.y,
+                        None,
+                        Reduction::Sum,
+                        -100,
+                        0.0,
+                    )?,
+                    Some(p) => {
+                        logits
+                            .log_softmax(-1, Kind::Float)
+                            .f_kl_div(p, Reduction::Sum, false)?
+                    }
+                };
+                let grad = Tensor::run_backward(&[&loss], &[&x_var], false, false);
+                let step = grad[0].sign() * self.step_size;
+                x_adv = (x_var.detach() + step)
+                    .minimum(&upper)
+                    .maximum(&lower)
+                    .clamp(0.0, 1.0);
+            }
+            Ok(x_adv.detach())
+        })
     }
 }
 

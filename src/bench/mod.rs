@@ -1,29 +1,17 @@
-//! `ard-pipeline bench`: ARD training throughput, side by side on this machine,
-//! of the PyTorch reference loop (`scripts/bench_reference.py`, eager PyTorch
-//! on the reference models of `tests/parity/`), plain and tuned as a careful
-//! PyTorch user would tune it, the actor pipeline and the sequential trainer,
-//! with the pipeline's per-stage breakdown.
+//! `ard-pipeline bench`: ARD training throughput on this machine of the
+//! PyTorch reference loop (`scripts/bench_reference.py`), plain and tuned, the
+//! actor pipeline and the sequential trainer (see README "Performance").
 //!
-//! A plan is a product: teachers x attack steps x soft-label source (the
-//! cases) x repetitions, and within each, every side; the Rust sides once per
-//! variant (fp32, or a set of `[perf]` fast paths or a thread count). Every
-//! run is a fresh process (the Rust sides re-run this binary with the hidden
-//! `bench-run` command, the reference is a Python process), so that no run
-//! inherits another's allocator state, and each reports its own peak
-//! resident memory. The
-//! sides of one case run one after the other and the order flips on every
-//! repetition, so that a machine whose load drifts (shared cores) biases none
-//! of them. All sides train the same random weights on the same CIFAR-10
-//! prefix (`batches x batch_size` images), and every side's clock runs from
-//! its first batch to its last (the first batch included; model building,
-//! data loading and Python's start-up excluded). With cached soft labels the
-//! cache is filled before the clock starts (one fixed view per image,
-//! `teacher.views = 1`, so that the fill is one teacher pass per image; the
-//! online runs use the same views, so both train on the same batches).
-//!
-//! Everything else (student, batch size, eps, loss, optimiser) comes from the
-//! base config (`configs/bench.toml`). The report is a table and, with
-//! `--json`, [`BenchReport`] as JSON.
+//! A plan is teachers x attack steps x soft-label source (the cases) x
+//! repetitions x sides, the Rust sides once per [`Variant`]. Every run is a
+//! fresh process (the hidden `bench-run` command, or Python), so that none
+//! inherits another's allocator state and each reports its own peak memory.
+//! The order of the sides flips on every repetition, so that load drift
+//! biases none of them. All sides train the same random weights on the same
+//! CIFAR-10 prefix (`batches x batch_size` images). Every clock runs from the
+//! first batch (included) to the last; a soft-label cache is filled before it
+//! starts, with one fixed view per image (`teacher.views = 1`, the online runs
+//! too). The rest of each run's config comes from `configs/bench.toml`.
 
 mod report;
 
@@ -90,56 +78,52 @@ impl FromStr for Side {
 /// `malloc_reuse` / `no_malloc_reuse` (`perf.malloc_reuse`), `shared` /
 /// `per_stage` (`pipeline.compute`), `amp` (`perf.amp`, CUDA), `threads=N`
 /// (`run.threads`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variant {
+    /// The `+`-joined parts, each known (checked by `parse`).
     pub name: String,
-    /// `fp32`: the rounding fast paths pinned off (before the parts below).
-    pub fp32: bool,
-    pub channels_last: bool,
-    pub bf16: bool,
-    pub bf16_student: bool,
-    pub bf16_teacher: bool,
-    pub no_grad_clean: Option<bool>,
-    pub malloc_reuse: Option<bool>,
-    pub compute: Option<ComputePlacement>,
-    pub threads: Option<usize>,
-    /// `perf.amp` (CUDA only); the reference then runs under autocast too.
-    pub amp: bool,
 }
 
 impl FromStr for Variant {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let mut v = Variant {
+        let v = Variant {
             name: s.to_string(),
-            fp32: false,
-            channels_last: false,
-            bf16: false,
-            bf16_student: false,
-            bf16_teacher: false,
-            no_grad_clean: None,
-            malloc_reuse: None,
-            compute: None,
-            threads: None,
-            amp: false,
         };
-        for part in s.split('+') {
+        v.apply(&mut Config::default())?;
+        Ok(v)
+    }
+}
+
+impl Variant {
+    /// `cfg` with this variant's changes; an unknown part is an error.
+    fn apply(&self, cfg: &mut Config) -> std::result::Result<(), String> {
+        let mut parts: Vec<&str> = self.name.split('+').collect();
+        // `fp32` pins the rounding paths off before the other parts, wherever it is.
+        parts.sort_by_key(|&p| p != "fp32");
+        let perf = &mut cfg.perf;
+        for part in parts {
             match part {
                 "defaults" => {}
-                "fp32" => v.fp32 = true,
-                "channels_last" => v.channels_last = true,
-                "bf16" => v.bf16 = true,
-                "bf16_student" => v.bf16_student = true,
-                "bf16_teacher" => v.bf16_teacher = true,
-                "no_grad_clean" => v.no_grad_clean = Some(true),
-                "graph_clean" => v.no_grad_clean = Some(false),
-                "malloc_reuse" => v.malloc_reuse = Some(true),
-                "no_malloc_reuse" => v.malloc_reuse = Some(false),
-                "shared" => v.compute = Some(ComputePlacement::Shared),
-                "per_stage" => v.compute = Some(ComputePlacement::PerStage),
-                "amp" => v.amp = true,
+                "fp32" => {
+                    perf.channels_last = Some(false);
+                    perf.attack_dtype = ComputeDtype::F32;
+                    perf.student_dtype = ComputeDtype::F32;
+                    perf.teacher_dtype = ComputeDtype::F32;
+                }
+                "channels_last" => perf.channels_last = Some(true),
+                "bf16" => perf.attack_dtype = ComputeDtype::Bf16,
+                "bf16_student" => perf.student_dtype = ComputeDtype::Bf16,
+                "bf16_teacher" => perf.teacher_dtype = ComputeDtype::Bf16,
+                "no_grad_clean" => perf.clean_forward_no_grad = Some(true),
+                "graph_clean" => perf.clean_forward_no_grad = Some(false),
+                "malloc_reuse" => perf.malloc_reuse = true,
+                "no_malloc_reuse" => perf.malloc_reuse = false,
+                "shared" => cfg.pipeline.compute = ComputePlacement::Shared,
+                "per_stage" => cfg.pipeline.compute = ComputePlacement::PerStage,
+                "amp" => perf.amp = true,
                 _ => match part.strip_prefix("threads=").map(str::parse::<usize>) {
-                    Some(Ok(n)) if n >= 1 => v.threads = Some(n),
+                    Some(Ok(n)) if n >= 1 => cfg.run.threads = Some(n),
                     _ => {
                         return Err(format!(
                             "unknown variant part {part:?} (defaults, fp32, channels_last, bf16, bf16_student, bf16_teacher, no_grad_clean, graph_clean, malloc_reuse, no_malloc_reuse, shared, per_stage, amp, threads=N, joined with +)"
@@ -148,46 +132,12 @@ impl FromStr for Variant {
                 },
             }
         }
-        Ok(v)
+        Ok(())
     }
-}
 
-impl Variant {
-    /// `cfg` with this variant's changes.
-    fn apply(&self, cfg: &mut Config) {
-        if self.fp32 {
-            cfg.perf.channels_last = Some(false);
-            cfg.perf.attack_dtype = ComputeDtype::F32;
-            cfg.perf.student_dtype = ComputeDtype::F32;
-            cfg.perf.teacher_dtype = ComputeDtype::F32;
-        }
-        if self.amp {
-            cfg.perf.amp = true;
-        }
-        if self.channels_last {
-            cfg.perf.channels_last = Some(true);
-        }
-        if self.bf16 {
-            cfg.perf.attack_dtype = ComputeDtype::Bf16;
-        }
-        if self.bf16_student {
-            cfg.perf.student_dtype = ComputeDtype::Bf16;
-        }
-        if self.bf16_teacher {
-            cfg.perf.teacher_dtype = ComputeDtype::Bf16;
-        }
-        if self.no_grad_clean.is_some() {
-            cfg.perf.clean_forward_no_grad = self.no_grad_clean;
-        }
-        if let Some(reuse) = self.malloc_reuse {
-            cfg.perf.malloc_reuse = reuse;
-        }
-        if let Some(compute) = self.compute {
-            cfg.pipeline.compute = compute;
-        }
-        if self.threads.is_some() {
-            cfg.run.threads = self.threads;
-        }
+    /// `perf.amp` (CUDA only); the reference then runs under autocast too.
+    fn amp(&self) -> bool {
+        self.name.split('+').any(|p| p == "amp")
     }
 }
 
@@ -330,7 +280,7 @@ impl BenchPlan {
         cfg.train.max_steps = None;
         cfg.eval.attacks = Vec::new();
         cfg.metrics.listen = String::new();
-        variant.apply(&mut cfg);
+        variant.apply(&mut cfg).map_err(Error::Usage)?;
         cfg.validate().map_err(|problems| Error::Config {
             file: format!("bench run {name}"),
             message: problems
@@ -420,7 +370,7 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             if plan.sides.contains(&Side::Reference) {
                 order.push((Side::Reference, None));
                 // Under autocast too when the Rust sides run with AMP.
-                if let Some(amp) = plan.variants.iter().find(|v| v.amp) {
+                if let Some(amp) = plan.variants.iter().find(|v| v.amp()) {
                     order.push((Side::Reference, Some(amp)));
                 }
             }
@@ -438,21 +388,13 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             for (side, variant) in order {
                 let record = match (side, variant) {
                     (Side::Reference, variant) => {
-                        reference(plan, &case, &work, variant.is_some_and(|v| v.amp), false)?
+                        reference(plan, &case, &work, variant.is_some_and(|v| v.amp()), false)?
                     }
                     (Side::TunedReference, _) => reference(plan, &case, &work, false, true)?,
                     (side, Some(variant)) => {
-                        let name = format!("bench-{side:?}-{}", variant.name).to_lowercase();
-                        let name: String = name
-                            .chars()
-                            .map(|c| {
-                                if c.is_alphanumeric() || c == '-' {
-                                    c
-                                } else {
-                                    '_'
-                                }
-                            })
-                            .collect();
+                        let name = format!("bench-{side:?}-{}", variant.name)
+                            .to_lowercase()
+                            .replace(|c: char| !c.is_alphanumeric() && c != '-', "_");
                         let cfg = plan.config(&case, variant, &work, &name)?;
                         rust_process(plan, side, &cfg, &work)?
                     }
@@ -512,13 +454,9 @@ impl Drop for RemoveOnDrop {
 fn rust_process(plan: &BenchPlan, side: Side, cfg: &Config, work: &Path) -> Result<RunRecord> {
     let path = work.join(format!("{}-{side:?}.toml", cfg.run.name).to_lowercase());
     std::fs::write(&path, cfg.to_toml()).map_err(|e| Error::io(&path, e))?;
-    let side_name = match side {
-        Side::Pipeline => "pipeline",
-        Side::Sequential => "sequential",
-        Side::Reference | Side::TunedReference => unreachable!("the reference runs in Python"),
-    };
+    let side_name = crate::config::spelled(&side);
     let out = Command::new(&plan.exe)
-        .args(["--log-level", "warn", "bench-run", "--side", side_name])
+        .args(["--log-level", "warn", "bench-run", "--side", &side_name])
         .arg(&path)
         .output()
         .map_err(|e| Error::Process(format!("bench: cannot run {}: {e}", plan.exe.display())))?;
@@ -557,7 +495,7 @@ pub fn run_child(side: Side, config_path: &Path) -> Result<String> {
 fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
     let images = cfg.data.train_limit.unwrap_or(0) as u64;
     let cpu_before = report::cpu_seconds();
-    match side {
+    let record = match side {
         Side::Pipeline => {
             let registry = prometheus::Registry::new();
             let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[])?;
@@ -584,36 +522,24 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
                     busy_share: s.shares(wall).busy,
                 })
                 .collect();
-            Ok(RunRecord::timed(
-                images,
-                wall,
-                out.epochs.first().map(|e| e.mean_loss),
-                Some(stages),
-                None,
-                Some((hits, misses)),
-            ))
+            RunRecord {
+                stages: Some(stages),
+                cache_hits: Some(hits),
+                cache_misses: Some(misses),
+                ..RunRecord::timed(images, wall, out.epochs.first().map(|e| e.mean_loss))
+            }
         }
         Side::Sequential => {
             let out = train::train_sequential(cfg, None, |_| {})?;
             let seconds = out.epochs.iter().map(|e| e.seconds).sum();
-            Ok(RunRecord::timed(
-                images,
-                seconds,
-                out.epochs.first().map(|e| e.mean_loss),
-                None,
-                None,
-                None,
-            ))
+            RunRecord::timed(images, seconds, out.epochs.first().map(|e| e.mean_loss))
         }
         Side::Reference | Side::TunedReference => unreachable!("the reference runs in Python"),
-    }
-    .map(|record| RunRecord {
+    };
+    let cuda = cfg.run.device.starts_with("cuda");
+    Ok(RunRecord {
         peak_rss_mib: report::peak_rss_mib(),
-        gpu_mib: if cfg.run.device.starts_with("cuda") {
-            report::gpu_memory_mib()
-        } else {
-            None
-        },
+        gpu_mib: cuda.then(report::gpu_memory_mib).flatten(),
         cpu_s: report::cpu_seconds()
             .zip(cpu_before)
             .map(|(after, before)| after - before),
@@ -657,13 +583,7 @@ fn reference(
         .args(["--lr", &b.optim.lr.get().to_string()])
         .args(["--momentum", &b.optim.momentum.get().to_string()])
         .args(["--weight-decay", &b.optim.weight_decay.get().to_string()])
-        .args([
-            "--soft-labels",
-            match case.soft_labels {
-                SoftLabels::Online => "online",
-                SoftLabels::Cached => "cached",
-            },
-        ])
+        .args(["--soft-labels", &crate::config::spelled(&case.soft_labels)])
         .args(["--threads", &b.run.threads.unwrap_or(0).to_string()])
         .args(["--device", &plan.device])
         .args(["--seed", &b.run.seed.to_string()]);
@@ -685,25 +605,36 @@ mod tests {
 
     #[test]
     fn variants_parse() {
-        let v: Variant = "channels_last+bf16".parse().unwrap();
-        assert!(v.channels_last && v.bf16 && !v.bf16_student && v.threads.is_none());
-        let v: Variant = "bf16+bf16_student".parse().unwrap();
-        assert!(v.bf16 && v.bf16_student && !v.channels_last && !v.fp32);
-        // fp32 pins the rounding paths off; a later part turns one back on.
-        let mut cfg = Config::default();
-        "fp32+channels_last"
-            .parse::<Variant>()
-            .unwrap()
-            .apply(&mut cfg);
+        let applied = |name: &str| {
+            let mut cfg = Config::default();
+            name.parse::<Variant>().unwrap().apply(&mut cfg).unwrap();
+            cfg
+        };
+        let (default, bf16) = (Config::default(), ComputeDtype::Bf16);
+        let cfg = applied("channels_last+bf16");
         assert_eq!(cfg.perf.channels_last, Some(true));
-        assert_eq!(cfg.perf.attack_dtype, ComputeDtype::F32);
+        assert_eq!(cfg.perf.attack_dtype, bf16);
+        assert_eq!(cfg.perf.student_dtype, default.perf.student_dtype);
+        assert_eq!(cfg.run.threads, default.run.threads);
+        let cfg = applied("bf16+bf16_student");
+        assert_eq!(
+            (cfg.perf.attack_dtype, cfg.perf.student_dtype),
+            (bf16, bf16)
+        );
+        // Neither channels_last nor fp32 (which pins it off).
+        assert_eq!(cfg.perf.channels_last, default.perf.channels_last);
+        // fp32 pins the rounding paths off; another part turns one back on.
+        for name in ["fp32+channels_last", "channels_last+fp32"] {
+            let cfg = applied(name);
+            assert_eq!(cfg.perf.channels_last, Some(true));
+            assert_eq!(cfg.perf.attack_dtype, ComputeDtype::F32);
+        }
         // defaults: the config as it is.
-        let mut cfg = Config::default();
-        "defaults".parse::<Variant>().unwrap().apply(&mut cfg);
+        let cfg = applied("defaults");
         assert_eq!(cfg.perf.attack_dtype, ComputeDtype::Auto);
         assert_eq!(cfg.perf.channels_last, None);
-        let v: Variant = "threads=1".parse().unwrap();
-        assert_eq!(v.threads, Some(1));
+        assert_eq!(applied("threads=1").run.threads, Some(1));
+        assert!("bf16+amp".parse::<Variant>().unwrap().amp());
         assert!("fp16".parse::<Variant>().is_err());
         assert!("threads=0".parse::<Variant>().is_err());
     }

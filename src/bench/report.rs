@@ -128,14 +128,8 @@ fn reference() -> Side {
 }
 
 impl RunRecord {
-    pub(super) fn timed(
-        images: u64,
-        seconds: f64,
-        mean_loss: Option<f64>,
-        stages: Option<Vec<StageShare>>,
-        parts: Option<BTreeMap<String, f64>>,
-        cache: Option<(u64, u64)>,
-    ) -> RunRecord {
+    /// A Rust run's record of `images` in `seconds`, the rest empty.
+    pub(super) fn timed(images: u64, seconds: f64, mean_loss: Option<f64>) -> RunRecord {
         RunRecord {
             teacher: String::new(),
             steps: 0,
@@ -148,11 +142,11 @@ impl RunRecord {
             seconds,
             images_per_s: images as f64 / seconds.max(1e-9),
             mean_loss,
-            stages,
-            parts,
+            stages: None,
+            parts: None,
             tuned: None,
-            cache_hits: cache.map(|c| c.0),
-            cache_misses: cache.map(|c| c.1),
+            cache_hits: None,
+            cache_misses: None,
             peak_rss_mib: None,
             cpu_s: None,
             gpu_mib: None,
@@ -347,7 +341,7 @@ impl BenchReport {
                 let runs_of = |side: Side| -> Vec<&RunRecord> {
                     let variant = match side {
                         // The reference under autocast faces the AMP variants, fp32 the others.
-                        Side::Reference if !variant.amp => Some("fp32"),
+                        Side::Reference if !variant.amp() => Some("fp32"),
                         // The tuned loop is fp32 in its update; it faces every variant.
                         Side::TunedReference => None,
                         _ => Some(variant.name.as_str()),

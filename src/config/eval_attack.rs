@@ -40,9 +40,6 @@ pub enum EvalAttack {
     Square { queries: usize },
 }
 
-/// Builds a counted evaluation from (K, restarts).
-type Make = fn(usize, usize) -> EvalAttack;
-
 /// `K` of a name such as `pgd20`: None when absent, an error when malformed.
 fn count(name: &str, digits: &str) -> std::result::Result<Option<usize>, String> {
     if digits.is_empty() {
@@ -81,71 +78,47 @@ impl EvalAttack {
             "fgsm" => return single(EvalAttack::Fgsm),
             _ => {}
         }
-        // Longest prefixes first: apgd_t must not swallow another name.
-        if let Some(digits) = base.strip_prefix("square") {
-            if restarts != 1 {
-                return Err(format!(
-                    "evaluation {name:?}: square has no restarts; give it more queries (square10000)"
-                ));
-            }
-            if !digits.is_empty() && !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(unknown());
-            }
-            let queries = count(name, digits)?.unwrap_or(SQUARE_QUERIES);
-            return Ok(EvalAttack::Square { queries });
-        }
-        let prefixes: [(&str, Make, Option<usize>); 5] = [
-            (
-                "apgd_dlr",
-                |k, r| EvalAttack::ApgdDlr {
-                    iterations: k,
-                    restarts: r,
-                },
-                Some(APGD_ITERATIONS),
-            ),
-            (
-                "apgd_ce",
-                |k, r| EvalAttack::ApgdCe {
-                    iterations: k,
-                    restarts: r,
-                },
-                Some(APGD_ITERATIONS),
-            ),
-            (
-                "apgd_t",
-                |k, r| EvalAttack::ApgdT {
-                    iterations: k,
-                    restarts: r,
-                },
-                Some(APGD_ITERATIONS),
-            ),
-            (
-                "pgd",
-                |k, r| EvalAttack::Pgd {
-                    steps: k,
-                    restarts: r,
-                },
-                None,
-            ),
-            (
-                "cw",
-                |k, r| EvalAttack::Cw {
-                    steps: k,
-                    restarts: r,
-                },
-                Some(CW_STEPS),
-            ),
+        // Each counted name with its default count; longest prefixes first:
+        // apgd_t must not swallow another name.
+        let counted = [
+            ("square", Some(SQUARE_QUERIES)),
+            ("apgd_dlr", Some(APGD_ITERATIONS)),
+            ("apgd_ce", Some(APGD_ITERATIONS)),
+            ("apgd_t", Some(APGD_ITERATIONS)),
+            ("pgd", None),
+            ("cw", Some(CW_STEPS)),
         ];
-        for (prefix, make, default) in prefixes {
-            if let Some(digits) = base.strip_prefix(prefix) {
-                if !digits.is_empty() && !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(unknown());
-                }
-                let k = count(name, digits)?.or(default).ok_or_else(unknown)?;
-                return Ok(make(k, restarts));
-            }
+        let Some((prefix, default)) = counted.into_iter().find(|(p, _)| base.starts_with(p)) else {
+            return Err(unknown());
+        };
+        if prefix == "square" && restarts != 1 {
+            return Err(format!(
+                "evaluation {name:?}: square has no restarts; give it more queries (square10000)"
+            ));
         }
-        Err(unknown())
+        let digits = &base[prefix.len()..];
+        if !digits.is_empty() && !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(unknown());
+        }
+        let k = count(name, digits)?.or(default).ok_or_else(unknown)?;
+        Ok(match prefix {
+            "apgd_dlr" => EvalAttack::ApgdDlr {
+                iterations: k,
+                restarts,
+            },
+            "apgd_ce" => EvalAttack::ApgdCe {
+                iterations: k,
+                restarts,
+            },
+            "apgd_t" => EvalAttack::ApgdT {
+                iterations: k,
+                restarts,
+            },
+            "pgd" => EvalAttack::Pgd { steps: k, restarts },
+            "cw" => EvalAttack::Cw { steps: k, restarts },
+            "square" => EvalAttack::Square { queries: k },
+            _ => unreachable!("{prefix} is one of the counted names above"),
+        })
     }
 
     /// Parses a comma-separated list (`natural,pgd20,apgd_ce`); blanks around names are ignored.

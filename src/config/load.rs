@@ -105,7 +105,6 @@ fn overlay(base: &mut toml::Table, top: toml::Table) {
 
 /// Deserialises one file's text on its own; errors name the full key and line.
 fn check_file(text: &str, origin: &str) -> Result<()> {
-    let err = |message: String| Error::config(origin, message);
     serde_path_to_error::deserialize::<_, Config>(toml::Deserializer::new(text))
         .map(|_| ())
         .map_err(|e| {
@@ -120,10 +119,8 @@ fn check_file(text: &str, origin: &str) -> Result<()> {
                 "." | "" => inner.span().and_then(|s| key_at(text, s.start)),
                 _ => Some(key),
             };
-            match key {
-                Some(key) => err(format!("key `{key}`: {message}{at}")),
-                None => err(format!("{message}{at}")),
-            }
+            let key = key.map(|k| format!("key `{k}`: ")).unwrap_or_default();
+            Error::config(origin, format!("{key}{message}{at}"))
         })
 }
 
@@ -144,13 +141,12 @@ pub fn load_str(text: &str, origin: &str, with_env: bool) -> Result<Config> {
         }
     }
     let layered = builder.build().map_err(|e| err(e.to_string()))?;
-    let mut config: Config = layered.try_deserialize().map_err(|e| err(e.to_string()))?;
+    let config: Config = layered.try_deserialize().map_err(|e| err(e.to_string()))?;
     if config.base.is_some() {
         return Err(err(
             "key `base`: only files can extend a base (use ard_pipeline::config::load)".into(),
         ));
     }
-    config.base = None;
     config.validate().map_err(|errors| {
         err(errors
             .iter()
@@ -235,8 +231,8 @@ fn env_overrides(text: &str, origin: &str) -> Result<toml::Table> {
     }
     let base: toml::Table =
         toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
-    // Each failed key may turn one override into a string: at most one retry each.
-    for _ in 0..=vars.len() {
+    // Each retry turns one more override into a string, so this loop ends.
+    loop {
         let mut overrides = toml::Table::new();
         for v in &vars {
             set_path(&mut overrides, &v.path, v.value.clone());
@@ -265,10 +261,6 @@ fn env_overrides(text: &str, origin: &str) -> Result<toml::Table> {
         let message = format!("key `{key}`: {}", e.into_inner().message().trim_end());
         return Err(Error::config(file, message));
     }
-    Err(Error::config(
-        origin,
-        "environment overrides could not be read",
-    ))
 }
 
 /// Whether a serde "invalid type" message says a string was expected.

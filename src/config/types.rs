@@ -413,9 +413,10 @@ impl Default for LossConfig {
 }
 
 /// Learning-rate schedule kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleKind {
+    #[default]
     Constant,
     /// lr * gamma^(number of milestones passed); milestones in epochs.
     Multistep,
@@ -426,7 +427,7 @@ pub enum ScheduleKind {
 }
 
 /// `[optim.schedule]`. Keys that only one kind uses are optional, and rejected for the others.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleConfig {
     pub kind: ScheduleKind,
@@ -436,17 +437,6 @@ pub struct ScheduleConfig {
     pub gamma: Option<Real>,
     /// one_cycle: where the peak lies, as a fraction of all iterations.
     pub peak_at: Option<Real>,
-}
-
-impl Default for ScheduleConfig {
-    fn default() -> Self {
-        Self {
-            kind: ScheduleKind::Constant,
-            milestones: None,
-            gamma: None,
-            peak_at: None,
-        }
-    }
 }
 
 /// `[optim]`: SGD and its schedule.
@@ -617,12 +607,9 @@ pub enum ComputeDtype {
 }
 
 /// `[perf]`: how the numbers are computed, not the algorithm (see
-/// `src/perf.rs` and README "Performance"). On by default where they apply:
-/// the two paths that give the same weights bit for bit, and on a CPU
-/// `channels_last` and the attack in bf16 (where native; within a point of
-/// f32 over three seeds). Opt-in: the student's and the online teacher's
-/// passes in bf16 (`student_dtype`, `teacher_dtype`: 1.8 points natural and
-/// 1.5 PGD-20 below f32 over three quickstart seeds, README "Performance").
+/// `src/perf.rs`, and README "Performance" for what each costs in accuracy).
+/// On by default where they apply: the two bit-exact paths, and on a CPU
+/// `channels_last` and the attack in bf16; the other bf16 passes are opt-in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerfConfig {
@@ -699,16 +686,6 @@ pub enum GuardAction {
     Warn,
     /// Warn, stop training, and make the best-by-validation checkpoint the final result.
     Stop,
-}
-
-impl GuardAction {
-    pub fn name(self) -> &'static str {
-        match self {
-            GuardAction::Off => "off",
-            GuardAction::Warn => "warn",
-            GuardAction::Stop => "stop",
-        }
-    }
 }
 
 /// `[guard]`: watches 1-step training for catastrophic overfitting. After every

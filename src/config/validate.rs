@@ -294,14 +294,12 @@ impl Config {
             s.peak_at,
             "is only used by kind = \"one_cycle\"",
         );
-        if let Some(p) = s.peak_at {
-            c.require(
-                p.get() > 0.0 && p.get() < 1.0,
-                "optim.schedule.peak_at",
-                p,
-                "must be in (0, 1)",
-            );
-        }
+        c.require(
+            s.peak_at.is_none_or(|p| p.get() > 0.0 && p.get() < 1.0),
+            "optim.schedule.peak_at",
+            s.peak_at,
+            "must be in (0, 1)",
+        );
 
         c.at_least_1("train.epochs", self.train.epochs);
         c.at_least_1_if_set("train.max_steps", self.train.max_steps);
@@ -344,14 +342,13 @@ impl Config {
             p.stall_timeout_s,
             "must be positive when set",
         );
-        if !self.metrics.listen.is_empty() {
-            c.require(
-                self.metrics.listen.parse::<std::net::SocketAddr>().is_ok(),
-                "metrics.listen",
-                &self.metrics.listen,
-                "must be HOST:PORT with a numeric host, e.g. 127.0.0.1:9187, or empty",
-            );
-        }
+        let listen = &self.metrics.listen;
+        c.require(
+            listen.is_empty() || listen.parse::<std::net::SocketAddr>().is_ok(),
+            "metrics.listen",
+            listen,
+            "must be HOST:PORT with a numeric host, e.g. 127.0.0.1:9187, or empty",
+        );
 
         let perf = &self.perf;
         c.require(
@@ -377,23 +374,22 @@ impl Config {
         }
 
         // --- validation split, model selection, overfitting guard (issue 6) ---
-        let train_total = TRAIN_IMAGES;
         let v = self.data.validation_images;
         c.require(
-            v < train_total,
+            v < TRAIN_IMAGES,
             "data.validation_images",
             v,
             "must leave training images: at most 49999 of CIFAR-10's 50000",
         );
         if let Some(n) = self.data.train_limit {
             c.require(
-                n.saturating_add(v) <= train_total,
+                n.saturating_add(v) <= TRAIN_IMAGES,
                 "data.train_limit",
                 n,
                 &format!(
                     "with data.validation_images = {v} at most {} images remain for training \
                      (the validation split is the last {v} of the 50000)",
-                    train_total.saturating_sub(v)
+                    TRAIN_IMAGES.saturating_sub(v)
                 ),
             );
         }
@@ -412,7 +408,6 @@ impl Config {
             g.action,
             "the guard evaluates held-out images: set data.validation_images to at least 1",
         );
-        // --- end of issue 6 checks ---
 
         if c.0.is_empty() {
             Ok(())

@@ -94,12 +94,7 @@ const VIEW_DOMAIN: u64 = 0x7669_6577_7331_3632; // "views162"
 /// three, uniform over the 162 views (bias below 1e-17), independent of any order.
 pub fn view_for(seed: u64, epoch: u64, index: u64) -> View {
     let h = splitmix64(splitmix64(splitmix64(seed ^ VIEW_DOMAIN) ^ epoch) ^ index);
-    let v = (h % NUM_VIEWS as u64) as u16;
-    View {
-        dx: ((v / 2) % OFFSETS) as u8,
-        dy: ((v / 2) / OFFSETS) as u8,
-        flip: v % 2 == 1,
-    }
+    View::from_index((h % NUM_VIEWS as u64) as u16).expect("below NUM_VIEWS")
 }
 
 /// Writes `view` of `image` (3072 CHW bytes) into `out` (3072 floats) as
@@ -147,14 +142,11 @@ pub fn apply_view(image: &[u8], view: View, out: &mut [f32]) {
             dst_row[..lo].fill(0.0);
             dst_row[hi..].fill(0.0);
             let dst = &mut dst_row[lo..hi];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = f32::from(s) / 255.0;
+            }
             if view.flip {
-                for (d, &s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = f32::from(s) / 255.0;
-                }
-            } else {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = f32::from(s) / 255.0;
-                }
+                dst.reverse();
             }
         }
     }

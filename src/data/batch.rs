@@ -29,18 +29,6 @@ pub struct Batch {
     pub labels: Tensor,
 }
 
-impl Batch {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.indices.len()
-    }
-
-    /// True when the batch holds no images.
-    pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
-    }
-}
-
 /// Builds the batch of images `indices` of `split` under `views` (one per index)
 /// on the host, then copies it to `device` in one transfer.
 ///
@@ -131,18 +119,6 @@ impl EpochPlan {
         }
     }
 
-    /// An evaluation plan: dataset order, identity views, all images.
-    pub fn eval(batch_size: usize) -> Self {
-        Self {
-            batch_size,
-            seed: 0,
-            epoch: 0,
-            shuffle: false,
-            augment: false,
-            drop_last: false,
-        }
-    }
-
     /// Number of batches over `n` images (0 when `batch_size` is 0).
     pub fn num_batches(&self, n: usize) -> usize {
         match self.batch_size {
@@ -181,11 +157,6 @@ pub struct Batches {
 }
 
 impl Batches {
-    /// The whole epoch order.
-    pub fn order(&self) -> &[usize] {
-        &self.order
-    }
-
     /// Batch number `b` (from 0), independent of iteration; `None` past the end.
     pub fn batch(&self, b: usize) -> Option<(Vec<usize>, Vec<View>)> {
         if b >= self.plan.num_batches(self.order.len()) {

@@ -37,17 +37,10 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 }
 
 /// Lower-case hex digest (`D`: md5, sha256, ...) of the file at `path`, read in 1 MiB chunks.
-pub fn file_digest<D: Digest>(path: &Path) -> std::io::Result<String> {
-    let mut f = fs::File::open(path)?;
+pub fn file_digest<D: Digest + Write>(path: &Path) -> std::io::Result<String> {
+    let mut f = std::io::BufReader::with_capacity(1 << 20, fs::File::open(path)?);
     let mut hasher = D::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    std::io::copy(&mut f, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
 }
 

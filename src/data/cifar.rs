@@ -167,12 +167,14 @@ impl Split {
     }
 }
 
+/// The batch files of both splits.
+pub(super) fn batch_files() -> impl Iterator<Item = &'static str> {
+    TRAIN_FILES.into_iter().chain(TEST_FILES)
+}
+
 /// The batch files (of both splits) that are absent from `root`.
 pub fn missing_files(root: &Path) -> Vec<&'static str> {
-    TRAIN_FILES
-        .iter()
-        .chain(TEST_FILES.iter())
-        .copied()
+    batch_files()
         .filter(|name| !root.join(name).is_file())
         .collect()
 }

@@ -10,7 +10,7 @@
 
 use super::checksum::{hex, Stamp};
 use super::cifar::{
-    missing_files, META_FILE, RECORDS_PER_FILE, RECORD_BYTES, TEST_FILES, TRAIN_FILES,
+    batch_files, missing_files, META_FILE, RECORDS_PER_FILE, RECORD_BYTES, TEST_FILES, TRAIN_FILES,
 };
 use crate::config::DataConfig;
 use crate::error::{Error, Result};
@@ -255,12 +255,7 @@ fn extract(archive: &Path, dir: &Path) -> Result<BTreeMap<String, String>, Strin
             .map_err(|e| format!("cannot flush {}: {e}", dest.display()))?;
         found.insert(name.to_owned(), md5);
     }
-    let missing: Vec<&str> = TRAIN_FILES
-        .iter()
-        .chain(TEST_FILES.iter())
-        .copied()
-        .filter(|n| !found.contains_key(*n))
-        .collect();
+    let missing: Vec<&str> = batch_files().filter(|n| !found.contains_key(*n)).collect();
     if !missing.is_empty() {
         return Err(format!(
             "the archive lacks {ARCHIVE_DIR}/{{{}}}",
@@ -284,11 +279,8 @@ fn member_name(path: &Path) -> Option<&'static str> {
     if dir.to_str() != Some(ARCHIVE_DIR) {
         return None;
     }
-    TRAIN_FILES
-        .iter()
-        .chain(TEST_FILES.iter())
-        .chain([META_FILE].iter())
-        .copied()
+    batch_files()
+        .chain([META_FILE])
         .find(|m| file.to_str() == Some(*m))
 }
 

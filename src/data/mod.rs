@@ -1,14 +1,7 @@
-//! The CIFAR-10 data layer: the binary reader, download and checksums,
-//! augmentation views, and batches.
-//!
-//! - [`cifar`]: read `data_batch_{1..5}.bin` / `test_batch.bin` into a [`Split`]
-//!   of raw bytes, checking sizes, labels and md5.
-//! - [`checksum`]: the offline copy's md5 table and the download stamp that makes
-//!   files count as "official".
-//! - [`download`]: fetch and verify the official archive, install it atomically.
-//! - [`augment`]: the 162 crop-and-flip [`View`]s, keyed by (seed, epoch, index).
-//! - [`batch`]: per-epoch order, batch plans, and [`Batch`] tensors.
-//! - [`validation`]: the held-out validation split (the last training images).
+//! The CIFAR-10 data layer: the binary reader ([`cifar`]), md5 checks
+//! ([`checksum`]) and the verified download ([`download`]), the 162
+//! crop-and-flip [`View`]s ([`augment`]), epoch plans and [`Batch`] tensors
+//! ([`batch`]), and the held-out validation split ([`validation`]).
 //!
 //! Typical use: `let train = data::load(&cfg.data, SplitKind::Train)?;` then, per
 //! epoch, `for (idx, views) in EpochPlan::train(&cfg.data, seed, epoch).batches(train.len())`
@@ -40,12 +33,5 @@ pub fn load(cfg: &DataConfig, kind: SplitKind) -> Result<Split> {
     }
     ensure_cifar10(cfg)?;
     let split = load_split(&cfg.root, kind, cfg.checksums)?;
-    let limit = match kind {
-        SplitKind::Train => cfg.train_limit,
-        SplitKind::Test => cfg.test_limit,
-    };
-    Ok(match limit {
-        Some(n) => split.prefix(n),
-        None => split,
-    })
+    Ok(split.prefix(cfg.test_limit.unwrap_or(usize::MAX)))
 }

@@ -118,6 +118,13 @@ fn file_bytes(path: &Path) -> Result<u64> {
         .len())
 }
 
+/// The last non-empty line of a child process's stderr, or `otherwise`.
+fn last_line(stderr: &[u8], otherwise: &str) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+    last.unwrap_or(otherwise).to_string()
+}
+
 /// Runs the Python side; its last stderr line becomes the error.
 fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
     let failed = |what: String| {
@@ -142,12 +149,7 @@ fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
             ))
         })?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
+        let last = last_line(&output.stderr, "no message");
         return Err(failed(format!("failed ({}): {last}", output.status)));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -207,15 +209,10 @@ fn latency_in_child(
     })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(Error::Process(format!(
             "latency of {}: {}",
             model.display(),
-            stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("failed")
+            last_line(&output.stderr, "failed")
         )));
     }
     serde_json::from_str(stdout.trim()).map_err(|e| {
@@ -276,10 +273,10 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
 
     let set = EvalSet::test(&cfg.data, Some(opts.test_images))?;
     let mut fp32 = OnnxModel::open(&fp32_path, threads)?;
-    let mut int8 = match opts.int8_calibration {
-        Some(_) => Some(OnnxModel::open(&int8_path, threads)?),
-        None => None,
-    };
+    let mut int8 = opts
+        .int8_calibration
+        .map(|_| OnnxModel::open(&int8_path, threads))
+        .transpose()?;
     let batch = cfg.data.batch_size.max(1);
     let verification = verify::verify(&model, &mut fp32, int8.as_mut(), &set, batch)?;
     if !verification.fp32.pass {
@@ -301,62 +298,50 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
             q.drop
         );
     }
-    let robustness = if opts.square_queries > 0 {
-        Some(verify::robustness(
-            &model,
-            &mut fp32,
-            int8.as_mut(),
-            &set,
-            cfg,
-            opts.square_queries,
-        )?)
-    } else {
-        None
-    };
+    let robustness = (opts.square_queries > 0)
+        .then(|| {
+            let queries = opts.square_queries;
+            verify::robustness(&model, &mut fp32, int8.as_mut(), &set, cfg, queries)
+        })
+        .transpose()?;
     drop((fp32, int8));
 
-    let mut files = vec![FileFacts {
-        name: FP32_FILE.into(),
-        precision: "fp32".into(),
-        bytes: file_bytes(&fp32_path)?,
-        sha256: sha256(&fp32_path)?,
-    }];
+    let file_facts = |name: &str, precision: &str, path: &Path| -> Result<FileFacts> {
+        Ok(FileFacts {
+            name: name.into(),
+            precision: precision.into(),
+            bytes: file_bytes(path)?,
+            sha256: sha256(path)?,
+        })
+    };
+    let mut files = vec![file_facts(FP32_FILE, "fp32", &fp32_path)?];
     if opts.int8_calibration.is_some() {
-        files.push(FileFacts {
-            name: INT8_FILE.into(),
-            precision: "int8".into(),
-            bytes: file_bytes(&int8_path)?,
-            sha256: sha256(&int8_path)?,
-        });
+        files.push(file_facts(INT8_FILE, "int8", &int8_path)?);
     }
+    let weights_bytes = file_bytes(&opts.weights)?;
     let edge = match &opts.latency {
         Some(latency) => {
             log::info!("export: latency and peak memory, {threads} threads");
             let mut rows = Vec::new();
-            let weights_bytes = file_bytes(&opts.weights)?;
-            for (name, runtime, path, arch, bytes) in [
-                (
-                    "tch fp32",
-                    "libtorch",
-                    opts.weights.clone(),
-                    Some(opts.arch),
-                    weights_bytes,
-                ),
-                (
-                    "onnx fp32",
-                    "onnxruntime",
-                    fp32_path.clone(),
-                    None,
-                    files[0].bytes,
-                ),
-            ]
-            .into_iter()
-            .chain(
-                files
-                    .get(1)
-                    .map(|f| ("onnx int8", "onnxruntime", int8_path.clone(), None, f.bytes)),
-            ) {
-                let child = latency_in_child(opts, &path, arch, threads, latency)?;
+            let tch = (
+                "tch fp32",
+                "libtorch",
+                &*opts.weights,
+                Some(opts.arch),
+                weights_bytes,
+            );
+            let fp32 = (
+                "onnx fp32",
+                "onnxruntime",
+                &*fp32_path,
+                None,
+                files[0].bytes,
+            );
+            let int8 = files
+                .get(1)
+                .map(|f| ("onnx int8", "onnxruntime", &*int8_path, None, f.bytes));
+            for (name, runtime, path, arch, bytes) in [tch, fp32].into_iter().chain(int8) {
+                let child = latency_in_child(opts, path, arch, threads, latency)?;
                 rows.push(EdgeRow {
                     model: name.into(),
                     runtime: runtime.into(),
@@ -381,7 +366,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
         source: Source {
             path: opts.weights.display().to_string(),
             sha256: sha256(&opts.weights)?,
-            bytes: file_bytes(&opts.weights)?,
+            bytes: weights_bytes,
         },
         input: "images: float32 [N, 3, 32, 32], RGB in [0, 1], N dynamic".into(),
         output: "logits: float32 [N, 10] (CIFAR-10 classes)".into(),

@@ -132,10 +132,6 @@ impl OnnxModel {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Logits [N, classes] (f32, CPU) for images `x` [N, 3, H, W].
     pub fn logits(&mut self, x: &Tensor) -> Result<Tensor> {
         let x = x
@@ -146,20 +142,20 @@ impl OnnxModel {
         let n = x.numel();
         let mut data = vec![0f32; n];
         x.f_copy_data(&mut data, n)?;
-        let path = self.path.clone();
+        let path = &self.path;
         let input = TensorRef::from_array_view((shape.clone(), &data[..]))
-            .map_err(|e| ort_error(&path, "input", e))?;
+            .map_err(|e| ort_error(path, "input", e))?;
         let outputs = self
             .session
             .run(ort::inputs![input])
-            .map_err(|e| ort_error(&path, "run", e))?;
+            .map_err(|e| ort_error(path, "run", e))?;
         let (out_shape, values) = outputs[0]
             .try_extract_tensor::<f32>()
-            .map_err(|e| ort_error(&path, "output", e))?;
+            .map_err(|e| ort_error(path, "output", e))?;
         let out_shape: Vec<i64> = out_shape.iter().copied().collect();
         if out_shape.len() != 2 || out_shape[0] != shape[0] {
             return Err(ort_error(
-                &path,
+                path,
                 "output",
                 format!("logits of shape {out_shape:?} for {} images", shape[0]),
             ));

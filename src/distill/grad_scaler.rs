@@ -15,8 +15,6 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradScaler {
     scale: f64,
-    growth_factor: f64,
-    backoff_factor: f64,
     growth_interval: u32,
     good_steps: u32,
     skipped: u64,
@@ -34,8 +32,6 @@ impl GradScaler {
     pub fn new(init_scale: f64, growth_interval: u32) -> Self {
         GradScaler {
             scale: init_scale,
-            growth_factor: 2.0,
-            backoff_factor: 0.5,
             growth_interval: growth_interval.max(1),
             good_steps: 0,
             skipped: 0,
@@ -85,11 +81,11 @@ impl GradScaler {
         if finite {
             self.good_steps += 1;
             if self.good_steps >= self.growth_interval {
-                self.scale *= self.growth_factor;
+                self.scale *= 2.0;
                 self.good_steps = 0;
             }
         } else {
-            self.scale *= self.backoff_factor;
+            self.scale *= 0.5;
             self.good_steps = 0;
             self.skipped += 1;
         }

@@ -101,6 +101,15 @@ impl Objective {
         }
     }
 
+    /// KL(target ‖ softmax(logits)), reduced as configured.
+    fn kl_to(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        kl(
+            &logits.log_softmax(-1, Kind::Float),
+            target,
+            self.kl_reduction,
+        )
+    }
+
     /// The scalar loss.
     pub fn loss(&self, inputs: &LossInputs) -> Result<Tensor> {
         let missing = |what: &str| {
@@ -129,26 +138,14 @@ impl Objective {
             }
             LossKind::Rslad => {
                 let p = teacher()?.detach().softmax(-1, Kind::Float);
-                let adv = kl(
-                    &inputs.student_adv.log_softmax(-1, Kind::Float),
-                    &p,
-                    self.kl_reduction,
-                )?;
-                let nat = kl(
-                    &clean()?.log_softmax(-1, Kind::Float),
-                    &p,
-                    self.kl_reduction,
-                )?;
+                let adv = self.kl_to(inputs.student_adv, &p)?;
+                let nat = self.kl_to(clean()?, &p)?;
                 Ok(adv * self.rslad_adv_weight + nat * self.rslad_nat_weight)
             }
             LossKind::PgdAt => cross_entropy(inputs.student_adv, inputs.labels),
             LossKind::Trades => {
                 let s_clean = clean()?;
-                let robust = kl(
-                    &inputs.student_adv.log_softmax(-1, Kind::Float),
-                    &s_clean.softmax(-1, Kind::Float),
-                    self.kl_reduction,
-                )?;
+                let robust = self.kl_to(inputs.student_adv, &s_clean.softmax(-1, Kind::Float))?;
                 Ok(cross_entropy(s_clean, inputs.labels)? + robust * self.beta)
             }
             LossKind::PaperAlg1 => {

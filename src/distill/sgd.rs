@@ -21,13 +21,7 @@ pub struct Sgd {
 
 impl Sgd {
     /// Optimises the trainable variables of `vs` (in a stable, name-sorted order).
-    pub fn new(
-        vs: &VarStore,
-        momentum: f64,
-        weight_decay: f64,
-        nesterov: bool,
-        grad_clip: Option<f64>,
-    ) -> Sgd {
+    pub fn from_config(vs: &VarStore, cfg: &crate::config::OptimConfig) -> Sgd {
         let mut named: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -37,24 +31,14 @@ impl Sgd {
         let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
         let buffers = params.iter().map(|_| None).collect();
         Sgd {
-            momentum,
-            weight_decay,
-            nesterov,
-            grad_clip,
+            momentum: cfg.momentum.get(),
+            weight_decay: cfg.weight_decay.get(),
+            nesterov: cfg.nesterov,
+            grad_clip: cfg.grad_clip.map(|c| c.get()),
             names,
             params,
             buffers,
         }
-    }
-
-    pub fn from_config(vs: &VarStore, cfg: &crate::config::OptimConfig) -> Sgd {
-        Sgd::new(
-            vs,
-            cfg.momentum.get(),
-            cfg.weight_decay.get(),
-            cfg.nesterov,
-            cfg.grad_clip.map(|c| c.get()),
-        )
     }
 
     /// The parameters it updates.
@@ -89,14 +73,9 @@ impl Sgd {
     /// a bf16 compute copy ([`crate::perf::ComputeCopy`]). Clipping scales them in place.
     pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) -> Result<()> {
         if grads.len() != self.params.len() {
-            return Err(crate::Error::invalid(
-                "optimiser step",
-                format!(
-                    "{} gradients for {} parameters",
-                    grads.len(),
-                    self.params.len()
-                ),
-            ));
+            let (g, p) = (grads.len(), self.params.len());
+            let message = format!("{g} gradients for {p} parameters");
+            return Err(crate::Error::invalid("optimiser step", message));
         }
         tch::no_grad(|| -> Result<()> {
             if let Some(max_norm) = self.grad_clip {
@@ -142,11 +121,6 @@ impl Sgd {
         })
     }
 
-    /// The momentum buffers (None before a parameter's first step), in parameter order.
-    pub fn buffers(&self) -> &[Option<Tensor>] {
-        &self.buffers
-    }
-
     /// The optimiser state as named tensors (`momentum.<parameter name>`), for checkpoints.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         self.names
@@ -162,22 +136,17 @@ impl Sgd {
     /// Restores the state written by [`Sgd::state_tensors`]; unknown or
     /// mis-shaped entries are an error naming them.
     pub fn load_state(&mut self, state: &std::collections::BTreeMap<String, Tensor>) -> Result<()> {
+        let bad = |message: String| crate::Error::invalid("optimiser state", message);
         for (key, t) in state {
-            let name = key.strip_prefix("momentum.").ok_or_else(|| {
-                crate::Error::invalid("optimiser state", format!("unexpected {key}"))
-            })?;
-            let i = self.names.iter().position(|n| n == name).ok_or_else(|| {
-                crate::Error::invalid("optimiser state", format!("no parameter {name}"))
-            })?;
-            if t.size() != self.params[i].size() {
-                return Err(crate::Error::invalid(
-                    "optimiser state",
-                    format!(
-                        "{name} has {:?}, parameter has {:?}",
-                        t.size(),
-                        self.params[i].size()
-                    ),
-                ));
+            let name = key
+                .strip_prefix("momentum.")
+                .ok_or_else(|| bad(format!("unexpected {key}")))?;
+            let found = self.names.iter().position(|n| n == name);
+            let i = found.ok_or_else(|| bad(format!("no parameter {name}")))?;
+            let shape = self.params[i].size();
+            if t.size() != shape {
+                let got = t.size();
+                return Err(bad(format!("{name} has {got:?}, parameter has {shape:?}")));
             }
             self.buffers[i] = Some(
                 t.to_device(self.params[i].device())

@@ -181,7 +181,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         tch::manual_seed(cfg.run.seed as i64);
         let model = Model::new(arch, device);
         let report = EvalReport {
-            edge: Some(edge_report(&model, Some(latency))?),
+            edge: Some(edge_report(&model, latency)?),
             ..EvalReport::default()
         };
         write_json(opts, &report)?;
@@ -201,14 +201,11 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     };
     let limit = opts.test_limit.or(cfg.eval.test_limit);
     let set = EvalSet::test(&cfg.data, limit.or(cfg.data.test_limit))?;
+    let order: Vec<String> = opts.evals.iter().map(|e| e.name()).collect();
     log::info!(
         "eval: {arch} on {} test images, {} ({} per batch, {device:?})",
         set.labels.size()[0],
-        opts.evals
-            .iter()
-            .map(|e| e.name())
-            .collect::<Vec<_>>()
-            .join(", "),
+        order.join(", "),
         cfg.data.batch_size
     );
     let job = Evaluation {
@@ -228,7 +225,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     }
     .report();
     if let Some(latency) = &opts.latency {
-        report.edge = Some(edge_report(&model, Some(latency))?);
+        report.edge = Some(edge_report(&model, latency)?);
     }
     write_json(opts, &report)?;
     if let Some(path) = &opts.save_logits {
@@ -241,7 +238,6 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
             ],
         )?;
     }
-    let order = opts.evals.iter().map(|e| e.name()).collect();
     Ok(outcome(Some(weights.clone()), order, report))
 }
 

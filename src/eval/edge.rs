@@ -24,21 +24,11 @@ use tch::{Device, Kind, Tensor};
 /// Input side of the zoo's models (CIFAR-10).
 pub const IMAGE_SIZE: i64 = 32;
 
-/// What a layer of the inventory is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerKind {
-    Conv,
-    Linear,
-    BatchNorm,
-}
-
 /// One layer that the forward pass uses, with its cost for one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerCost {
     /// The layer's parameter prefix (`block1.layer.0.conv1`), as in checkpoints.
     pub name: String,
-    pub kind: LayerKind,
     /// Shape of the layer's `weight`.
     pub weight_shape: Vec<i64>,
     /// Trainable parameters (weight and bias).
@@ -78,7 +68,6 @@ impl Inventory {
         let weight = c_out * (c_in / groups) * k * k;
         self.layers.push(LayerCost {
             name,
-            kind: LayerKind::Conv,
             weight_shape: vec![c_out, c_in / groups, k, k],
             params: weight as u64,
             macs: (weight * out * out) as u64,
@@ -89,7 +78,6 @@ impl Inventory {
     fn bn(&mut self, name: String, c: i64) {
         self.layers.push(LayerCost {
             name,
-            kind: LayerKind::BatchNorm,
             weight_shape: vec![c],
             params: 2 * c as u64,
             macs: 0,
@@ -99,7 +87,6 @@ impl Inventory {
     fn linear(&mut self, name: String, c_in: i64, c_out: i64) {
         self.layers.push(LayerCost {
             name,
-            kind: LayerKind::Linear,
             weight_shape: vec![c_out, c_in],
             params: (c_in * c_out + c_out) as u64,
             macs: (c_in * c_out) as u64,
@@ -267,12 +254,6 @@ pub struct EdgeReport {
     pub latency: Vec<Latency>,
 }
 
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
 /// The median of `times` (seconds), which must not be empty.
 fn median(times: &mut [f64]) -> f64 {
     times.sort_by(|a, b| a.total_cmp(b));
@@ -346,29 +327,27 @@ pub fn measure_latency(model: &Model, batch: usize, opts: &LatencyOptions) -> Re
     tch::no_grad(|| {
         time_latency(batch, opts, || {
             let _ = model.forward_t(&x, false);
-            sync(device);
+            if let Device::Cuda(i) = device {
+                tch::Cuda::synchronize(i as i64);
+            }
             Ok(())
         })
     })
 }
 
-/// Parameters and MACs of `model`, and its latency when `latency` is given.
-pub fn edge_report(model: &Model, latency: Option<&LatencyOptions>) -> Result<EdgeReport> {
-    let device = model.device();
-    let latency = match latency {
-        Some(opts) => opts
-            .batch_sizes
-            .iter()
-            .map(|&b| measure_latency(model, b, opts))
-            .collect::<Result<_>>()?,
-        None => Vec::new(),
-    };
+/// Parameters and MACs of `model`, and its latency.
+pub fn edge_report(model: &Model, opts: &LatencyOptions) -> Result<EdgeReport> {
+    let latency = opts
+        .batch_sizes
+        .iter()
+        .map(|&b| measure_latency(model, b, opts))
+        .collect::<Result<_>>()?;
     Ok(EdgeReport {
         arch: model.arch.to_string(),
         parameters: model.num_parameters().max(0) as u64,
         parameters_in_forward: parameters_in_forward(model.arch),
         macs_per_image: macs_per_image(model.arch),
-        device: crate::device::device_name(device),
+        device: crate::device::device_name(model.device()),
         threads: tch::get_num_threads(),
         latency,
     })
@@ -492,7 +471,7 @@ mod tests {
             runs: 3,
             budget_s: 10.0,
         };
-        let report = edge_report(&model, Some(&opts)).unwrap();
+        let report = edge_report(&model, &opts).unwrap();
         assert_eq!(report.latency.len(), 2);
         for l in &report.latency {
             assert_eq!(l.runs, 3);

@@ -30,8 +30,8 @@
 pub mod command;
 pub mod edge;
 
-use crate::attacks::{self, Attack, AttackInput, NoiseKey, Restarts};
-use crate::config::{AttackConfig, DataConfig};
+use crate::attacks::{self, predict, Attack, AttackInput, NoiseKey, Restarts, APGD_T_TARGETS};
+use crate::config::{AttackConfig, DataConfig, RandomStart};
 use crate::data::SplitKind;
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -55,8 +55,8 @@ impl EvalAttack {
     /// eps is the training attack's.
     pub fn build(&self, train_attack: &AttackConfig) -> Option<Box<dyn Attack>> {
         let eps = train_attack.eps.get();
-        match *self {
-            EvalAttack::Natural => None,
+        Some(match *self {
+            EvalAttack::Natural => return None,
             EvalAttack::TrainAttack => {
                 let mut cfg = train_attack.clone();
                 cfg.bn_mode = crate::config::BnMode::Eval;
@@ -67,36 +67,31 @@ impl EvalAttack {
                         attacks::n_fgsm(e, step, cfg.random_start, false).within(e),
                     ));
                 }
-                Some(cfg.build())
+                cfg.build()
             }
-            EvalAttack::Fgsm => Some(Box::new(attacks::fgsm(eps, eps, false))),
-            EvalAttack::Pgd { steps, restarts } => Some(Box::new(Restarts {
-                inner: attacks::eval_pgd(eps, EVAL_STEP, steps),
+            EvalAttack::Fgsm => Box::new(attacks::fgsm(eps, eps, false)),
+            EvalAttack::Pgd { steps, restarts } => Box::new(Restarts {
+                inner: attacks::pgd(eps, EVAL_STEP, steps, RandomStart::Uniform, false),
                 restarts,
-            })),
-            EvalAttack::Cw { steps, restarts } => Some(Box::new(Restarts {
-                inner: attacks::eval_cw(eps, EVAL_STEP, steps),
+            }),
+            EvalAttack::Cw { steps, restarts } => Box::new(Restarts {
+                inner: attacks::cw(eps, EVAL_STEP, steps),
                 restarts,
-            })),
+            }),
             EvalAttack::ApgdCe {
                 iterations,
                 restarts,
-            } => Some(Box::new(attacks::apgd_ce(eps, iterations, restarts))),
+            } => Box::new(attacks::apgd_ce(eps, iterations, restarts)),
             EvalAttack::ApgdDlr {
                 iterations,
                 restarts,
-            } => Some(Box::new(attacks::apgd_dlr(eps, iterations, restarts))),
+            } => Box::new(attacks::apgd_dlr(eps, iterations, restarts)),
             EvalAttack::ApgdT {
                 iterations,
                 restarts,
-            } => Some(Box::new(attacks::apgd_t(
-                eps,
-                iterations,
-                restarts,
-                attacks::APGD_T_TARGETS,
-            ))),
-            EvalAttack::Square { queries } => Some(Box::new(attacks::square(eps, queries))),
-        }
+            } => Box::new(attacks::apgd_t(eps, iterations, restarts, APGD_T_TARGETS)),
+            EvalAttack::Square { queries } => Box::new(attacks::square(eps, queries)),
+        })
     }
 
     /// Whether this evaluation needs teacher logits with `train_attack`.
@@ -240,34 +235,18 @@ impl EvalMasks {
     }
 }
 
-/// Predicted classes [B], BatchNorm in eval mode, no graph.
-fn predict(model: &Model, x: &Tensor) -> Tensor {
-    tch::no_grad(|| model.forward_t(x, false)).argmax(-1, false)
-}
-
 fn check_set(set: &EvalSet, batch_size: usize) -> Result<usize> {
+    let bad = |message: String| Err(Error::invalid("evaluation", message));
     let size = set.images.size();
     if size.len() != 4 || size[1] != 3 {
-        return Err(Error::invalid(
-            "evaluation",
-            format!("images must be [N, 3, H, W], got {size:?}"),
-        ));
+        return bad(format!("images must be [N, 3, H, W], got {size:?}"));
     }
-    if set.labels.size() != [size[0]] {
-        return Err(Error::invalid(
-            "evaluation",
-            format!(
-                "{} images but labels of shape {:?}",
-                size[0],
-                set.labels.size()
-            ),
-        ));
+    let labels = set.labels.size();
+    if labels != [size[0]] {
+        return bad(format!("{} images but labels of shape {labels:?}", size[0]));
     }
     if batch_size == 0 {
-        return Err(Error::invalid(
-            "evaluation",
-            "batch size must be at least 1",
-        ));
+        return bad("batch size must be at least 1".into());
     }
     Ok(size[0] as usize)
 }
@@ -283,26 +262,6 @@ fn cat_masks(parts: &[Tensor]) -> Result<Tensor> {
 
 /// An evaluation with its attack (None: the clean input).
 type BuiltEval = (EvalAttack, Option<Box<dyn Attack>>);
-
-/// Each evaluation with its attack (None: the clean input), after checking
-/// that a teacher is there when one needs it.
-fn build_evals(
-    evals: &[EvalAttack],
-    train_attack: &AttackConfig,
-    teacher: Option<&Model>,
-) -> Result<Vec<BuiltEval>> {
-    if let Some(e) = evals
-        .iter()
-        .find(|e| e.needs_teacher(train_attack) && teacher.is_none())
-    {
-        return Err(Error::Setting(format!(
-            "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
-         (set teacher.weights)",
-            e.name()
-        )));
-    }
-    Ok(evals.iter().map(|e| (*e, e.build(train_attack))).collect())
-}
 
 /// One evaluation job: a model on a test set under a list of evaluations.
 #[derive(Clone, Copy)]
@@ -350,10 +309,21 @@ impl Evaluation<'_> {
         Ok(predict(self.model, &x_adv).f_eq_tensor(y)?)
     }
 
-    /// The number of images and the evaluations' attacks, after checking the set and the teacher.
+    /// The number of images and each evaluation with its attack, after
+    /// checking the set and that a teacher is there when one needs it.
     fn checked(&self) -> Result<(usize, Vec<BuiltEval>)> {
         let n = check_set(self.set, self.batch_size)?;
-        Ok((n, build_evals(self.evals, self.train_attack, self.teacher)?))
+        let missing =
+            |e: &&EvalAttack| e.needs_teacher(self.train_attack) && self.teacher.is_none();
+        if let Some(e) = self.evals.iter().find(missing) {
+            return Err(Error::Setting(format!(
+                "evaluation {}: the training attack is kl_pgd, which needs the teacher's logits \
+         (set teacher.weights)",
+                e.name()
+            )));
+        }
+        let built = self.evals.iter().map(|e| (*e, e.build(self.train_attack)));
+        Ok((n, built.collect()))
     }
 
     /// Each evaluation's accuracy on every image, and the worst case.

@@ -1,33 +1,14 @@
-//! Telemetry and the control plane: the one canonical list of metric names, the
-//! training metrics' Prometheus handles, the HTTP endpoint (`/metrics`,
-//! `/healthz`, `/status`, on actix-web) and the SIGINT/SIGTERM handler.
+//! Telemetry and the control plane: the one canonical list of metric names
+//! ([`names`]), the training metrics' Prometheus handles ([`TrainMetrics`]), the
+//! HTTP endpoint (`/metrics`, `/healthz`, `/status`, on actix-web; [`start`]) and
+//! the SIGINT/SIGTERM handler ([`install`]).
 //!
-//! - [`names`]: every metric's name, kind, labels and help ([`names::ALL`]);
-//!   the per-stage ones are the `ard-actors` runtime's, re-exported;
-//! - [`registry`]: [`TrainMetrics`], registered once with the run's `run` label;
-//! - [`status`]: the `/status` document ([`Status`]) and its sources;
-//! - [`server`]: the HTTP endpoint on its own actix thread ([`start`]);
-//! - [`signals`]: first signal cancels, second exits at once ([`install`]);
-//! - [`error`]: the module's error type, [`MetricsError`].
-//!
-//! Wiring, in the pipeline's runner:
-//!
-//! ```ignore
-//! let registry = prometheus::Registry::new();
-//! let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &["natural", "pgd20"])?;
-//! let options = PipelineOptions { const_labels: metrics::const_labels(&cfg.run.name), ..Default::default() };
-//! let builder = PipelineBuilder::new(&registry, options)?;
-//! let cancel = builder.cancel_token();
-//! let signals = metrics::install(move |_| cancel.cancel())?;
-//! let status = Arc::new(PipelineStatus::new(metrics.clone(), registry.clone()));
-//! let server = metrics::start(&cfg.metrics.listen, registry.clone(), status.clone())?;
-//! let handle = builder.source(..)?.stage(..)?.sink(..)?.run()?;
-//! status.attach(handle.stats_reader());
-//! let outcome = handle.join();
-//! status.set_phase(Phase::Finished);
-//! if let Some(server) = server { server.shutdown()?; }
-//! if let Some(signal) = signals.received() { std::process::exit(signal.exit_code()); }
-//! ```
+//! Wiring, in the pipeline's runner: register [`TrainMetrics`] and give the
+//! `PipelineBuilder` the [`const_labels`] of the same run on the same registry;
+//! [`install`] a handler that cancels the pipeline; [`start`] the server with a
+//! [`PipelineStatus`] and [`attach`](PipelineStatus::attach) the running
+//! pipeline's stats reader; at the end set [`Phase::Finished`], shut the server
+//! down and exit with the received signal's [`exit_code`](Signal::exit_code).
 
 pub mod error;
 pub mod names;

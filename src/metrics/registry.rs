@@ -63,16 +63,46 @@ impl std::fmt::Debug for TrainMetrics {
     }
 }
 
-/// Builds the metric family `name`, with its help text from [`names::ALL`]
-/// and the constant `labels`.
-fn family<T>(
-    name: &'static str,
-    labels: &HashMap<String, String>,
-    build: impl FnOnce(Opts) -> prometheus::Result<T>,
-) -> Result<T, MetricsError> {
-    let help = names::lookup(name).map_or("", |metric| metric.help);
-    build(Opts::new(name, help).const_labels(labels.clone()))
-        .map_err(|cause| MetricsError::Register { name, cause })
+/// A family's name, a box to register, and one to unregister it with on a rollback.
+type Built = (&'static str, Box<dyn Collector>, Box<dyn Collector>);
+
+/// Metric families built with the constant labels, registered all at once
+/// (after their starting values are set) or not at all.
+struct Families {
+    labels: HashMap<String, String>,
+    built: Vec<Built>,
+}
+
+impl Families {
+    /// Builds the family `name`, with its help text from [`names::ALL`].
+    fn add<T: Collector + Clone + 'static>(
+        &mut self,
+        name: &'static str,
+        build: impl FnOnce(Opts) -> prometheus::Result<T>,
+    ) -> Result<T, MetricsError> {
+        let help = names::lookup(name).map_or("", |metric| metric.help);
+        let family = build(Opts::new(name, help).const_labels(self.labels.clone()))
+            .map_err(|cause| MetricsError::Register { name, cause })?;
+        let (a, b) = (Box::new(family.clone()), Box::new(family.clone()));
+        self.built.push((name, a, b));
+        Ok(family)
+    }
+
+    /// Registers every family in order; on a failure, unregisters those already
+    /// registered, leaving `registry` as it was.
+    fn register(self, registry: &Registry) -> Result<(), MetricsError> {
+        let mut done = Vec::new();
+        for (name, family, copy) in self.built {
+            if let Err(cause) = registry.register(family) {
+                for family in done {
+                    let _ = registry.unregister(family);
+                }
+                return Err(MetricsError::Register { name, cause });
+            }
+            done.push(copy);
+        }
+        Ok(())
+    }
 }
 
 /// Saturating conversion for the integer gauges.
@@ -97,31 +127,26 @@ impl TrainMetrics {
         attacks: &[&str],
         eval_attacks: &[&str],
     ) -> Result<Self, MetricsError> {
-        let labels = &const_labels(run);
+        let mut families = Families {
+            labels: const_labels(run),
+            built: Vec::new(),
+        };
         use names as n;
         let metrics = Self {
             run: Arc::from(run),
-            gradient_steps: family(n::ATTACK_GRADIENT_STEPS_TOTAL, labels, |opts| {
+            gradient_steps: families.add(n::ATTACK_GRADIENT_STEPS_TOTAL, |opts| {
                 IntCounterVec::new(opts, &[n::ATTACK_LABEL])
             })?,
-            cache_hits: family(
-                n::SOFT_LABEL_CACHE_HITS_TOTAL,
-                labels,
-                IntCounter::with_opts,
-            )?,
-            cache_misses: family(
-                n::SOFT_LABEL_CACHE_MISSES_TOTAL,
-                labels,
-                IntCounter::with_opts,
-            )?,
-            train_steps: family(n::TRAIN_STEPS_TOTAL, labels, IntCounter::with_opts)?,
-            loss: family(n::TRAIN_LOSS, labels, Gauge::with_opts)?,
-            eval_accuracy: family(n::EVAL_ACCURACY, labels, |opts| {
+            cache_hits: families.add(n::SOFT_LABEL_CACHE_HITS_TOTAL, IntCounter::with_opts)?,
+            cache_misses: families.add(n::SOFT_LABEL_CACHE_MISSES_TOTAL, IntCounter::with_opts)?,
+            train_steps: families.add(n::TRAIN_STEPS_TOTAL, IntCounter::with_opts)?,
+            loss: families.add(n::TRAIN_LOSS, Gauge::with_opts)?,
+            eval_accuracy: families.add(n::EVAL_ACCURACY, |opts| {
                 GaugeVec::new(opts, &[n::ATTACK_LABEL])
             })?,
-            learning_rate: family(n::LEARNING_RATE, labels, Gauge::with_opts)?,
-            epoch: family(n::EPOCH, labels, IntGauge::with_opts)?,
-            weight_staleness: family(n::WEIGHT_STALENESS, labels, IntGauge::with_opts)?,
+            learning_rate: families.add(n::LEARNING_RATE, Gauge::with_opts)?,
+            epoch: families.add(n::EPOCH, IntGauge::with_opts)?,
+            weight_staleness: families.add(n::WEIGHT_STALENESS, IntGauge::with_opts)?,
             last_eval: Arc::new(Mutex::new(None)),
         };
         metrics.loss.set(f64::NAN);
@@ -136,41 +161,8 @@ impl TrainMetrics {
                 gauge.set(f64::NAN);
             }
         }
-        let collectors = metrics.collectors();
-        for (index, (name, collector)) in collectors.iter().enumerate() {
-            if let Err(cause) = registry.register(collector.box_clone()) {
-                for (_, done) in collectors.iter().take(index) {
-                    let _ = registry.unregister(done.box_clone());
-                }
-                return Err(MetricsError::Register { name, cause });
-            }
-        }
+        families.register(registry)?;
         Ok(metrics)
-    }
-
-    /// Every family with its name, in [`names::ALL`] order.
-    fn collectors(&self) -> Vec<(&'static str, Box<dyn CloneCollector>)> {
-        use names as n;
-        vec![
-            (
-                n::ATTACK_GRADIENT_STEPS_TOTAL,
-                Box::new(self.gradient_steps.clone()),
-            ),
-            (
-                n::SOFT_LABEL_CACHE_HITS_TOTAL,
-                Box::new(self.cache_hits.clone()),
-            ),
-            (
-                n::SOFT_LABEL_CACHE_MISSES_TOTAL,
-                Box::new(self.cache_misses.clone()),
-            ),
-            (n::TRAIN_STEPS_TOTAL, Box::new(self.train_steps.clone())),
-            (n::TRAIN_LOSS, Box::new(self.loss.clone())),
-            (n::EVAL_ACCURACY, Box::new(self.eval_accuracy.clone())),
-            (n::LEARNING_RATE, Box::new(self.learning_rate.clone())),
-            (n::EPOCH, Box::new(self.epoch.clone())),
-            (n::WEIGHT_STALENESS, Box::new(self.weight_staleness.clone())),
-        ]
     }
 
     /// The run's name (the `run` label).
@@ -310,17 +302,6 @@ impl TrainMetrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-}
-
-/// A collector that can be boxed again (for registration and rollback).
-trait CloneCollector: Collector {
-    fn box_clone(&self) -> Box<dyn Collector>;
-}
-
-impl<C: Collector + Clone + 'static> CloneCollector for C {
-    fn box_clone(&self) -> Box<dyn Collector> {
-        Box::new(self.clone())
     }
 }
 

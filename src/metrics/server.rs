@@ -83,14 +83,12 @@ pub fn start_at(
     registry: Registry,
     status: Arc<dyn StatusSource>,
 ) -> Result<ServerHandle, MetricsError> {
-    let listener = TcpListener::bind(addr).map_err(|cause| MetricsError::Bind {
+    let bind_error = |cause| MetricsError::Bind {
         addr: addr.to_string(),
         cause,
-    })?;
-    let bound = listener.local_addr().map_err(|cause| MetricsError::Bind {
-        addr: addr.to_string(),
-        cause,
-    })?;
+    };
+    let listener = TcpListener::bind(addr).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
     let server_error = |message: String| MetricsError::Server {
         addr: bound.to_string(),
         message,

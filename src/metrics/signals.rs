@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -66,17 +66,6 @@ impl Signal {
     pub fn from_number(number: i32) -> Option<Signal> {
         Signal::ALL.into_iter().find(|s| s.number() == number)
     }
-
-    fn code(self) -> u8 {
-        match self {
-            Signal::Interrupt => 1,
-            Signal::Terminate => 2,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Signal> {
-        Signal::ALL.into_iter().find(|s| s.code() == code)
-    }
 }
 
 impl fmt::Display for Signal {
@@ -89,8 +78,8 @@ type Callback = Box<dyn FnOnce(Signal) + Send + 'static>;
 
 /// The state of one `install`, shared by its guard and the dispatch thread.
 struct Active {
-    /// 0 until the first signal, then `Signal::code`.
-    received: AtomicU8,
+    /// 0 until the first signal, then its number.
+    received: AtomicI32,
     callback: Mutex<Option<Callback>>,
 }
 
@@ -115,7 +104,7 @@ pub struct SignalGuard {
 impl SignalGuard {
     /// The first signal received since `install`, if any.
     pub fn received(&self) -> Option<Signal> {
-        Signal::from_code(self.active.received.load(Ordering::SeqCst))
+        Signal::from_number(self.active.received.load(Ordering::SeqCst))
     }
 }
 
@@ -164,7 +153,7 @@ pub fn install(
         state.hooked = true;
     }
     let active = Arc::new(Active {
-        received: AtomicU8::new(0),
+        received: AtomicI32::new(0),
         callback: Mutex::new(Some(Box::new(on_first))),
     });
     state.active = Some(active.clone());
@@ -239,7 +228,7 @@ fn dispatch(signal: Signal) {
     };
     let first = active
         .received
-        .compare_exchange(0, signal.code(), Ordering::SeqCst, Ordering::SeqCst)
+        .compare_exchange(0, signal.number(), Ordering::SeqCst, Ordering::SeqCst)
         .is_ok();
     if !first {
         return;
@@ -269,8 +258,8 @@ mod tests {
         assert_eq!(Signal::from_number(SIGINT), Some(Signal::Interrupt));
         assert_eq!(Signal::from_number(9), None);
         for signal in Signal::ALL {
-            assert_eq!(Signal::from_code(signal.code()), Some(signal));
+            assert_eq!(Signal::from_number(signal.number()), Some(signal));
         }
-        assert_eq!(Signal::from_code(0), None);
+        assert_eq!(Signal::from_number(0), None);
     }
 }

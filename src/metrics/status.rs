@@ -167,9 +167,10 @@ impl PipelineStatus {
             .unwrap_or_else(PoisonError::into_inner)
             .phase = phase;
     }
+}
 
-    /// The current status.
-    pub fn snapshot(&self) -> Status {
+impl StatusSource for PipelineStatus {
+    fn status(&self) -> Status {
         let (phase, stats) = {
             let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             (state.phase, state.stats.clone())
@@ -215,12 +216,6 @@ impl PipelineStatus {
             queues,
             last_eval: self.metrics.last_eval(),
         }
-    }
-}
-
-impl StatusSource for PipelineStatus {
-    fn status(&self) -> Status {
-        self.snapshot()
     }
 }
 

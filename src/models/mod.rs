@@ -139,8 +139,7 @@ impl Model {
 
     /// Overwrites this model's variables with `other`'s (same architecture).
     pub fn copy_weights_from(&mut self, other: &Model) -> Result<()> {
-        self.vs.copy(&other.vs)?;
-        Ok(())
+        Ok(self.vs.copy(&other.vs)?)
     }
 
     pub fn device(&self) -> Device {

@@ -2,13 +2,14 @@
 //!
 //! A cache opened [`Access::ReadOnly`] maps the file (memmap2) and never writes
 //! it; many runs can share one file this way. [`Access::ReadWrite`] takes the
-//! writer lock ([`WriterLock`]), reads the file (or starts empty) into memory,
+//! writer lock ([`lock::acquire`]), reads the file (or starts empty) into memory,
 //! and [`flush`](SoftLabelCache::flush) writes it back atomically (temp file,
 //! fsync, rename, fsync of the folder) when something was added.
 
 use super::error::{CacheError, CacheResult};
 use super::format::{encode_header, read_header, Dtype, Header, Identity, Layout};
-use super::lock::WriterLock;
+use super::lock;
+use crate::file_lock::FileLock;
 use memmap2::Mmap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -54,7 +55,7 @@ pub struct SoftLabelCache {
     filled: u64,
     logits: Logits,
     dirty: bool,
-    lock: Option<WriterLock>,
+    lock: Option<FileLock>,
 }
 
 impl std::fmt::Debug for SoftLabelCache {
@@ -85,7 +86,7 @@ impl SoftLabelCache {
     /// file is absent; `ReadOnly` errors then.
     pub fn open(path: &Path, expected: &Header, access: Access) -> CacheResult<SoftLabelCache> {
         let lock = match access {
-            Access::ReadWrite => Some(WriterLock::acquire(path)?),
+            Access::ReadWrite => Some(lock::acquire(path)?),
             Access::ReadOnly => None,
         };
         if access == Access::ReadWrite && !path.exists() {
@@ -103,7 +104,7 @@ impl SoftLabelCache {
     }
 
     /// An empty cache that only lives in memory until flushed, under `lock`.
-    fn empty(path: &Path, header: Header, lock: Option<WriterLock>) -> CacheResult<SoftLabelCache> {
+    fn empty(path: &Path, header: Header, lock: Option<FileLock>) -> CacheResult<SoftLabelCache> {
         let (_, layout) = encode_header(&header, path)?;
         let logits = match logits_len(path, &layout)? {
             0 => Logits::Empty,
@@ -120,7 +121,7 @@ impl SoftLabelCache {
         layout: Layout,
         bitmap: Vec<u8>,
         logits: Logits,
-        lock: Option<WriterLock>,
+        lock: Option<FileLock>,
     ) -> Self {
         SoftLabelCache {
             path: path.to_owned(),
@@ -136,7 +137,7 @@ impl SoftLabelCache {
         }
     }
 
-    fn read(path: &Path, access: Access, lock: Option<WriterLock>) -> CacheResult<SoftLabelCache> {
+    fn read(path: &Path, access: Access, lock: Option<FileLock>) -> CacheResult<SoftLabelCache> {
         let mut file = File::open(path).map_err(|e| CacheError::io(path, e))?;
         let len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
         let (header, layout) = read_header(&mut file, len, path)?;
@@ -146,14 +147,11 @@ impl SoftLabelCache {
         file.read_exact(&mut bitmap)
             .map_err(|e| CacheError::io(path, e))?;
         let entries = header.entries();
-        if entries % 8 != 0 {
-            let last = bitmap.last().copied().unwrap_or(0);
-            if last >> (entries % 8) != 0 {
-                return Err(CacheError::corrupt(
-                    path,
-                    "bits set past the last entry of the filled bitmap",
-                ));
-            }
+        if entries % 8 != 0 && bitmap.last().is_some_and(|b| b >> (entries % 8) != 0) {
+            return Err(CacheError::corrupt(
+                path,
+                "bits set past the last entry of the filled bitmap",
+            ));
         }
         let logits = if layout.logits_bytes == 0 {
             Logits::Empty
@@ -377,24 +375,20 @@ impl SoftLabelCache {
             ));
         }
         let eb = self.header.entry_bytes();
-        let first = self.entry_unchecked(s, 0);
+        let first = (s - self.header.image_start) * self.slots as u64;
         let n = other.header.entries();
         let src = other.logits.bytes();
         self.owned_mut()?[(first * eb as u64) as usize..((first + n) * eb as u64) as usize]
             .copy_from_slice(&src[..(n * eb as u64) as usize]);
         for j in 0..n {
             let (byte, bit) = (((first + j) / 8) as usize, 1u8 << ((first + j) % 8));
-            let had = self.bitmap[byte] & bit != 0;
             if other.bit(j) {
-                if !had {
-                    self.filled += 1;
-                }
                 self.bitmap[byte] |= bit;
-            } else if had {
-                self.filled -= 1;
+            } else {
                 self.bitmap[byte] &= !bit;
             }
         }
+        self.filled = count_bits(&self.bitmap);
         self.dirty = true;
         Ok(())
     }
@@ -408,10 +402,6 @@ impl SoftLabelCache {
                 "opened read-only: cannot store soft labels",
             )),
         }
-    }
-
-    fn entry_unchecked(&self, index: u64, slot: usize) -> u64 {
-        (index - self.header.image_start) * self.slots as u64 + slot as u64
     }
 
     /// Writes the cache to its file when it holds unwritten entries (atomically:
@@ -440,10 +430,7 @@ impl SoftLabelCache {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let result = (|| -> std::io::Result<()> {
             let file = File::create(&tmp)?;
@@ -468,15 +455,12 @@ impl SoftLabelCache {
     }
 
     /// A new writable cache at `path` with `header`, under the writer lock;
-    /// nothing is on disk until [`flush`](Self::flush) (used to merge shards).
+    /// nothing is on disk until [`flush`](Self::flush), which writes it even
+    /// when nothing was added (a merge must produce its output file).
     pub fn create(path: &Path, header: Header) -> CacheResult<SoftLabelCache> {
-        let lock = WriterLock::acquire(path)?;
-        SoftLabelCache::empty(path, header, Some(lock))
-    }
-
-    /// Marks the cache as needing a write even when nothing was added (a merge
-    /// that must produce its output file).
-    pub fn mark_dirty(&mut self) {
-        self.dirty = true;
+        let lock = lock::acquire(path)?;
+        let mut cache = SoftLabelCache::empty(path, header, Some(lock))?;
+        cache.dirty = true;
+        Ok(cache)
     }
 }

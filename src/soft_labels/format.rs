@@ -22,6 +22,7 @@ use super::shard::Shard;
 use super::views::ViewSet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 /// First 8 bytes of every cache file.
@@ -287,12 +288,17 @@ pub fn encode_header(header: &Header, path: &Path) -> CacheResult<(Vec<u8>, Layo
 /// whose total size is `file_len`: magic, version, a decodable and consistent
 /// header, and a file size equal to the layout's.
 pub fn read_header(
-    reader: &mut impl std::io::Read,
+    reader: &mut impl Read,
     file_len: u64,
     path: &Path,
 ) -> CacheResult<(Header, Layout)> {
-    let mut pre = [0u8; PREAMBLE_BYTES];
-    let got = read_up_to(reader, &mut pre).map_err(|e| CacheError::io(path, e))?;
+    let mut pre = Vec::with_capacity(PREAMBLE_BYTES);
+    reader
+        .by_ref()
+        .take(PREAMBLE_BYTES as u64)
+        .read_to_end(&mut pre)
+        .map_err(|e| CacheError::io(path, e))?;
+    let got = pre.len();
     let magic_len = got.min(MAGIC.len());
     if pre[..magic_len] != MAGIC[..magic_len] || got == 0 {
         return Err(CacheError::Foreign {
@@ -355,20 +361,6 @@ pub fn read_header(
         ));
     }
     Ok((header, layout))
-}
-
-/// Like `read_exact`, but returns how many bytes were read when the input ends early.
-fn read_up_to(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -8,39 +8,24 @@ use super::error::{CacheError, CacheResult};
 use crate::file_lock::{FileLock, LockError};
 use std::path::{Path, PathBuf};
 
-/// Held while a process may write a cache file; released on drop.
-#[derive(Debug)]
-pub struct WriterLock(FileLock);
-
 /// `FILE.lock` beside `cache`.
 pub fn lock_path(cache: &Path) -> PathBuf {
-    let mut name = cache
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = cache.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     cache.with_file_name(name)
 }
 
-impl WriterLock {
-    /// Takes the lock of `cache`, creating its folder if needed.
-    pub fn acquire(cache: &Path) -> CacheResult<WriterLock> {
-        FileLock::acquire(&lock_path(cache))
-            .map(WriterLock)
-            .map_err(|e| match e {
-                LockError::Held { lock, holder } => CacheError::Locked {
-                    path: cache.to_owned(),
-                    lock,
-                    holder,
-                },
-                LockError::Io { path, source } => CacheError::io(&path, source),
-            })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        self.0.path()
-    }
+/// Takes the writer lock of `cache`, creating its folder if needed; it is held
+/// while a process may write the file and released on drop.
+pub fn acquire(cache: &Path) -> CacheResult<FileLock> {
+    FileLock::acquire(&lock_path(cache)).map_err(|e| match e {
+        LockError::Held { lock, holder } => CacheError::Locked {
+            path: cache.to_owned(),
+            lock,
+            holder,
+        },
+        LockError::Io { path, source } => CacheError::io(&path, source),
+    })
 }
 
 #[cfg(test)]
@@ -51,9 +36,9 @@ mod tests {
     fn a_second_writer_is_refused_naming_the_cache_and_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("c.softlabels");
-        let first = WriterLock::acquire(&cache).unwrap();
+        let first = acquire(&cache).unwrap();
         assert!(lock_path(&cache).exists());
-        let e = WriterLock::acquire(&cache).unwrap_err().to_string();
+        let e = acquire(&cache).unwrap_err().to_string();
         assert!(
             e.contains("c.softlabels.lock") && e.contains(&format!("pid {}", std::process::id())),
             "{e}"

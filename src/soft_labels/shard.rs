@@ -53,17 +53,9 @@ impl Shard {
 
     /// The partial file of this shard beside the full cache file `full`.
     pub fn path(self, full: &Path) -> PathBuf {
-        let mut name = full
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
+        let mut name = full.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".shard-{}-of-{}", self.index, self.count));
         full.with_file_name(name)
-    }
-
-    /// As written in headers: the shard itself.
-    pub fn id(self) -> Shard {
-        self
     }
 }
 
@@ -73,11 +65,10 @@ pub fn find_shards(full: &Path) -> CacheResult<Vec<PathBuf>> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = full
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!("{name}.shard-");
+    let prefix = format!(
+        "{}.shard-",
+        full.file_name().unwrap_or_default().to_string_lossy()
+    );
     let entries = std::fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))?;
     let mut found = Vec::new();
     for entry in entries {
@@ -132,24 +123,12 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
     let mut seen: Vec<Option<&Path>> = vec![None; count as usize];
     for part in &parts {
         let h = part.header();
-        part.identity()
-            .check(&identity, part.path())
-            .map_err(|e| match e {
-                CacheError::Mismatch {
-                    path,
-                    field,
-                    what,
-                    cached,
-                    run,
-                } => CacheError::Mismatch {
-                    path,
-                    field,
-                    what,
-                    cached,
-                    run: format!("{run} (as in {})", first_path.display()),
-                },
-                other => other,
-            })?;
+        if let Err(mut e) = part.identity().check(&identity, part.path()) {
+            if let CacheError::Mismatch { run, .. } = &mut e {
+                *run = format!("{run} (as in {})", first_path.display());
+            }
+            return Err(e);
+        }
         let shard = shard_of(part)?;
         if shard.count != count {
             return Err(CacheError::invalid(
@@ -160,14 +139,13 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
                 ),
             ));
         }
-        if (h.image_start, h.image_end) != shard.range(identity.dataset_images) {
+        let range = shard.range(identity.dataset_images);
+        if (h.image_start, h.image_end) != range {
             return Err(CacheError::corrupt(
                 part.path(),
                 format!(
-                    "shard {shard} holds images {}..{}, expected {:?}",
-                    h.image_start,
-                    h.image_end,
-                    shard.range(identity.dataset_images)
+                    "shard {shard} holds images {}..{}, expected {range:?}",
+                    h.image_start, h.image_end
                 ),
             ));
         }
@@ -211,7 +189,6 @@ pub fn merge(shards: &[PathBuf], output: &Path) -> CacheResult<MergeReport> {
     for part in &parts {
         full.copy_from(part)?;
     }
-    full.mark_dirty();
     full.flush()?;
     Ok(MergeReport {
         output: output.to_owned(),

@@ -4,7 +4,7 @@
 
 use super::cache::{Access, SoftLabelCache};
 use super::error::CacheError;
-use super::format::{Dtype, Header};
+use super::format::Header;
 use super::identity::{cache_path, run_identity};
 use super::views::ViewSet;
 use crate::config::{Config, SoftLabels};
@@ -272,9 +272,7 @@ impl SoftLabelSource {
                 if writable {
                     cache.put(indices[j], slots[j], row)?;
                 }
-                if cache.identity().dtype == Dtype::F16 {
-                    cache.round_trip(row);
-                }
+                cache.round_trip(row);
             }
         }
         self.hits += hits;

@@ -18,7 +18,7 @@ pub struct DataStage {
     device: Device,
     epochs: usize,
     total_steps: usize,
-    threads: super::ThreadBudget,
+    threads: super::Compute,
     views: ViewSet,
     // Position.
     epoch: usize,
@@ -50,7 +50,7 @@ impl DataStage {
             device,
             epochs,
             total_steps,
-            threads: super::ThreadBudget::new(threads),
+            threads: super::Compute::new(threads, None),
             views: ViewSet::All,
             epoch: 0,
             batch_in_epoch: 0,
@@ -103,7 +103,7 @@ impl Source for DataStage {
     }
 
     fn produce(&mut self) -> Result<Option<CleanBatch>, StageError> {
-        self.threads.apply_once();
+        self.threads.enter();
         if self.step >= self.total_steps || self.epoch >= self.epochs {
             return Ok(None);
         }

@@ -114,15 +114,14 @@ impl Stage for EvalStage {
                 plan.evaluate(model, teacher.as_ref()).map(Some)
             })
         })??;
-        let Some(report) = report else {
-            return Ok(());
-        };
-        let record = EvalRecord {
-            epoch: snapshot.epoch,
-            step: snapshot.step,
-            report,
-        };
-        self.recorder.evaluated(record, self.validator.as_mut())?;
+        if let Some(report) = report {
+            let record = EvalRecord {
+                epoch: snapshot.epoch,
+                step: snapshot.step,
+                report,
+            };
+            self.recorder.evaluated(record, self.validator.as_mut())?;
+        }
         Ok(())
     }
 

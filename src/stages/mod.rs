@@ -27,8 +27,8 @@ use crate::train::recorder::{Recorder, RunLog};
 use crate::train::records::EpochRecord;
 use crate::train::RunDir;
 use ard_actors::{
-    CancelToken, ComputeLane, Emitter, LaneServer, PipelineBuilder, PipelineOptions, RunSummary,
-    StageError, StatsReader,
+    CancelToken, ComputeLane, Emitter, PipelineBuilder, PipelineOptions, RunSummary, StageError,
+    StatsReader,
 };
 use std::time::Duration;
 
@@ -41,13 +41,12 @@ pub const STAGES: [&str; 5] = ["data", "teacher", "attack", "student", "eval"];
 /// compute on one shared lane (`pipeline.compute`, [`ComputePlacement`]).
 ///
 /// Shared (the CPU default): the lane takes every core (or `run.threads`)
-/// and the teacher, attack, student and eval stages' own threads do only
-/// bookkeeping (one thread each), so compute never has more threads than
-/// cores. On a CPU an intra-op
-/// team belongs to the thread that starts it: with a team per stage the
-/// process held more compute threads than cores, OpenMP stopped spinning
-/// between operations, and the pipeline's epoch took 1.15-1.3x the
-/// sequential trainer's (README "Performance").
+/// and the stages' own threads do only bookkeeping (one thread each), so
+/// compute never has more threads than cores. On a CPU an intra-op team
+/// belongs to the thread that starts it: with a team per stage the process
+/// held more compute threads than cores, OpenMP stopped spinning between
+/// operations, and the pipeline's epoch took 1.15-1.3x the sequential
+/// trainer's (README "Performance").
 ///
 /// Per stage: at staleness 0 the attack and the student alternate (each
 /// waits for the other), so each takes every core; the teacher runs ahead
@@ -112,44 +111,21 @@ impl ThreadPlan {
     }
 }
 
-/// A stage's intra-op thread count, applied on the stage's own thread the
-/// first time it runs (libtorch's setting is per thread).
-#[derive(Debug)]
-pub struct ThreadBudget {
+/// Where a stage runs its tensor work: its own thread, or the shared compute
+/// lane. The stage's thread itself always gets its intra-op thread count
+/// (bookkeeping such as weight snapshots and checkpoints runs there), set
+/// the first time it runs (libtorch's setting is per thread).
+pub struct Compute {
     threads: usize,
     applied: bool,
-}
-
-impl ThreadBudget {
-    pub fn new(threads: usize) -> Self {
-        ThreadBudget {
-            threads,
-            applied: false,
-        }
-    }
-
-    /// Sets the calling thread's libtorch thread count, once.
-    pub fn apply_once(&mut self) {
-        if !self.applied {
-            crate::device::set_this_threads_intra_op(self.threads);
-            self.applied = true;
-        }
-    }
-}
-
-/// Where a training stage runs its tensor work: its own thread (with its
-/// thread budget), or the shared compute lane. The stage's thread itself
-/// always gets its budget (bookkeeping such as weight snapshots and
-/// checkpoints runs there).
-pub struct Compute {
-    own: ThreadBudget,
     lane: Option<ComputeLane>,
 }
 
 impl Compute {
     pub fn new(threads: usize, lane: Option<ComputeLane>) -> Self {
         Compute {
-            own: ThreadBudget::new(threads),
+            threads,
+            applied: false,
             lane,
         }
     }
@@ -159,9 +135,12 @@ impl Compute {
         self.lane.is_some()
     }
 
-    /// Applies the stage thread's budget (call first in every handle).
+    /// Sets the stage thread's libtorch thread count, once (call first in every handle).
     pub fn enter(&mut self) {
-        self.own.apply_once();
+        if !self.applied {
+            crate::device::set_this_threads_intra_op(self.threads);
+            self.applied = true;
+        }
     }
 
     /// Runs `job` where this stage computes. On the lane, the wait for other
@@ -171,22 +150,12 @@ impl Compute {
         out: &mut Emitter<O>,
         job: impl FnOnce() -> R + Send,
     ) -> std::result::Result<R, StageError> {
-        self.own.apply_once();
+        self.enter();
         match &self.lane {
             Some(lane) => out.on_lane(lane, job),
             None => Ok(job()),
         }
     }
-}
-
-/// The shared compute lane of a run, when [`ThreadPlan::lane`] asks for one:
-/// served by the calling thread (which built the models; see
-/// `ard_actors::lane`), with the plan's intra-op thread count.
-fn compute_lane(plan: &ThreadPlan) -> Option<(ComputeLane, LaneServer)> {
-    plan.lane.map(|threads| {
-        crate::device::set_this_threads_intra_op(threads);
-        ComputeLane::on_this_thread("compute")
-    })
 }
 
 /// What a finished pipeline run reports.
@@ -237,7 +206,15 @@ pub fn run_pipeline(
     let (device, total, budget) = (ctx.device, ctx.total_steps, ctx.budget.clone());
     // With a complete soft-label cache the teacher never runs: its cores go to the attack and the student.
     let threads = ThreadPlan::for_run(cfg, device, teacher.is_some() && !soft_labels.is_complete());
-    let (lane, lane_server) = compute_lane(&threads).unzip();
+    // The shared compute lane, when the plan asks for one: served by this
+    // thread (which builds the models; see `ard_actors::lane`).
+    let (lane, lane_server) = threads
+        .lane
+        .map(|n| {
+            crate::device::set_this_threads_intra_op(n);
+            ComputeLane::on_this_thread("compute")
+        })
+        .unzip();
     let load_teacher = || -> Result<Model> {
         let path = cfg
             .teacher
@@ -344,20 +321,16 @@ pub fn run_pipeline(
     };
     let cap = cfg.pipeline.queue_capacity;
     let pipeline_err = Error::from_pipeline;
-    let handle = PipelineBuilder::new(registry, options)
-        .map_err(pipeline_err)?
-        .source(data_stage, cap)
-        .map_err(pipeline_err)?
-        .stage(teacher_stage, cap)
-        .map_err(pipeline_err)?
-        .stage(attack_stage, cap)
-        .map_err(pipeline_err)?
-        .stage(student_stage, 1)
-        .map_err(pipeline_err)?
-        .sink(eval_stage)
-        .map_err(pipeline_err)?
-        .run()
-        .map_err(pipeline_err)?;
+    let build = || {
+        PipelineBuilder::new(registry, options)?
+            .source(data_stage, cap)?
+            .stage(teacher_stage, cap)?
+            .stage(attack_stage, cap)?
+            .stage(student_stage, 1)?
+            .sink(eval_stage)?
+            .run()
+    };
+    let handle = build().map_err(pipeline_err)?;
     if let Some(on_start) = run_options.on_start {
         on_start(handle.stats_reader());
     }

@@ -90,6 +90,17 @@ impl StudentStage {
         self.recorder
             .checkpoint(&self.student, &self.update.sgd, position)
     }
+
+    /// The current weights for the eval stage, after `epoch` epochs.
+    fn snapshot(&self, epoch: usize, last: bool, eval_images: u64) -> Snapshot {
+        Snapshot {
+            epoch,
+            step: self.steps_done,
+            last,
+            weights: self.layout.snapshot(&self.student),
+            eval_images,
+        }
+    }
 }
 
 impl Stage for StudentStage {
@@ -170,16 +181,9 @@ impl Stage for StudentStage {
             let record = self.tally.finish(batch.at.epoch + 1, budget);
             self.recorder.epoch_end(&record, &self.student)?;
             self.checkpoint()?;
-            let snapshot = Snapshot {
-                epoch: batch.at.epoch + 1,
-                step: self.steps_done,
-                last: batch.at.last_in_run,
-                weights: self.layout.snapshot(&self.student),
-                eval_images: self
-                    .eval_plan
-                    .images_after(batch.at.epoch + 1, batch.at.last_in_run),
-            };
-            if batch.at.last_in_run {
+            let (epoch, last) = (batch.at.epoch + 1, batch.at.last_in_run);
+            let snapshot = self.snapshot(epoch, last, self.eval_plan.images_after(epoch, last));
+            if last {
                 out.send(snapshot)?;
                 self.sent_last = true;
                 // The attack stage's waits for newer weights end: no step follows.
@@ -214,13 +218,8 @@ impl Stage for StudentStage {
         self.board.close();
         if !self.sent_last && self.steps_done > 0 {
             // Resumed after the last step (killed during the final evaluation): evaluate it now.
-            out.send(Snapshot {
-                epoch: self.recorder.epochs().len(),
-                step: self.steps_done,
-                last: true,
-                weights: self.layout.snapshot(&self.student),
-                eval_images: self.eval_plan.images,
-            })?;
+            let epochs = self.recorder.epochs().len();
+            out.send(self.snapshot(epochs, true, self.eval_plan.images))?;
         }
         for path in self.recorder.final_weights_paths() {
             self.student.save(&path)?;

@@ -64,8 +64,7 @@ impl Stage for TeacherStage {
     }
 
     fn finish(&mut self, _out: &mut Emitter<TaughtBatch>) -> Result<(), StageError> {
-        self.source.finish()?;
-        Ok(())
+        Ok(self.source.finish()?)
     }
 
     fn interrupted(&mut self) {

@@ -108,12 +108,8 @@ pub fn run_sweep(
 ) -> Result<SweepOutcome> {
     let (file, backend, runs) = plan(path, backend)?;
     let dir = SweepDir::new(file.dir());
-    let backend_name = match backend {
-        Backend::Local => "local",
-        Backend::Ray => "ray",
-        Backend::K8s => "k8s",
-    };
-    dir.write(&file.sweep.name, path, backend_name, &runs)?;
+    let backend_name = crate::config::spelled(&backend);
+    dir.write(&file.sweep.name, path, &backend_name, &runs)?;
     say(&format!(
         "sweep {}: {} runs validated, backend {backend_name}, folder {}",
         file.sweep.name,

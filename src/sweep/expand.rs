@@ -118,16 +118,12 @@ fn build_run(
         }
         set_path(&mut table, key, value.clone()).map_err(|m| err(format!("key `{key}`: {m}")))?;
     }
+    let mut set = |key: &str, value| set_path(&mut table, key, value).map_err(err);
     let s = |v: &str| toml::Value::String(v.to_string());
-    set_path(&mut table, "run.name", s(name)).map_err(err)?;
-    set_path(
-        &mut table,
-        "run.out_dir",
-        s(&placement.out_dir.display().to_string()),
-    )
-    .map_err(err)?;
+    set("run.name", s(name))?;
+    set("run.out_dir", s(&placement.out_dir.display().to_string()))?;
     if let Some(t) = placement.threads {
-        set_path(&mut table, "run.threads", toml::Value::Integer(t as i64)).map_err(err)?;
+        set("run.threads", toml::Value::Integer(t as i64))?;
     }
     let listen = match (&placement.metrics_listen, placement.metrics_base_port) {
         (Some(l), _) => l.clone(),
@@ -140,7 +136,7 @@ fn build_run(
         }
         (None, None) => String::new(),
     };
-    set_path(&mut table, "metrics.listen", s(&listen)).map_err(err)?;
+    set("metrics.listen", s(&listen))?;
     let text = toml::to_string(&table).map_err(|e| err(format!("cannot render: {e}")))?;
     let cfg = config::load_str(&text, origin, true)?;
     // Save exactly what the run will see, resolved.
@@ -219,15 +215,10 @@ fn value_text(v: &toml::Value) -> String {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    s.replace(
+        |c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
+        "_",
+    )
 }
 
 #[cfg(test)]

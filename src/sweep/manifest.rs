@@ -91,7 +91,7 @@ impl SweepDir {
                     overrides: r
                         .overrides
                         .iter()
-                        .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
                         .collect(),
                 })
                 .collect(),
@@ -107,10 +107,6 @@ impl SweepDir {
         let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
         serde_json::from_str(&text).map_err(|e| Error::io(&p, e.into()))
     }
-}
-
-pub fn toml_to_json(v: &toml::Value) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
 /// The last `n` lines of a text file (empty when unreadable).

@@ -1,11 +1,8 @@
 //! `ard-pipeline report SWEEP_DIR`: the sweep's runs in the layout of the
-//! paper's Table 2 (`report.md`, `report.csv`), plus PGD-k and worst-case
-//! robust accuracy where evaluated, wall time, time per epoch and the attack
-//! stage's busy share, and for runs with a training-time budget
-//! (`train.max_seconds`) the seconds spent, the best-by-validation result and
-//! the overfitting guard's verdict; two plots (`robust_vs_natural.png`,
-//! `epoch_time_vs_steps.png`) and, for budgeted runs, the validation curves
-//! against training time (`validation_vs_time.png`).
+//! paper's Table 2 and more columns (`report.md`, `report.csv`; see
+//! `PAPER_COLUMNS` and `LATER_COLUMNS`), and the plots
+//! `robust_vs_natural.png`, `epoch_time_vs_steps.png` and, for runs with a
+//! validation curve, `validation_vs_time.png`.
 
 use super::manifest::SweepDir;
 use crate::error::{Error, Result};
@@ -174,15 +171,13 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
         row.nat = acc(last, "natural");
         row.robust = acc(last, "train_attack");
         row.worst_case = last["report"]["worst_case"].as_f64();
-        if let Some(m) = last["report"]["accuracy"].as_object() {
-            for (k, v) in m {
-                if k != "natural" && k != "train_attack" {
-                    if let Some(v) = v.as_f64() {
-                        row.other.insert(k.clone(), v);
-                    }
-                }
-            }
-        }
+        row.other = last["report"]["accuracy"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "natural" && *k != "train_attack")
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect();
     }
     match &summary {
         Some(s) => {
@@ -208,13 +203,7 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
                 row.epoch_s = row.wall_s.filter(|_| e > 0.0).map(|w| w / e);
             }
         }
-        None => {
-            row.status = if run.exists() {
-                "failed".into()
-            } else {
-                "missing".into()
-            }
-        }
+        None => row.status = if run.exists() { "failed" } else { "missing" }.into(),
     }
     row
 }
@@ -375,29 +364,24 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
     std::fs::write(&markdown, md).map_err(|e| Error::io(&markdown, e))?;
     std::fs::write(&csv_path, csv).map_err(|e| Error::io(&csv_path, e))?;
 
-    let series = |r: &ReportRow| format!("{} {} steps", r.arch, text(r.steps, "?"));
-    let acc: Vec<ScatterPoint> = rows
-        .iter()
-        .filter_map(|r| {
+    // The rows with both coordinates, labelled by index, in `series` each.
+    let scatter = |xy: fn(&ReportRow) -> Option<(f64, f64)>, series: fn(&ReportRow) -> String| {
+        let point = |r: &ReportRow| {
+            let (x, y) = xy(r)?;
             Some(ScatterPoint {
-                x: r.nat?,
-                y: r.robust?,
+                x,
+                y,
                 label: format!(" {}", r.index),
                 series: series(r),
             })
-        })
-        .collect();
-    let time: Vec<ScatterPoint> = rows
-        .iter()
-        .filter_map(|r| {
-            Some(ScatterPoint {
-                x: r.steps? as f64,
-                y: r.epoch_s?,
-                label: format!(" {}", r.index),
-                series: r.arch.clone(),
-            })
-        })
-        .collect();
+        };
+        rows.iter().filter_map(point).collect::<Vec<_>>()
+    };
+    let acc = scatter(
+        |r| Some((r.nat?, r.robust?)),
+        |r| format!("{} {} steps", r.arch, text(r.steps, "?")),
+    );
+    let time = scatter(|r| Some((r.steps? as f64, r.epoch_s?)), |r| r.arch.clone());
     let p1 = sweep_dir.join("robust_vs_natural.png");
     let p2 = sweep_dir.join("epoch_time_vs_steps.png");
     labelled_scatter(

@@ -200,33 +200,20 @@ impl SweepFile {
 
     /// `[common]` as key path -> value.
     pub fn common(&self) -> BTreeMap<String, toml::Value> {
-        let mut flat = BTreeMap::new();
-        if let Some(c) = &self.common {
-            flatten("", c, &mut flat);
-        }
-        flat
+        self.common.as_ref().map(flat).unwrap_or_default()
     }
 
     /// The points of the sweep: key path -> value, in order.
     pub fn points(&self) -> Result<Vec<BTreeMap<String, toml::Value>>> {
         let err = |message: String| Error::config(self.path.display().to_string(), message);
         if let Some(rows) = &self.rows {
-            return Ok(rows
-                .iter()
-                .map(|r| {
-                    let mut flat = BTreeMap::new();
-                    flatten("", r, &mut flat);
-                    flat
-                })
-                .collect());
+            return Ok(rows.iter().map(flat).collect());
         }
         let grid = self.grid.as_ref().expect("checked by read");
         let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
-        let mut flat = BTreeMap::new();
-        flatten("", grid, &mut flat);
         // Keep the file's order of keys (toml::Table keeps insertion order
         // only with preserve_order; sorted order is deterministic either way).
-        for (key, values) in flat {
+        for (key, values) in flat(grid) {
             match values {
                 toml::Value::Array(vs) if !vs.is_empty() => axes.push((key, vs)),
                 toml::Value::Array(_) => {
@@ -253,6 +240,13 @@ impl SweepFile {
         }
         Ok(points)
     }
+}
+
+/// `table` with dotted keys (see [`flatten`]).
+fn flat(table: &toml::Table) -> BTreeMap<String, toml::Value> {
+    let mut out = BTreeMap::new();
+    flatten("", table, &mut out);
+    out
 }
 
 /// Nested tables become dotted keys; other values (lists included) are leaves.

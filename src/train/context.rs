@@ -77,13 +77,11 @@ impl RunSetup {
             }
             (_, false) => None,
         };
-        match teacher.as_mut() {
-            Some(t) if cfg.teacher.soft_labels == SoftLabels::Online => {
-                perf.prepare_online_teacher(t)
-            }
-            // A cache holds what the plain f32 (NCHW) teacher computes, whether
-            // `soft-labels` filled it or a run's misses did.
-            _ => {}
+        // Not for a cache: it holds what the plain f32 (NCHW) teacher
+        // computes, whether `soft-labels` filled it or a run's misses did.
+        let online = cfg.teacher.soft_labels == SoftLabels::Online;
+        if let Some(t) = teacher.as_mut().filter(|_| online) {
+            perf.prepare_online_teacher(t);
         }
         Ok(RunSetup {
             device,
@@ -114,14 +112,10 @@ pub fn eval_attacks(cfg: &Config) -> Result<Vec<EvalAttack>> {
 }
 
 /// What a run shares, whichever engine trains it.
-pub struct RunContext<'a> {
-    pub cfg: &'a Config,
+pub struct RunContext {
     pub device: Device,
     /// `[perf]`, checked against the device.
     pub perf: Perf,
-    pub run_dir: Option<&'a RunDir>,
-    /// The checkpoint this run continues from.
-    pub resume: Option<&'a Checkpoint>,
     /// Where training starts (the checkpoint's position, or the beginning).
     pub start: TrainPosition,
     pub total_steps: usize,
@@ -213,15 +207,15 @@ pub struct RunParts {
     pub validator: Option<Validator>,
 }
 
-impl<'a> RunContext<'a> {
+impl RunContext {
     /// Reads the data, builds the models, restores `resume`, and sets up the
     /// soft labels (counted in `metrics`) and the validator.
     pub fn build(
-        cfg: &'a Config,
-        run_dir: Option<&'a RunDir>,
-        resume: Option<&'a Checkpoint>,
+        cfg: &Config,
+        run_dir: Option<&RunDir>,
+        resume: Option<&Checkpoint>,
         metrics: Option<TrainMetrics>,
-    ) -> Result<(RunContext<'a>, RunParts)> {
+    ) -> Result<(RunContext, RunParts)> {
         let RunSetup {
             device,
             perf,
@@ -259,11 +253,8 @@ impl<'a> RunContext<'a> {
         }
         let validator = Validator::for_run(cfg, &validation, run_dir, resume.map(|_| start.epoch))?;
         let ctx = RunContext {
-            cfg,
             device,
             perf,
-            run_dir,
-            resume,
             start,
             total_steps: total,
             budget,

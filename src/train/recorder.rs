@@ -6,7 +6,7 @@
 //! Neither engine writes a record itself. Clones share one [`RunLog`], the
 //! epochs and evaluations recorded so far, which the run's result is read from.
 
-use super::records::{recorded_evals, EpochRecord, EpochTrainStats, EvalRecord, StageReport};
+use super::records::{EpochRecord, EpochTrainStats, EvalRecord, StageReport};
 use super::resume::{self, Checkpoint, TrainPosition, TrainState};
 use super::run_dir::RunDir;
 use super::validation::Validator;
@@ -52,8 +52,7 @@ impl Recorder {
         Recorder {
             dir,
             metrics,
-            log: Arc::default(),
-            config: None,
+            ..Recorder::default()
         }
     }
 
@@ -65,7 +64,11 @@ impl Recorder {
         if let Some(c) = resume {
             *self.lock() = RunLog {
                 epochs: c.state.epochs.iter().map(EpochRecord::restored).collect(),
-                evals: self.dir.as_ref().map(recorded_evals).unwrap_or_default(),
+                evals: self
+                    .dir
+                    .as_ref()
+                    .map(|d| d.read_jsonl(EVAL_LOG))
+                    .unwrap_or_default(),
             };
         }
         self
@@ -192,13 +195,13 @@ impl Recorder {
         let Some(dir) = &self.dir else {
             return;
         };
-        let loss: Vec<(usize, f64)> = std::fs::read_to_string(dir.file(METRICS_LOG))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        let loss: Vec<(usize, f64)> = dir
+            .read_jsonl::<serde_json::Value>(METRICS_LOG)
+            .into_iter()
             .filter_map(|r| Some((r["epoch"].as_u64()? as usize, r["mean_loss"].as_f64()?)))
             .collect();
-        let acc: Vec<(usize, BTreeMap<String, f64>)> = recorded_evals(dir)
+        let acc: Vec<(usize, BTreeMap<String, f64>)> = dir
+            .read_jsonl::<EvalRecord>(EVAL_LOG)
             .into_iter()
             .map(|e| (e.epoch, e.report.accuracy))
             .collect();

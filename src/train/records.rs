@@ -7,7 +7,6 @@
 
 use super::budget::TimeBudget;
 use super::resume::TrainPosition;
-use super::run_dir::RunDir;
 use crate::eval::EvalReport;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -159,13 +158,4 @@ pub struct StageReport {
     pub busy_share: f64,
     pub blocked_share: f64,
     pub idle_share: f64,
-}
-
-/// The evaluations recorded in the run folder (to carry across a resumption).
-pub fn recorded_evals(dir: &RunDir) -> Vec<EvalRecord> {
-    std::fs::read_to_string(dir.file(super::recorder::EVAL_LOG))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }

@@ -1,23 +1,20 @@
-//! The training checkpoint, `checkpoint.safetensors` in the run folder:
-//! everything a run needs to continue exactly where it stopped, in one
-//! safetensors file replaced atomically (the previous one stays until the new
-//! one is complete).
+//! The training checkpoint, `checkpoint.safetensors` in the run folder,
+//! replaced atomically (the previous one stays until the new one is complete):
+//! the student's variables (weights and BatchNorm statistics) under `model.`,
+//! the optimiser's momentum under `optim.`, and a JSON [`TrainState`] (bytes
+//! under `__state__`): the data position (which also fixes the learning-rate
+//! schedule), the running epoch figures, the finished epochs, and the resolved
+//! config the run was started with.
 //!
-//! It holds the student's variables (weights and BatchNorm statistics) under
-//! `model.`, the optimiser's momentum under `optim.`, and a JSON [`TrainState`]
-//! (as bytes under `__state__`): the data position (epoch, batch, global step,
-//! which also fixes the learning-rate schedule), the running epoch figures, the
-//! finished epochs, and the resolved config the run was started with.
-//!
-//! No random-generator state needs saving: every random draw of training
-//! (shuffle, augmentation views, attack random starts) is keyed by
-//! (seed, epoch, index) or (seed, step), so the position determines it. The
-//! soft-label cache saves itself (written at epoch ends, entries missing after
-//! a kill are recomputed bit-identically), and evaluations live in
-//! `eval.jsonl`, trimmed to the checkpoint on resume.
+//! No random-generator state is saved: every random draw of training (shuffle,
+//! augmentation views, attack random starts) is keyed by (seed, epoch, index)
+//! or (seed, step), so the position determines it. The soft-label cache saves
+//! itself (entries missing after a kill are recomputed bit-identically), and
+//! `eval.jsonl` is trimmed to the checkpoint on resume.
 
 use super::records::EpochTrainStats;
 use super::RunDir;
+use crate::checkpoint::ckpt_err;
 use crate::config::{Config, ResumePolicy};
 use crate::distill::Sgd;
 use crate::error::{Error, Result};
@@ -114,13 +111,6 @@ pub struct Checkpoint {
     pub state: TrainState,
     model: BTreeMap<String, Tensor>,
     optim: BTreeMap<String, Tensor>,
-}
-
-fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
 }
 
 /// Writes the checkpoint of `student` and `sgd` at `state` to `path`
@@ -282,13 +272,12 @@ pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
             }
             let diffs = config_differences(&ckpt.state.config, cfg)?;
             if !diffs.is_empty() {
-                let shown: Vec<_> = diffs.iter().take(6).cloned().collect();
                 return Err(ckpt_err(
                     &path,
                     format!(
                         "cannot resume: the config differs from the checkpoint's in {} setting(s): {}; {fresh_hint}",
                         diffs.len(),
-                        shown.join("; ")
+                        diffs[..diffs.len().min(6)].join("; ")
                     ),
                 ));
             }
@@ -315,10 +304,10 @@ pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
                     aside.display()
                 );
             }
-            RunDir::create(cfg, lock)?
+            RunDir::open(cfg, lock, false)?
         }
         Some(ckpt) => {
-            let dir = RunDir::reopen(cfg, lock)?;
+            let dir = RunDir::open(cfg, lock, true)?;
             let done = ckpt.state.epochs.len();
             let step = ckpt.state.position.step;
             dir.retain_jsonl("metrics.jsonl", |r| {

@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::file_lock::{FileLock, LockError};
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,30 +72,23 @@ pub fn move_aside(path: &Path) -> Result<PathBuf> {
 }
 
 impl RunDir {
-    /// Creates the (empty or absent) folder of a new run under its lock and
-    /// writes the resolved config into it.
-    pub fn create(cfg: &Config, lock: FileLock) -> Result<RunDir> {
+    /// Opens the folder of `cfg`'s run under its lock (created when absent)
+    /// and writes the resolved config into it. A `resumed` run's records stay
+    /// (see [`RunDir::retain_jsonl`]) and temporary files of a killed process
+    /// are removed.
+    pub fn open(cfg: &Config, lock: FileLock, resumed: bool) -> Result<RunDir> {
         let path = run_path(cfg);
-        create_run_folder(&path)?;
+        std::fs::create_dir_all(&path).map_err(|e| Error::RunFolder {
+            path: path.clone(),
+            message: format!("cannot create it ({e}); set run.out_dir to a writable folder"),
+        })?;
         let dir = RunDir {
             path,
             _lock: Arc::new(lock),
         };
-        dir.write_text("config.toml", &cfg.to_toml())?;
-        Ok(dir)
-    }
-
-    /// Opens the folder of a run being resumed: its records stay (see
-    /// [`RunDir::retain_jsonl`]), temporary files of a killed process are
-    /// removed, the config is written again.
-    pub fn reopen(cfg: &Config, lock: FileLock) -> Result<RunDir> {
-        let path = run_path(cfg);
-        create_run_folder(&path)?;
-        let dir = RunDir {
-            path,
-            _lock: Arc::new(lock),
-        };
-        dir.remove_stale_temp_files();
+        if resumed {
+            dir.remove_stale_temp_files();
+        }
         dir.write_text("config.toml", &cfg.to_toml())?;
         Ok(dir)
     }
@@ -143,6 +136,16 @@ impl RunDir {
         Ok(())
     }
 
+    /// The records of the JSON-lines file `name` that parse as `T` (none
+    /// when it is absent).
+    pub fn read_jsonl<T: DeserializeOwned>(&self, name: &str) -> Vec<T> {
+        std::fs::read_to_string(self.file(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
@@ -163,13 +166,6 @@ impl RunDir {
             .map_err(|e| Error::io(&path, e))?;
         writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
     }
-}
-
-fn create_run_folder(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| Error::RunFolder {
-        path: path.to_path_buf(),
-        message: format!("cannot create it ({e}); set run.out_dir to a writable folder"),
-    })
 }
 
 /// Writes `text` to `path` via a temp file and rename.

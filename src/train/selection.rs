@@ -15,6 +15,7 @@
 //! in percentage points: how much the paper's number flatters the model.
 
 use super::overfit_guard::Collapse;
+use crate::config::GuardAction;
 use crate::eval::EvalReport;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,13 +45,7 @@ impl ValidationScore {
 /// The index of the best score of a sequence by [`ValidationScore::beats`]
 /// (the first of equals); `None` for an empty sequence.
 pub fn select_best(scores: &[ValidationScore]) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for (i, s) in scores.iter().enumerate() {
-        if best.is_none_or(|b| s.beats(&scores[b])) {
-            best = Some(i);
-        }
-    }
-    best
+    (0..scores.len()).reduce(|b, i| if scores[i].beats(&scores[b]) { i } else { b })
 }
 
 /// Where `best.safetensors` came from (`best.json`).
@@ -88,7 +83,7 @@ pub struct RobustnessGap {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GuardSummary {
     /// `warn` or `stop`.
-    pub action: String,
+    pub action: GuardAction,
     /// Every collapsed epoch, in order.
     pub collapses: Vec<Collapse>,
     /// The epoch after which training was stopped (`stop` only).

@@ -114,12 +114,10 @@ pub fn train_sequential_with(
             let views =
                 view_set.training_views(seed, epoch as u64, cfg.data.augment, &indices, views);
             let batch = data::make_batch(&train, &indices, &views, device)?;
-            let t = match &teacher {
-                Some(t) => {
-                    Some(soft_labels.logits(t, &batch.images, &batch.indices, &batch.views)?)
-                }
-                None => None,
-            };
+            let t = teacher
+                .as_ref()
+                .map(|t| soft_labels.logits(t, &batch.images, &batch.indices, &batch.views))
+                .transpose()?;
             let attacked = match (cfg.attack.target, attack_shadow.as_mut()) {
                 (AttackTarget::Student, Some(shadow)) => shadow.refresh(&student)?,
                 (AttackTarget::Student, None) => &student,
@@ -180,11 +178,7 @@ pub fn train_sequential_with(
                 Some(v) => v.on_snapshot(&student, epoch + 1, step, test_due, teacher.as_ref())?,
                 None => false,
             };
-            let eval = if test_due {
-                Some(evaluate_test(&student)?)
-            } else {
-                None
-            };
+            let eval = test_due.then(|| evaluate_test(&student)).transpose()?;
             Ok((guard_stop, eval))
         })?;
         recorder.epoch_end(&record, &student)?;

@@ -1,28 +1,25 @@
-//! Per-epoch validation of a training run: model selection on the validation
-//! split (`best.safetensors`) and the catastrophic-overfitting guard, one
-//! [`Validator`] used alike by the eval stage of the pipeline (off the
-//! critical path) and by the sequential trainer.
+//! Per-epoch validation of a training run, one [`Validator`] for both engines
+//! (the pipeline's eval stage, off the critical path, and the sequential
+//! trainer): model selection on the validation split (`best.safetensors`) and
+//! the catastrophic-overfitting guard.
 //!
-//! A snapshot is validated when the test evaluation is due for it
-//! (`eval.every_epochs`, and the last one) and, with the guard on, after every
-//! epoch. Validation evaluates natural accuracy and `eval.validation_attack`
-//! (plus the training attack when the guard is on) on the validation split
-//! ([`crate::data::validation`]; its first `eval.validation_limit` images,
-//! default `eval.test_limit`), never on the test set. Each validated epoch is
-//! a line of `validation.jsonl`; the best so far ([`ValidationScore::beats`])
-//! is `best.safetensors` + `best.json` in the run folder and a CPU copy in
-//! memory. At the end of the run ([`Validator::finish`]) the best checkpoint is
-//! evaluated on the test set when its epoch was not, so the final report can
-//! show both.
+//! A snapshot is validated when its test evaluation is due (and, with the
+//! guard on, after every epoch) on natural accuracy and
+//! `eval.validation_attack`, plus the training attack for the guard, over the
+//! first `eval.validation_limit` (default `eval.test_limit`) images of the
+//! validation split ([`crate::data::validation`]), never the test set. Each
+//! validated epoch is a line of `validation.jsonl`; the best so far
+//! ([`ValidationScore::beats`]) is `best.safetensors` + `best.json` and a CPU
+//! copy in memory, evaluated on the test set at the end when its epoch was
+//! not ([`Validator::finish`]).
 //!
-//! With `guard.action = "stop"`, a collapse raises the [`StopFlag`]: the
-//! pipeline's data stage stops producing batches (training ends a few steps
-//! later, with what is in flight), the sequential trainer stops after that
-//! epoch, and [`SelectionHandle::roll_back`] makes the best-by-validation
+//! With `guard.action = "stop"` a collapse raises the [`StopFlag`] (the data
+//! stage stops producing batches; the sequential trainer stops after that
+//! epoch) and [`SelectionHandle::roll_back`] makes the best-by-validation
 //! checkpoint the final result.
 
-use super::overfit_guard::{Collapse, GuardPoint, OverfitGuard, StopFlag};
-use super::run_dir::{write_text_atomic, RunDir};
+use super::overfit_guard::{GuardPoint, OverfitGuard, StopFlag};
+use super::run_dir::RunDir;
 use super::selection::{
     BestRecord, GuardSummary, SelectionSummary, ValidationScore, BEST_RECORD, BEST_WEIGHTS,
     VALIDATION_LOG,
@@ -34,7 +31,7 @@ use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
 use crate::models::Model;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tch::{Device, Tensor};
 
@@ -65,13 +62,8 @@ pub struct SelectionState {
     pub best_weights: Option<BTreeMap<String, Tensor>>,
     /// The best snapshot's test report, once known.
     pub best_test: Option<EvalReport>,
-    /// `None` when the guard is off.
-    pub guard_action: Option<GuardAction>,
-    pub collapses: Vec<Collapse>,
-    /// The epoch after which the guard stopped training.
-    pub stopped_after: Option<usize>,
-    /// The epoch the final result was rolled back to.
-    pub rolled_back_to: Option<usize>,
+    /// What the guard saw (`None` when it is off).
+    pub guard: Option<GuardSummary>,
 }
 
 /// The caller's view of a [`Validator`]'s findings.
@@ -90,8 +82,12 @@ impl SelectionHandle {
     /// files). Returns the epoch rolled back to; `None` when there was no stop
     /// (or nothing to roll back to, which is logged).
     pub fn roll_back(&self, model: &Model, paths: &[PathBuf]) -> Result<Option<usize>> {
-        let mut state = self.lock()?;
-        let Some(stopped) = state.stopped_after else {
+        let mut lock = self.lock()?;
+        let state = &mut *lock;
+        let Some(guard) = state.guard.as_mut() else {
+            return Ok(None);
+        };
+        let Some(stopped) = guard.stopped_after_epoch else {
             return Ok(None);
         };
         let (Some(best), Some(weights)) = (&state.best, &state.best_weights) else {
@@ -109,7 +105,7 @@ impl SelectionHandle {
         log::warn!(
             "guard: final result rolled back to the best-by-validation checkpoint of epoch {epoch}"
         );
-        state.rolled_back_to = Some(epoch);
+        guard.rolled_back_to_epoch = Some(epoch);
         Ok(Some(epoch))
     }
 
@@ -120,24 +116,14 @@ impl SelectionHandle {
         handle: Option<&SelectionHandle>,
         last_test: Option<&EvalReport>,
     ) -> (BTreeMap<String, f64>, SelectionSummary) {
-        let state = handle.and_then(|h| h.lock().ok());
-        let Some(state) = state else {
-            return (
-                last_test.map(|r| r.accuracy.clone()).unwrap_or_default(),
-                SelectionSummary::new(last_test, None, None),
-            );
+        let lock = handle.and_then(|h| h.lock().ok());
+        let state = lock.as_deref();
+        let guard = state.and_then(|s| s.guard.clone());
+        let final_test = match &guard {
+            Some(g) if g.rolled_back_to_epoch.is_some() => state.and_then(|s| s.best_test.as_ref()),
+            _ => last_test,
         };
-        let final_test = match state.rolled_back_to {
-            Some(_) => state.best_test.as_ref(),
-            None => last_test,
-        };
-        let guard = state.guard_action.map(|action| GuardSummary {
-            action: action.name().into(),
-            collapses: state.collapses.clone(),
-            stopped_after_epoch: state.stopped_after,
-            rolled_back_to_epoch: state.rolled_back_to,
-        });
-        let best = state.best.as_ref().map(|b| (b, state.best_test.as_ref()));
+        let best = state.and_then(|s| s.best.as_ref().map(|b| (b, s.best_test.as_ref())));
         (
             final_test.map(|r| r.accuracy.clone()).unwrap_or_default(),
             SelectionSummary::new(final_test, best, guard),
@@ -208,8 +194,14 @@ impl Validator {
             Some(n) => validation.clone().prefix(n),
             None => validation.clone(),
         };
-        let guard = (cfg.guard.action != GuardAction::Off)
-            .then(|| OverfitGuard::new(cfg.guard.max_drop.get()));
+        let guard_on = cfg.guard.action != GuardAction::Off;
+        let state = SelectionState {
+            guard: guard_on.then(|| GuardSummary {
+                action: cfg.guard.action,
+                ..GuardSummary::default()
+            }),
+            ..SelectionState::default()
+        };
         let mut v = Validator {
             set: EvalSet::from_split(&split)?,
             images: split.len(),
@@ -217,13 +209,11 @@ impl Validator {
             train_attack: cfg.attack.clone(),
             batch_size: cfg.data.batch_size,
             seed: cfg.run.seed,
-            guard,
+            guard: guard_on.then(|| OverfitGuard::new(cfg.guard.max_drop.get())),
             stop: StopFlag::new(),
             dir: dir.cloned(),
-            state: SelectionHandle::default(),
+            state: SelectionHandle(Arc::new(Mutex::new(state))),
         };
-        v.state.lock()?.guard_action =
-            (cfg.guard.action != GuardAction::Off).then_some(cfg.guard.action);
         match (dir, resumed_epochs) {
             (Some(dir), None) => {
                 for name in [VALIDATION_LOG, BEST_RECORD, BEST_WEIGHTS] {
@@ -262,16 +252,12 @@ impl Validator {
     }
 
     fn evals(&self) -> Vec<EvalAttack> {
-        let mut evals = vec![EvalAttack::Natural];
-        let mut add = |e: EvalAttack| {
-            if !evals.contains(&e) {
-                evals.push(e);
-            }
-        };
-        add(self.attack);
+        let mut evals = vec![EvalAttack::Natural, self.attack];
         if self.guard.is_some() {
-            add(EvalAttack::TrainAttack);
+            evals.push(EvalAttack::TrainAttack);
         }
+        // Only `self.attack` can repeat another, and then its neighbour.
+        evals.dedup();
         evals
     }
 
@@ -325,7 +311,9 @@ impl Validator {
             };
             if let Some(dir) = &self.dir {
                 model.save(&dir.file(BEST_WEIGHTS))?;
-                write_json(&dir.file(BEST_RECORD), &record)?;
+                let json = serde_json::to_string_pretty(&record)
+                    .map_err(Error::json("best checkpoint record"))?;
+                dir.write_text(BEST_RECORD, &(json + "\n"))?;
             }
             state.best = Some(record);
             state.best_weights = Some(cpu_copy(model));
@@ -349,11 +337,11 @@ impl Validator {
                 .unwrap_or_default(),
             if is_best { " (best so far)" } else { "" }
         );
-        if let Some(c) = collapse {
-            state.collapses.push(c);
-            if state.guard_action == Some(GuardAction::Stop) {
+        if let (Some(c), Some(guard)) = (collapse, state.guard.as_mut()) {
+            guard.collapses.push(c);
+            if guard.action == GuardAction::Stop {
                 log::warn!("guard: {c}; stopping training (guard.action = \"stop\")");
-                state.stopped_after = Some(epoch);
+                guard.stopped_after_epoch = Some(epoch);
                 self.stop.raise();
             } else {
                 log::warn!("guard: {c} (guard.action = \"warn\")");
@@ -418,32 +406,19 @@ impl Validator {
     /// first `epochs` epochs (later ones are dropped), the guard's memory, and
     /// the best checkpoint when it is among them.
     fn restore(&mut self, dir: &RunDir, epochs: usize) -> Result<()> {
-        let path = dir.file(VALIDATION_LOG);
-        let lines: Vec<ValidationLine> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|l: &ValidationLine| l.epoch <= epochs)
-            .collect();
-        let mut text = String::new();
-        for l in &lines {
-            text += &serde_json::to_string(l).map_err(Error::json("validation line"))?;
-            text.push('\n');
-        }
-        if path.exists() {
-            write_text_atomic(&path, &text)?;
-        }
+        dir.retain_jsonl(VALIDATION_LOG, |r| {
+            serde_json::from_value::<ValidationLine>(r.clone()).is_ok_and(|l| l.epoch <= epochs)
+        })?;
+        let lines: Vec<ValidationLine> = dir.read_jsonl(VALIDATION_LOG);
         let mut state = self.state.lock()?;
-        if let Some(guard) = &mut self.guard {
+        if let (Some(guard), Some(summary)) = (&mut self.guard, state.guard.as_mut()) {
             for l in &lines {
                 if let Some(train_attack) = l.train_attack {
-                    if let Some(c) = guard.observe(GuardPoint {
+                    summary.collapses.extend(guard.observe(GuardPoint {
                         epoch: l.epoch,
                         robust: l.robust,
                         train_attack,
-                    }) {
-                        state.collapses.push(c);
-                    }
+                    }));
                 }
             }
         }
@@ -465,12 +440,6 @@ impl Validator {
         }
         Ok(())
     }
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text =
-        serde_json::to_string_pretty(value).map_err(Error::json("best checkpoint record"))?;
-    write_text_atomic(path, &(text + "\n"))
 }
 
 #[cfg(test)]
@@ -513,7 +482,11 @@ mod tests {
         }
         assert_eq!(handle.roll_back(&m, &[]).unwrap(), None);
         assert_eq!(first_value(&m), 1.0);
-        handle.lock().unwrap().stopped_after = Some(4);
+        handle.lock().unwrap().guard = Some(GuardSummary {
+            action: GuardAction::Stop,
+            stopped_after_epoch: Some(4),
+            ..GuardSummary::default()
+        });
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("final.safetensors");
         assert_eq!(
