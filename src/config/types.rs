@@ -609,7 +609,8 @@ pub enum ComputeDtype {
 /// `[perf]`: how the numbers are computed, not the algorithm (see
 /// `src/perf.rs`, and README "Performance" for what each costs in accuracy).
 /// On by default where they apply: the two bit-exact paths, and on a CPU
-/// `channels_last` and the attack in bf16; the other bf16 passes are opt-in.
+/// `channels_last`, the attack and the student's update in bf16; the online
+/// teacher in bf16 is opt-in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerfConfig {
@@ -656,7 +657,7 @@ impl Default for PerfConfig {
         Self {
             channels_last: None,
             attack_dtype: ComputeDtype::Auto,
-            student_dtype: ComputeDtype::F32,
+            student_dtype: ComputeDtype::Auto,
             teacher_dtype: ComputeDtype::F32,
             clean_forward_no_grad: None,
             malloc_reuse: true,
