@@ -8,13 +8,22 @@ CONFIG ?= configs/quickstart.toml
 ARGS ?=
 BIN := target/release/ard-pipeline
 
-.PHONY: run test build bootstrap services bench clean-venv fmt lint
+.PHONY: run test test-data build bootstrap services bench clean-venv fmt lint
 
 run: build
 	$(BIN) --config $(CONFIG) $(ARGS)
 
-test: bootstrap services
+test: bootstrap services test-data
 	cargo test --workspace --release --no-fail-fast
+
+# The CIFAR-10 copy the tests read (tests/common/mod.rs, cifar_root): $ARD_TEST_DATA,
+# else ../shared/data/cifar-10-batches-bin when present, else the clone's
+# data/cifar-10-batches-bin, downloaded here when absent (md5-checked; offline,
+# one line saying where to put the files).
+test-data: build
+	@if [ -z "$$ARD_TEST_DATA" ] && [ ! -d ../shared/data/cifar-10-batches-bin ]; then \
+		$(BIN) data fetch --root data/cifar-10-batches-bin; \
+	fi
 
 build: bootstrap
 	cargo build --release

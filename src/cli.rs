@@ -8,8 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "ard-pipeline", version, about, long_about = None)]
 pub struct Cli {
-    /// Config file (a path, or a name under configs/). Runs the job when no subcommand is given.
-    #[arg(long, global = true)]
+    /// Config file of the run to train when no subcommand is given (a path,
+    /// or a name under configs/); before a subcommand, that subcommand's --config.
+    #[arg(long)]
     pub config: Option<PathBuf>,
 
     /// Log level (error, warn, info, debug).
@@ -26,9 +27,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train as the config says (the default command).
-    Run(RunArgs),
+    Run(RunCommandArgs),
     /// Check a config's structure (types, ranges, consistency) without touching data or devices.
-    Validate,
+    Validate(ValidateArgs),
     /// What this binary was built with and loaded (libtorch, CUDA, cuDNN), the
     /// devices and CPU here, and whether --config can run here (its device,
     /// data and weights); exits non-zero when it cannot.
@@ -59,10 +60,65 @@ pub enum Command {
     /// Run one row of a sweep (what a Kubernetes pod of the sweep's Indexed Job runs).
     #[command(hide = true)]
     SweepRun(SweepRunArgs),
+    /// The CIFAR-10 files: `data fetch` downloads them (md5-checked) into data/.
+    Data(DataArgs),
+}
+
+/// The maximum of a flag counting test images.
+pub const TEST_IMAGES: i64 = 10_000;
+/// The maximum of a flag counting training images.
+pub const TRAIN_IMAGES: i64 = 50_000;
+
+/// A count flag's parser: refuses values outside 1..=`max` with one line
+/// naming the flag, the value and the range (never clamps).
+fn count_up_to(max: i64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=max)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunCommandArgs {
+    /// Config file of the run to train (a path, or a name under configs/).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Config file to check (a path, or a name under configs/).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub action: DataAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DataAction {
+    /// Download the official CIFAR-10 archive, check its md5 and install its
+    /// files in --root (nothing to do when they are there).
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// Folder to fill, the configs' data.root (created; never left half-written).
+    #[arg(long, default_value = "data/cifar-10-batches-bin")]
+    pub root: PathBuf,
+    /// Where to download the archive from (a mirror; its md5 is checked all the same).
+    #[arg(long, default_value = ard_pipeline::data::URL)]
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct SweepArgs {
+    /// Sweep file to run: a base config plus a grid or rows (a path, or a name under configs/).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Override the sweep file's backend.
     #[arg(long, value_enum)]
     pub backend: Option<SweepBackend>,
@@ -124,6 +180,10 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
+    /// Config file whose device, data and weights to check here (without one,
+    /// only the build and this machine are described).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Also write the findings as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -131,6 +191,11 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
+    /// Config file the defaults of the flags below come from (student arch,
+    /// data root, device, batch size, test limit, [perf]); without one, the
+    /// built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Architecture, e.g. mobilenet_v2, resnet18, wrn34_10 (default: the config's student).
     #[arg(long)]
     pub arch: Option<String>,
@@ -149,8 +214,8 @@ pub struct EvalArgs {
     /// counts the images right under it and every earlier one.
     #[arg(long)]
     pub cascade: bool,
-    /// Evaluate the first N test images only (N >= 1).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    /// Evaluate the first N test images only (1 to 10,000; a larger N is refused).
+    #[arg(long, value_parser = count_up_to(TEST_IMAGES))]
     pub test_limit: Option<usize>,
     /// Write the results as JSON here.
     #[arg(long)]
@@ -182,6 +247,10 @@ pub struct EvalArgs {
 #[derive(Debug, Clone, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct SoftLabelsArgs {
+    /// Config file of the run whose soft-label cache to fill (its teacher,
+    /// data, views and cache file).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Fill only shard I of N (I from 0: a contiguous range of images) into
     /// the partial file CACHE.shard-I-of-N; `soft-labels merge` joins them.
     #[arg(long, value_name = "I/N")]
@@ -203,10 +272,18 @@ pub struct MergeArgs {
     /// The merged file (default: the config's cache file).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Config file of the run whose cache file the shards are joined into
+    /// (where the shards are looked for, and --output's default).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// Base config of every timed run (default configs/bench.toml); the flags
+    /// below vary teacher, steps, soft labels and variant around it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Teachers, each optionally with its batches per run: wrn16_4=3,wrn34_10=2.
     #[arg(long, value_delimiter = ',', default_value = "wrn16_4,wrn34_10")]
     pub teachers: Vec<String>,
@@ -257,6 +334,13 @@ pub struct BenchRunArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
+    /// Config file the data settings (data.root, checksums) and [perf] come
+    /// from; without one, the built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// CIFAR-10 folder of the test and calibration images (default: the config's data.root).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
     /// Architecture of the checkpoint, e.g. mobilenet_v2_x0.5, resnet18.
     #[arg(long)]
     pub arch: String,
@@ -269,11 +353,13 @@ pub struct ExportArgs {
     /// Also write an int8 model (static quantization, per-channel weights).
     #[arg(long)]
     pub int8: bool,
-    /// Training images the int8 activation ranges are calibrated on (never test images).
-    #[arg(long, requires = "int8", default_value_t = 1000)]
+    /// Training images the int8 activation ranges are calibrated on (never
+    /// test images; 1 to 50,000, a larger number is refused).
+    #[arg(long, requires = "int8", default_value_t = 1000, value_parser = count_up_to(TRAIN_IMAGES))]
     pub calibration: usize,
-    /// Test images for the checks and the robustness card (the first N).
-    #[arg(long, default_value_t = 1000)]
+    /// Test images for the checks and the robustness card (the first N; 1 to
+    /// 10,000, a larger N is refused).
+    #[arg(long, default_value_t = 1000, value_parser = count_up_to(TEST_IMAGES))]
     pub test_images: usize,
     /// Square queries per image in the robustness card (AutoAttack's 5000); 0 leaves the robustness out.
     #[arg(long, default_value_t = 5000)]

@@ -8,13 +8,15 @@ use ard_pipeline::config::{self, Config, ResumePolicy};
 use ard_pipeline::deploy;
 use ard_pipeline::eval::{self, EvalAttack};
 use ard_pipeline::models::Arch;
+use ard_pipeline::report::plural::count;
 use ard_pipeline::run::{run_job, Engine, JobEnd};
 use ard_pipeline::train;
 use clap::Parser;
 use cli::{
-    Cli, Command, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs, SweepBackend,
+    Cli, Command, DataAction, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs,
+    SweepBackend,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -35,8 +37,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli) -> Result<Config> {
-    let Some(name) = &cli.config else {
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    let Some(name) = path else {
         bail!("no --config given (e.g. --config configs/quickstart.toml)");
     };
     Ok(config::load(&config::find_config(name)?)?)
@@ -44,11 +46,56 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 /// The `--config` file when one is given, else the built-in defaults with
 /// the environment overrides.
-fn config_or_defaults(cli: &Cli) -> Result<Config> {
-    match &cli.config {
-        Some(_) => load_config(cli),
+fn config_or_defaults(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(_) => load_config(path),
         None => Ok(config::defaults_with_env()?),
     }
+}
+
+/// The subcommand's own `--config`, else the one given before the subcommand
+/// (`ard-pipeline --config FILE eval ...`); both at once must agree.
+fn config_path<'a>(cli: &'a Cli, own: &'a Option<PathBuf>) -> Result<Option<&'a Path>> {
+    match (own.as_deref(), cli.config.as_deref()) {
+        (Some(a), Some(b)) if a != b => {
+            bail!(
+                "--config given twice ({} and {}): give it once",
+                b.display(),
+                a.display()
+            )
+        }
+        (own, top) => Ok(own.or(top)),
+    }
+}
+
+/// Refuses the default run's flags before a subcommand, where they would be
+/// ignored (`--config` is refused by the subcommands that take none).
+fn check_top_level_flags(cli: &Cli) -> Result<()> {
+    let Some(command) = &cli.command else {
+        return Ok(());
+    };
+    let r = &cli.run;
+    let given = [
+        (r.engine != cli::Engine::Pipeline, "--engine"),
+        (r.dry_run, "--dry-run"),
+        (r.resume, "--resume"),
+        (r.fresh, "--fresh"),
+    ];
+    if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
+        bail!("{flag} before a subcommand does nothing; it belongs to the run: `ard-pipeline run {flag} ...`");
+    }
+    let takes_config = !matches!(
+        command,
+        Command::Report(_)
+            | Command::Data(_)
+            | Command::SweepRun(_)
+            | Command::BenchRun(_)
+            | Command::LatencyChild(_)
+    );
+    if cli.config.is_some() && !takes_config {
+        bail!("--config does nothing for this subcommand; leave it out");
+    }
+    Ok(())
 }
 
 /// Exit code 0 (success) when `ok`, else 1.
@@ -57,27 +104,36 @@ fn exit_code(ok: bool) -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
+    check_top_level_flags(&cli)?;
     match &cli.command {
-        None => run(&load_config(&cli)?, &cli.run),
-        Some(Command::Run(args)) => run(&load_config(&cli)?, args),
-        Some(Command::Validate) => {
-            let cfg = load_config(&cli)?;
+        None => run(&load_config(cli.config.as_deref())?, &cli.run),
+        Some(Command::Run(args)) => run(&load_config(config_path(&cli, &args.config)?)?, &args.run),
+        Some(Command::Validate(args)) => {
+            let path = config_path(&cli, &args.config)?;
+            let cfg = load_config(path)?;
             println!(
-                "ok: {} (student {}, attack {} x{}, loss {}, {} epochs)",
-                cli.config.as_deref().unwrap_or(Path::new("")).display(),
+                "ok: {} (student {}, attack {} x{}, loss {}, {})",
+                path.unwrap_or(Path::new("")).display(),
                 cfg.student.arch,
                 config::spelled(&cfg.attack.kind),
                 cfg.attack.steps,
                 config::spelled(&cfg.loss.kind),
-                cfg.train.epochs
+                count(cfg.train.epochs as u64, "epoch")
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Doctor(args)) => doctor_command(&cli, args),
+        Some(Command::Doctor(args)) => doctor_command(config_path(&cli, &args.config)?, args),
         Some(Command::SoftLabels(args)) => soft_labels_command(&cli, args),
+        Some(Command::Data(args)) => match &args.action {
+            DataAction::Fetch(f) => {
+                ard_pipeline::data::download::fetch_into(&f.root, &f.url)?;
+                println!("CIFAR-10 is in {}", f.root.display());
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Some(Command::Sweep(args)) => {
             use ard_pipeline::sweep::{self, Backend};
-            let Some(path) = &cli.config else {
+            let Some(path) = config_path(&cli, &args.config)? else {
                 bail!("no --config given (e.g. --config configs/paper/table2-cpu.toml)");
             };
             let path = config::find_config(path)?;
@@ -93,8 +149,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Report(args)) => {
             let written = ard_pipeline::sweep::report::write_report(&args.sweep_dir)?;
             println!(
-                "{} rows: {}, {}, {}",
-                written.rows.len(),
+                "{}: {}, {}, {}",
+                count(written.rows.len() as u64, "row"),
                 written.markdown.display(),
                 written.csv.display(),
                 written
@@ -123,7 +179,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             )?;
             run(&cfg, &args.run)
         }
-        Some(Command::Bench(args)) => bench_command(&cli, args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Bench(args)) => {
+            bench_command(config_path(&cli, &args.config)?, args).map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::BenchRun(args)) => {
             let side = args.side.parse().map_err(anyhow::Error::msg)?;
             println!(
@@ -132,8 +190,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Eval(args)) => eval_command(config_or_defaults(&cli)?, args),
-        Some(Command::Export(args)) => export_command(&config_or_defaults(&cli)?, args),
+        Some(Command::Eval(args)) => {
+            eval_command(config_or_defaults(config_path(&cli, &args.config)?)?, args)
+        }
+        Some(Command::Export(args)) => {
+            export_command(config_or_defaults(config_path(&cli, &args.config)?)?, args)
+        }
         Some(Command::LatencyChild(args)) => {
             let arch = parse_arch(args.arch.as_deref())?;
             let opts = eval::edge::LatencyOptions {
@@ -191,9 +253,9 @@ fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
     }
 }
 
-fn doctor_command(cli: &Cli, args: &cli::DoctorArgs) -> Result<ExitCode> {
+fn doctor_command(path: Option<&Path>, args: &cli::DoctorArgs) -> Result<ExitCode> {
     use ard_pipeline::doctor;
-    let path = cli.config.as_deref().map(config::find_config).transpose()?;
+    let path = path.map(config::find_config).transpose()?;
     let cfg = path.as_deref().map(config::load).transpose()?;
     let diagnosis = doctor::diagnose(path.as_deref().zip(cfg.as_ref()));
     print!("{}", diagnosis.text());
@@ -208,18 +270,19 @@ fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<ExitCode> {
     use ard_pipeline::soft_labels::command;
     match &args.action {
         Some(SoftLabelsAction::Merge(m)) => {
-            let cfg = cli.config.as_ref().map(|_| load_config(cli)).transpose()?;
+            let path = config_path(cli, &m.config)?;
+            let cfg = path.map(|p| load_config(Some(p))).transpose()?;
             let report = command::merge(cfg.as_ref(), m.shards.clone(), m.output.clone())?;
             println!(
-                "merged {} shards into {}: {} images, {} entries",
-                report.shards,
+                "merged {} into {}: {}, {}",
+                count(report.shards as u64, "shard"),
                 report.output.display(),
-                report.images,
-                report.entries
+                count(report.images as u64, "image"),
+                count(report.entries as u64, "entry")
             );
         }
         None => {
-            let cfg = load_config(cli)?;
+            let cfg = load_config(config_path(cli, &args.config)?)?;
             // SIGINT/SIGTERM: save what is computed, release the lock, say so.
             let signals = ard_pipeline::metrics::install(|signal| {
                 log::warn!("{}: saving the soft labels computed so far, then exiting (again to exit at once)", signal.name());
@@ -233,9 +296,9 @@ fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<ExitCode> {
             println!("{}", report.summary());
             if let Some(signal) = signals.received().filter(|_| report.left > 0) {
                 eprintln!(
-                    "interrupted by {}: {} entries computed now are saved in {}, {} left; run the same command again to continue",
+                    "interrupted by {}: {} computed now saved in {}, {} left; run the same command again to continue",
                     signal.name(),
-                    report.computed,
+                    count(report.computed, "entry"),
                     report.path.display(),
                     report.left
                 );
@@ -246,13 +309,9 @@ fn soft_labels_command(cli: &Cli, args: &SoftLabelsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_command(cli: &Cli, args: &cli::BenchArgs) -> Result<()> {
+fn bench_command(path: Option<&Path>, args: &cli::BenchArgs) -> Result<()> {
     use ard_pipeline::bench::{self, BenchPlan, TeacherSpec};
-    let path = config::find_config(
-        cli.config
-            .as_deref()
-            .unwrap_or(Path::new("configs/bench.toml")),
-    )?;
+    let path = config::find_config(path.unwrap_or(Path::new("configs/bench.toml")))?;
     let soft_labels = parse_all(&args.soft_labels, "soft-labels", |s| match s {
         "online" => Ok(config::SoftLabels::Online),
         "cached" => Ok(config::SoftLabels::Cached),
@@ -298,7 +357,13 @@ fn parse_all<T>(items: &[String], what: &str, parse: impl Fn(&str) -> Result<T>)
     items.iter().map(|i| parse(i.trim())).collect()
 }
 
-fn export_command(cfg: &Config, args: &ExportArgs) -> Result<ExitCode> {
+fn export_command(mut cfg: Config, args: &ExportArgs) -> Result<ExitCode> {
+    if let Some(root) = &args.data_root {
+        cfg.data.root = root.clone();
+    }
+    // The data before any export work: downloaded now if the config says so,
+    // else refused at once with where to put the files.
+    ard_pipeline::data::ensure_cifar10(&cfg.data)?;
     let opts = deploy::export::ExportOptions {
         arch: args.arch.parse().map_err(anyhow::Error::msg)?,
         weights: args.weights.clone(),
@@ -312,7 +377,7 @@ fn export_command(cfg: &Config, args: &ExportArgs) -> Result<ExitCode> {
         script: args.script.clone(),
         exe: std::env::current_exe()?,
     };
-    let exported = deploy::export::run(cfg, &opts)?;
+    let exported = deploy::export::run(&cfg, &opts)?;
     print!("{}", exported.card.markdown());
     println!("\nwritten to {}", exported.out.display());
     Ok(ExitCode::SUCCESS)

@@ -45,26 +45,24 @@ pub struct RunReport {
 impl RunReport {
     /// The human-readable table printed at the end of a run.
     pub fn table(&self) -> String {
+        use crate::report::{plural::count, stage_table};
         let mut s = format!(
-            "run {} ({}): {} steps, {} epochs in {:.1}s\n",
-            self.run, self.engine, self.steps, self.epochs, self.wall_s
+            "run {} ({}): {}, {} in {:.1}s\n",
+            self.run,
+            self.engine,
+            count(self.steps as u64, "step"),
+            count(self.epochs as u64, "epoch"),
+            self.wall_s
         );
-        if !self.stages.is_empty() {
-            s.push_str(&format!(
-                "{:<10} {:>10} {:>7} {:>8} {:>7}\n",
-                "stage", "images/s", "busy", "blocked", "idle"
-            ));
-            for st in &self.stages {
-                s.push_str(&format!(
-                    "{:<10} {:>10.1} {:>6.1}% {:>7.1}% {:>6.1}%\n",
-                    st.stage,
-                    st.images_per_s,
-                    100.0 * st.busy_share,
-                    100.0 * st.blocked_share,
-                    100.0 * st.idle_share
-                ));
+        s.push_str(&stage_table::stage_table(self.stages.iter().map(|st| {
+            stage_table::StageRow {
+                stage: &st.stage,
+                images_per_s: st.images_per_s,
+                busy: st.busy_share,
+                blocked: st.blocked_share,
+                idle: st.idle_share,
             }
-        }
+        })));
         for (name, acc) in &self.final_eval {
             s.push_str(&format!("{name:>14}: {acc:6.2}%\n"));
         }

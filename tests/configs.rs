@@ -46,6 +46,30 @@ fn every_config_validates() {
     }
 }
 
+/// Every run config reads its data inside the clone: a relative data.root
+/// without `..` (the clone's data/), so it runs in any clone.
+#[test]
+fn every_config_reads_its_data_inside_the_clone() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let mut files = Vec::new();
+    toml_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"),
+        &mut files,
+    );
+    for f in files.iter().filter(|f| !is_sweep_file(f)) {
+        let root = config::load(f).unwrap().data.root;
+        assert!(
+            root.is_relative()
+                && root
+                    .components()
+                    .all(|c| c != std::path::Component::ParentDir),
+            "{}: data.root = {} is outside the clone",
+            f.display(),
+            root.display()
+        );
+    }
+}
+
 #[test]
 fn single_t4_is_the_papers_setting() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/single-t4.toml");

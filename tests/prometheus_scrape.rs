@@ -28,7 +28,7 @@ out_dir = "{out}"
 [data]
 root = "{root}"
 download = false
-checksums = "offline_copy"
+checksums = "any"
 batch_size = 32
 train_limit = 384
 [teacher]

@@ -63,11 +63,21 @@ pub fn ensure_cifar10(cfg: &DataConfig) -> Result<()> {
             ),
         ));
     }
+    fetch_into(root, URL)
+}
+
+/// Downloads the archive at `url` (md5-checked against [`ARCHIVE_MD5`]) into
+/// `root` unless the files are already there (`ard-pipeline data fetch`). A
+/// failed download's error ends with where to put the files by hand.
+pub fn fetch_into(root: &Path, url: &str) -> Result<()> {
+    if missing_files(root).is_empty() {
+        return Ok(());
+    }
     log::info!(
-        "CIFAR-10 not found in {}: downloading {URL}",
+        "CIFAR-10 not found in {}: downloading {url}",
         root.display()
     );
-    download_cifar10_from(root, URL, ARCHIVE_MD5).map_err(|e| match e {
+    download_cifar10_from(root, url, ARCHIVE_MD5).map_err(|e| match e {
         Error::Download { url, message } => Error::Download {
             url,
             message: format!(

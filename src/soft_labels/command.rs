@@ -40,11 +40,11 @@ impl FillReport {
     /// One line for the terminal.
     pub fn summary(&self) -> String {
         format!(
-            "{}: images {}..{}, {} entries computed, {} already filled, {:.1}s{}",
+            "{}: images {}..{}, {} computed, {} already filled, {:.1}s{}",
             self.path.display(),
             self.images.0,
             self.images.1,
-            self.computed,
+            crate::report::plural::count(self.computed, "entry"),
             self.already,
             self.seconds,
             if self.written {
@@ -99,11 +99,11 @@ pub fn fill(
         }
     }
     progress(&format!(
-        "soft labels: {} images {start}..{end} x {} ({}): {} entries to compute, {} already filled",
+        "soft labels: {} images {start}..{end} x {} ({}): {} to compute, {} already filled",
         path.display(),
         slots,
         views,
-        pending.len(),
+        crate::report::plural::count(pending.len() as u64, "entry"),
         already
     ));
     let batch_size = cfg.data.batch_size.max(1);

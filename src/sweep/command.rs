@@ -47,9 +47,9 @@ impl SweepOutcome {
         let count =
             |f: fn(&RunStatus) -> bool| self.results.iter().filter(|r| f(&r.status)).count();
         let mut s = format!(
-            "sweep {}: {} runs, {} done, {} skipped (already done), {} failed\n",
+            "sweep {}: {}, {} done, {} skipped (already done), {} failed\n",
             self.dir.display(),
-            self.results.len(),
+            crate::report::plural::count(self.results.len() as u64, "run"),
             count(|s| matches!(s, RunStatus::Succeeded { .. })),
             count(|s| matches!(s, RunStatus::Skipped)),
             count(|s| matches!(s, RunStatus::Failed { .. })),
@@ -57,8 +57,9 @@ impl SweepOutcome {
         for r in self.failed() {
             if let RunStatus::Failed { attempts, reason } = &r.status {
                 s.push_str(&format!(
-                    "  failed: {} after {attempts} attempts: {reason}\n",
-                    r.name
+                    "  failed: {} after {}: {reason}\n",
+                    r.name,
+                    crate::report::plural::count(*attempts as u64, "attempt")
                 ));
             }
         }
@@ -111,9 +112,9 @@ pub fn run_sweep(
     let backend_name = crate::config::spelled(&backend);
     dir.write(&file.sweep.name, path, &backend_name, &runs)?;
     say(&format!(
-        "sweep {}: {} runs validated, backend {backend_name}, folder {}",
+        "sweep {}: {} validated, backend {backend_name}, folder {}",
         file.sweep.name,
-        runs.len(),
+        crate::report::plural::count(runs.len() as u64, "run"),
         dir.path.display()
     ));
     if backend != Backend::K8s && file.sweep.metrics_base_port != 0 {

@@ -86,9 +86,10 @@ pub fn expand(file: &SweepFile, placement: &RunPlacement) -> Result<Vec<PlannedR
     }
     if !errors.is_empty() {
         return Err(err(format!(
-            "{} of {} rows do not validate:\n  {}",
+            "{} of {} {} not validate:\n  {}",
             errors.len(),
-            errors.len() + runs.len(),
+            crate::report::plural::count((errors.len() + runs.len()) as u64, "row"),
+            if errors.len() == 1 { "does" } else { "do" },
             errors.join("\n  ")
         )));
     }

@@ -253,6 +253,14 @@ fn text<T: ToString>(v: Option<T>, missing: &str) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| missing.into())
 }
 
+/// "1 step", "10 steps", or "? steps" when unknown (a plot label).
+fn steps_label(steps: Option<usize>) -> String {
+    steps.map_or_else(
+        || "? steps".into(),
+        |n| crate::report::plural::count(n as u64, "step"),
+    )
+}
+
 /// A column of the table: its header and a row's cell.
 type Column = (&'static str, fn(&ReportRow) -> String);
 
@@ -358,7 +366,10 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         md.push_str(&format!("| {} |\n", c.join(" | ")));
     }
     let done = rows.iter().filter(|r| r.status == "ok").count();
-    md.push_str(&format!("\n{done} of {} runs finished.\n", rows.len()));
+    md.push_str(&format!(
+        "\n{done} of {} finished.\n",
+        crate::report::plural::count(rows.len() as u64, "run")
+    ));
     let markdown = sweep_dir.join("report.md");
     let csv_path = sweep_dir.join("report.csv");
     std::fs::write(&markdown, md).map_err(|e| Error::io(&markdown, e))?;
@@ -379,7 +390,7 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
     };
     let acc = scatter(
         |r| Some((r.nat?, r.robust?)),
-        |r| format!("{} {} steps", r.arch, text(r.steps, "?")),
+        |r| format!("{} {}", r.arch, steps_label(r.steps)),
     );
     let time = scatter(|r| Some((r.steps? as f64, r.epoch_s?)), |r| r.arch.clone());
     let p1 = sweep_dir.join("robust_vs_natural.png");
@@ -405,9 +416,9 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         .map(|r| {
             (
                 format!(
-                    "{} {} steps seed {}",
+                    "{} {} seed {}",
                     r.method,
-                    text(r.steps, "?"),
+                    steps_label(r.steps),
                     text(r.seed, "?")
                 ),
                 r.curve.clone(),

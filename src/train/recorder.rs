@@ -133,9 +133,9 @@ impl Recorder {
     /// `last.safetensors`, and the log line.
     pub fn epoch_end(&self, record: &EpochRecord, student: &Model) -> Result<()> {
         log::info!(
-            "epoch {}: {} steps, mean loss {:.5}, lr {:.4}, {:.1} images/s",
+            "epoch {}: {}, mean loss {:.5}, lr {:.4}, {:.1} images/s",
             record.epoch,
-            record.steps,
+            crate::report::plural::count(record.steps as u64, "step"),
             record.mean_loss,
             record.lr,
             record.images_per_s

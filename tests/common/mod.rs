@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests: the project venv's Python for the
-//! PyTorch parity references, the offline CIFAR-10 copy, tolerances.
+//! PyTorch parity references, the CIFAR-10 copy they read, tolerances.
 #![allow(dead_code)]
 
 pub mod services;
@@ -12,9 +12,34 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The offline CIFAR-10 copy beside the repository.
+/// The variable naming the CIFAR-10 folder the tests read, when set.
+pub const TEST_DATA_VAR: &str = "ARD_TEST_DATA";
+
+/// The CIFAR-10 folder the tests read, first found of: `$ARD_TEST_DATA` (a
+/// `cifar-10-batches-bin` folder), the offline copy in `../shared` beside the
+/// clone when present, else the clone's own `data/` (which `make test` fills
+/// with `ard-pipeline data fetch`).
 pub fn cifar_root() -> PathBuf {
-    repo().join("../shared/data/cifar-10-batches-bin")
+    if let Some(dir) = std::env::var_os(TEST_DATA_VAR).filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let offline = repo().join("../shared/data/cifar-10-batches-bin");
+    if offline.is_dir() {
+        return offline;
+    }
+    repo().join("data/cifar-10-batches-bin")
+}
+
+/// The checksum set the files in [`cifar_root`] match: the official one when
+/// the project's downloader fetched them (its stamp is there), else the
+/// offline copy's.
+pub fn cifar_checksums() -> ard_pipeline::config::DataChecksums {
+    use ard_pipeline::config::DataChecksums;
+    if cifar_root().join(ard_pipeline::data::STAMP_FILE).is_file() {
+        DataChecksums::Official
+    } else {
+        DataChecksums::OfflineCopy
+    }
 }
 
 /// Runs `tests/parity/SCRIPT` with the venv's Python; panics with its stderr on failure.
