@@ -65,13 +65,13 @@ pub enum Command {
 }
 
 /// The maximum of a flag counting test images.
-pub const TEST_IMAGES: i64 = 10_000;
+pub const TEST_IMAGES: u64 = 10_000;
 /// The maximum of a flag counting training images.
-pub const TRAIN_IMAGES: i64 = 50_000;
+pub const TRAIN_IMAGES: u64 = 50_000;
 
 /// A count flag's parser: refuses values outside 1..=`max` with one line
 /// naming the flag, the value and the range (never clamps).
-fn count_up_to(max: i64) -> clap::builder::RangedU64ValueParser<usize> {
+fn count_up_to(max: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..=max)
 }
 

@@ -10,12 +10,16 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// The regular English plural of `noun`: +es after s, x, z, ch, sh; y after
-/// a consonant becomes ies; else +s.
+/// Nouns whose "ch" sounds as k: a plain +s.
+const HARD_CH: [&str; 2] = ["epoch", "stomach"];
+
+/// The regular English plural of `noun`: +es after s, x, z, ch, sh (not a
+/// hard ch, as in epoch); y after a consonant becomes ies; else +s.
 pub fn plural(noun: &str) -> String {
     let sibilant = ["s", "x", "z", "ch", "sh"]
         .iter()
-        .any(|e| noun.ends_with(e));
+        .any(|e| noun.ends_with(e))
+        && !HARD_CH.iter().any(|h| noun.ends_with(h));
     if sibilant {
         return format!("{noun}es");
     }
