@@ -50,7 +50,7 @@ fn ci_smoke_trains_and_evaluates_in_a_clone_with_only_data() {
     );
     let out = common::output_within(
         bin(clone.path()).args(["--log-level", "warn", "--config", "configs/ci-smoke.toml"]),
-        Duration::from_secs(300),
+        Duration::from_secs(600),
     );
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
