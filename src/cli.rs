@@ -59,6 +59,10 @@ pub enum Command {
     /// Run one row of a sweep (what a Kubernetes pod of the sweep's Indexed Job runs).
     #[command(hide = true)]
     SweepRun(SweepRunArgs),
+    /// Print the configuration reference (Markdown) generated from the config
+    /// types: `ard-pipeline config-reference > docs/src/configuration-reference.md`.
+    #[command(hide = true)]
+    ConfigReference,
 }
 
 #[derive(Debug, Clone, Args)]

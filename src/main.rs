@@ -123,6 +123,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             )?;
             run(&cfg, &args.run)
         }
+        Some(Command::ConfigReference) => {
+            print!("{}", ard_pipeline::reference::page());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Bench(args)) => bench_command(&cli, args).map(|()| ExitCode::SUCCESS),
         Some(Command::BenchRun(args)) => {
             let side = args.side.parse().map_err(anyhow::Error::msg)?;
