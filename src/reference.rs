@@ -248,7 +248,9 @@ fn non_null(defs: &Value, prop: &Value) -> Value {
     prop
 }
 
-/// `prop` with a `$ref` replaced by its definition (sibling keywords kept).
+/// `prop` with a `$ref` replaced by its definition; the property's own
+/// keywords (its default) are added where the definition has none, so a
+/// section keeps its struct's doc.
 fn resolve(defs: &Value, prop: &Value) -> Value {
     let Some(name) = prop
         .get("$ref")
@@ -260,7 +262,7 @@ fn resolve(defs: &Value, prop: &Value) -> Value {
     let mut target = defs.get(name).cloned().unwrap_or_default();
     if let (Some(t), Some(p)) = (target.as_object_mut(), prop.as_object()) {
         for (k, v) in p.iter().filter(|(k, _)| *k != "$ref") {
-            t.insert(k.clone(), v.clone());
+            t.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
     target
@@ -438,7 +440,10 @@ mod tests {
     #[test]
     fn finds_keys_and_values_without_docs() {
         let missing = undocumented_in(&schema_of::<Sloppy>());
-        assert_eq!(missing, vec!["bare".to_string(), "mode = `slow`".to_string()]);
+        assert_eq!(
+            missing,
+            vec!["bare".to_string(), "mode = `slow`".to_string()]
+        );
     }
 
     #[test]
@@ -453,7 +458,12 @@ mod tests {
     #[test]
     fn every_key_of_the_run_config_is_on_the_page() {
         let page = page();
-        for key in ["attack.eps", "optim.schedule.kind", "perf.student_dtype", "sweep.k8s.image"] {
+        for key in [
+            "attack.eps",
+            "optim.schedule.kind",
+            "perf.student_dtype",
+            "sweep.k8s.image",
+        ] {
             assert!(page.contains(&format!("| `{key}` |")), "{key} missing");
         }
     }

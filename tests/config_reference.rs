@@ -48,5 +48,8 @@ fn the_page_lists_types_defaults_and_values() {
     ] {
         assert!(page.contains(row), "no row starting {row}");
     }
-    assert!(page.contains("`never`: Start afresh"), "enum values and their meaning");
+    assert!(
+        page.contains("`never`: Start afresh"),
+        "enum values and their meaning"
+    );
 }

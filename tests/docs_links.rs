@@ -108,14 +108,14 @@ fn slug(title: &str) -> String {
         .collect()
 }
 
-/// The link and image targets of a Markdown file (code blocks skipped).
+/// The link and image targets of a Markdown file, included files in place
+/// (mdBook resolves their links from the including chapter); code skipped.
 fn links(file: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let text = expanded(file);
     Parser::new_ext(&text, options())
         .filter_map(|event| match event {
-            Event::Start(Tag::Link { dest_url, .. }) | Event::Start(Tag::Image { dest_url, .. }) => {
-                Some(dest_url.to_string())
-            }
+            Event::Start(Tag::Link { dest_url, .. })
+            | Event::Start(Tag::Image { dest_url, .. }) => Some(dest_url.to_string()),
             _ => None,
         })
         .collect()
@@ -159,10 +159,14 @@ fn check_link(file: &Path, link: &str, book: &Path) -> Option<String> {
         return None;
     }
     if target.extension().is_none_or(|e| e != "md") {
-        return Some(format!("an anchor into {}, which is not Markdown", target.display()));
+        return Some(format!(
+            "an anchor into {}, which is not Markdown",
+            target.display()
+        ));
     }
     let ids = heading_ids(&target);
-    (!ids.contains(anchor)).then(|| format!("{} has no heading with id `{anchor}`", target.display()))
+    (!ids.contains(anchor))
+        .then(|| format!("{} has no heading with id `{anchor}`", target.display()))
 }
 
 fn repository_docs(root: &Path) -> Vec<PathBuf> {
@@ -177,7 +181,11 @@ fn readme_and_the_book_have_no_broken_internal_link() {
     let files = repository_docs(root);
     assert!(files.len() > 5, "the book's chapters: {files:?}");
     let problems = broken_links(&files, &root.join("docs/src"));
-    assert!(problems.is_empty(), "broken links:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "broken links:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -187,7 +195,11 @@ fn every_chapter_is_in_the_summary() {
     let mut chapters = Vec::new();
     markdown_files(&src, &mut chapters);
     for chapter in chapters {
-        let rel = chapter.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+        let rel = chapter
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         assert!(
             rel == "SUMMARY.md" || summary.contains(&rel),
             "{rel} is not listed in docs/src/SUMMARY.md, so the book leaves it out"
@@ -208,10 +220,22 @@ fn the_check_finds_broken_files_anchors_and_links_out_of_the_book() {
          ```rust\nlet x = y[z](w);\n```\n",
     )
     .unwrap();
-    std::fs::write(src.join("b.md"), "# B\n\n### The `end`\n\n{{#include part.txt}}\n").unwrap();
+    std::fs::write(
+        src.join("b.md"),
+        "# B\n\n### The `end`\n\n{{#include part.txt}}\n",
+    )
+    .unwrap();
     std::fs::write(src.join("part.txt"), "## Included heading\n").unwrap();
-    std::fs::write(dir.path().join("README.md"), "[in](docs/src/b.md#included-heading) [bad](docs/src/a.md#b)\n").unwrap();
-    let files = vec![dir.path().join("README.md"), src.join("a.md"), src.join("b.md")];
+    std::fs::write(
+        dir.path().join("README.md"),
+        "[in](docs/src/b.md#included-heading) [bad](docs/src/a.md#b)\n",
+    )
+    .unwrap();
+    let files = vec![
+        dir.path().join("README.md"),
+        src.join("a.md"),
+        src.join("b.md"),
+    ];
     let problems = broken_links(&files, &src);
     let found: Vec<&str> = problems
         .iter()
@@ -219,7 +243,12 @@ fn the_check_finds_broken_files_anchors_and_links_out_of_the_book() {
         .collect();
     assert_eq!(
         found,
-        ["docs/src/a.md#b", "missing.md", "b.md#nowhere", "../../README.md"],
+        [
+            "docs/src/a.md#b",
+            "missing.md",
+            "b.md#nowhere",
+            "../../README.md"
+        ],
         "{problems:#?}"
     );
 }
