@@ -2,7 +2,7 @@
 //! types: every key and enum value has a doc comment, and the committed page
 //! is what the generator writes now.
 
-use ard_pipeline::reference::{page, undocumented, REFRESH};
+use ard_pipeline::reference::{page, schema_of, undocumented, undocumented_in, REFRESH};
 use std::path::Path;
 
 const PAGE: &str = "docs/src/configuration-reference.md";
@@ -49,7 +49,34 @@ fn the_page_lists_types_defaults_and_values() {
         assert!(page.contains(row), "no row starting {row}");
     }
     assert!(
-        page.contains("`never`: Start afresh"),
+        page.contains("`\"never\"`: Start afresh"),
         "enum values and their meaning"
     );
+}
+
+/// A key without a doc comment and an enum value without one.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Sloppy {
+    /// Documented.
+    good: u32,
+    bare: u32,
+    /// Documented, but one of its values is not.
+    mode: Mode,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Mode {
+    /// Has a doc.
+    Fast,
+    Slow,
+}
+
+#[test]
+fn the_doc_check_finds_keys_and_values_without_docs() {
+    let missing = undocumented_in(&schema_of::<Sloppy>());
+    assert_eq!(missing, ["bare", "mode = `\"slow\"`"]);
 }
