@@ -2,13 +2,14 @@
 #   make run    bootstrap, build, and run the CPU quickstart end to end
 #   make test   bootstrap, build, and run every test (unit, integration, PyTorch parity)
 # Both create what is missing (the .venv with PyTorch 2.13.0 = libtorch, the build).
+# `make docs` builds the book (docs/) and checks its links.
 
 CONFIG ?= configs/quickstart.toml
 # Extra arguments of `make run`, e.g. ARGS=--fresh to train a finished run again.
 ARGS ?=
 BIN := target/release/ard-pipeline
 
-.PHONY: run test test-data build bootstrap services bench clean-venv fmt lint
+.PHONY: run test test-data build bootstrap services bench docs clean-venv fmt lint
 
 run: build
 	$(BIN) --config $(CONFIG) $(ARGS)
@@ -37,7 +38,7 @@ services:
 
 # Training throughput on this machine, side by side: the PyTorch reference
 # loop, the pipeline and the sequential trainer, with the pipeline's per-stage
-# breakdown (README "Performance"); writes runs/bench.json. The default plan
+# breakdown (docs/src/performance.md); writes runs/bench.json. The default plan
 # (WRN-16-4 and WRN-34-10 teachers, 1 and 10 steps, online and cached soft
 # labels, 2 batches of 128 each) takes about an hour on 2 cores; narrow it with
 # e.g. BENCH_ARGS="--teachers wrn16_4 --steps 1 --soft-labels cached".
@@ -45,6 +46,12 @@ BENCH_ARGS ?=
 bench: build
 	@mkdir -p runs
 	$(BIN) --log-level warn bench --json runs/bench.json $(BENCH_ARGS)
+
+# The book under docs/ (mdBook, pinned and installed by the script when
+# missing) into docs/book/, with its internal links and the generated
+# configuration reference checked.
+docs: bootstrap
+	@bash scripts/docs.sh
 
 fmt:
 	cargo fmt --all

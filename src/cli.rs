@@ -62,6 +62,10 @@ pub enum Command {
     SweepRun(SweepRunArgs),
     /// The CIFAR-10 files: `data fetch` downloads them (md5-checked) into data/.
     Data(DataArgs),
+    /// Print the configuration reference (Markdown) generated from the config
+    /// types: `ard-pipeline config-reference > docs/src/configuration-reference.md`.
+    #[command(hide = true)]
+    ConfigReference,
 }
 
 /// The maximum of a flag counting test images.

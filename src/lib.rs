@@ -21,6 +21,7 @@ pub mod libtorch_dir;
 pub mod metrics;
 pub mod models;
 pub mod perf;
+pub mod reference;
 pub mod report;
 pub mod run;
 pub mod soft_labels;

@@ -179,6 +179,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             )?;
             run(&cfg, &args.run)
         }
+        Some(Command::ConfigReference) => {
+            print!("{}", ard_pipeline::reference::page());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Bench(args)) => {
             bench_command(config_path(&cli, &args.config)?, args).map(|()| ExitCode::SUCCESS)
         }

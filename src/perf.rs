@@ -1,5 +1,5 @@
 //! The fast paths (`[perf]` in the config). Whether each pays off on a
-//! machine is measured by `ard-pipeline bench` (README "Performance").
+//! machine is measured by `ard-pipeline bench` (docs/src/performance.md).
 //!
 //! On by default, because they give the same weights bit for bit:
 //!

@@ -1,6 +1,6 @@
 //! Bad input, end to end through the command line: each case exits non-zero
 //! with a message naming the thing at fault, never a panic or a backtrace.
-//! README.md's troubleshooting table lists these messages.
+//! The book's troubleshooting table (docs/src/troubleshooting.md) lists these messages.
 
 mod common;
 

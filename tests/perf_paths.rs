@@ -2,7 +2,7 @@
 //! bit; with `channels_last` or a bf16 attack the pipeline (staleness 0) still
 //! ends at the sequential trainer's weights; and the section is validated.
 //! (Whether they pay off, and that accuracy does not move, is measured by
-//! `ard-pipeline bench` and stated in README "Performance".)
+//! `ard-pipeline bench` and stated in docs/src/performance.md.)
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! `ard-pipeline bench`: ARD training throughput on this machine of the
 //! PyTorch reference loop (`scripts/bench_reference.py`), plain and tuned, the
-//! actor pipeline and the sequential trainer (see README "Performance").
+//! actor pipeline and the sequential trainer (see docs/src/performance.md).
 //!
 //! A plan is teachers x attack steps x soft-label source (the cases) x
 //! repetitions x sides, the Rust sides once per [`Variant`]. Every run is a

@@ -5,11 +5,12 @@
 
 use super::real::Real;
 use crate::models::Arch;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// A whole run: one TOML file, plus `ARD__SECTION__KEY` environment overrides.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Another config file (relative to this one) that this file extends: its
@@ -33,7 +34,7 @@ pub struct Config {
 }
 
 /// `[run]`: identity, seed, device and where results go.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// Run name; the run folder is `out_dir/name`, and metrics carry it as `run`.
@@ -59,7 +60,7 @@ pub struct RunConfig {
 }
 
 /// Whether a run continues from the checkpoint in its run folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResumePolicy {
     /// Resume an unfinished checkpoint when there is one, else start afresh.
@@ -87,7 +88,7 @@ impl Default for RunConfig {
 }
 
 /// Which checksums the dataset files must match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DataChecksums {
     /// Files extracted by this project's downloader from the verified official archive.
@@ -102,7 +103,7 @@ pub enum DataChecksums {
 }
 
 /// `[data]`: CIFAR-10 location, batching and augmentation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// Folder holding `data_batch_{1..5}.bin` and `test_batch.bin`.
@@ -111,6 +112,8 @@ pub struct DataConfig {
     pub download: bool,
     /// Which checksums to verify the files against.
     pub checksums: DataChecksums,
+    /// Images per training batch (1 to 50,000); evaluation batches too
+    /// unless a command says otherwise.
     pub batch_size: usize,
     /// Use only the first N training images.
     pub train_limit: Option<usize>,
@@ -143,7 +146,7 @@ impl Default for DataConfig {
 }
 
 /// Where the teacher's soft labels come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SoftLabels {
     /// A teacher forward on every batch.
@@ -153,9 +156,10 @@ pub enum SoftLabels {
 }
 
 /// `[teacher]`: the robust teacher.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TeacherConfig {
+    /// The teacher's architecture (it must match `weights`).
     pub arch: Arch,
     /// Teacher weights (safetensors). Required by losses that use a teacher.
     pub weights: Option<PathBuf>,
@@ -174,7 +178,7 @@ pub struct TeacherConfig {
 }
 
 /// Storage type of the logits in the soft-label cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheDtype {
     /// IEEE half precision: 20 bytes per (image, view); logits rounded to 11 significant bits.
@@ -202,8 +206,38 @@ impl Default for TeacherConfig {
 /// How many augmentation views per image the soft-label cache holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Views {
+    /// Every view of the paper's augmentation (162 per image).
     All,
+    /// K fixed views per image (1 to 162).
     Fixed(u32),
+}
+
+impl JsonSchema for Views {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Views".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-type": "\"all\" or integer",
+            "oneOf": [
+                {
+                    "const": "all",
+                    "description": "every random crop (padding 4) and flip: 162 views per image, the paper's augmentation",
+                },
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 162,
+                    "description": "each image is trained on one of K fixed views",
+                },
+            ],
+        })
+    }
 }
 
 impl Serialize for Views {
@@ -248,9 +282,10 @@ impl<'de> Deserialize<'de> for Views {
 }
 
 /// `[student]`: the model being distilled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StudentConfig {
+    /// The student's architecture.
     pub arch: Arch,
     /// Initial weights (safetensors); default: seeded random init.
     pub init: Option<PathBuf>,
@@ -266,7 +301,7 @@ impl Default for StudentConfig {
 }
 
 /// The attack kinds; each is one file under `src/attacks/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttackKind {
     /// Clean inputs.
@@ -288,7 +323,7 @@ pub enum AttackKind {
 }
 
 /// How an attack starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RandomStart {
     /// x + U(-eps, eps), not clamped before the first forward (ARD).
@@ -302,7 +337,7 @@ pub enum RandomStart {
 }
 
 /// BatchNorm mode of the attacked model while the attack runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BnMode {
     /// Batch statistics; running statistics are updated (ARD, the paper).
@@ -312,25 +347,33 @@ pub enum BnMode {
 }
 
 /// Which model the attack differentiates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttackTarget {
+    /// The student being trained (every loss but `paper_alg1`).
     Student,
     /// The paper's Algorithm 1 as written: FGSM against the teacher.
     Teacher,
 }
 
 /// `[attack]`: the training attack.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttackConfig {
+    /// Which attack makes the training examples.
     pub kind: AttackKind,
-    /// L-inf radius.
+    /// L-inf radius (inputs are in [0, 1]; in (0, 1]).
     pub eps: Real,
+    /// Size of each signed-gradient step (positive, at most 2 eps).
     pub step_size: Real,
+    /// Gradient steps per batch: exactly 1 for `fgsm`, `fgsm_rs` and
+    /// `n_fgsm`, at least 1 for `pgd`, `kl_pgd` and `trades`.
     pub steps: usize,
+    /// How the attack starts before its first step.
     pub random_start: RandomStart,
+    /// BatchNorm mode of the attacked model while the attack runs.
     pub bn_mode: BnMode,
+    /// Which model the attack differentiates.
     pub target: AttackTarget,
 }
 
@@ -349,7 +392,7 @@ impl Default for AttackConfig {
 }
 
 /// The training losses; one function each in `src/distill/losses.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LossKind {
     /// ARD (Goldblum et al.).
@@ -365,7 +408,7 @@ pub enum LossKind {
 }
 
 /// KL divergence reduction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KlReduction {
     /// Sum over everything / (batch * classes): ARD's and the paper's.
@@ -375,14 +418,16 @@ pub enum KlReduction {
 }
 
 /// `[loss]`: the training objective.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
+    /// The training objective.
     pub kind: LossKind,
     /// ARD: weight of the distillation term (1 - alpha weights CE on clean inputs).
     pub alpha: Real,
     /// ARD: distillation temperature.
     pub temperature: Real,
+    /// How the KL divergence of the distillation terms is averaged.
     pub kl_reduction: KlReduction,
     /// ARD with alpha = 1: still run the clean student forward for its BatchNorm side effect.
     pub clean_forward_for_bn: bool,
@@ -413,9 +458,10 @@ impl Default for LossConfig {
 }
 
 /// Learning-rate schedule kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleKind {
+    /// The same rate throughout.
     #[default]
     Constant,
     /// lr * gamma^(number of milestones passed); milestones in epochs.
@@ -427,9 +473,10 @@ pub enum ScheduleKind {
 }
 
 /// `[optim.schedule]`. Keys that only one kind uses are optional, and rejected for the others.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleConfig {
+    /// The schedule's shape.
     pub kind: ScheduleKind,
     /// multistep: epochs at which the rate is multiplied by `gamma`.
     pub milestones: Option<Vec<usize>>,
@@ -440,15 +487,20 @@ pub struct ScheduleConfig {
 }
 
 /// `[optim]`: SGD and its schedule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
+    /// Learning rate, in (0, 10]: the schedule's start (its peak for `one_cycle`).
     pub lr: Real,
+    /// SGD momentum, in [0, 1).
     pub momentum: Real,
+    /// L2 weight decay, added to the gradient (as PyTorch's SGD does).
     pub weight_decay: Real,
+    /// Nesterov momentum (needs `momentum` > 0).
     pub nesterov: bool,
     /// Clip the global gradient L2 norm to this value.
     pub grad_clip: Option<Real>,
+    /// The learning-rate schedule.
     pub schedule: ScheduleConfig,
 }
 
@@ -466,9 +518,11 @@ impl Default for OptimConfig {
 }
 
 /// `[train]`: how long.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// Passes over the training images (at least 1); with `max_seconds` an
+    /// upper bound.
     pub epochs: usize,
     /// Stop after this many optimisation steps in all (for quick checks).
     pub max_steps: Option<usize>,
@@ -490,7 +544,7 @@ impl Default for TrainConfig {
 }
 
 /// `[eval]`: robustness evaluation during and after training.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
     /// Evaluate every N epochs (0: only at the end).
@@ -519,7 +573,7 @@ impl Default for EvalConfig {
 }
 
 /// `[pipeline]`: the actor runtime.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Capacity of every bounded queue between stages (batches).
@@ -546,7 +600,7 @@ impl Default for PipelineConfig {
 /// `pipeline.compute`: where the teacher, attack and student stages compute.
 /// Either way each stage keeps its own thread, queue and metrics; this only
 /// decides which OS thread runs their tensor operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputePlacement {
     /// `shared` on a CPU, `per_stage` on a GPU.
@@ -574,7 +628,7 @@ impl ComputePlacement {
 }
 
 /// `[metrics]`: the Prometheus endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Address of /metrics, /healthz and /status; empty disables the endpoint.
@@ -591,7 +645,7 @@ impl Default for MetricsConfig {
 
 /// Numeric type of a model's forward and backward passes (the training
 /// attack's, `perf.attack_dtype`, or the student's update, `perf.student_dtype`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDtype {
     /// Single precision, as everything else.
@@ -607,11 +661,11 @@ pub enum ComputeDtype {
 }
 
 /// `[perf]`: how the numbers are computed, not the algorithm (see
-/// `src/perf.rs`, and README "Performance" for what each costs in accuracy).
+/// `src/perf.rs`, and the book's Performance chapter for what each costs in accuracy).
 /// On by default where they apply: the two bit-exact paths, and on a CPU
 /// `channels_last`, the attack and the student's update in bf16; the online
 /// teacher in bf16 is opt-in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerfConfig {
     /// Keep 4-d convolution weights and model inputs in channels-last (NHWC)
@@ -677,7 +731,7 @@ impl PerfConfig {
 // --- [guard] (issue 6: honest robustness evaluation) -------------------------
 
 /// What the catastrophic-overfitting guard does about a collapse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardAction {
     /// No guard.
@@ -694,7 +748,7 @@ pub enum GuardAction {
 /// the training attack; a collapse is robust accuracy `max_drop` points or
 /// more below its best so far while training-attack accuracy rose (or held)
 /// since then (see `src/train/overfit_guard.rs`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {
     /// `off`, `warn` or `stop`.

@@ -71,6 +71,38 @@ impl Serialize for Arch {
     }
 }
 
+/// Names as a JSON schema (the configuration reference): the spellings above.
+impl schemars::JsonSchema for Arch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Arch".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "x-type": "architecture",
+            "oneOf": [
+                { "const": "mobilenet_v2", "description": "MobileNetV2 for CIFAR" },
+                {
+                    "x-spelling": "mobilenet_v2_xW",
+                    "pattern": "^mobilenet_v2_x[0-9.]+$",
+                    "description": "MobileNetV2 with width multiplier W, 0 < W <= 4 (e.g. `mobilenet_v2_x0.5`)",
+                },
+                { "const": "resnet18", "description": "ResNet-18 for CIFAR" },
+                {
+                    "x-spelling": "wrnD_K",
+                    "pattern": "^wrn[0-9]+_[0-9]+$",
+                    "description": "WideResNet-D-K with TRADES parameter names, D = 6n+4, K from 1 to 20 (e.g. `wrn34_10`, `wrn16_2`)",
+                },
+            ],
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Arch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;

@@ -46,7 +46,7 @@ pub const STAGES: [&str; 5] = ["data", "teacher", "attack", "student", "eval"];
 /// belongs to the thread that starts it: with a team per stage the process
 /// held more compute threads than cores, OpenMP stopped spinning between
 /// operations, and the pipeline's epoch took 1.15-1.3x the sequential
-/// trainer's (README "Performance").
+/// trainer's (docs/src/performance.md).
 ///
 /// Per stage: at staleness 0 the attack and the student alternate (each
 /// waits for the other), so each takes every core; the teacher runs ahead

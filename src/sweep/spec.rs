@@ -28,12 +28,13 @@
 //! "constant" }`) replaces that section whole instead of merging into it.
 
 use crate::error::{Error, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Which engine executes the runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// Child processes of this binary on this machine.
@@ -58,13 +59,17 @@ impl std::str::FromStr for Backend {
 }
 
 /// `[sweep.k8s]`: what the rendered Indexed Job needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct K8sSettings {
+    /// Container image of every pod: the binary on PATH, the repository
+    /// (configs, weights, data) in its working directory.
     pub image: String,
+    /// Namespace of the Job and its ConfigMap.
     pub namespace: String,
     /// PersistentVolumeClaim mounted at `results_mount` (run folders go there).
     pub results_claim: String,
+    /// Where the pods mount `results_claim`.
     pub results_mount: String,
     /// GPUs per pod (`nvidia.com/gpu`); 0: none.
     pub gpus: u32,
@@ -83,12 +88,14 @@ impl Default for K8sSettings {
 }
 
 /// `[sweep]`: name, place and how the runs are executed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SweepSettings {
+    /// Sweep name: the sweep folder is `out_dir/name`.
     pub name: String,
     /// Parent of the sweep folder (relative to the working directory, like `run.out_dir`).
     pub out_dir: PathBuf,
+    /// Where the runs execute (`--backend` overrides it).
     pub backend: Backend,
     /// Runs executing at once.
     pub parallel: usize,
@@ -124,7 +131,7 @@ impl Default for SweepSettings {
 }
 
 /// A whole sweep file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SweepFile {
     /// The run config every run starts from (relative to the sweep file).
@@ -132,12 +139,15 @@ pub struct SweepFile {
     pub sweep: SweepSettings,
     /// Key path -> value applied to every run, before the run's own point.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub common: Option<toml::Table>,
     /// Key path -> values: the cartesian product (first key varies slowest).
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub grid: Option<toml::Table>,
     /// Explicit rows: key path -> value each.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Map<String, serde_json::Value>>>")]
     pub rows: Option<Vec<toml::Table>>,
     /// Where the file was read from (set by `read`).
     #[serde(skip)]
