@@ -194,7 +194,10 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
+    #[command(subcommand)]
+    pub action: Option<EvalAction>,
     /// Config file the defaults of the flags below come from (student arch,
     /// data root, device, batch size, test limit, [perf]); without one, the
     /// built-in defaults.
@@ -208,14 +211,21 @@ pub struct EvalArgs {
     pub weights: Option<PathBuf>,
     /// Comma-separated evaluations: natural, train_attack, fgsm, pgdK, cw[K],
     /// apgd_ce[K], apgd_dlr[K], apgd_t[K], square[K]; _rR adds R restarts
-    /// (pgd20_r5). The JSON also reports worst_case: right clean and under
-    /// every one.
-    #[arg(long, default_value = "natural")]
+    /// (pgd20_r5). The table and JSON list them in this order, then
+    /// worst_case: right clean and under every one (natural always counts).
+    /// The default is clean accuracy, PGD-20 and APGD-CE: a first robustness
+    /// number; add apgd_t for a stronger one.
+    #[arg(long, default_value = ard_pipeline::eval::command::DEFAULT_ATTACKS)]
     pub attacks: String,
-    /// AutoAttack's protocol: run the evaluations in the order given, each
-    /// only on the images still right under the earlier ones. Same worst
-    /// case, much cheaper with the strong attacks last; each accuracy then
-    /// counts the images right under it and every earlier one.
+    /// The L-inf radius on [0, 1] images, as a fraction or a decimal: 8/255
+    /// or 0.0314 (default: the config's attack.eps). The training attack that
+    /// train_attack replays keeps its step as a share of eps.
+    #[arg(long, value_name = "EPS", value_parser = parse_eps)]
+    pub eps: Option<f64>,
+    /// AutoAttack's protocol: natural first, then the evaluations in the
+    /// order given, each only on the images still right under the earlier
+    /// ones. Same worst case, much cheaper with the strong attacks last; each
+    /// row is then cumulative (right under it and every row above).
     #[arg(long)]
     pub cascade: bool,
     /// Evaluate the first N test images only (1 to 10,000; a larger N is refused).
@@ -240,12 +250,34 @@ pub struct EvalArgs {
     /// latency (median of repeated runs after warm-up) on this machine.
     #[arg(long)]
     pub latency: bool,
-    /// Batch sizes to time with --latency.
+    /// Batch sizes to time with --latency (1 to 4096 images each).
     #[arg(long, value_delimiter = ',', default_value = "1,128")]
     pub latency_batches: Vec<usize>,
     /// Timed runs per batch size with --latency (fewer if one batch size takes over 60 s).
     #[arg(long, default_value_t = 20)]
     pub latency_runs: usize,
+    /// Evaluate only shard I of N (I from 0: contiguous whole batches of the
+    /// images) and write a partial result to --json; `eval merge` joins the
+    /// parts into the unsplit evaluation's table and JSON.
+    #[arg(long, value_name = "I/N", requires = "json")]
+    pub shard: Option<ard_pipeline::soft_labels::Shard>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum EvalAction {
+    /// Join the partial results of `eval --shard I/N` (same checkpoint,
+    /// evaluations, eps and images; every image once) into one result.
+    Merge(EvalMergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalMergeArgs {
+    /// The partial results (JSON files written by `eval --shard`).
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+    /// Write the joined result here.
+    #[arg(long)]
+    pub json: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -397,4 +429,18 @@ pub struct LatencyChildArgs {
     pub runs: usize,
     #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
+}
+
+/// `--eps`: a fraction (`8/255`) or a decimal in (0, 1].
+fn parse_eps(text: &str) -> Result<f64, String> {
+    let eps = ard_pipeline::config::parse_real(text)?;
+    if eps > 0.0 && eps <= 1.0 {
+        Ok(eps)
+    } else if eps > 1.0 {
+        Err(format!(
+            "{eps} is above 1: images are on [0, 1], so give it in 255ths as {text}/255"
+        ))
+    } else {
+        Err(format!("{eps} must be above 0"))
+    }
 }

@@ -13,7 +13,8 @@ use ard_pipeline::run::{run_job, Engine, JobEnd};
 use ard_pipeline::train;
 use clap::Parser;
 use cli::{
-    Cli, Command, DataAction, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction, SoftLabelsArgs,
+    Cli, Command, DataAction, EvalAction, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction,
+    SoftLabelsArgs,
     SweepBackend,
 };
 use std::path::{Path, PathBuf};
@@ -388,6 +389,12 @@ fn export_command(mut cfg: Config, args: &ExportArgs) -> Result<ExitCode> {
 }
 
 fn eval_command(cfg: Config, args: &EvalArgs) -> Result<ExitCode> {
+    if let Some(EvalAction::Merge(m)) = &args.action {
+        let outcome = eval::command::merge(&m.parts, &m.json)?;
+        print!("{}", outcome.table());
+        outcome.write()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let arch = parse_arch(args.arch.as_deref())?;
     let latency = args.latency.then(|| eval::edge::LatencyOptions {
         batch_sizes: args.latency_batches.clone(),
@@ -406,8 +413,11 @@ fn eval_command(cfg: Config, args: &EvalArgs) -> Result<ExitCode> {
         batch_size: args.batch_size,
         latency,
         cascade: args.cascade,
+        eps: args.eps,
+        shard: args.shard,
     };
     let outcome = eval::command::run(cfg, &opts)?;
     print!("{}", outcome.table());
+    outcome.write()?;
     Ok(ExitCode::SUCCESS)
 }

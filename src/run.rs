@@ -8,8 +8,8 @@ use crate::metrics::{self, Phase, PipelineStatus, Signal, TrainMetrics};
 use crate::stages::{self, RunOptions};
 use crate::train::{self, recorder::Recorder, validation::SelectionHandle};
 use ard_actors::CancelToken;
+use indexmap::IndexMap;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,8 +34,9 @@ pub struct RunReport {
     pub wall_s: f64,
     pub final_loss: Option<f64>,
     pub stages: Vec<StageReport>,
-    /// Accuracy (%) per evaluation of the last evaluated snapshot.
-    pub final_eval: BTreeMap<String, f64>,
+    /// Accuracy (%) per evaluation of the last evaluated snapshot, in the
+    /// configured order (`final_test` has the image count and intervals).
+    pub final_eval: IndexMap<String, f64>,
     /// Issue 6: worst cases, the best-by-validation checkpoint's test numbers
     /// (`best_eval`, `best_epoch`, ...), `robustness_gap`, the guard.
     #[serde(flatten)]
@@ -43,7 +44,9 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// The human-readable table printed at the end of a run.
+    /// The human-readable table printed at the end of a run: the stages,
+    /// then each checkpoint's test numbers under a heading
+    /// ([`SelectionSummary::table`](crate::train::selection::SelectionSummary::table)).
     pub fn table(&self) -> String {
         use crate::report::{plural::count, stage_table};
         let mut s = format!(
@@ -63,9 +66,6 @@ impl RunReport {
                 idle: st.idle_share,
             }
         })));
-        for (name, acc) in &self.final_eval {
-            s.push_str(&format!("{name:>14}: {acc:6.2}%\n"));
-        }
         s.push_str(&self.selection.table());
         s
     }
@@ -230,5 +230,111 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
             None => Err(Error::Cancelled),
         },
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::EvalReport;
+    use crate::train::selection::{BestRecord, SelectionSummary, ValidationScore};
+
+    fn report(acc: &[(&str, f64)], worst: f64) -> EvalReport {
+        EvalReport {
+            images: 1000,
+            accuracy: acc.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            worst_case: worst,
+            ..EvalReport::default()
+        }
+    }
+
+    #[test]
+    fn the_end_of_run_block_names_checkpoint_split_and_images_in_configured_order() {
+        // Configured order, not alphabetical: natural, train_attack, pgd20, apgd_ce.
+        let order = [
+            ("natural", 45.3),
+            ("train_attack", 30.7),
+            ("pgd20", 25.1),
+            ("apgd_ce", 24.0),
+        ];
+        let fin = report(&order, 23.5);
+        let best = report(&order.map(|(k, v)| (k, v - 1.0)), 22.5);
+        let rec = BestRecord {
+            epoch: 2,
+            step: 20,
+            attack: "pgd10".into(),
+            images: 500,
+            validation: ValidationScore {
+                natural: 44.0,
+                robust: 26.0,
+            },
+        };
+        let summary = SelectionSummary::new(Some(&fin), Some((&rec, Some(&best))), None);
+        let run = RunReport {
+            run: "r".into(),
+            engine: "pipeline".into(),
+            steps: 20,
+            epochs: 2,
+            wall_s: 1.0,
+            final_loss: None,
+            stages: Vec::new(),
+            final_eval: fin.accuracy.clone(),
+            selection: Box::new(summary),
+        };
+        let table = run.table();
+        let at = |needle: &str| {
+            table
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} not in\n{table}"))
+        };
+        let heading =
+            at("final checkpoint (final.safetensors) on the test split, first 1,000 images:");
+        let rows: Vec<usize> = [
+            "natural:",
+            "train_attack:",
+            "pgd20:",
+            "apgd_ce:",
+            "worst_case:",
+        ]
+        .iter()
+        .map(|n| at(n))
+        .collect();
+        assert!(heading < rows[0], "{table}");
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]),
+            "not in order:\n{table}"
+        );
+        assert!(
+            table.contains("natural: 45.30% (42.2-48.4, n=1,000)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("worst_case: 23.50% (21.0-26.2, n=1,000) (right clean and under every one of natural, train_attack, pgd20, apgd_ce)"),
+            "{table}"
+        );
+        let best_heading =
+            at("best checkpoint (best.safetensors) on the test split, first 1,000 images:");
+        assert!(best_heading > rows[4], "{table}");
+        assert!(
+            table.contains("validation natural 44.00% (39.7-48.4, n=500)"),
+            "{table}"
+        );
+        // summary.json keeps the order and carries the count and intervals.
+        let json = serde_json::to_string(&run).unwrap();
+        let pos = |k: &str| json.find(&format!("\"{k}\":")).unwrap();
+        assert!(
+            pos("natural") < pos("train_attack") && pos("pgd20") < pos("apgd_ce"),
+            "{json}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["final_test"]["images"], 1000);
+        let lo = v["final_test"]["intervals"]["pgd20"]["lo"]
+            .as_f64()
+            .unwrap();
+        assert!((lo - 22.5).abs() < 0.1, "{v}");
+        assert!(
+            v["final_test"]["worst_case_interval"]["hi"].is_number(),
+            "{v}"
+        );
     }
 }

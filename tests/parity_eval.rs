@@ -475,7 +475,7 @@ fn ordering_holds_and_eval_has_no_side_effects() {
         seed: 0,
         teacher: None,
     }
-    .masks(|done, n| calls.push((done, n)))
+    .masks(|_, done, n| calls.push((done, n)))
     .unwrap();
     let report = masks.report();
     eprintln!(
@@ -542,9 +542,9 @@ fn cascade_finds_the_same_worst_case_attacking_only_the_survivors() {
         seed: 0,
         teacher: None,
     };
-    let full = job.masks(|_, _| {}).unwrap();
+    let full = job.masks(|_, _, _| {}).unwrap();
     let mut calls = Vec::new();
-    let cascade = job.cascade(|done, n| calls.push((done, n))).unwrap();
+    let cascade = job.cascade(|_, done, n| calls.push((done, n))).unwrap();
     let (f, c) = (full.report(), cascade.report());
     eprintln!("every image: {f:?}\ncascade: {c:?}");
     assert!(c.cascade && !f.cascade);

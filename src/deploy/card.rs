@@ -3,7 +3,8 @@
 //! what the trained model computes, their robustness as deployed, and their
 //! edge figures on the machine that exported them.
 
-use crate::eval::edge::{thousands, Latency};
+use crate::eval::edge::Latency;
+use crate::eval::interval::thousands;
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint a model was exported from.
@@ -239,8 +240,8 @@ impl Card {
                 "- int8 file vs fp32 file: top-1 agreement {}; natural accuracy {} vs {} \
                  (drop {:.2} points, target <= 1.5): **{}**\n",
                 pct(q.top1_agreement),
-                pct(q.natural_int8),
-                pct(q.natural_fp32),
+                crate::eval::interval::accuracy_text(q.natural_int8, v.test_images, 1),
+                crate::eval::interval::accuracy_text(q.natural_fp32, v.test_images, 1),
                 q.drop,
                 if q.pass { "pass" } else { "FAIL" }
             );
@@ -259,18 +260,20 @@ impl Card {
                 (r.eps * 255.0).round(),
                 r.square_queries
             );
+            let acc = |v: f64| crate::eval::interval::accuracy_text(v, r.test_images, 1);
             for row in &r.rows {
                 s += &format!(
                     "| {} | {} | {} | {} | {} | **{}** |\n",
                     row.model,
-                    pct(row.natural),
-                    pct(row.transfer_pgd20),
-                    pct(row.transfer_apgd_ce),
-                    pct(row.square),
-                    pct(row.worst_case)
+                    acc(row.natural),
+                    acc(row.transfer_pgd20),
+                    acc(row.transfer_apgd_ce),
+                    acc(row.square),
+                    acc(row.worst_case)
                 );
             }
-            s += "\n(For the tch row the PGD-20 and APGD-CE columns are white-box.)\n";
+            s += "\n(For the tch row the PGD-20 and APGD-CE columns are white-box. In brackets: the \
+                  95% Wilson interval and the number of test images.)\n";
         }
         if let Some(e) = &self.edge {
             s += &format!(
@@ -305,5 +308,25 @@ impl Card {
         }
         s += &format!("\n## Which number to trust\n\n{}\n", self.trust);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_card_gives_each_accuracy_its_interval_and_count() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/weights/quickstart-mobilenet_v2_x0.5.deploy.json"
+        );
+        let card: Card = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let md = card.markdown();
+        assert!(
+            md.contains("| tch fp32 | 45.3% (42.2-48.4, n=1,000) |"),
+            "{md}"
+        );
+        assert!(md.contains("**21.8% (19.4-24.5, n=1,000)**"), "{md}");
     }
 }

@@ -1,21 +1,39 @@
 //! `ard-pipeline eval`: evaluates a checkpoint on the CIFAR-10 test set under
-//! the listed evaluations, prints a table, and writes JSON
-//! (`{"images", "accuracy": {name: percent}, "worst_case", "seconds", "edge"}`).
-//! With `--latency` it adds the edge numbers (parameters, MACs per image,
-//! latency at batch 1 and 128); without weights only those are reported.
+//! the listed evaluations (default [`DEFAULT_ATTACKS`]), prints a table of
+//! accuracies with their 95% intervals, then writes the JSON
+//! ([`super::record::EvalFile`]) and logits files asked for. The output paths
+//! are checked before anything is computed ([`super::output`]) and written
+//! atomically after the table is printed, so a long evaluation is never lost
+//! to a bad path. With `--latency` it adds the edge numbers (parameters, MACs
+//! per image, latency at batch 1 and 128); without weights only those.
 //!
-//! The config file gives eps (`attack.eps`), the training attack that
-//! `train_attack` replays, the seed of the random starts, the data folder and
-//! the batch size; the flags only change how the evaluation runs.
+//! The config file gives eps (`attack.eps`, or `--eps`), the training attack
+//! that `train_attack` replays, the seed of the random starts, the data folder
+//! and the batch size; the other flags only change how the evaluation runs.
 
 use super::edge::{edge_report, LatencyOptions};
-use super::{EvalAttack, EvalReport, EvalSet, Evaluation};
+use super::output::{check_outputs, Output};
+use super::progress::EvalProgress;
+use super::record::{AttackRecord, EvalFile};
+use super::shards::{shard_range, ShardPart};
+use super::{interval, EvalAttack, EvalReport, EvalSet, Evaluation};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::models::{Arch, Model};
-use std::path::PathBuf;
+use crate::soft_labels::Shard;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Tensor};
+
+/// What `eval` runs without `--attacks`: clean accuracy, PGD-20 and APGD-CE,
+/// a worst case a reader can take for a first robustness number (AutoAttack
+/// is the field's).
+pub const DEFAULT_ATTACKS: &str = "natural,pgd20,apgd_ce";
+
+/// The largest `--latency-batches` size: a MobileNetV2 forward takes about
+/// 0.25 MB of activations per image, so 100,000 images asked for 24 GB and
+/// the kernel killed the process.
+pub const MAX_LATENCY_BATCH: usize = 4096;
 
 /// What `ard-pipeline eval` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -39,18 +57,23 @@ pub struct EvalOptions {
     /// AutoAttack's cascade ([`Evaluation::cascade`]): each evaluation only on
     /// the images still right under the earlier ones.
     pub cascade: bool,
+    /// The L-inf radius (default: the config's `attack.eps`).
+    pub eps: Option<f64>,
+    /// Evaluate only this shard of the images and write a partial result
+    /// ([`super::shards`]).
+    pub shard: Option<Shard>,
 }
 
-/// What an evaluation produced.
-#[derive(Debug, Clone)]
+/// What an evaluation produced: the table to print and the files to write.
+#[derive(Debug)]
 pub struct EvalOutcome {
-    pub arch: Arch,
-    pub weights: Option<PathBuf>,
-    pub eps: f64,
-    /// Evaluation names in the order asked for.
-    pub order: Vec<String>,
-    pub report: EvalReport,
+    /// What `--json` gets (the report with its provenance).
+    pub file: EvalFile,
     pub wall_s: f64,
+    /// Natural logits and labels, for `--save-logits`.
+    logits: Option<(Tensor, Tensor)>,
+    json: Option<PathBuf>,
+    save_logits: Option<PathBuf>,
 }
 
 /// `eps` as `8/255` when it is a whole number of 255ths.
@@ -64,67 +87,91 @@ fn eps_text(eps: f64) -> String {
 }
 
 impl EvalOutcome {
+    /// The outcome of a merge of partial results: `file` to print and to
+    /// write to `json`.
+    pub fn merged(file: EvalFile, json: PathBuf, wall_s: f64) -> EvalOutcome {
+        EvalOutcome {
+            file,
+            wall_s,
+            logits: None,
+            json: Some(json),
+            save_logits: None,
+        }
+    }
+
+    /// The report.
+    pub fn report(&self) -> &EvalReport {
+        &self.file.report
+    }
+
     /// The table `ard-pipeline eval` prints.
     pub fn table(&self) -> String {
-        let weights = self
-            .weights
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "random init".into());
+        let f = &self.file;
+        let r = &f.report;
         let mut s = String::new();
-        if self.weights.is_some() {
+        if let Some(weights) = &f.weights {
+            let images = match &f.shard {
+                Some(p) => format!(
+                    "test images {}..{} (shard {}/{} of the first {})",
+                    p.start,
+                    p.end,
+                    p.index,
+                    p.count,
+                    interval::thousands(p.total as u64)
+                ),
+                None => format!(
+                    "the first {} test images",
+                    interval::thousands(r.images as u64)
+                ),
+            };
             s += &format!(
-                "{} on {} test images, eps {} ({weights}, {:.1} s)\n",
-                self.arch,
-                self.report.images,
-                eps_text(self.eps),
-                self.wall_s
+                "{} on {images}, L-inf eps {} ({weights}, {:.1} s)\n",
+                f.arch, f.eps_text, self.wall_s
             );
-            if self.report.cascade {
-                s += "  cascade: each evaluation ran on the images right under every earlier one;\n  its accuracy counts the images right under it and every earlier one\n";
+            if r.cascade {
+                s += "  cascade: natural first, then each evaluation only on the images right under every\n  \
+                      row above; each row is cumulative: right clean and under it and every row above\n";
             }
+            let head = if r.cascade {
+                "cumulative accuracy"
+            } else {
+                "accuracy"
+            };
+            s += &format!("  {:<16} {:<30} {:>9}\n", "evaluation", head, "seconds");
+            for name in r.accuracy.keys() {
+                let sec = r.seconds.get(name).copied().unwrap_or(0.0);
+                s += &format!("  {name:<16} {:<30} {sec:>9.1}\n", r.accuracy_text(name));
+            }
+            s += &format!("  {:<16} {:<30}\n", "worst_case", r.worst_case_text());
             s += &format!(
-                "  {:<16} {:>9} {:>10}\n",
-                "evaluation", "accuracy", "seconds"
+                "  (worst case: right clean and under every one of {}; 95% Wilson intervals)\n",
+                r.worst_case_over()
             );
-            for name in &self.order {
-                let acc = self.report.accuracy.get(name).copied().unwrap_or(f64::NAN);
-                let sec = self.report.seconds.get(name).copied().unwrap_or(0.0);
-                s += &format!("  {name:<16} {acc:>8.2}% {sec:>10.1}\n");
-            }
-            s += &format!("  {:<16} {:>8.2}%\n", "worst_case", self.report.worst_case);
         }
-        if let Some(edge) = &self.report.edge {
+        if let Some(edge) = &r.edge {
             s += &edge.lines();
         }
         s
     }
-}
 
-/// Logs progress about every 10% of the images, with throughput and ETA; a
-/// count that goes back (the next evaluation of a cascade) starts over.
-fn progress_logger(mut began: Instant) -> impl FnMut(usize, usize) {
-    let mut next_decile = 1;
-    let (mut last, mut last_at) = (0, began);
-    move |done, n| {
-        if done < last {
-            // The next evaluation began when the previous one last reported.
-            next_decile = 1;
-            began = last_at;
+    /// Writes the files asked for, each atomically (a temporary file renamed
+    /// into place): the JSON, then the logits.
+    pub fn write(&self) -> Result<()> {
+        if let Some(path) = &self.json {
+            let text =
+                serde_json::to_string_pretty(&self.file).map_err(Error::json("the eval report"))?;
+            crate::train::run_dir::write_text_atomic(path, &(text + "\n"))?;
         }
-        last = done;
-        last_at = Instant::now();
-        let n = n.max(1);
-        if done * 10 >= next_decile * n || done == n {
-            next_decile = done * 10 / n + 1;
-            let secs = began.elapsed().as_secs_f64();
-            let rate = done as f64 / secs.max(1e-9);
-            let eta = (n - done.min(n)) as f64 / rate.max(1e-9);
-            log::info!(
-                "eval: {done}/{n} images ({}%), {secs:.0} s, {rate:.1} images/s, about {eta:.0} s left",
-                done * 100 / n
-            );
+        if let (Some(path), Some((logits, labels))) = (&self.save_logits, &self.logits) {
+            crate::checkpoint::write_atomic(
+                path,
+                &[
+                    ("logits".to_string(), logits.shallow_clone()),
+                    ("labels".to_string(), labels.shallow_clone()),
+                ],
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -138,10 +185,10 @@ fn logits(model: &Model, set: &EvalSet, batch_size: usize) -> Result<Tensor> {
     Ok(Tensor::f_cat(&outs, 0)?)
 }
 
-/// Runs `ard-pipeline eval`: applies the flags to `cfg`, evaluates, writes the
-/// JSON and logits files asked for, and returns the outcome to print.
-pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
-    let began = Instant::now();
+/// Applies the flags to `cfg`: data folder, device, batch size and eps
+/// (the training attack's step keeps its share of eps, so `train_attack`
+/// stays the same attack at the new radius).
+fn apply_flags(cfg: &mut Config, opts: &EvalOptions) -> Result<()> {
     if let Some(root) = &opts.data_root {
         cfg.data.root = root.clone();
     }
@@ -156,19 +203,118 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
             "eval: the batch size must be at least 1".into(),
         ));
     }
+    if let Some(eps) = opts.eps {
+        if !(eps > 0.0 && eps <= 1.0) {
+            return Err(Error::Usage(format!(
+                "eval --eps {eps}: must be in (0, 1] on [0, 1] images (e.g. 8/255)"
+            )));
+        }
+        let old = cfg.attack.eps.get();
+        let step = cfg.attack.step_size.get();
+        cfg.attack.step_size = crate::config::Real(step * eps / old);
+        cfg.attack.eps = crate::config::Real(eps);
+    }
+    Ok(())
+}
+
+/// Refuses what would fail or lose the result after the evaluation: output
+/// paths ([`check_outputs`]) and latency batches too large to allocate.
+fn check_before(cfg: &Config, opts: &EvalOptions) -> Result<()> {
+    let mut outputs = Vec::new();
+    if let Some(p) = &opts.json {
+        outputs.push(Output {
+            flag: "--json",
+            path: p,
+        });
+    }
+    if let Some(p) = &opts.save_logits {
+        outputs.push(Output {
+            flag: "--save-logits",
+            path: p,
+        });
+    }
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    if let Some(w) = &opts.weights {
+        inputs.push(("--weights", w));
+    }
+    if let Some(t) = &cfg.teacher.weights {
+        inputs.push(("teacher.weights", t));
+    }
+    check_outputs(&outputs, &inputs)?;
+    if let Some(shard) = opts.shard {
+        let refuse = |why: &str| Err(Error::Usage(format!("eval --shard {shard}: {why}")));
+        if opts.json.is_none() {
+            return refuse("needs --json, the partial result `eval merge` joins");
+        }
+        if opts.cascade {
+            return refuse("not with --cascade (its batches run over the survivors of all images)");
+        }
+        if opts.latency.is_some() || opts.save_logits.is_some() {
+            return refuse("not with --latency or --save-logits (run those unsplit)");
+        }
+    }
+    if let Some(latency) = &opts.latency {
+        if let Some(b) = latency.batch_sizes.iter().find(|b| **b > MAX_LATENCY_BATCH) {
+            return Err(Error::Usage(format!(
+                "eval --latency-batches {b}: at most {MAX_LATENCY_BATCH} images per timed batch \
+                 (about 0.25 MB of activations per image)"
+            )));
+        }
+        if latency.batch_sizes.contains(&0) {
+            return Err(Error::Usage(
+                "eval --latency-batches 0: a batch holds at least 1 image".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `ard-pipeline eval`: applies the flags to `cfg`, checks the outputs,
+/// evaluates, and returns the outcome to print, then write
+/// ([`EvalOutcome::write`]).
+pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
+    let began = Instant::now();
+    apply_flags(&mut cfg, opts)?;
+    check_before(&cfg, opts)?;
     let arch = opts.arch.unwrap_or(cfg.student.arch);
     let device = crate::device::resolve_device(&cfg.run.device)?;
     // Malloc reuse too: without it APGD-T spent a third of its time
     // page-faulting fresh buffers in (1.8 billion minor faults in 2 hours).
     crate::perf::configure_process(&cfg);
     let eps = cfg.attack.eps.get();
-    let outcome = |weights, order, report| EvalOutcome {
-        arch,
-        weights,
-        eps,
-        order,
-        report,
-        wall_s: began.elapsed().as_secs_f64(),
+    let outcome = |report: EvalReport,
+                   run: &[EvalAttack],
+                   logits,
+                   shard: Option<ShardPart>|
+     -> Result<EvalOutcome> {
+        let sha = match &opts.weights {
+            Some(w) => Some(crate::deploy::export::sha256(w)?),
+            None => None,
+        };
+        Ok(EvalOutcome {
+            file: EvalFile {
+                report,
+                interval_kind: interval::INTERVAL_KIND.into(),
+                norm: "Linf".into(),
+                eps,
+                eps_text: eps_text(eps),
+                arch: arch.to_string(),
+                weights: opts.weights.as_ref().map(|p| p.display().to_string()),
+                weights_sha256: sha,
+                attacks: run
+                    .iter()
+                    .map(|e| AttackRecord::of(e, &cfg.attack))
+                    .collect(),
+                seed: cfg.run.seed,
+                batch_size: cfg.data.batch_size,
+                version: env!("CARGO_PKG_VERSION").into(),
+                shard,
+            },
+            wall_s: began.elapsed().as_secs_f64(),
+            logits,
+            json: opts.json.clone(),
+            save_logits: opts.save_logits.clone(),
+        })
     };
 
     let Some(weights) = &opts.weights else {
@@ -184,8 +330,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
             edge: Some(edge_report(&model, latency)?),
             ..EvalReport::default()
         };
-        write_json(opts, &report)?;
-        return Ok(outcome(None, Vec::new(), report));
+        return outcome(report, &[], None, None);
     };
 
     let model = Model::load(arch, device, weights)?;
@@ -201,11 +346,28 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     };
     let limit = opts.test_limit.or(cfg.eval.test_limit);
     let set = EvalSet::test(&cfg.data, limit.or(cfg.data.test_limit))?;
-    let order: Vec<String> = opts.evals.iter().map(|e| e.name()).collect();
+    let (set, part) = match opts.shard {
+        Some(shard) => {
+            let total = set.labels.size()[0] as usize;
+            let r = shard_range(shard, total, cfg.data.batch_size);
+            let part = ShardPart {
+                index: shard.index,
+                count: shard.count,
+                start: r.start,
+                end: r.end,
+                total,
+            };
+            (set.slice(r)?, Some(part))
+        }
+        None => (set, None),
+    };
+    let run_order = run_order(&opts.evals, opts.cascade);
     log::info!(
-        "eval: {arch} on {} test images, {} ({} per batch, {device:?})",
+        "eval: {arch} on {} test images, eps {}, {}{} ({} per batch, {device:?})",
         set.labels.size()[0],
-        order.join(", "),
+        eps_text(eps),
+        names(&run_order).join(", "),
+        if opts.cascade { " as a cascade" } else { "" },
         cfg.data.batch_size
     );
     let job = Evaluation {
@@ -217,36 +379,75 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         seed: cfg.run.seed,
         teacher: teacher.as_ref(),
     };
-    let progress = progress_logger(Instant::now());
-    let mut report = if opts.cascade {
-        job.cascade(progress)?
+    let mut progress = EvalProgress::stderr();
+    let tick = |label: &str, done, n| progress.tick(label, done, n);
+    let masks = if opts.cascade {
+        job.cascade(tick)
     } else {
-        job.masks(progress)?
-    }
-    .report();
+        job.masks_at(part.map_or(0, |p| p.start), tick)
+    };
+    progress.finish();
+    let mut report = masks?.report();
     if let Some(latency) = &opts.latency {
         report.edge = Some(edge_report(&model, latency)?);
     }
-    write_json(opts, &report)?;
-    if let Some(path) = &opts.save_logits {
-        let logits = logits(&model, &set, cfg.data.batch_size)?;
-        crate::checkpoint::write_atomic(
-            path,
-            &[
-                ("logits".to_string(), logits),
-                ("labels".to_string(), set.labels.shallow_clone()),
-            ],
-        )?;
-    }
-    Ok(outcome(Some(weights.clone()), order, report))
+    let logits = match &opts.save_logits {
+        Some(_) => Some((
+            logits(&model, &set, cfg.data.batch_size)?,
+            set.labels.shallow_clone(),
+        )),
+        None => None,
+    };
+    outcome(report, &run_order, logits, part)
 }
 
-fn write_json(opts: &EvalOptions, report: &EvalReport) -> Result<()> {
-    if let Some(path) = &opts.json {
-        let text = serde_json::to_string_pretty(report).map_err(Error::json("the eval report"))?;
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+/// `ard-pipeline eval merge PARTS --json OUT`: reads the partial results,
+/// joins them ([`super::shards::merge`]) and returns the outcome to print,
+/// then write to `json` (checked first: its folder, and that it is no part).
+pub fn merge(parts: &[PathBuf], json: &Path) -> Result<EvalOutcome> {
+    let began = Instant::now();
+    let inputs: Vec<(&str, &Path)> = parts.iter().map(|p| ("a part", p.as_path())).collect();
+    check_outputs(
+        &[Output {
+            flag: "--json",
+            path: json,
+        }],
+        &inputs,
+    )?;
+    let mut files = Vec::with_capacity(parts.len());
+    for p in parts {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+        let file: EvalFile = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "eval merge: {} is not an eval JSON file: {e}",
+                p.display()
+            ))
+        })?;
+        files.push(file);
     }
-    Ok(())
+    let names: Vec<String> = parts.iter().map(|p| p.display().to_string()).collect();
+    let whole = super::shards::merge(files, &names)?;
+    Ok(EvalOutcome::merged(
+        whole,
+        json.to_path_buf(),
+        began.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The evaluations in the order they run: as given, or for a cascade natural
+/// first ([`Evaluation::cascade`]).
+pub fn run_order(evals: &[EvalAttack], cascade: bool) -> Vec<EvalAttack> {
+    if !cascade {
+        return evals.to_vec();
+    }
+    let rest = evals.iter().filter(|e| **e != EvalAttack::Natural);
+    std::iter::once(EvalAttack::Natural)
+        .chain(rest.copied())
+        .collect()
+}
+
+fn names(evals: &[EvalAttack]) -> Vec<String> {
+    evals.iter().map(EvalAttack::name).collect()
 }
 
 #[cfg(test)]

@@ -353,18 +353,7 @@ pub fn edge_report(model: &Model, opts: &LatencyOptions) -> Result<EdgeReport> {
     })
 }
 
-/// `12345678` → `12,345,678`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use super::interval::thousands;
 
 impl EdgeReport {
     /// Human-readable lines for the eval table.

@@ -29,14 +29,20 @@
 
 pub mod command;
 pub mod edge;
+pub mod interval;
+pub mod output;
+pub mod progress;
+pub mod record;
+pub mod shards;
 
 use crate::attacks::{self, predict, Attack, AttackInput, NoiseKey, Restarts, APGD_T_TARGETS};
 use crate::config::{AttackConfig, DataConfig, RandomStart};
 use crate::data::SplitKind;
 use crate::error::{Error, Result};
 use crate::models::Model;
+use indexmap::IndexMap;
+use interval::Interval;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -109,17 +115,18 @@ impl EvalAttack {
     }
 }
 
-/// Accuracy per evaluation, in percent, on `images` test images.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Accuracy per evaluation, in percent, on `images` test images, in the
+/// order the evaluations were configured and run (the JSON keeps it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     pub images: usize,
     /// Each evaluation's own accuracy on all `images`.
-    pub accuracy: BTreeMap<String, f64>,
+    pub accuracy: IndexMap<String, f64>,
     /// Percent of images classified correctly clean and under every evaluation run.
     pub worst_case: f64,
     /// Wall seconds spent on each evaluation.
     #[serde(default)]
-    pub seconds: BTreeMap<String, f64>,
+    pub seconds: IndexMap<String, f64>,
     /// Parameter count, MACs and latency, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<EdgeReport>,
@@ -127,6 +134,66 @@ pub struct EvalReport {
     /// right under that evaluation and every earlier one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cascade: bool,
+    /// The 95% Wilson score interval of each accuracy on `images` (percent),
+    /// filled by [`EvalReport::with_intervals`].
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub intervals: IndexMap<String, Interval>,
+    /// The interval of `worst_case`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_case_interval: Option<Interval>,
+}
+
+impl EvalReport {
+    /// The report with `intervals` and `worst_case_interval` filled from the
+    /// accuracies and `images`.
+    pub fn with_intervals(mut self) -> EvalReport {
+        let n = self.images;
+        self.intervals = self
+            .accuracy
+            .iter()
+            .map(|(name, acc)| (name.clone(), interval::of_percent(*acc, n)))
+            .collect();
+        self.worst_case_interval = Some(interval::of_percent(self.worst_case, n));
+        self
+    }
+
+    /// `name`'s accuracy with its interval (`30.45% (28.5-32.5, n=2,000)`);
+    /// `-` when it did not run.
+    pub fn accuracy_text(&self, name: &str) -> String {
+        let acc = self.accuracy.get(name).copied().unwrap_or(f64::NAN);
+        interval::accuracy_text(acc, self.images, 2)
+    }
+
+    /// The worst case with its interval.
+    pub fn worst_case_text(&self) -> String {
+        interval::accuracy_text(self.worst_case, self.images, 2)
+    }
+
+    /// What the worst case was taken over: `natural, pgd20, apgd_ce` (natural
+    /// always counts, first).
+    pub fn worst_case_over(&self) -> String {
+        let names = self.accuracy.keys().map(String::as_str);
+        std::iter::once("natural")
+            .chain(names.filter(|n| *n != "natural"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// One line per evaluation in the order run, then the worst case and what
+    /// it was over, each as `{name:>width}: {accuracy with interval}`.
+    pub fn lines(&self, width: usize) -> String {
+        let mut s = String::new();
+        for name in self.accuracy.keys() {
+            s += &format!("{name:>width$}: {}\n", self.accuracy_text(name));
+        }
+        s += &format!(
+            "{:>width$}: {} (right clean and under every one of {})\n",
+            "worst_case",
+            self.worst_case_text(),
+            self.worst_case_over()
+        );
+        s
+    }
 }
 
 /// Test images and labels, already as tensors.
@@ -156,6 +223,15 @@ impl EvalSet {
         EvalSet::from_split(&match limit {
             Some(n) => test.prefix(n),
             None => test,
+        })
+    }
+
+    /// The images `range` of the set (a shard of it).
+    pub fn slice(&self, range: Range<usize>) -> Result<EvalSet> {
+        let (start, len) = (range.start as i64, range.len() as i64);
+        Ok(EvalSet {
+            images: self.images.f_narrow(0, start, len)?,
+            labels: self.labels.f_narrow(0, start, len)?,
         })
     }
 
@@ -231,7 +307,9 @@ impl EvalMasks {
                 .collect(),
             edge: None,
             cascade: self.cascade,
+            ..EvalReport::default()
         }
+        .with_intervals()
     }
 }
 
@@ -328,7 +406,7 @@ impl Evaluation<'_> {
 
     /// Each evaluation's accuracy on every image, and the worst case.
     pub fn report(&self) -> Result<EvalReport> {
-        Ok(self.masks(|_, _| {})?.report())
+        Ok(self.masks(|_, _, _| {})?.report())
     }
 
     /// The rows `idx` of the set on the model's device (images as f32), with
@@ -342,9 +420,29 @@ impl Evaluation<'_> {
     }
 
     /// Runs every evaluation on every image, in batches, and returns
-    /// per-sample correctness. `progress(done, n)` is called after each batch.
-    pub fn masks(&self, mut progress: impl FnMut(usize, usize)) -> Result<EvalMasks> {
+    /// per-sample correctness. `progress(label, done, n)` is called after each
+    /// batch, `label` naming the evaluations (`natural+pgd20`).
+    pub fn masks(&self, progress: impl FnMut(&str, usize, usize)) -> Result<EvalMasks> {
+        self.masks_at(0, progress)
+    }
+
+    /// [`Evaluation::masks`] of a set that is images `offset..` of a larger
+    /// one (a shard): random starts are keyed as in the whole set's run, so
+    /// with shards of whole batches each image's result is the same.
+    pub fn masks_at(
+        &self,
+        offset: usize,
+        mut progress: impl FnMut(&str, usize, usize),
+    ) -> Result<EvalMasks> {
         let (n, built) = self.checked()?;
+        let label = match built.len() {
+            0 => "natural".to_string(),
+            _ => built
+                .iter()
+                .map(|(e, _)| e.name())
+                .collect::<Vec<_>>()
+                .join("+"),
+        };
         let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
         let mut natural = Vec::new();
         let mut seconds = vec![0.0; built.len()];
@@ -359,7 +457,8 @@ impl Evaluation<'_> {
                 let ok = match attack {
                     None => clean.shallow_clone(),
                     Some(a) => {
-                        self.attacked_correct(eval, a.as_ref(), &x, &y, t.as_ref(), rows.start)?
+                        let counter = offset + rows.start;
+                        self.attacked_correct(eval, a.as_ref(), &x, &y, t.as_ref(), counter)?
                     }
                 };
                 correct[i].push(ok.to_device(Device::Cpu));
@@ -368,7 +467,7 @@ impl Evaluation<'_> {
                     seconds[i] += clean_s;
                 }
             }
-            progress(rows.end, n);
+            progress(&label, rows.end, n);
         }
         Ok(EvalMasks {
             names: built.iter().map(|(e, _)| e.name()).collect(),
@@ -384,14 +483,19 @@ impl Evaluation<'_> {
 
     /// AutoAttack's protocol: the evaluations run one after another in the order
     /// given, each only on the images the model is still right on (clean and
-    /// under every earlier one), in full batches of those images. The worst case
+    /// under every earlier one), in full batches of those images. Natural
+    /// always comes first (added when not listed): every later number is
+    /// cumulative, and `natural` is the clean accuracy only in first place
+    /// (`--attacks pgd1,natural` reported 65% as "natural" for 80%). The worst case
     /// is the quantity [`Evaluation::masks`] reports, for a fraction of the cost
     /// when the strong attacks come last; an evaluation's mask then means "right
     /// under it and every earlier one". Random starts are keyed by an image's
     /// position among the attacked ones, so they differ from [`Evaluation::masks`]'.
-    /// `progress(done, n)` counts the images of the evaluation running.
-    pub fn cascade(&self, mut progress: impl FnMut(usize, usize)) -> Result<EvalMasks> {
-        let (n, built) = self.checked()?;
+    /// `progress(name, done, n)` counts the images of the evaluation running.
+    pub fn cascade(&self, mut progress: impl FnMut(&str, usize, usize)) -> Result<EvalMasks> {
+        let (n, mut built) = self.checked()?;
+        built.retain(|(e, _)| *e != EvalAttack::Natural);
+        built.insert(0, (EvalAttack::Natural, None));
         let began = Instant::now();
         // The clean pass alone: no evaluation, so no teacher either.
         let clean_pass = Evaluation {
@@ -399,13 +503,14 @@ impl Evaluation<'_> {
             teacher: None,
             ..*self
         };
-        let natural = clean_pass.masks(|_, _| {})?.natural;
+        let natural = clean_pass.masks(|_, _, _| {})?.natural;
         let clean_s = began.elapsed().as_secs_f64();
         let mut alive = natural.shallow_clone();
         let mut correct = Vec::with_capacity(built.len());
         let mut seconds = Vec::with_capacity(built.len());
         for (eval, attack) in &built {
             let began = Instant::now();
+            let name = eval.name();
             let Some(attack) = attack else {
                 // The clean input: every survivor is right on it already.
                 correct.push(alive.copy());
@@ -420,7 +525,7 @@ impl Evaluation<'_> {
                 let ok =
                     self.attacked_correct(eval, attack.as_ref(), &x, &y, t.as_ref(), rows.start)?;
                 parts.push(ok.to_device(Device::Cpu));
-                progress(rows.end, m);
+                progress(&name, rows.end, m);
             }
             let mut mask = Tensor::zeros([n as i64], (Kind::Bool, Device::Cpu));
             if m > 0 {

@@ -6,8 +6,9 @@
 
 use super::manifest::SweepDir;
 use crate::error::{Error, Result};
+use crate::eval::interval;
 use crate::report::plots::{labelled_scatter, ScatterPoint};
-use std::collections::{BTreeMap, BTreeSet};
+use indexmap::{IndexMap, IndexSet};
 use std::path::{Path, PathBuf};
 
 /// One row of the table.
@@ -27,8 +28,13 @@ pub struct ReportRow {
     pub mtl: Option<f64>,
     pub nat: Option<f64>,
     pub robust: Option<f64>,
-    /// Other evaluations of the last snapshot (pgd20, cw, ...).
-    pub other: BTreeMap<String, f64>,
+    /// Other evaluations of the last snapshot (pgd20, cw, ...), in the order run.
+    pub other: IndexMap<String, f64>,
+    /// Test images of the epoch-1 evaluation, of the last one, and of the
+    /// best checkpoint's: the n of each accuracy's interval.
+    pub images_epoch1: Option<usize>,
+    pub images: Option<usize>,
+    pub best_images: Option<usize>,
     pub worst_case: Option<f64>,
     pub wall_s: Option<f64>,
     pub epoch_s: Option<f64>,
@@ -159,9 +165,11 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
         .collect();
     let evals = read_jsonl(&run.join("eval.jsonl"));
     let acc = |e: &serde_json::Value, k: &str| e["report"]["accuracy"][k].as_f64();
+    let images = |e: &serde_json::Value| e["report"]["images"].as_u64().map(|n| n as usize);
     if let Some(e1) = at_epoch(&evals, 1) {
         row.nat_epoch1 = acc(e1, "natural");
         row.robust_epoch1 = acc(e1, "train_attack");
+        row.images_epoch1 = images(e1);
     }
     let summary = read_json(&dir.summary(name));
     if let Some(last) = evals
@@ -171,6 +179,7 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
         row.nat = acc(last, "natural");
         row.robust = acc(last, "train_attack");
         row.worst_case = last["report"]["worst_case"].as_f64();
+        row.images = images(last);
         row.other = last["report"]["accuracy"]
             .as_object()
             .into_iter()
@@ -186,6 +195,10 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
             row.best_epoch = s["best_epoch"].as_u64();
             row.best_nat = s["best_eval"]["natural"].as_f64();
             row.best_worst_case = s["best_worst_case"].as_f64();
+            row.best_images = s["best_test"]["images"]
+                .as_u64()
+                .map(|n| n as usize)
+                .or(row.images);
             row.attack_busy = s["stages"].as_array().and_then(|st| {
                 st.iter()
                     .find(|x| x["stage"] == "attack")
@@ -194,6 +207,7 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
             if row.nat.is_none() {
                 row.nat = s["final_eval"]["natural"].as_f64();
                 row.robust = s["final_eval"]["train_attack"].as_f64();
+                row.images = s["final_test"]["images"].as_u64().map(|n| n as usize);
             }
             if row.mtl.is_none() {
                 row.mtl = s["final_loss"].as_f64();
@@ -261,71 +275,128 @@ fn steps_label(steps: Option<usize>) -> String {
     )
 }
 
+/// What a column holds.
+#[derive(Clone, Copy)]
+enum Cell {
+    Text(fn(&ReportRow) -> String),
+    /// An accuracy (percent) and the images it was measured on.
+    Accuracy(fn(&ReportRow) -> (Option<f64>, Option<usize>)),
+}
+
 /// A column of the table: its header and a row's cell.
-type Column = (&'static str, fn(&ReportRow) -> String);
+type Column = (&'static str, Cell);
+
+/// How accuracies are written: in Markdown with their 95% interval in the
+/// cell (`45.30 (42.2-48.4)`, n in the `n` column); in CSV as numbers, each
+/// followed by `_lo` and `_hi` columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Markdown,
+    Csv,
+}
 
 /// The columns before the other evaluations: the paper's Table 2.
-const PAPER_COLUMNS: [Column; 13] = [
-    ("#", |r| r.index.to_string()),
-    ("run", |r| r.name.clone()),
-    ("student", |r| r.arch.clone()),
-    ("Epo", |r| text(r.epochs, "")),
-    ("AS", |r| text(r.steps, "")),
-    ("StepSize", |r| {
-        r.step_size.map(step_text).unwrap_or_default()
-    }),
-    ("LR", |r| text(r.lr, "")),
-    ("MTL@1", |r| f(r.mtl_epoch1, 6)),
-    ("Nat@1", |r| f(r.nat_epoch1, 2)),
-    ("R@1", |r| f(r.robust_epoch1, 2)),
-    ("MTL", |r| f(r.mtl, 6)),
-    ("Nat", |r| f(r.nat, 2)),
-    ("R", |r| f(r.robust, 2)),
+const PAPER_COLUMNS: [Column; 14] = [
+    ("#", Cell::Text(|r| r.index.to_string())),
+    ("run", Cell::Text(|r| r.name.clone())),
+    ("student", Cell::Text(|r| r.arch.clone())),
+    ("Epo", Cell::Text(|r| text(r.epochs, ""))),
+    ("AS", Cell::Text(|r| text(r.steps, ""))),
+    (
+        "StepSize",
+        Cell::Text(|r| r.step_size.map(step_text).unwrap_or_default()),
+    ),
+    ("LR", Cell::Text(|r| text(r.lr, ""))),
+    ("MTL@1", Cell::Text(|r| f(r.mtl_epoch1, 6))),
+    ("Nat@1", Cell::Accuracy(|r| (r.nat_epoch1, r.images_epoch1))),
+    (
+        "R@1",
+        Cell::Accuracy(|r| (r.robust_epoch1, r.images_epoch1)),
+    ),
+    ("MTL", Cell::Text(|r| f(r.mtl, 6))),
+    ("n", Cell::Text(|r| text(r.images, ""))),
+    ("Nat", Cell::Accuracy(|r| (r.nat, r.images))),
+    ("R", Cell::Accuracy(|r| (r.robust, r.images))),
 ];
 
 /// The columns after the other evaluations.
 const LATER_COLUMNS: [Column; 12] = [
-    ("worst_case", |r| f(r.worst_case, 2)),
-    ("seed", |r| text(r.seed, "")),
-    ("method", |r| r.method.clone()),
-    ("train_s", |r| f(r.train_s, 0)),
-    ("best_epoch", |r| text(r.best_epoch, "")),
-    ("best_Nat", |r| f(r.best_nat, 2)),
-    ("best_worst_case", |r| f(r.best_worst_case, 2)),
-    ("guard", |r| r.guard.clone()),
-    ("wall_s", |r| f(r.wall_s, 1)),
-    ("s_per_epoch", |r| f(r.epoch_s, 2)),
-    ("attack_busy_%", |r| f(r.attack_busy.map(|b| 100.0 * b), 1)),
-    ("status", |r| r.status.clone()),
+    ("worst_case", Cell::Accuracy(|r| (r.worst_case, r.images))),
+    ("seed", Cell::Text(|r| text(r.seed, ""))),
+    ("method", Cell::Text(|r| r.method.clone())),
+    ("train_s", Cell::Text(|r| f(r.train_s, 0))),
+    ("best_epoch", Cell::Text(|r| text(r.best_epoch, ""))),
+    ("best_Nat", Cell::Accuracy(|r| (r.best_nat, r.best_images))),
+    (
+        "best_worst_case",
+        Cell::Accuracy(|r| (r.best_worst_case, r.best_images)),
+    ),
+    ("guard", Cell::Text(|r| r.guard.clone())),
+    ("wall_s", Cell::Text(|r| f(r.wall_s, 1))),
+    ("s_per_epoch", Cell::Text(|r| f(r.epoch_s, 2))),
+    (
+        "attack_busy_%",
+        Cell::Text(|r| f(r.attack_busy.map(|b| 100.0 * b), 1)),
+    ),
+    ("status", Cell::Text(|r| r.status.clone())),
 ];
 
-/// The table's columns and cells: [`PAPER_COLUMNS`], the other evaluations
-/// any row has, [`LATER_COLUMNS`].
-pub fn table(rows: &[ReportRow]) -> (Vec<String>, Vec<Vec<String>>) {
+/// A column's header(s) and a row's cell(s) in `style`.
+fn cells(name: &str, cell: Cell, row: Option<&ReportRow>, style: Style) -> Vec<String> {
+    match (cell, row) {
+        (Cell::Text(_), None) => vec![name.to_string()],
+        (Cell::Text(t), Some(r)) => vec![t(r)],
+        (Cell::Accuracy(_), None) => match style {
+            Style::Markdown => vec![name.to_string()],
+            Style::Csv => vec![name.to_string(), format!("{name}_lo"), format!("{name}_hi")],
+        },
+        (Cell::Accuracy(a), Some(r)) => {
+            let (acc, n) = a(r);
+            accuracy_cells(acc, n, style)
+        }
+    }
+}
+
+/// An accuracy measured on `n` images as cell(s) in `style`.
+fn accuracy_cells(acc: Option<f64>, n: Option<usize>, style: Style) -> Vec<String> {
+    let i = acc.zip(n).map(|(acc, n)| interval::of_percent(acc, n));
+    match style {
+        Style::Markdown => vec![match (acc, i) {
+            (Some(acc), Some(i)) => format!("{acc:.2} ({:.1}-{:.1})", i.lo, i.hi),
+            _ => f(acc, 2),
+        }],
+        Style::Csv => vec![f(acc, 2), f(i.map(|i| i.lo), 2), f(i.map(|i| i.hi), 2)],
+    }
+}
+
+/// The table's header and cells: [`PAPER_COLUMNS`], the other evaluations
+/// any row has (in the order first run), [`LATER_COLUMNS`].
+pub fn table(rows: &[ReportRow], style: Style) -> (Vec<String>, Vec<Vec<String>>) {
     let others: Vec<String> = rows
         .iter()
         .flat_map(|r| r.other.keys().cloned())
-        .collect::<BTreeSet<_>>()
+        .collect::<IndexSet<_>>()
         .into_iter()
         .collect();
-    let header = PAPER_COLUMNS
-        .iter()
-        .map(|c| c.0.to_string())
-        .chain(others.iter().cloned())
-        .chain(LATER_COLUMNS.iter().map(|c| c.0.to_string()))
-        .collect();
-    let cells = rows
-        .iter()
-        .map(|r| {
-            PAPER_COLUMNS
-                .iter()
-                .map(|c| c.1(r))
-                .chain(others.iter().map(|k| f(r.other.get(k).copied(), 2)))
-                .chain(LATER_COLUMNS.iter().map(|c| c.1(r)))
-                .collect()
-        })
-        .collect();
-    (header, cells)
+    let line = |row: Option<&ReportRow>| -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, cell) in PAPER_COLUMNS {
+            out.extend(cells(name, cell, row, style));
+        }
+        for name in &others {
+            out.extend(match row {
+                None => cells(name, Cell::Accuracy(|_| (None, None)), None, style),
+                Some(r) => accuracy_cells(r.other.get(name).copied(), r.images, style),
+            });
+        }
+        for (name, cell) in LATER_COLUMNS {
+            out.extend(cells(name, cell, row, style));
+        }
+        out
+    };
+    let header = line(None);
+    let body = rows.iter().map(|r| line(Some(r))).collect();
+    (header, body)
 }
 
 fn csv_cell(s: &str) -> String {
@@ -340,7 +411,7 @@ fn csv_cell(s: &str) -> String {
 pub fn write_report(sweep_dir: &Path) -> Result<Written> {
     let dir = SweepDir::new(sweep_dir);
     let rows = read_rows(&dir)?;
-    let (header, cells) = table(&rows);
+    let (header, cells) = table(&rows, Style::Csv);
     let csv: String = std::iter::once(&header)
         .chain(&cells)
         .map(|c| c.iter().map(|h| csv_cell(h)).collect::<Vec<_>>().join(",") + "\n")
@@ -355,8 +426,11 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
          after epoch 1 and at the end; then the other evaluations of the last snapshot, the worst case (right \
          clean and under every evaluation), the seed, loss and attack kinds, training seconds spent against \
          `train.max_seconds`, the best-by-validation snapshot (epoch, natural, worst case), the overfitting \
-         guard's verdict, wall seconds, seconds per epoch, and the attack stage's busy share of wall time.\n\n"
+         guard's verdict, wall seconds, seconds per epoch, and the attack stage's busy share of wall time. \
+         Each accuracy is followed by its 95% Wilson interval on the n test images it was measured on \
+         (report.csv: the `_lo` and `_hi` columns).\n\n"
     );
+    let (header, cells) = table(&rows, Style::Markdown);
     md.push_str(&format!("| {} |\n", header.join(" | ")));
     md.push_str(&format!(
         "|{}\n",

@@ -162,11 +162,17 @@ impl Recorder {
     /// the evaluation metrics (`/status`, Prometheus), the log line, and the
     /// result for `validator`'s best checkpoint.
     pub fn evaluated(&self, record: EvalRecord, validator: Option<&mut Validator>) -> Result<()> {
+        let r = &record.report;
+        let each: Vec<String> = r
+            .accuracy
+            .keys()
+            .map(|name| format!("{name} {}", r.accuracy_text(name)))
+            .collect();
         log::info!(
-            "eval after epoch {}: {:?}, worst case {:.2}%",
+            "eval after epoch {}: {}; worst case {}",
             record.epoch,
-            record.report.accuracy,
-            record.report.worst_case
+            each.join(", "),
+            r.worst_case_text()
         );
         if let Some(m) = &self.metrics {
             let results: Vec<(&str, f64)> = record
@@ -203,7 +209,7 @@ impl Recorder {
         let acc: Vec<(usize, BTreeMap<String, f64>)> = dir
             .read_jsonl::<EvalRecord>(EVAL_LOG)
             .into_iter()
-            .map(|e| (e.epoch, e.report.accuracy))
+            .map(|e| (e.epoch, e.report.accuracy.into_iter().collect()))
             .collect();
         if let Err(e) = crate::report::plots::training_curves(&dir.file(TRAINING_PLOT), &loss, &acc)
         {

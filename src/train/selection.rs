@@ -17,8 +17,8 @@
 use super::overfit_guard::Collapse;
 use crate::config::GuardAction;
 use crate::eval::EvalReport;
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// File names in the run folder.
 pub const BEST_WEIGHTS: &str = "best.safetensors";
@@ -98,7 +98,7 @@ pub struct SelectionSummary {
     /// Test `worst_case` of the final checkpoint (beside `final_eval`).
     pub final_worst_case: Option<f64>,
     /// Test accuracies of the best-by-validation checkpoint, same evaluations as `final_eval`.
-    pub best_eval: Option<BTreeMap<String, f64>>,
+    pub best_eval: Option<IndexMap<String, f64>>,
     /// Test `worst_case` of the best-by-validation checkpoint.
     pub best_worst_case: Option<f64>,
     /// Epoch of the best-by-validation checkpoint.
@@ -109,6 +109,21 @@ pub struct SelectionSummary {
     pub robustness_gap: RobustnessGap,
     /// The overfitting guard's findings, when it ran.
     pub guard: Option<GuardSummary>,
+    /// The final checkpoint's whole test report: image count, intervals, order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_test: Option<EvalReport>,
+    /// The best-by-validation checkpoint's whole test report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_test: Option<EvalReport>,
+}
+
+/// The heading of a checkpoint's test numbers in the end-of-run block.
+fn heading(checkpoint: &str, file: &str, report: &EvalReport) -> String {
+    format!(
+        "{checkpoint} checkpoint ({file}) on the test split, first {} images{}:\n",
+        crate::eval::interval::thousands(report.images as u64),
+        if report.cascade { ", as a cascade" } else { "" }
+    )
 }
 
 impl SelectionSummary {
@@ -131,25 +146,33 @@ impl SelectionSummary {
                 best: best_test.and_then(robustness_gap),
             },
             guard,
+            final_test: final_test.map(|r| r.clone().with_intervals()),
+            best_test: best_test.map(|r| r.clone().with_intervals()),
         }
     }
 
-    /// Lines for the end-of-run table (after the final accuracies).
+    /// Lines for the end-of-run table: the final checkpoint's test numbers,
+    /// the best one's, each under a heading naming the checkpoint, the split
+    /// and the image count, evaluations in the configured order, worst case
+    /// last.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        if let Some(w) = self.final_worst_case {
-            s += &format!("{:>14}: {w:6.2}%\n", "worst_case");
+        if let Some(r) = &self.final_test {
+            s += &heading("final", super::recorder::FINAL_WEIGHTS, r);
+            s += &r.lines(14);
         }
         if let Some(b) = &self.best_validation {
             s += &format!(
-                "best by validation: epoch {} (step {}; validation natural {:.2}%, {} {:.2}% on {} images)\n",
-                b.epoch, b.step, b.validation.natural, b.attack, b.validation.robust, b.images
+                "best by validation: epoch {} (step {}; validation natural {}, {} {})\n",
+                b.epoch,
+                b.step,
+                crate::eval::interval::accuracy_text(b.validation.natural, b.images, 2),
+                b.attack,
+                crate::eval::interval::accuracy_text(b.validation.robust, b.images, 2),
             );
-            for (name, acc) in self.best_eval.iter().flatten() {
-                s += &format!("{name:>14}: {acc:6.2}%\n");
-            }
-            if let Some(w) = self.best_worst_case {
-                s += &format!("{:>14}: {w:6.2}%\n", "worst_case");
+            if let Some(r) = &self.best_test {
+                s += &heading("best", BEST_WEIGHTS, r);
+                s += &r.lines(14);
             }
         }
         let gap = |g: Option<f64>| g.map_or("-".to_string(), |g| format!("{g:.2}"));

@@ -115,7 +115,7 @@ impl SelectionHandle {
     pub fn summarize(
         handle: Option<&SelectionHandle>,
         last_test: Option<&EvalReport>,
-    ) -> (BTreeMap<String, f64>, SelectionSummary) {
+    ) -> (indexmap::IndexMap<String, f64>, SelectionSummary) {
         let lock = handle.and_then(|h| h.lock().ok());
         let state = lock.as_deref();
         let guard = state.and_then(|s| s.guard.clone());
