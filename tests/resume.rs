@@ -535,6 +535,8 @@ fn pipeline_resumed_after_validation_records_each_epoch_once() {
 
 #[test]
 fn sequential_resumed_after_validation_records_each_epoch_once() {
+    // (After the last epoch's validation the sequential trainer has no step
+    // left to stop after: it finishes the run, so there is nothing to resume.)
     records_once_after_a_resume("sequential", 1);
-    records_once_after_a_resume("sequential", 3);
+    records_once_after_a_resume("sequential", 2);
 }
