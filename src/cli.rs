@@ -126,6 +126,14 @@ pub struct SweepArgs {
     /// Override the sweep file's backend.
     #[arg(long, value_enum)]
     pub backend: Option<SweepBackend>,
+    /// Rerun the finished rows whose settings changed since they ran (their
+    /// run folders move to NAME.previous-N); without it they are refused.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Expand and validate every row, say which would run, be skipped or be
+    /// refused, then stop: nothing is written or started.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Sweep engines.

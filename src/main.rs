@@ -23,7 +23,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::new()
-        .parse_filters(&format!("{},actix_server=warn", cli.log_level))
+        .parse_filters(&ard_pipeline::metrics::server::log_filters(&cli.log_level))
         .format_timestamp_secs()
         .init();
     match dispatch(cli) {
@@ -143,7 +143,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 SweepBackend::Ray => Backend::Ray,
                 SweepBackend::K8s => Backend::K8s,
             });
-            let outcome = sweep::run_sweep(&path, backend, |line| eprintln!("[sweep] {line}"))?;
+            let options = sweep::SweepOptions {
+                backend,
+                fresh: args.fresh,
+                dry_run: args.dry_run,
+            };
+            let outcome =
+                sweep::run_sweep_with(&path, &options, |line| eprintln!("[sweep] {line}"))?;
+            if args.dry_run {
+                return Ok(ExitCode::SUCCESS);
+            }
             print!("{}", outcome.summary());
             Ok(exit_code(outcome.failed().is_empty()))
         }

@@ -31,6 +31,8 @@ pub struct RunReport {
     pub engine: String,
     pub steps: usize,
     pub epochs: usize,
+    /// Wall-clock seconds of the whole run: with resumptions, every earlier
+    /// process's time up to its last checkpoint plus this process's.
     pub wall_s: f64,
     pub final_loss: Option<f64>,
     pub stages: Vec<StageReport>,
@@ -83,6 +85,7 @@ pub enum JobEnd {
 pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
     let started = Instant::now();
     let (dir, checkpoint) = train::resume::open_run(cfg)?;
+    let wall_before = checkpoint.as_ref().map_or(0.0, |c| c.state.wall_s);
     log::info!("run folder {}", dir.path.display());
     let registry = prometheus::Registry::new();
     let attack_label = cfg.attack.build().name();
@@ -168,7 +171,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     engine: "pipeline".into(),
                     steps: outcome.epochs.iter().map(|e| e.steps).sum(),
                     epochs: outcome.epochs.len(),
-                    wall_s: started.elapsed().as_secs_f64(),
+                    wall_s: wall_before + started.elapsed().as_secs_f64(),
                     final_loss: outcome.epochs.last().map(|e| e.mean_loss),
                     stages,
                     final_eval,
@@ -197,7 +200,7 @@ pub fn run_job(cfg: &Config, engine: Engine) -> Result<JobEnd> {
                     engine: "sequential".into(),
                     steps: outcome.steps,
                     epochs: outcome.epochs.len(),
-                    wall_s: started.elapsed().as_secs_f64(),
+                    wall_s: wall_before + started.elapsed().as_secs_f64(),
                     final_loss: outcome.epochs.last().map(|e| e.mean_loss),
                     stages: Vec::new(),
                     final_eval,

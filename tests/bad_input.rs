@@ -188,6 +188,17 @@ fn environment_overrides_have_the_file_types_and_reach_every_command() {
         let e = failed(&with_env(var, value, &["validate"]));
         assert_names(&e, &[var, value, key]);
     }
+    // A value of the right type that fails validation is blamed on the
+    // variable, with its value (never "unset" for a NaN).
+    for (var, value, key) in [
+        ("ARD__RUN__DEVICE", "tpu", "run.device"),
+        ("ARD__ATTACK__EPS", "5", "attack.eps"),
+        ("ARD__ATTACK__EPS", "nan", "attack.eps"),
+    ] {
+        let e = failed(&with_env(var, value, &["validate"]));
+        assert_names(&e, &[&format!("environment {var}=\"{value}\""), key]);
+        assert!(!e.contains("unset"), "{e}");
+    }
     // A number where a string is wanted is taken as the string.
     let out = with_env("ARD__RUN__NAME", "2024", &["validate"]);
     assert!(
@@ -361,4 +372,31 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_config_that_is_a_pipe_or_a_sweep_file_is_named_as_such() {
+    let c = Case::new();
+    let bin = env!("CARGO_BIN_EXE_ard-pipeline");
+    let fifo = c.dir.path().join("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let e = failed(&run(Command::new(bin)
+        .args(["validate", "--config"])
+        .arg(&fifo)));
+    assert_names(&e, &["fifo.toml", "not a regular file"]);
+    assert!(!e.contains("no such file"), "{e}");
+    let sweep = c.dir.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        "base = \"bad.toml\"\n[sweep]\nname = \"s\"\n[grid]\n\"optim.lr\" = [0.1]\n",
+    )
+    .unwrap();
+    for command in ["validate", "doctor"] {
+        let e = failed(&run(Command::new(bin)
+            .args([command, "--config"])
+            .arg(&sweep)));
+        assert_names(&e, &["sweep.toml", "is a sweep file", "sweep --dry-run"]);
+        assert!(!e.contains("unknown field"), "{e}");
+    }
 }

@@ -469,3 +469,74 @@ fn one_process_per_run_folder_and_stale_leftovers_are_taken_over() {
     assert!(!stale_tmp.exists(), "a stale temp file was kept");
     assert!(!dir.path().join("k2.lock").exists());
 }
+
+/// Starts the run and sends `signal` as soon as a line of its log contains
+/// `line`; returns the exit status and the whole log.
+fn interrupt_on_line(cfg: &Path, args: &[&str], line: &str, signal: i32) -> (Option<i32>, String) {
+    use std::io::BufRead;
+    let mut child = Killed(
+        command(cfg, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut sent = false;
+    for l in stderr.lines() {
+        let l = l.unwrap();
+        if !sent && l.contains(line) {
+            // SAFETY: sending a signal to our own child process by PID.
+            assert_eq!(unsafe { libc_kill(child.0.id() as i32, signal) }, 0);
+            sent = true;
+        }
+        log.push_str(&l);
+        log.push('\n');
+    }
+    assert!(sent, "no line {line:?} in:\n{log}");
+    (child.0.wait().unwrap().code(), log)
+}
+
+/// SIGTERM right after an epoch's validation, then the same command: every
+/// epoch is in each record file once, and `wall_s` counts both processes.
+fn records_once_after_a_resume(engine: &str, epoch: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = common::random_checkpoint(dir.path(), "teacher", "wrn10_1", 3);
+    let cfg = write_config(dir.path(), "v", &teacher, services::free_port(), "");
+    let args = ["--engine", engine];
+    let line = format!("validation after epoch {epoch}");
+    let (code, log) = interrupt_on_line(&cfg, &args, &line, SIGTERM);
+    assert_eq!(code, Some(128 + SIGTERM), "{log}");
+    let folder = dir.path().join("v");
+    let first_wall = checkpoint_state(&folder)["wall_s"].as_f64().unwrap();
+    assert!(first_wall > 0.0);
+    let out = run(&cfg, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    for file in ["metrics.jsonl", "eval.jsonl", "validation.jsonl"] {
+        let epochs = common::jsonl_epochs(&folder.join(file));
+        assert_eq!(epochs, [1, 2, 3], "{engine}: {file}\n{log}\n{}", text(&out));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("summary.json")).unwrap())
+            .unwrap();
+    let wall = summary["wall_s"].as_f64().unwrap();
+    assert!(
+        wall > first_wall,
+        "{engine}: wall_s {wall} is not the run's (the first process alone took {first_wall})"
+    );
+}
+
+#[test]
+fn pipeline_resumed_after_validation_records_each_epoch_once() {
+    records_once_after_a_resume("pipeline", 1);
+    records_once_after_a_resume("pipeline", 3);
+}
+
+#[test]
+fn sequential_resumed_after_validation_records_each_epoch_once() {
+    // (After the last epoch's validation the sequential trainer has no step
+    // left to stop after: it finishes the run, so there is nothing to resume.)
+    records_once_after_a_resume("sequential", 1);
+    records_once_after_a_resume("sequential", 2);
+}

@@ -365,6 +365,19 @@ fn sharded_fill_and_merge_equal_an_unsharded_fill() {
     contains(&e, &["`dtype`"]);
     assert!(!full.exists(), "failed merges write nothing");
 
+    // `--output X` without shard arguments merges the shards beside the
+    // config's cache file (as `--help` says), not `X.shard-*`.
+    let elsewhere = dir.path().join("elsewhere.softlabels");
+    let report = command::merge(Some(&sharded), Vec::new(), Some(elsewhere.clone())).unwrap();
+    assert_eq!(
+        (report.shards, report.output.clone()),
+        (3, elsewhere.clone())
+    );
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), expected);
+    let e = command::merge(None, Vec::new(), Some(elsewhere))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shard files") && e.contains("--config"), "{e}");
     let report = command::merge(Some(&sharded), Vec::new(), None).unwrap();
     assert_eq!((report.shards, report.images, report.entries), (3, 40, 120));
     assert_eq!(
@@ -573,4 +586,110 @@ fn a_resident_cache_gives_the_same_soft_labels_as_the_file() {
     assert!(!SoftLabelSource::cached(cache)
         .keep_on_device(Device::Cpu)
         .unwrap());
+}
+
+#[test]
+fn filling_a_cache_for_an_online_teacher_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cfg, _) = fill_config(dir.path(), "online", "f16");
+    cfg.teacher.soft_labels = config::SoftLabels::Online;
+    let e = command::fill(&cfg, None, || false, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("teacher.soft_labels = \"online\"") && e.contains("nothing to fill"),
+        "{e}"
+    );
+    assert!(!dir.path().join("online").exists(), "no cache folder made");
+}
+
+#[test]
+fn a_flipped_byte_is_caught_by_the_checksums_and_its_block_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.softlabels");
+    let header = write_cache(&path);
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, layout) = soft_labels::format::encode_header(&header, &path).unwrap();
+    let entry = |i: u64, s: u64| i * 162 + s;
+    // One bit of the high byte of image 7, slot 3's first f16 logit.
+    let mut flipped = bytes.clone();
+    flipped[(layout.logits_offset + entry(7, 3) * 20 + 1) as usize] ^= 0x40;
+    let p = dir.path().join("flipped.softlabels");
+    std::fs::write(&p, &flipped).unwrap();
+    let block = entry(7, 3) / soft_labels::format::BLOCK_ENTRIES;
+    let in_block = |e: u64| e / soft_labels::format::BLOCK_ENTRIES == block;
+    let dropped = (0..30 * 162u64)
+        .filter(|&e| e % 162 % 3 == 0 && in_block(e))
+        .count() as u64;
+    let cache = SoftLabelCache::open(&p, &header, Access::ReadOnly).unwrap();
+    let mut out = [0f32; 10];
+    assert!(
+        !cache.get(7, 3, &mut out).unwrap(),
+        "a damaged entry is served"
+    );
+    assert!(
+        cache.get(0, 0, &mut out).unwrap(),
+        "an intact block is lost"
+    );
+    assert_eq!(cache.filled(), 30 * 54 - dropped);
+    drop(cache);
+    // A writer computes the block again and writes a consistent file.
+    let mut w = SoftLabelCache::open(&p, &header, Access::ReadWrite).unwrap();
+    assert_eq!(w.filled(), 30 * 54 - dropped);
+    w.put(7, 3, &[1.0; 10]).unwrap();
+    assert!(w.flush().unwrap());
+    drop(w);
+    let again = SoftLabelCache::open(&p, &header, Access::ReadOnly).unwrap();
+    assert!(again.get(7, 3, &mut out).unwrap());
+    assert_eq!(out, [1.0; 10]);
+    assert_eq!(again.filled(), 30 * 54 - dropped + 1);
+
+    // A changed bitmap is refused by name.
+    let mut bits = bytes.clone();
+    bits[(layout.bitmap_offset + 10) as usize] ^= 0x02;
+    let p = dir.path().join("bitmap.softlabels");
+    std::fs::write(&p, bits).unwrap();
+    contains(
+        &SoftLabelCache::open_any(&p).unwrap_err(),
+        &[
+            "bitmap.softlabels",
+            "bitmap fails its checksum",
+            "fill it again",
+        ],
+    );
+    // A file of the format before checksums is refused with a clear line.
+    let mut v1 = bytes.clone();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let p = dir.path().join("v1.softlabels");
+    std::fs::write(&p, v1).unwrap();
+    contains(
+        &SoftLabelCache::open_any(&p).unwrap_err(),
+        &["v1.softlabels", "format version 1", "fill it again"],
+    );
+}
+
+#[test]
+fn non_finite_logits_are_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.softlabels");
+    let header = Header::new(identity(), 0, 30, None);
+    let mut cache = SoftLabelCache::open(&path, &header, Access::ReadWrite).unwrap();
+    let mut logits = [0.5f32; 10];
+    logits[4] = f32::NAN;
+    contains(
+        &cache.put(3, 0, &logits).unwrap_err(),
+        &[
+            "nan.softlabels",
+            "image 3, slot 0",
+            "not finite",
+            "nothing was stored",
+        ],
+    );
+    logits[4] = 1e6;
+    contains(
+        &cache.put(3, 0, &logits).unwrap_err(),
+        &["beyond f16's range", "cache_dtype"],
+    );
+    assert!(!cache.contains(3, 0).unwrap());
+    assert_eq!(cache.filled(), 0);
 }

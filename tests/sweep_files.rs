@@ -153,3 +153,103 @@ fn a_grid_is_the_cartesian_product() {
     assert_eq!(runs[0].config.run.threads, Some((cores / 2).max(1)));
     assert_eq!(file.dir(), Path::new("runs/sweeps/g"));
 }
+
+#[test]
+fn an_empty_grid_or_rows_list_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo().join("configs/quickstart.toml");
+    for (body, says) in [
+        ("[grid]\n", "[grid] is empty"),
+        ("rows = []\n", "`rows` is empty"),
+    ] {
+        let f = dir.path().join("empty.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "base = \"{}\"\n{body}[sweep]\nname = \"e\"\nout_dir = \"{}\"\n",
+                base.display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let e = sweep::command::plan(&f, None).unwrap_err().to_string();
+        assert!(e.contains(says) && e.contains("empty.toml"), "{e}");
+        assert!(!dir.path().join("e").exists());
+    }
+}
+
+/// A sweep of two rows in `dir` with `optim.lr = lr` in `[common]`.
+fn two_rows(dir: &Path, lr: f64) -> PathBuf {
+    let f = dir.join("two.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "base = \"{}\"\n[sweep]\nname = \"two\"\nout_dir = \"{}\"\nmetrics_base_port = 0\n[common]\n\"optim.lr\" = {lr}\n[[rows]]\n\"attack.steps\" = 1\n[[rows]]\n\"attack.steps\" = 2\n",
+            repo().join("configs/quickstart.toml").display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    f
+}
+
+#[test]
+fn finished_rows_whose_settings_changed_are_refused_or_moved_aside() {
+    use ard_pipeline::sweep::{manifest::SweepDir, stale, SweepOptions};
+    let dir = tempfile::tempdir().unwrap();
+    // Both rows finished with lr 0.05 (a run folder keeps its resolved config).
+    let (file, _, runs) = sweep::command::plan(&two_rows(dir.path(), 0.05), None).unwrap();
+    let sweep_dir = SweepDir::new(file.dir());
+    for r in &runs {
+        let run = sweep_dir.run(&r.name);
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("config.toml"), &r.toml).unwrap();
+        std::fs::write(run.join("summary.json"), "{}").unwrap();
+    }
+    let f = two_rows(dir.path(), 0.05);
+    let unchanged = sweep::run_sweep_with(
+        &f,
+        &SweepOptions {
+            dry_run: true,
+            ..SweepOptions::default()
+        },
+        |_| {},
+    );
+    assert!(unchanged.is_ok(), "{unchanged:?}");
+
+    // Then [common] changes: the finished rows no longer describe the file.
+    let f = two_rows(dir.path(), 0.2);
+    let configs = dir.path().join("two/configs");
+    let e = sweep::run_sweep(&f, None, |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("2 finished row(s)")
+            && e.contains("row 0 (two-00-as1): optim.lr: was 0.05, now 0.2")
+            && e.contains("--fresh"),
+        "{e}"
+    );
+    assert!(!configs.exists(), "refused before any config was rewritten");
+    let mut said = Vec::new();
+    let dry = SweepOptions {
+        dry_run: true,
+        ..SweepOptions::default()
+    };
+    let e = sweep::run_sweep_with(&f, &dry, |l| said.push(l.to_string())).unwrap_err();
+    assert!(e.to_string().contains("changed"), "{e}");
+    assert!(
+        said.iter().any(|l| l.starts_with("refused: row 1")),
+        "{said:?}"
+    );
+    // --fresh moves them aside (as a run folder's --fresh does), and they run again.
+    let (_, _, new_runs) = sweep::command::plan(&f, None).unwrap();
+    let changed = stale::stale_rows(&sweep_dir, &new_runs);
+    assert_eq!(changed.len(), 2);
+    let moved = stale::move_aside_rows(&sweep_dir, &changed).unwrap();
+    assert_eq!(
+        moved[0],
+        sweep_dir.runs().join("two-00-as1.previous-1"),
+        "{moved:?}"
+    );
+    assert!(moved[0].join("summary.json").is_file());
+    assert!(!sweep_dir.summary("two-00-as1").exists());
+    assert!(stale::stale_rows(&sweep_dir, &new_runs).is_empty());
+}

@@ -27,6 +27,9 @@ pub fn find_config(name: &Path) -> Result<PathBuf> {
         .ok_or_else(|| {
             let message = if name.is_dir() {
                 "is a folder, not a config file".to_string()
+            } else if name.exists() {
+                "is not a regular file (a named pipe, socket or device?); give a config file"
+                    .to_string()
             } else {
                 format!(
                     "no such file (looked at {})",
@@ -68,6 +71,12 @@ fn resolve_bases(path: &Path, depth: usize) -> Result<toml::Table> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    if is_sweep_file(&text) {
+        return Err(err(format!(
+            "is a sweep file (it has a [sweep] table), not a run config; check it with \
+             `ard-pipeline sweep --dry-run --config {origin}`"
+        )));
+    }
     check_file(&text, &origin)?;
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| err(format!("not valid TOML: {e}")))?;
@@ -89,6 +98,12 @@ fn resolve_bases(path: &Path, depth: usize) -> Result<toml::Table> {
             "key `base`: expected a file name, found {other}"
         ))),
     }
+}
+
+/// Whether `text` is a sweep file: TOML with a top-level `[sweep]` table.
+fn is_sweep_file(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text)
+        .is_ok_and(|t| t.get("sweep").is_some_and(toml::Value::is_table))
 }
 
 /// Lays `top` over `base`, table by table.
@@ -148,11 +163,25 @@ pub fn load_str(text: &str, origin: &str, with_env: bool) -> Result<Config> {
         ));
     }
     config.validate().map_err(|errors| {
-        err(errors
+        let message = errors
             .iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
-            .join("; "))
+            .join("; ");
+        // A value set by an environment variable is blamed on that variable.
+        let keys: Vec<&str> = errors.iter().map(|e| e.key).collect();
+        let vars = if with_env { env_vars() } else { Vec::new() };
+        let culprits: Vec<String> = vars
+            .into_iter()
+            .filter(|v| keys.contains(&v.path.join(".").as_str()))
+            .map(|v| format!("{}={:?}", v.var, v.raw))
+            .collect();
+        if culprits.is_empty() {
+            err(message)
+        } else {
+            let file = format!("{origin} with environment {}", culprits.join(", "));
+            Error::config(file, message)
+        }
     })?;
     Ok(config)
 }

@@ -86,7 +86,11 @@ impl<'de> Deserialize<'de> for Real {
                 f.write_str("a number or a fraction string like \"8/255\"")
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Real, E> {
-                Ok(Real(v))
+                if v.is_finite() {
+                    Ok(Real(v))
+                } else {
+                    Err(E::custom(format!("{v} is not a finite number")))
+                }
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Real, E> {
                 Ok(Real(v as f64))
@@ -119,5 +123,13 @@ mod tests {
         assert!(parse_real("eight").is_err());
         assert!(parse_real("1/x").is_err());
         assert!(parse_real("inf").is_err());
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused() {
+        for text in ["v = nan", "v = inf", "v = -inf"] {
+            let e = toml::from_str::<std::collections::BTreeMap<String, Real>>(text).unwrap_err();
+            assert!(e.to_string().contains("not a finite number"), "{text}: {e}");
+        }
     }
 }

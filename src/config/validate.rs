@@ -23,6 +23,9 @@ impl fmt::Display for ValidationError {
 const TRAIN_IMAGES: usize = 50_000;
 /// The largest learning rate accepted: SGD beyond it diverges for every model here.
 const MAX_LR: f64 = 10.0;
+/// The longest run name: a file name holds 255 bytes, and the folder's lock
+/// (`NAME.lock`) and a moved-aside earlier run (`NAME.previous-N`) add to it.
+const MAX_RUN_NAME_BYTES: usize = 200;
 /// The largest queue between two stages (batches).
 const MAX_QUEUE_CAPACITY: usize = 64;
 
@@ -101,11 +104,25 @@ impl Config {
         c.at_least_1_if_set("data.train_limit", d.train_limit);
         c.at_least_1_if_set("data.test_limit", d.test_limit);
         c.at_least_1_if_set("eval.test_limit", self.eval.test_limit);
+        let name = &self.run.name;
         c.require(
-            !self.run.name.is_empty() && !self.run.name.contains(['/', '\\']),
+            !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..",
             "run.name",
-            &self.run.name,
-            "must be a non-empty name without path separators",
+            name,
+            "must be a folder name: not empty, not \".\" or \"..\", without path separators",
+        );
+        c.require(
+            name.len() <= MAX_RUN_NAME_BYTES,
+            "run.name",
+            format!(
+                "{}... ({} bytes)",
+                name.chars().take(24).collect::<String>(),
+                name.len()
+            ),
+            &format!(
+                "must be at most {MAX_RUN_NAME_BYTES} bytes (with `.previous-N` and `.lock` \
+                 appended it must still fit a file name)"
+            ),
         );
         c.path_not_empty("run.out_dir", Some(&self.run.out_dir));
         c.path_not_empty("run.save_final", self.run.save_final.as_deref());
@@ -420,4 +437,39 @@ impl Config {
 /// Whether a loss needs the teacher's outputs.
 pub fn uses_teacher(kind: LossKind) -> bool {
     matches!(kind, LossKind::Ard | LossKind::Rslad | LossKind::PaperAlg1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_name_errors(name: &str) -> Vec<ValidationError> {
+        let mut cfg = Config::default();
+        cfg.run.name = name.to_string();
+        cfg.validate()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.key == "run.name")
+            .collect()
+    }
+
+    #[test]
+    fn run_names_that_are_not_a_folder_of_their_own_are_refused() {
+        for bad in [".", "..", "", "a/b", "a\\b"] {
+            let errors = run_name_errors(bad);
+            assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+            assert!(errors[0].reason.contains("folder name"), "{errors:?}");
+        }
+        let long = run_name_errors(&"x".repeat(300));
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert!(
+            long[0].to_string().contains("300 bytes") && long[0].reason.contains("at most 200"),
+            "{}",
+            long[0]
+        );
+        for good in ["quickstart", "a.b", "..x", &"y".repeat(200)] {
+            assert!(run_name_errors(good).is_empty(), "{good:?}");
+        }
+    }
 }

@@ -37,6 +37,17 @@ const START_WAIT: Duration = Duration::from_secs(10);
 /// How long `shutdown` waits for the server thread to end.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// The log filter directives for `level` (the `--log-level` value) with
+/// actix's own lines kept in their place: its server's start-up lines only
+/// from `warn`, and its HTTP layer's complaints about malformed requests
+/// (`stream error: ...`, logged as errors although they are the client's
+/// fault) only when debugging.
+pub fn log_filters(level: &str) -> String {
+    let debugging = ["debug", "trace"].iter().any(|l| level.contains(l));
+    let http = if debugging { "debug" } else { "off" };
+    format!("{level},actix_server=warn,actix_http={http}")
+}
+
 /// What the handlers share.
 struct AppState {
     registry: Registry,

@@ -5,9 +5,16 @@
 //! writer lock ([`lock::acquire`]), reads the file (or starts empty) into memory,
 //! and [`flush`](SoftLabelCache::flush) writes it back atomically (temp file,
 //! fsync, rename, fsync of the folder) when something was added.
+//!
+//! Opening checks the file's checksums ([`format::verify`]): a block of logits
+//! that changed on disk is dropped (its entries count as missing, so a run or
+//! `soft-labels` computes them again), a changed bitmap refuses the file.
+//! Non-finite logits are never stored nor served.
 
 use super::error::{CacheError, CacheResult};
-use super::format::{encode_header, read_header, Dtype, Header, Identity, Layout};
+use super::format::{
+    self, encode_header, read_header, Damage, Dtype, Header, Identity, Layout, BLOCK_ENTRIES,
+};
 use super::lock;
 use crate::file_lock::FileLock;
 use memmap2::Mmap;
@@ -26,8 +33,8 @@ pub enum Access {
 
 /// The logits section.
 enum Logits {
-    /// The file's bytes, mapped; `offset` is where the logits start.
-    Mapped { map: Mmap, offset: usize },
+    /// The file's bytes, mapped; the logits are `map[start..end]`.
+    Mapped { map: Mmap, start: usize, end: usize },
     /// An owned copy (writers).
     Owned(Vec<u8>),
     /// No entries at all (an empty range).
@@ -37,7 +44,7 @@ enum Logits {
 impl Logits {
     fn bytes(&self) -> &[u8] {
         match self {
-            Logits::Mapped { map, offset } => &map[*offset..],
+            Logits::Mapped { map, start, end } => &map[*start..*end],
             Logits::Owned(v) => v,
             Logits::Empty => &[],
         }
@@ -166,7 +173,8 @@ impl SoftLabelCache {
                     }
                     Logits::Mapped {
                         map,
-                        offset: layout.logits_offset as usize,
+                        start: layout.logits_offset as usize,
+                        end: layout.checksums_offset as usize,
                     }
                 }
                 Access::ReadWrite => {
@@ -179,7 +187,55 @@ impl SoftLabelCache {
                 }
             }
         };
-        Ok(Self::assemble(path, header, layout, bitmap, logits, lock))
+        file.seek(SeekFrom::Start(layout.checksums_offset))
+            .map_err(|e| CacheError::io(path, e))?;
+        let mut stored = vec![0u8; layout.checksums_bytes() as usize];
+        file.read_exact(&mut stored)
+            .map_err(|e| CacheError::io(path, e))?;
+        let damage = format::verify(logits.bytes(), header.entry_bytes(), &bitmap, &stored);
+        let mut cache = Self::assemble(path, header, layout, bitmap, logits, lock);
+        match damage {
+            None => {}
+            Some(Damage::Bitmap) => {
+                return Err(CacheError::corrupt(
+                    path,
+                    "its filled-entries bitmap fails its checksum (damaged on disk or in a copy); \
+                     delete the file and fill it again with `ard-pipeline soft-labels`",
+                ))
+            }
+            Some(Damage::Blocks(blocks)) => cache.drop_blocks(&blocks),
+        }
+        Ok(cache)
+    }
+
+    /// Forgets the entries of the logits `blocks` that failed their checksum:
+    /// they count as missing, so they are computed again (and a writer
+    /// rewrites the file).
+    fn drop_blocks(&mut self, blocks: &[u64]) {
+        let entries = self.header.entries();
+        let slots = self.slots as u64;
+        let mut images = Vec::new();
+        for &b in blocks {
+            let (first, end) = (b * BLOCK_ENTRIES, ((b + 1) * BLOCK_ENTRIES).min(entries));
+            for e in first..end {
+                self.bitmap[(e / 8) as usize] &= !(1 << (e % 8));
+            }
+            let start = self.header.image_start;
+            images.push(format!(
+                "{}..{}",
+                start + first / slots,
+                start + end.div_ceil(slots)
+            ));
+        }
+        self.filled = count_bits(&self.bitmap);
+        self.dirty = self.lock.is_some();
+        log::warn!(
+            "soft-label cache {}: {} block(s) of logits fail their checksum (damaged on disk or in a copy), \
+             images {}: those entries are not used and are computed again",
+            self.path.display(),
+            blocks.len(),
+            images.join(", ")
+        );
     }
 
     /// Refuses the file unless it matches `expected` (identity and image range).
@@ -305,6 +361,15 @@ impl SoftLabelCache {
                 }
             }
         }
+        if out.iter().any(|x| !x.is_finite()) {
+            return Err(CacheError::corrupt(
+                &self.path,
+                format!(
+                    "image {index}, slot {slot} holds a non-finite logit; delete the file and fill it again \
+                     with `ard-pipeline soft-labels`"
+                ),
+            ));
+        }
         Ok(true)
     }
 
@@ -331,8 +396,25 @@ impl SoftLabelCache {
                 ),
             ));
         }
-        let eb = self.header.entry_bytes();
         let dtype = self.header.identity.dtype;
+        let stored_finite = |x: &f32| match dtype {
+            Dtype::F32 => x.is_finite(),
+            Dtype::F16 => half::f16::from_f32(*x).is_finite(),
+        };
+        if let Some(x) = logits.iter().find(|x| !stored_finite(x)) {
+            let why = if x.is_finite() {
+                "beyond f16's range (set teacher.cache_dtype = \"f32\")"
+            } else {
+                "not finite: are the teacher's weights or the images broken?"
+            };
+            return Err(CacheError::invalid(
+                &self.path,
+                format!(
+                    "the teacher gave the logit {x} for image {index}, slot {slot}, {why}; nothing was stored"
+                ),
+            ));
+        }
+        let eb = self.header.entry_bytes();
         let raw = &mut self.owned_mut()?[e as usize * eb..(e as usize + 1) * eb];
         match dtype {
             Dtype::F32 => {
@@ -439,7 +521,13 @@ impl SoftLabelCache {
             w.write_all(&self.bitmap)?;
             let pad = layout.logits_offset - layout.bitmap_offset - layout.bitmap_bytes;
             w.write_all(&vec![0u8; pad as usize])?;
-            w.write_all(self.logits.bytes())?;
+            let logits = self.logits.bytes();
+            w.write_all(logits)?;
+            w.write_all(&format::checksums(
+                logits,
+                self.header.entry_bytes(),
+                &self.bitmap,
+            ))?;
             let file = w.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             fs::rename(&tmp, path)?;

@@ -6,7 +6,7 @@ use super::format::Header;
 use super::identity::{cache_path, run_identity};
 use super::shard::{self, MergeReport, Shard};
 use super::source::{teacher_logits, to_host_f32};
-use crate::config::Config;
+use crate::config::{Config, SoftLabels};
 use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -70,6 +70,13 @@ pub fn fill(
     mut progress: impl FnMut(&str),
 ) -> Result<FillReport> {
     let started = Instant::now();
+    if cfg.teacher.soft_labels != SoftLabels::Cached {
+        return Err(Error::Setting(format!(
+            "teacher.soft_labels = \"{}\": this config's runs compute the teacher's logits online \
+             and never read a cache, so there is nothing to fill; set teacher.soft_labels = \"cached\" to use one",
+            crate::config::spelled(&cfg.teacher.soft_labels)
+        )));
+    }
     let device = crate::device::resolve_device(&cfg.run.device)?;
     crate::perf::configure_process(cfg);
     let weights = cfg.teacher.weights.as_ref().ok_or_else(|| Error::Config {
@@ -168,33 +175,37 @@ pub fn fill(
 }
 
 /// Joins shard files into the full cache. Without `inputs`, the shards are
-/// the `NAME.shard-I-of-N` files beside the config's cache file; without
-/// `output`, the output is that cache file (`cfg` is needed for either default).
+/// the `NAME.shard-I-of-N` files beside the config's cache file (`cfg` is
+/// needed then); without `output`, the output is that cache file.
 pub fn merge(
     cfg: Option<&Config>,
     inputs: Vec<PathBuf>,
     output: Option<PathBuf>,
 ) -> Result<MergeReport> {
-    let full = match (&output, cfg) {
+    let cached = cfg.map(cache_path).transpose()?;
+    let full = match (&output, &cached) {
         (Some(p), _) => p.clone(),
-        (None, Some(cfg)) => cache_path(cfg)?,
+        (None, Some(p)) => p.clone(),
         (None, None) => {
             return Err(Error::Usage(
                 "soft-labels merge: give --config or --output".into(),
             ))
         }
     };
-    let inputs = if inputs.is_empty() {
-        let found = shard::find_shards(&full)?;
-        if found.is_empty() {
-            return Err(Error::Usage(format!(
-                "soft-labels merge: no shard files {}.shard-I-of-N found",
-                full.display()
-            )));
-        }
-        found
-    } else {
-        inputs
+    if !inputs.is_empty() {
+        return Ok(shard::merge(&inputs, &full)?);
+    }
+    let Some(cached) = cached else {
+        return Err(Error::Usage(
+            "soft-labels merge: give the shard files, or --config to merge the shards beside its cache file".into(),
+        ));
     };
-    Ok(shard::merge(&inputs, &full)?)
+    let found = shard::find_shards(&cached)?;
+    if found.is_empty() {
+        return Err(Error::Usage(format!(
+            "soft-labels merge: no shard files {}.shard-I-of-N found",
+            cached.display()
+        )));
+    }
+    Ok(shard::merge(&found, &full)?)
 }

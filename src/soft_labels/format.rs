@@ -1,5 +1,5 @@
 //! The cache file format: a fixed preamble, a bincode header, a bitmap of filled
-//! entries, then the logits.
+//! entries, the logits, then their checksums.
 //!
 //! ```text
 //! offset 0   magic  b"ARDSLC\r\n"          (8 bytes; \r\n catches text-mode mangling)
@@ -10,12 +10,16 @@
 //!            bitmap: one bit per (image, slot), image-major, LSB first; bits past
 //!            the last entry are zero; zero padding to a multiple of 64
 //!            logits: [images][slots][classes], f16 or f32 little-endian
+//!            checksums: CRC-32 (u32 LE) of each block of BLOCK_ENTRIES entries'
+//!            logits, then one of the bitmap
 //! ```
 //!
 //! The header says everything a run must match ([`Identity`]: teacher weights,
 //! dataset, augmentation policy, number of classes, dtype) and which images the
 //! file holds (a whole split, or one shard's range). The file's size follows from
-//! the header, so a truncated file is recognised before any logit is read.
+//! the header, so a truncated file is recognised before any logit is read. The
+//! checksums catch a flipped byte (a bad disk, a damaged copy): a logit that
+//! changed is never used ([`verify`]).
 
 use super::error::{CacheError, CacheResult};
 use super::shard::Shard;
@@ -27,8 +31,10 @@ use std::path::Path;
 
 /// First 8 bytes of every cache file.
 pub const MAGIC: [u8; 8] = *b"ARDSLC\r\n";
-/// Version of the layout and header written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the layout and header written by this build (2: checksums).
+pub const FORMAT_VERSION: u32 = 2;
+/// Entries per checksummed block of logits (20 KiB of f16 CIFAR-10 logits).
+pub const BLOCK_ENTRIES: u64 = 1024;
 /// Bytes before the header: magic, version, header length.
 pub const PREAMBLE_BYTES: usize = 16;
 /// Largest header accepted (a guard against reading garbage as a length).
@@ -239,6 +245,10 @@ pub struct Layout {
     pub bitmap_bytes: u64,
     pub logits_offset: u64,
     pub logits_bytes: u64,
+    /// Where the checksums start: right after the logits.
+    pub checksums_offset: u64,
+    /// Checksummed blocks of logits (the bitmap's checksum comes after them).
+    pub blocks: u64,
     /// Size of the whole file.
     pub total: u64,
 }
@@ -254,15 +264,66 @@ impl Layout {
         let bitmap_bytes = header.entries().div_ceil(8);
         let logits_offset = align(bitmap_offset.checked_add(bitmap_bytes)?);
         let logits_bytes = header.entries().checked_mul(header.entry_bytes() as u64)?;
-        let total = logits_offset.checked_add(logits_bytes)?;
+        let checksums_offset = logits_offset.checked_add(logits_bytes)?;
+        let blocks = header.entries().div_ceil(BLOCK_ENTRIES);
+        let total = checksums_offset.checked_add((blocks + 1) * 4)?;
         Some(Layout {
             bitmap_offset,
             bitmap_bytes,
             logits_offset,
             logits_bytes,
+            checksums_offset,
+            blocks,
             total,
         })
     }
+
+    /// Bytes of the checksums section.
+    pub fn checksums_bytes(&self) -> u64 {
+        (self.blocks + 1) * 4
+    }
+}
+
+/// The checksums section of a file whose logits are `logits` (entries of
+/// `entry_bytes` each) and whose bitmap is `bitmap`: one CRC-32 per block of
+/// [`BLOCK_ENTRIES`] entries, then the bitmap's, as little-endian bytes.
+pub fn checksums(logits: &[u8], entry_bytes: usize, bitmap: &[u8]) -> Vec<u8> {
+    let block = (BLOCK_ENTRIES as usize * entry_bytes).max(1);
+    logits
+        .chunks(block)
+        .map(crc32fast::hash)
+        .chain(std::iter::once(crc32fast::hash(bitmap)))
+        .flat_map(u32::to_le_bytes)
+        .collect()
+}
+
+/// What [`verify`] found wrong with a file's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// The filled-entries bitmap changed: which entries hold logits is unknown.
+    Bitmap,
+    /// These blocks of logits (indices, from 0) changed.
+    Blocks(Vec<u64>),
+}
+
+/// Checks `logits` and `bitmap` against `stored` (the file's checksums
+/// section); `None` when everything matches.
+pub fn verify(logits: &[u8], entry_bytes: usize, bitmap: &[u8], stored: &[u8]) -> Option<Damage> {
+    let computed = checksums(logits, entry_bytes, bitmap);
+    if computed.len() != stored.len()
+        || computed[computed.len() - 4..] != stored[stored.len() - 4..]
+    {
+        return Some(Damage::Bitmap);
+    }
+    let bad: Vec<u64> = computed
+        .chunks_exact(4)
+        .zip(stored.chunks_exact(4))
+        .take(computed.len() / 4 - 1)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i as u64)
+        .collect();
+    (!bad.is_empty()).then_some(Damage::Blocks(bad))
 }
 
 fn bincode_config() -> impl bincode::config::Config {

@@ -80,8 +80,14 @@ impl Stage for EvalStage {
 
     fn handle(&mut self, snapshot: Snapshot, out: &mut Emitter<()>) -> Result<(), StageError> {
         self.compute.enter();
-        let test_due = self.plan.schedule().due(snapshot.epoch, snapshot.last);
-        let validate = self.validator.as_ref().is_some_and(|v| v.wants(test_due));
+        // A resumed run may owe a snapshot whose records an earlier process
+        // wrote already: nothing is computed or recorded twice.
+        let test_due = self.plan.schedule().due(snapshot.epoch, snapshot.last)
+            && !self.recorder.has_eval(snapshot.epoch);
+        let validate = self
+            .validator
+            .as_ref()
+            .is_some_and(|v| v.wants(test_due) && !v.has_validated(snapshot.epoch));
         if !test_due && !validate {
             return Ok(());
         }

@@ -4,7 +4,7 @@ use super::expand::{expand, PlannedRun, RunPlacement};
 use super::manifest::SweepDir;
 use super::schedule::{schedule, RunResult, RunStatus};
 use super::spec::{Backend, SweepFile};
-use super::{k8s, local, ray, report};
+use super::{k8s, local, ray, report, stale};
 use crate::config::{self, Config};
 use crate::device::cores;
 use crate::error::{Error, Result};
@@ -101,15 +101,66 @@ pub fn plan(
     Ok((file, backend, runs))
 }
 
+/// How `sweep` runs (the flags; the file describes the sweep).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SweepOptions {
+    /// Overrides the sweep file's backend.
+    pub backend: Option<Backend>,
+    /// Rerun the finished rows whose settings changed (their folders move
+    /// aside) instead of refusing them.
+    pub fresh: bool,
+    /// Check the file and say what would run, write and start nothing.
+    pub dry_run: bool,
+}
+
 /// `ard-pipeline sweep --config FILE [--backend B]`.
 pub fn run_sweep(
     path: &Path,
     backend: Option<Backend>,
+    say: impl FnMut(&str),
+) -> Result<SweepOutcome> {
+    let options = SweepOptions {
+        backend,
+        ..SweepOptions::default()
+    };
+    run_sweep_with(path, &options, say)
+}
+
+/// `ard-pipeline sweep --config FILE [--backend B] [--fresh] [--dry-run]`.
+/// Finished rows whose training settings changed since they ran are refused
+/// before anything is written, unless `fresh` moves them aside ([`stale`]).
+pub fn run_sweep_with(
+    path: &Path,
+    options: &SweepOptions,
     mut say: impl FnMut(&str),
 ) -> Result<SweepOutcome> {
-    let (file, backend, runs) = plan(path, backend)?;
+    let (file, backend, runs) = plan(path, options.backend)?;
     let dir = SweepDir::new(file.dir());
     let backend_name = crate::config::spelled(&backend);
+    let changed = if backend == Backend::K8s {
+        Vec::new()
+    } else {
+        stale::stale_rows(&dir, &runs)
+    };
+    if options.dry_run {
+        dry_run(&dir, &runs, &changed, options.fresh, say)?;
+        return Ok(SweepOutcome {
+            dir: dir.path,
+            backend,
+            results: Vec::new(),
+            rendered: Vec::new(),
+        });
+    }
+    if !changed.is_empty() && !options.fresh {
+        return Err(stale::refusal(path, &changed));
+    }
+    for (row, aside) in changed.iter().zip(stale::move_aside_rows(&dir, &changed)?) {
+        say(&format!(
+            "rerun {}: trained with other settings, its folder moved to {}",
+            row.line(),
+            aside.display()
+        ));
+    }
     dir.write(&file.sweep.name, path, &backend_name, &runs)?;
     say(&format!(
         "sweep {}: {} validated, backend {backend_name}, folder {}",
@@ -157,6 +208,44 @@ pub fn run_sweep(
         results,
         rendered: Vec::new(),
     })
+}
+
+/// `sweep --dry-run`: every row expanded and validated (done by the caller),
+/// then what a real sweep would do with each; nothing is written.
+fn dry_run(
+    dir: &SweepDir,
+    runs: &[PlannedRun],
+    changed: &[stale::StaleRow],
+    fresh: bool,
+    mut say: impl FnMut(&str),
+) -> Result<()> {
+    let finished = runs
+        .iter()
+        .filter(|r| dir.summary(&r.name).is_file())
+        .count();
+    for row in changed {
+        let verdict = if fresh { "would rerun" } else { "refused" };
+        say(&format!("{verdict}: {}", row.line()));
+    }
+    say(&format!(
+        "dry run: {} rows validated, {} to run, {} finished ({} of them with other settings{}); nothing written",
+        runs.len(),
+        runs.len() - finished,
+        finished,
+        changed.len(),
+        if changed.is_empty() || fresh {
+            ""
+        } else {
+            ": pass --fresh to rerun them"
+        }
+    ));
+    if !changed.is_empty() && !fresh {
+        return Err(Error::Usage(format!(
+            "{} finished row(s) changed since they ran (see above)",
+            changed.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `SWEEP_DIR/prometheus-targets.json`: every run's metrics address in the

@@ -19,7 +19,8 @@ pub mod ray;
 pub mod report;
 pub mod schedule;
 pub mod spec;
+pub mod stale;
 
-pub use command::{run_sweep, sweep_run, SweepOutcome};
+pub use command::{run_sweep, run_sweep_with, sweep_run, SweepOptions, SweepOutcome};
 pub use expand::{expand, PlannedRun, RunPlacement};
 pub use spec::{Backend, SweepFile, SweepSettings};

@@ -175,6 +175,16 @@ impl SweepFile {
                 return Err(err("give either [grid] or [[rows]], not both".into()))
             }
             (None, None) => return Err(err("no [grid] and no [[rows]]: nothing to sweep".into())),
+            (Some(grid), None) if grid.is_empty() => {
+                return Err(err(
+                    "[grid] is empty: nothing to sweep (give it keys with lists of values, \
+                     e.g. `optim.lr = [0.05, 0.1]`)"
+                        .into(),
+                ))
+            }
+            (None, Some(rows)) if rows.is_empty() => {
+                return Err(err("`rows` is empty: nothing to sweep".into()))
+            }
             _ => {}
         }
         if file.sweep.parallel == 0 {

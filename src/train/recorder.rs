@@ -45,6 +45,8 @@ pub struct Recorder {
     log: Arc<Mutex<RunLog>>,
     /// The config of the training run recorded ([`Recorder::training`]).
     config: Option<Arc<Config>>,
+    /// Wall-clock seconds of a resumed run's earlier processes.
+    wall_before: f64,
 }
 
 impl Recorder {
@@ -58,10 +60,12 @@ impl Recorder {
 
     /// Records the training of `cfg`: also its checkpoints and final weights.
     /// A resumption continues the log of the process that wrote `resume`:
-    /// its finished epochs and the evaluations in the run folder.
+    /// its finished epochs, the evaluations in the run folder (which are
+    /// not recorded again) and its wall-clock time.
     pub fn training(mut self, cfg: &Config, resume: Option<&Checkpoint>) -> Recorder {
         self.config = Some(Arc::new(cfg.clone()));
         if let Some(c) = resume {
+            self.wall_before = c.state.wall_s;
             *self.lock() = RunLog {
                 epochs: c.state.epochs.iter().map(EpochRecord::restored).collect(),
                 evals: self
@@ -89,6 +93,12 @@ impl Recorder {
         self.lock().epochs.iter().map(EpochRecord::stats).collect()
     }
 
+    /// Whether the test evaluation after `epoch` epochs is recorded already
+    /// (by this process, or by an earlier one of a resumed run).
+    pub fn has_eval(&self, epoch: usize) -> bool {
+        self.lock().evals.iter().any(|e| e.epoch == epoch)
+    }
+
     /// Whether training checkpoints are written (a training run with a folder).
     pub fn checkpoints(&self) -> bool {
         self.dir.is_some() && self.config.is_some()
@@ -110,7 +120,8 @@ impl Recorder {
         let (Some(dir), Some(cfg)) = (&self.dir, &self.config) else {
             return Ok(());
         };
-        let state = TrainState::new(cfg, position, self.epochs());
+        let wall_s = self.wall_before + dir.seconds_open();
+        let state = TrainState::new(cfg, position, self.epochs(), wall_s);
         resume::write(&dir.file(resume::CHECKPOINT_FILE), student, sgd, &state)
     }
 
@@ -161,7 +172,19 @@ impl Recorder {
     /// A snapshot was evaluated on the test set: its line of `eval.jsonl`,
     /// the evaluation metrics (`/status`, Prometheus), the log line, and the
     /// result for `validator`'s best checkpoint.
+    /// An epoch already recorded (a resumed run's evaluation owed twice) is
+    /// not recorded again.
     pub fn evaluated(&self, record: EvalRecord, validator: Option<&mut Validator>) -> Result<()> {
+        if self.has_eval(record.epoch) {
+            log::debug!(
+                "eval after epoch {} is in {EVAL_LOG} already: not recorded again",
+                record.epoch
+            );
+            if let Some(v) = validator {
+                v.record_test(record.epoch, &record.report)?;
+            }
+            return Ok(());
+        }
         let r = &record.report;
         let each: Vec<String> = r
             .accuracy

@@ -89,10 +89,19 @@ pub struct TrainState {
     pub arch: String,
     /// The resolved config the run was started with (TOML).
     pub config: String,
+    /// Wall-clock seconds of the run up to this checkpoint: every earlier
+    /// process's up to its last checkpoint, plus this one's.
+    #[serde(default)]
+    pub wall_s: f64,
 }
 
 impl TrainState {
-    pub fn new(cfg: &Config, position: TrainPosition, epochs: Vec<EpochTrainStats>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        position: TrainPosition,
+        epochs: Vec<EpochTrainStats>,
+        wall_s: f64,
+    ) -> Self {
         TrainState {
             format: FORMAT,
             position,
@@ -100,6 +109,7 @@ impl TrainState {
             finished: false,
             arch: cfg.student.arch.to_string(),
             config: cfg.to_toml(),
+            wall_s,
         }
     }
 }
@@ -215,12 +225,24 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
     }
 }
 
-/// The training settings that differ between the checkpoint's config and
-/// `cfg`, as `key: checkpoint X, config Y` lines.
-pub fn config_differences(saved: &str, cfg: &Config) -> Result<Vec<String>> {
+/// One training setting that differs between two resolved configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingDiff {
+    /// Dotted key, e.g. `optim.lr`.
+    pub key: String,
+    /// Its value in the earlier config (`(unset)` when absent).
+    pub old: String,
+    /// Its value in the new config (`(unset)` when absent).
+    pub new: String,
+}
+
+/// The training settings (all but [`MAY_CHANGE`]) that differ between the
+/// resolved config `saved` (TOML, as a run folder or checkpoint keeps it)
+/// and `cfg`, in key order.
+pub fn setting_differences(saved: &str, cfg: &Config) -> Result<Vec<SettingDiff>> {
     let parse = |text: &str| -> Result<BTreeMap<String, String>> {
         let value: toml::Value = toml::from_str(text).map_err(|e| Error::Config {
-            file: "the checkpoint's config".into(),
+            file: "the earlier run's config".into(),
             message: format!("unreadable: {e}"),
         })?;
         let mut flat = BTreeMap::new();
@@ -234,13 +256,20 @@ pub fn config_differences(saved: &str, cfg: &Config) -> Result<Vec<String>> {
     Ok(keys
         .into_iter()
         .filter(|k| old.get(*k) != new.get(*k))
-        .map(|k| {
-            format!(
-                "{k}: checkpoint {}, config {}",
-                old.get(k).unwrap_or(&none),
-                new.get(k).unwrap_or(&none)
-            )
+        .map(|k| SettingDiff {
+            key: k.clone(),
+            old: old.get(k).unwrap_or(&none).clone(),
+            new: new.get(k).unwrap_or(&none).clone(),
         })
+        .collect())
+}
+
+/// The training settings that differ between the checkpoint's config and
+/// `cfg`, as `key: checkpoint X, config Y` lines.
+pub fn config_differences(saved: &str, cfg: &Config) -> Result<Vec<String>> {
+    Ok(setting_differences(saved, cfg)?
+        .into_iter()
+        .map(|d| format!("{}: checkpoint {}, config {}", d.key, d.old, d.new))
         .collect())
 }
 

@@ -11,6 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// `run.out_dir/run.name`, created and checked for writing up front.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct RunDir {
     pub path: PathBuf,
     /// The folder's lock, released when the last clone is dropped.
     _lock: Arc<FileLock>,
+    /// When this process took the folder: where its share of the run's
+    /// wall-clock time starts.
+    opened: Instant,
 }
 
 /// The folder of `cfg`'s run.
@@ -85,6 +89,7 @@ impl RunDir {
         let dir = RunDir {
             path,
             _lock: Arc::new(lock),
+            opened: Instant::now(),
         };
         if resumed {
             dir.remove_stale_temp_files();
@@ -144,6 +149,11 @@ impl RunDir {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Seconds since this process opened the folder.
+    pub fn seconds_open(&self) -> f64 {
+        self.opened.elapsed().as_secs_f64()
     }
 
     pub fn file(&self, name: &str) -> PathBuf {

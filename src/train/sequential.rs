@@ -171,7 +171,8 @@ pub fn train_sequential_with(
         soft_labels.end_epoch()?;
         let record = tally.finish(epoch + 1, budget.as_deref());
         let last = epoch + 1 == cfg.train.epochs || step >= total || out_of_time;
-        let test_due = test.schedule().due(epoch + 1, last);
+        // An evaluation an earlier process of a resumed run recorded is not redone.
+        let test_due = test.schedule().due(epoch + 1, last) && !recorder.has_eval(epoch + 1);
         // Training waits for validation and evaluation: off the budget's clock.
         let (guard_stop, report) = off_the_clock(budget.as_deref(), || -> Result<_> {
             let guard_stop = match validator.as_mut() {

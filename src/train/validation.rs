@@ -169,6 +169,9 @@ pub struct Validator {
     stop: StopFlag,
     dir: Option<RunDir>,
     state: SelectionHandle,
+    /// Epochs whose line `validation.jsonl` holds (a resumed run's included):
+    /// never validated twice.
+    validated: std::collections::BTreeSet<usize>,
 }
 
 impl Validator {
@@ -213,6 +216,7 @@ impl Validator {
             stop: StopFlag::new(),
             dir: dir.cloned(),
             state: SelectionHandle(Arc::new(Mutex::new(state))),
+            validated: Default::default(),
         };
         match (dir, resumed_epochs) {
             (Some(dir), None) => {
@@ -251,6 +255,12 @@ impl Validator {
         test_due || self.guard.is_some()
     }
 
+    /// Whether the snapshot after `epoch` epochs was validated already (by
+    /// this process, or by an earlier one of a resumed run).
+    pub fn has_validated(&self, epoch: usize) -> bool {
+        self.validated.contains(&epoch)
+    }
+
     fn evals(&self) -> Vec<EvalAttack> {
         let mut evals = vec![EvalAttack::Natural, self.attack];
         if self.guard.is_some() {
@@ -264,7 +274,7 @@ impl Validator {
     /// Validates `model` (the snapshot after `epoch` epochs and `step` steps)
     /// if [`Validator::wants`] it: keeps it when it is the best so far, and
     /// runs the guard. Returns whether training is to stop. Snapshots after a
-    /// stop are ignored.
+    /// stop, and epochs validated already, are ignored.
     pub fn on_snapshot(
         &mut self,
         model: &Model,
@@ -276,7 +286,7 @@ impl Validator {
         if self.stop.is_raised() {
             return Ok(true);
         }
-        if !self.wants(test_due) {
+        if !self.wants(test_due) || self.has_validated(epoch) {
             return Ok(false);
         }
         let report = eval::Evaluation {
@@ -348,6 +358,7 @@ impl Validator {
             }
         }
         drop(state);
+        self.validated.insert(epoch);
         if let Some(dir) = &self.dir {
             dir.append_jsonl(
                 VALIDATION_LOG,
@@ -410,6 +421,7 @@ impl Validator {
             serde_json::from_value::<ValidationLine>(r.clone()).is_ok_and(|l| l.epoch <= epochs)
         })?;
         let lines: Vec<ValidationLine> = dir.read_jsonl(VALIDATION_LOG);
+        self.validated = lines.iter().map(|l| l.epoch).collect();
         let mut state = self.state.lock()?;
         if let (Some(guard), Some(summary)) = (&mut self.guard, state.guard.as_mut()) {
             for l in &lines {
