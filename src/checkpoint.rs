@@ -141,7 +141,7 @@ pub fn load_map_into(
         return Err(ckpt_err(
             path,
             format!(
-                "tensor {name} is {}, not floating point ({} of {} parameters are): \
+                "tensor {name} is {}, not floating point ({} of {} tensors are): \
                  weights would be rounded; export the model's float weights",
                 kind_name(t.kind()),
                 not_float.len(),

@@ -208,12 +208,14 @@ fn check_out_folder(out: &Path, weights: &Path, weights_sha: &str) -> Result<()>
             .and_then(|v| v[section][key].as_str().map(str::to_string));
         match recorded {
             Some(sha) if sha == weights_sha => found = true,
-            Some(sha) => return refuse(format!(
+            Some(sha) => {
+                return refuse(format!(
                 "holds the export of another checkpoint ({marker}: sha256 {}..., not {}'s {}...)",
                 &sha[..sha.len().min(12)],
                 weights.display(),
                 &weights_sha[..12]
-            )),
+            ))
+            }
             None => return refuse(format!("holds a {marker} that is not an export's")),
         }
     }
