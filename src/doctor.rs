@@ -198,7 +198,7 @@ fn out_dir_check(path: &Path) -> PathCheck {
                 .into(),
             true,
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) => {
             let existing = path.ancestors().skip(1).find(|a| {
                 let a = if a.as_os_str().is_empty() {
                     Path::new(".")
@@ -215,10 +215,12 @@ fn out_dir_check(path: &Path) -> PathCheck {
                     ),
                     true,
                 ),
-                _ => check("missing: the run creates it".into(), false),
+                _ if e.kind() == std::io::ErrorKind::NotFound => {
+                    check("missing: the run creates it".into(), false)
+                }
+                _ => check(format!("cannot be read: {e}"), true),
             }
         }
-        Err(e) => check(format!("cannot be read: {e}"), true),
     }
 }
 

@@ -161,14 +161,17 @@ fn module_prefixes_and_run_checkpoints_say_what_to_pass() {
     let ok = eval(&converted);
     assert!(ok.status.success(), "{}", stderr(&ok));
 
+    // A run's checkpoint: the weights under `model.`, momentum under `optim.`.
     let run = rewritten(dir.path(), "checkpoint.safetensors", |n, t| {
-        let prefix = if n.ends_with("num_batches_tracked") {
-            "optim."
-        } else {
-            "model."
-        };
-        (format!("{prefix}{n}"), t.shallow_clone())
+        (format!("model.{n}"), t.shallow_clone())
     });
+    let mut tensors: Vec<(String, Tensor)> = common::read(&run).into_iter().collect();
+    let momentum = tensors[0].1.zeros_like();
+    tensors.push((
+        format!("optim.{}", &tensors[0].0["model.".len()..]),
+        momentum,
+    ));
+    Tensor::write_safetensors(&tensors, &run).unwrap();
     let e = one_error(&eval(&run));
     assert!(
         e.contains("training checkpoint") && e.contains("final.safetensors or best.safetensors"),
