@@ -11,7 +11,9 @@ PY=${PYTHON:-python3}
 stamp=.venv/.bootstrap-ok
 # The stamp records what was installed; changing the requirements redoes the install.
 TORCHATTACKS_VERSION=3.5.1
-want="torch==$TORCH_VERSION torchattacks==$TORCHATTACKS_VERSION $(cksum < scripts/requirements.txt)"
+# RobustBench's model classes, for `export --format robustbench` and its test.
+ROBUSTBENCH_VERSION=1.1.1
+want="torch==$TORCH_VERSION torchattacks==$TORCHATTACKS_VERSION robustbench==$ROBUSTBENCH_VERSION $(cksum < scripts/requirements.txt)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -e .venv/libtorch/lib/libtorch.so ]; then
   exit 0
@@ -34,6 +36,9 @@ if [ -n "${ARD_TORCH_INDEX_URL:-}" ]; then extra+=(--index-url "$ARD_TORCH_INDEX
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
 # The Square reference; its own requirements pin an old requests and pull torchvision.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "torchattacks==$TORCHATTACKS_VERSION"
+# Only its architecture files are used (they import torch alone); its own
+# requirements would pull torchvision, timm, gdown, pandas and more.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "robustbench==$ROBUSTBENCH_VERSION"
 
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" .venv/libtorch

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Converts a PyTorch checkpoint (a `torch.save`d state_dict, or a dict holding
-one under `state_dict`/`model`) to safetensors for ard-pipeline: strips the
-`module.` prefix DataParallel adds, keeps tensors only, writes atomically.
+one under `state_dict`/`model`; or a safetensors file) to safetensors for
+ard-pipeline: strips the `module.` prefix DataParallel adds, keeps tensors
+only, writes atomically.
 
     .venv/bin/python scripts/convert_checkpoint.py model_cifar_wrn.pt weights/trades_wrn34_10.safetensors
 """
@@ -11,7 +12,7 @@ import sys
 import tempfile
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 
 def state_dict_of(obj):
@@ -31,7 +32,10 @@ def main():
     ap.add_argument("dst")
     a = ap.parse_args()
     try:
-        obj = torch.load(a.src, map_location="cpu", weights_only=True)
+        if a.src.endswith(".safetensors"):
+            obj = load_file(a.src)
+        else:
+            obj = torch.load(a.src, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - report any load failure with the file name
         raise SystemExit(f"error: {a.src}: cannot load ({e})")
     tensors = {}

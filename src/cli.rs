@@ -420,6 +420,26 @@ pub struct ExportArgs {
     /// The export script.
     #[arg(long, default_value = "scripts/export_onnx.py")]
     pub script: PathBuf,
+    /// What to write: onnx (the deployment files and card), or robustbench (a
+    /// RobustBench entry: model.pt, a state_dict that loads strictly into
+    /// RobustBench's class, and model_info.json; for MobileNetV2 also its
+    /// definition, mobilenet_v2.py). robustbench takes --eval-json, not --int8.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+    pub format: ExportFormat,
+    /// With --format robustbench: the JSON of `eval --json` on this
+    /// checkpoint, for clean and AutoAttack accuracy (without it both are null).
+    #[arg(long)]
+    pub eval_json: Option<PathBuf>,
+    /// The script of --format robustbench.
+    #[arg(long, default_value = "scripts/export_robustbench.py")]
+    pub robustbench_script: PathBuf,
+}
+
+/// What `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Onnx,
+    Robustbench,
 }
 
 #[derive(Debug, Clone, Args)]

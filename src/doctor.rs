@@ -174,7 +174,81 @@ fn check_paths(cfg: &Config) -> Vec<PathCheck> {
     if let Some(w) = &cfg.student.init {
         out.push(file_check("student.init", w));
     }
+    out.push(out_dir_check(&cfg.run.out_dir));
     out
+}
+
+/// `run.out_dir`: a folder, or a path the run can create (its nearest
+/// existing ancestor is a folder). A file there (or above it) blocks the run.
+fn out_dir_check(path: &Path) -> PathCheck {
+    let check = |status: String, blocking| PathCheck {
+        key: "run.out_dir".into(),
+        path: path.to_path_buf(),
+        status,
+        blocking,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => check(
+            "a folder: each run writes into run.out_dir/run.name".into(),
+            false,
+        ),
+        Ok(_) => check(
+            "a file, not a folder: runs are written into run.out_dir/run.name; \
+             set run.out_dir to a folder"
+                .into(),
+            true,
+        ),
+        Err(e) => {
+            let existing = path.ancestors().skip(1).find(|a| {
+                let a = if a.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    a
+                };
+                a.exists()
+            });
+            match existing {
+                Some(a) if !a.as_os_str().is_empty() && !a.is_dir() => check(
+                    format!(
+                        "cannot be created: {} is a file, not a folder; set run.out_dir to a folder",
+                        a.display()
+                    ),
+                    true,
+                ),
+                _ if e.kind() == std::io::ErrorKind::NotFound => {
+                    check("missing: the run creates it".into(), false)
+                }
+                _ => check(format!("cannot be read: {e}"), true),
+            }
+        }
+    }
+}
+
+/// Checks the `--json` path of `doctor` before anything is examined: its
+/// folder must exist and it must not be a folder itself.
+pub fn check_json_path(path: &Path) -> crate::error::Result<()> {
+    let bad = |why: String| {
+        Err(crate::error::Error::Usage(format!(
+            "doctor --json {}: {why}",
+            path.display()
+        )))
+    };
+    if path.is_dir() {
+        return bad("is a folder; give a file path such as doctor.json".into());
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        let what = if parent.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        return bad(format!("{} {what}", parent.display()));
+    }
+    Ok(())
 }
 
 fn file_check(key: &str, path: &Path) -> PathCheck {

@@ -29,9 +29,16 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            // A cause whose text the line above already ends with (an I/O
+            // error after its path) is not printed a second time.
+            let mut above = err.to_string();
+            eprintln!("error: {above}");
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let line = cause.to_string();
+                if !above.ends_with(&line) {
+                    eprintln!("  caused by: {line}");
+                }
+                above = line;
             }
             ExitCode::from(1)
         }
@@ -157,6 +164,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(exit_code(outcome.failed().is_empty()))
         }
         Some(Command::Report(args)) => {
+            ard_pipeline::report::check_sweep_folder(&args.sweep_dir)?;
             let written = ard_pipeline::sweep::report::write_report(&args.sweep_dir)?;
             println!(
                 "{}: {}, {}, {}",
@@ -269,6 +277,9 @@ fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
 
 fn doctor_command(path: Option<&Path>, args: &cli::DoctorArgs) -> Result<ExitCode> {
     use ard_pipeline::doctor;
+    if let Some(json) = &args.json {
+        doctor::check_json_path(json)?;
+    }
     let path = path.map(config::find_config).transpose()?;
     let cfg = path.as_deref().map(config::load).transpose()?;
     let diagnosis = doctor::diagnose(path.as_deref().zip(cfg.as_ref()));
@@ -378,23 +389,68 @@ fn export_command(mut cfg: Config, args: &ExportArgs) -> Result<ExitCode> {
     // The data before any export work: downloaded now if the config says so,
     // else refused at once with where to put the files.
     ard_pipeline::data::ensure_cifar10(&cfg.data)?;
-    let opts = deploy::export::ExportOptions {
-        arch: args.arch.parse().map_err(anyhow::Error::msg)?,
-        weights: args.weights.clone(),
-        out: args.out.clone(),
-        int8_calibration: args.int8.then_some(args.calibration),
-        test_images: args.test_images,
-        square_queries: args.square_queries,
-        latency: (!args.no_latency).then(eval::edge::LatencyOptions::default),
-        onnxruntime: args.onnxruntime.clone(),
-        python: args.python.clone(),
-        script: args.script.clone(),
-        exe: std::env::current_exe()?,
+    let cfg = &cfg;
+    use deploy::interrupt::Interrupt;
+    let arch = args.arch.parse().map_err(anyhow::Error::msg)?;
+    let robustbench = args.format == cli::ExportFormat::Robustbench;
+    if robustbench && (args.int8 || args.onnxruntime.is_some()) {
+        bail!("export --format robustbench: --int8 and --onnxruntime are for --format onnx");
+    }
+    if !robustbench && args.eval_json.is_some() {
+        bail!("export --eval-json: only --format robustbench uses it");
+    }
+    // SIGINT/SIGTERM end the child processes and stop the export; a second exits at once.
+    let interrupt = Interrupt::default();
+    let on_signal = interrupt.clone();
+    let _signals = ard_pipeline::metrics::install(move |signal| on_signal.trigger(signal))?;
+    let result = if robustbench {
+        let opts = deploy::robustbench::RobustBenchOptions {
+            arch,
+            weights: args.weights.clone(),
+            out: args.out.clone(),
+            eval_json: args.eval_json.clone(),
+            test_images: args.test_images,
+            python: args.python.clone(),
+            script: args.robustbench_script.clone(),
+        };
+        deploy::robustbench::run(cfg, &opts, &interrupt).map(|info| info.summary(&args.out))
+    } else {
+        let opts = deploy::export::ExportOptions {
+            arch,
+            weights: args.weights.clone(),
+            out: args.out.clone(),
+            int8_calibration: args.int8.then_some(args.calibration),
+            test_images: args.test_images,
+            square_queries: args.square_queries,
+            latency: (!args.no_latency).then(eval::edge::LatencyOptions::default),
+            onnxruntime: args.onnxruntime.clone(),
+            python: args.python.clone(),
+            script: args.script.clone(),
+            exe: std::env::current_exe()?,
+        };
+        deploy::export::run(cfg, &opts, &interrupt).map(|exported| {
+            format!(
+                "{}\nwritten to {}\n",
+                exported.card.markdown(),
+                exported.out.display()
+            )
+        })
     };
-    let exported = deploy::export::run(&cfg, &opts)?;
-    print!("{}", exported.card.markdown());
-    println!("\nwritten to {}", exported.out.display());
-    Ok(ExitCode::SUCCESS)
+    match (result, interrupt.received()) {
+        (Ok(text), _) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Err(_), Some(signal)) => {
+            eprintln!(
+                "interrupted by {}: export stopped, its child processes ended, nothing written; {}",
+                signal.name(),
+                deploy::export::kept_in(&args.out)
+            );
+            Ok(ExitCode::from(signal.exit_code() as u8))
+        }
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 fn eval_command(cfg: Config, args: &EvalArgs) -> Result<ExitCode> {

@@ -130,3 +130,67 @@ fn a_missing_weights_file_names_its_key() {
         "{t}"
     );
 }
+
+#[test]
+fn run_out_dir_that_is_a_file_blocks_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let path = config(dir.path(), "");
+    let body = std::fs::read_to_string(&path).unwrap().replacen(
+        "device = \"cpu\"\n",
+        &format!(
+            "device = \"cpu\"\nout_dir = {:?}\n",
+            file.display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&path, body).unwrap();
+    let out = doctor(&path);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let verdict = t.lines().find(|l| l.starts_with("verdict")).unwrap();
+    assert!(
+        verdict.contains("verdict: NO")
+            && verdict.contains("run.out_dir")
+            && verdict.contains("a file, not a folder"),
+        "{t}"
+    );
+    // Below a file, the folder cannot be created either.
+    let below = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("runs-file", "runs-file/sub");
+    std::fs::write(&path, below).unwrap();
+    let t = text(&doctor(&path));
+    assert!(
+        t.contains("verdict: NO") && t.contains("cannot be created"),
+        "{t}"
+    );
+}
+
+#[test]
+fn json_into_a_missing_folder_is_one_line_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("absent").join("doctor.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
+        .args(["--log-level", "error", "doctor", "--json"])
+        .arg(&target)
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("doctor --json")
+            && stderr.contains(&*target.display().to_string())
+            && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    // Nothing was examined and printed before the refusal.
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -1,10 +1,14 @@
 //! `ard-pipeline export`: checks the inputs, has `scripts/export_onnx.py`
 //! write the ONNX files into a staging folder inside `--out`, verifies them,
 //! measures their robustness and edge figures, writes the card, and only then
-//! renames everything into `--out`. Any error removes the staging folder, so
-//! `--out` never holds a half-written model.
+//! renames everything into `--out`. Any error or signal removes the staging
+//! folder, so `--out` never holds a half-written model; a staging folder left
+//! by an export that died is removed by the next one. `--out` must be empty or
+//! hold an earlier export of the same checkpoint: a user's own files there are
+//! never replaced.
 
 use super::card::{Card, Edge, EdgeRow, ExportFacts, FileFacts, Source, TRUST};
+use super::interrupt::{self, Interrupt};
 use super::runtime::{self, OnnxModel};
 use super::verify;
 use crate::config::Config;
@@ -24,6 +28,8 @@ pub const FP32_FILE: &str = "model.onnx";
 pub const INT8_FILE: &str = "model.int8.onnx";
 pub const CARD_JSON: &str = "card.json";
 pub const CARD_MD: &str = "card.md";
+/// Staging folders are `--out/.export-PID`.
+const STAGING_PREFIX: &str = ".export-";
 
 /// What `ard-pipeline export` was asked to do.
 #[derive(Debug, Clone)]
@@ -55,21 +61,31 @@ pub struct Exported {
 }
 
 /// A hidden folder inside `--out` that is removed unless installed.
-struct Staging {
+pub(crate) struct Staging {
     dir: PathBuf,
-    out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 impl Staging {
-    fn create(out: &Path) -> Result<Staging> {
+    /// Checks `out` (see [`check_out_folder`]) after removing the staging
+    /// folders of dead exports there, then creates this process's own.
+    pub(crate) fn create(out: &Path, weights: &Path, weights_sha: &str) -> Result<Staging> {
         let unwritable = |e: std::io::Error| {
             Error::Usage(format!(
                 "export --out {}: cannot write there: {e}",
                 out.display()
             ))
         };
+        if out.exists() && !out.is_dir() {
+            return Err(Error::Usage(format!(
+                "export --out {}: is a file, not a folder",
+                out.display()
+            )));
+        }
         std::fs::create_dir_all(out).map_err(unwritable)?;
-        let dir = out.join(format!(".export-{}", std::process::id()));
+        remove_dead_staging(out)?;
+        check_out_folder(out, weights, weights_sha)?;
+        let dir = out.join(format!("{STAGING_PREFIX}{}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(unwritable)?;
         }
@@ -80,13 +96,13 @@ impl Staging {
         })
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
     /// Renames `names` into `--out` (each rename atomic) and removes `stale`
     /// files of an earlier export there, then the staging folder.
-    fn install(self, names: &[&str], stale: &[&str]) -> Result<()> {
+    pub(crate) fn install(self, names: &[&str], stale: &[&str]) -> Result<()> {
         for name in stale {
             let old = self.out.join(name);
             if old.exists() {
@@ -104,6 +120,142 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The process id of a staging folder's name (`.export-PID`).
+fn staging_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(STAGING_PREFIX)?.parse().ok()
+}
+
+/// Whether process `pid` is an `ard-pipeline export` (not a process that
+/// reused the id of one that died).
+fn is_live_export(pid: u32) -> bool {
+    if !interrupt::alive(pid) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => cmdline.split(|&b| b == 0).any(|arg| arg == b"export"),
+        Err(_) => true,
+    }
+}
+
+/// Removes `out/.export-PID` folders whose export process is gone (it was
+/// killed); refuses when another export is writing into `out` now.
+fn remove_dead_staging(out: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = staging_pid(&name) else {
+            continue;
+        };
+        if pid == std::process::id() || !entry.path().is_dir() {
+            continue;
+        }
+        if is_live_export(pid) {
+            return Err(Error::Usage(format!(
+                "export --out {}: another export (process {pid}) is writing there now; \
+                 wait for it or choose another folder",
+                out.display()
+            )));
+        }
+        let path = entry.path();
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        log::info!(
+            "export: removed {}, left by an export that was stopped (process {pid} is gone)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The files of an export that say which checkpoint it came from, and where
+/// in each the checkpoint's sha256 is.
+const MARKERS: [(&str, [&str; 2]); 2] = [
+    (CARD_JSON, ["source", "sha256"]),
+    (super::robustbench::INFO_FILE, ["checkpoint", "sha256"]),
+];
+
+/// `out` may be written into when it is empty or holds an earlier export of
+/// the same checkpoint (its card.json or model_info.json records the
+/// checkpoint's sha256); anything else is a user's folder and is refused.
+fn check_out_folder(out: &Path, weights: &Path, weights_sha: &str) -> Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| staging_pid(n).is_none())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let refuse = |why: String| {
+        Err(Error::Usage(format!(
+            "export --out {}: {why}; nothing was written (give an empty or new folder)",
+            out.display()
+        )))
+    };
+    let mut found = false;
+    for (marker, [section, key]) in MARKERS {
+        let path = out.join(marker);
+        if !path.is_file() {
+            continue;
+        }
+        let recorded = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v[section][key].as_str().map(str::to_string));
+        match recorded {
+            Some(sha) if sha == weights_sha => found = true,
+            Some(sha) => {
+                return refuse(format!(
+                "holds the export of another checkpoint ({marker}: sha256 {}..., not {}'s {}...)",
+                &sha[..sha.len().min(12)],
+                weights.display(),
+                &weights_sha[..12]
+            ))
+            }
+            None => return refuse(format!("holds a {marker} that is not an export's")),
+        }
+    }
+    if found {
+        return Ok(());
+    }
+    let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+    let more = names.len() - shown.len();
+    refuse(format!(
+        "holds files that are not an export of {} ({}{})",
+        weights.display(),
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// What `out` holds now (its visible entries), for the message of an
+/// interrupted export.
+pub fn kept_in(out: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    if names.is_empty() {
+        format!("{} holds nothing of it", out.display())
+    } else {
+        format!(
+            "{} holds what it held before ({})",
+            out.display(),
+            names.join(", ")
+        )
     }
 }
 
@@ -125,24 +277,33 @@ fn last_line(stderr: &[u8], otherwise: &str) -> String {
     last.unwrap_or(otherwise).to_string()
 }
 
-/// Runs the Python side; its last stderr line becomes the error.
-fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
+/// A Python step of an export: `python script args...`.
+pub(crate) struct Script<'a> {
+    pub python: &'a Path,
+    pub script: &'a Path,
+    pub args: &'a [String],
+}
+
+/// Runs a Python step (ended with the export on a signal); its last stderr
+/// line becomes the error, its last stdout line that is a JSON object the result.
+pub(crate) fn run_python<T: serde::de::DeserializeOwned>(
+    step: &Script,
+    interrupt: &Interrupt,
+) -> Result<T> {
     let failed = |what: String| {
         Error::Process(format!(
             "export: {} {}: {what}",
-            opts.python.display(),
-            opts.script.display()
+            step.python.display(),
+            step.script.display()
         ))
     };
-    if !opts.script.is_file() {
+    if !step.script.is_file() {
         return Err(failed(
             "no such script (run from the repository root)".into(),
         ));
     }
-    let output = Command::new(&opts.python)
-        .arg(&opts.script)
-        .args(args)
-        .output()
+    let output = interrupt
+        .output(Command::new(step.python).arg(step.script).args(step.args))?
         .map_err(|e| {
             failed(format!(
                 "cannot start ({e}); run `bash scripts/bootstrap.sh` to create the venv"
@@ -161,6 +322,27 @@ fn run_script(opts: &ExportOptions, args: &[String]) -> Result<ExportFacts> {
     serde_json::from_str(line).map_err(|e| failed(format!("unreadable report ({e}): {line:?}")))
 }
 
+/// The checkpoint at `weights` of `arch`, loaded strictly, with its sha256,
+/// refused when it gives the same logits for every test image of `set`.
+pub(crate) fn load_checked(
+    arch: Arch,
+    weights: &Path,
+    set: &EvalSet,
+    out: &Path,
+) -> Result<(Model, String)> {
+    let model = Model::load(arch, Device::Cpu, weights)?;
+    if let Some(why) = verify::degenerate(&model, set)? {
+        return Err(crate::checkpoint::ckpt_err(
+            weights,
+            format!(
+                "{why}: not a trained model, refused; nothing was written to {}",
+                out.display()
+            ),
+        ));
+    }
+    Ok((model, sha256(weights)?))
+}
+
 /// The first `n` training images as safetensors `images` at `path`.
 fn write_calibration(cfg: &Config, n: usize, path: &Path) -> Result<()> {
     let train = data::load_split(&cfg.data.root, SplitKind::Train, cfg.data.checksums)?;
@@ -176,6 +358,7 @@ fn latency_in_child(
     arch: Option<Arch>,
     threads: usize,
     latency: &LatencyOptions,
+    interrupt: &Interrupt,
 ) -> Result<super::ChildLatency> {
     let mut cmd = Command::new(&opts.exe);
     cmd.arg("latency-child")
@@ -200,7 +383,7 @@ fn latency_in_child(
     if let Some(lib) = &opts.onnxruntime {
         cmd.arg("--onnxruntime").arg(lib);
     }
-    let output = cmd.output().map_err(|e| {
+    let output = interrupt.output(&mut cmd)?.map_err(|e| {
         Error::Process(format!(
             "latency of {}: cannot start {}: {e}",
             model.display(),
@@ -223,8 +406,9 @@ fn latency_in_child(
     })
 }
 
-/// Runs `ard-pipeline export`.
-pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
+/// Runs `ard-pipeline export`; a signal given to `interrupt` ends its child
+/// processes and stops it ([`Error::Cancelled`]) with `--out` as it was.
+pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<Exported> {
     let train_images = SplitKind::Train.num_images();
     if let Some(n) = opts.int8_calibration {
         if n == 0 || n > train_images {
@@ -244,8 +428,9 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
     let threads = tch::get_num_threads().max(1) as usize;
     // Every check that needs no work comes before the export.
     runtime::load(opts.onnxruntime.as_deref())?;
-    let model = Model::load(opts.arch, Device::Cpu, &opts.weights)?;
-    let staging = Staging::create(&opts.out)?;
+    let set = EvalSet::test(&cfg.data, Some(opts.test_images))?;
+    let (model, weights_sha) = load_checked(opts.arch, &opts.weights, &set, &opts.out)?;
+    let staging = Staging::create(&opts.out, &opts.weights, &weights_sha)?;
 
     let fp32_path = staging.path(FP32_FILE);
     let int8_path = staging.path(INT8_FILE);
@@ -269,9 +454,13 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
         ]);
     }
     log::info!("export: {} from {}", opts.arch, opts.weights.display());
-    let facts = run_script(opts, &args)?;
+    let script = Script {
+        python: &opts.python,
+        script: &opts.script,
+        args: &args,
+    };
+    let facts: ExportFacts = run_python(&script, interrupt)?;
 
-    let set = EvalSet::test(&cfg.data, Some(opts.test_images))?;
     let mut fp32 = OnnxModel::open(&fp32_path, threads)?;
     let mut int8 = opts
         .int8_calibration
@@ -298,10 +487,15 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
             q.drop
         );
     }
+    interrupt.check()?;
     let robustness = (opts.square_queries > 0)
         .then(|| {
-            let queries = opts.square_queries;
-            verify::robustness(&model, &mut fp32, int8.as_mut(), &set, cfg, queries)
+            let spec = verify::RobustnessSpec {
+                cfg,
+                square_queries: opts.square_queries,
+                interrupt,
+            };
+            verify::robustness(&model, &mut fp32, int8.as_mut(), &set, &spec)
         })
         .transpose()?;
     drop((fp32, int8));
@@ -341,7 +535,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
                 .get(1)
                 .map(|f| ("onnx int8", "onnxruntime", &*int8_path, None, f.bytes));
             for (name, runtime, path, arch, bytes) in [tch, fp32].into_iter().chain(int8) {
-                let child = latency_in_child(opts, path, arch, threads, latency)?;
+                let child = latency_in_child(opts, path, arch, threads, latency, interrupt)?;
                 rows.push(EdgeRow {
                     model: name.into(),
                     runtime: runtime.into(),
@@ -365,7 +559,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
         macs_per_image: edge::macs_per_image(opts.arch),
         source: Source {
             path: opts.weights.display().to_string(),
-            sha256: sha256(&opts.weights)?,
+            sha256: weights_sha,
             bytes: weights_bytes,
         },
         input: "images: float32 [N, 3, 32, 32], RGB in [0, 1], N dynamic".into(),
@@ -390,6 +584,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions) -> Result<Exported> {
     }
     names.extend([CARD_JSON, CARD_MD]);
     let out = staging.out.clone();
+    interrupt.check()?;
     staging.install(&names, &stale)?;
     Ok(Exported { card, out })
 }

@@ -3,10 +3,13 @@
 //! ([`runtime`]), checked against the tch model, and measured as it ships:
 //! robustness under transfer and Square attacks ([`verify`]), file sizes,
 //! latency and peak memory, all written to a card ([`card`]) by
-//! `ard-pipeline export` ([`export`]).
+//! `ard-pipeline export` ([`export`]); or a RobustBench entry ([`robustbench`]).
+//! Child processes die with the export ([`interrupt`]).
 
 pub mod card;
 pub mod export;
+pub mod interrupt;
+pub mod robustbench;
 pub mod runtime;
 pub mod verify;
 

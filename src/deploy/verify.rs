@@ -4,6 +4,7 @@
 //! its runtime (score-based: it needs only the file's outputs).
 
 use super::card::{Int8Check, Parity, RobustRow, Robustness, Verification};
+use super::interrupt::Interrupt;
 use super::runtime::OnnxModel;
 use crate::attacks::square::{SquareOutcome, SQUARE_P_INIT};
 use crate::attacks::{square_linf, AttackInput, NoiseKey};
@@ -16,6 +17,8 @@ use tch::{Device, Kind, Tensor};
 
 /// fp32 parity target: max |logit difference| relative to the logit scale.
 pub const PARITY_RELATIVE: f64 = 1e-4;
+/// Images [`degenerate`] looks at.
+const DEGENERATE_PROBE: usize = 256;
 /// int8 target: natural accuracy within this many points of fp32.
 pub const INT8_MAX_DROP: f64 = 1.5;
 
@@ -30,6 +33,31 @@ fn count(mask: &Tensor) -> i64 {
 
 fn percent(mask: &Tensor) -> f64 {
     100.0 * count(mask) as f64 / mask.size()[0].max(1) as f64
+}
+
+/// Why `model` is no classifier, if it is not: its logits on the first test
+/// images of `set` are NaN or infinite, or the same for every image (all-zero
+/// or constant weights: every parity check would pass at logit scale 0).
+pub fn degenerate(model: &Model, set: &EvalSet) -> Result<Option<String>> {
+    let n = (set.images.size()[0] as usize).min(DEGENERATE_PROBE);
+    let Some((_, idx)) = set.batches(n.max(1)).next() else {
+        return Ok(None);
+    };
+    let (x, _) = set.rows(&idx, Device::Cpu)?;
+    let logits = tch_logits(model, &x).to_kind(Kind::Double);
+    if logits.isfinite().all().int64_value(&[]) == 0 {
+        return Ok(Some(format!(
+            "gives NaN or infinite logits on the first {n} test images"
+        )));
+    }
+    let scale = logits.abs().max().double_value(&[]);
+    let spread = (&logits - logits.get(0)).abs().max().double_value(&[]);
+    if n > 1 && spread <= 1e-6 * scale.max(1e-6) {
+        return Ok(Some(format!(
+            "gives the same logits for each of the first {n} test images (logit scale {scale:.2e})"
+        )));
+    }
+    Ok(None)
 }
 
 /// The fp32 file against the tch model, and the int8 file against the fp32 file.
@@ -65,7 +93,7 @@ pub fn verify(
         logit_scale: scale,
         relative,
         top1_agreement: pct(agree),
-        pass: relative <= PARITY_RELATIVE && agree == n,
+        pass: relative <= PARITY_RELATIVE && agree == n && scale > 0.0,
     };
     let int8_check = int8.map(|_| {
         let drop = pct(right_fp32) - pct(right_int8);
@@ -146,17 +174,25 @@ impl Outcomes {
     }
 }
 
-/// Robustness of the tch model, the fp32 file and the int8 file on `set`
-/// (eps, seed and batch size from `cfg`). The PGD-20 and APGD-CE examples use
-/// the same random starts as `ard-pipeline eval` at the same batch size.
+/// How [`robustness`] runs: eps, seed and batch size from `cfg`, Square's
+/// budget, and the export's interrupt (checked after each batch).
+pub struct RobustnessSpec<'a> {
+    pub cfg: &'a Config,
+    pub square_queries: usize,
+    pub interrupt: &'a Interrupt,
+}
+
+/// Robustness of the tch model, the fp32 file and the int8 file on `set`.
+/// The PGD-20 and APGD-CE examples use the same random starts as
+/// `ard-pipeline eval` at the same batch size.
 pub fn robustness(
     model: &Model,
     fp32: &mut OnnxModel,
     mut int8: Option<&mut OnnxModel>,
     set: &EvalSet,
-    cfg: &Config,
-    square_queries: usize,
+    spec: &RobustnessSpec,
 ) -> Result<Robustness> {
+    let (cfg, square_queries) = (spec.cfg, spec.square_queries);
     let began = Instant::now();
     let eps = cfg.attack.eps.get();
     let pgd = EvalAttack::Pgd {
@@ -220,6 +256,7 @@ pub fn robustness(
             let (int8_right, found) = on_file(&mut |x| q.logits(x))?;
             outcomes[2].push(int8_right, found.queries)?;
         }
+        spec.interrupt.check()?;
         log::info!(
             "export: robustness {}/{n} images, {:.0} s",
             rows.end,
