@@ -138,9 +138,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Comma-separated evaluations: natural, train_attack, fgsm, pgdK, cw[K],
-    /// apgd_ce[K], apgd_dlr[K], apgd_t[K], square[K]; _rR adds R restarts
-    /// (pgd20_r5). The JSON also reports worst_case: right clean and under
-    /// every one.
+    /// apgd_ce[K], apgd_dlr[K], apgd_t[K], fab_t[K], square[K], autoattack
+    /// (AutoAttack standard: apgd_ce, apgd_t, fab_t, square as a cascade);
+    /// _rR adds R restarts (pgd20_r5). The JSON also reports worst_case:
+    /// right clean and under every one.
     #[arg(long, default_value = "natural")]
     pub attacks: String,
     /// AutoAttack's protocol: run the evaluations in the order given, each

@@ -91,8 +91,21 @@ impl EvalOutcome {
                 let acc = self.report.accuracy.get(name).copied().unwrap_or(f64::NAN);
                 let sec = self.report.seconds.get(name).copied().unwrap_or(0.0);
                 s += &format!("  {name:<16} {acc:>8.2}% {sec:>10.1}\n");
+                for part in self.report.parts.get(name).into_iter().flatten() {
+                    let label = match part.name.as_str() {
+                        super::autoattack::CLEAN => part.name.clone(),
+                        other => format!("after {other}"),
+                    };
+                    s += &format!(
+                        "    {label:<14} {:>8.2}% {:>10.1}\n",
+                        part.accuracy, part.seconds
+                    );
+                }
             }
             s += &format!("  {:<16} {:>8.2}%\n", "worst_case", self.report.worst_case);
+            for flag in &self.report.flags {
+                s += &format!("  warning: {}\n", flag.message);
+            }
         }
         if let Some(edge) = &self.report.edge {
             s += &edge.lines();
