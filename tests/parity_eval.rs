@@ -31,7 +31,7 @@ use ard_pipeline::eval::{self, edge, EvalAttack, EvalSet};
 use ard_pipeline::models::{Arch, Model};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 

@@ -357,10 +357,10 @@ mod tests {
         // monotone in r; the found radius reaches the plane and 0.999 r does not.
         let reach =
             |r: &Tensor| {
-                let up = (1.0 - &t).minimum(r);
+                let up = (-&t + 1.0).minimum(r);
                 let down = t.minimum(r);
                 let gain_up = (w.clamp_min(0.0) * &up - w.clamp_max(0.0) * &down).sum_dim_intlist(
-                    [1i64],
+                    &[1i64][..],
                     false,
                     Kind::Float,
                 );
