@@ -218,11 +218,12 @@ pub struct EvalArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Comma-separated evaluations: natural, train_attack, fgsm, pgdK, cw[K],
-    /// apgd_ce[K], apgd_dlr[K], apgd_t[K], square[K]; _rR adds R restarts
-    /// (pgd20_r5). The table and JSON list them in this order, then
-    /// worst_case: right clean and under every one (natural always counts).
-    /// The default is clean accuracy, PGD-20 and APGD-CE: a first robustness
-    /// number; add apgd_t for a stronger one.
+    /// apgd_ce[K], apgd_dlr[K], apgd_t[K], fab_t[K], square[K], autoattack
+    /// (AutoAttack standard: apgd_ce, apgd_t, fab_t, square as a cascade);
+    /// _rR adds R restarts (pgd20_r5). The table and JSON list them in this
+    /// order, then worst_case: right clean and under every one (natural always
+    /// counts). The default is clean accuracy, PGD-20 and APGD-CE: a first
+    /// robustness number; add apgd_t, or run autoattack, for a stronger one.
     #[arg(long, default_value = ard_pipeline::eval::command::DEFAULT_ATTACKS)]
     pub attacks: String,
     /// The L-inf radius on [0, 1] images, as a fraction or a decimal: 8/255

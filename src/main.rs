@@ -14,8 +14,7 @@ use ard_pipeline::train;
 use clap::Parser;
 use cli::{
     Cli, Command, DataAction, EvalAction, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction,
-    SoftLabelsArgs,
-    SweepBackend,
+    SoftLabelsArgs, SweepBackend,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -21,6 +21,8 @@
 //! - `ard-pipeline eval` prints the table and writes the JSON report.
 
 mod common;
+#[path = "common/robust_fixture.rs"]
+mod robust_fixture;
 
 use ard_pipeline::attacks::{self, Attack, AttackInput, NoiseKey};
 use ard_pipeline::config::{AttackConfig, AttackKind, BnMode, DataChecksums, RandomStart, Real};
@@ -29,84 +31,15 @@ use ard_pipeline::eval::{self, edge, EvalAttack, EvalSet};
 use ard_pipeline::models::{Arch, Model};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::Instant;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-const ARCH: &str = "wrn10_1";
-const EPS: f64 = 8.0 / 255.0;
-
-/// Trains the fixture: FGSM-RS adversarial training (Wong et al. 2020), eps
-/// 8/255, step 10/255, SGD with Nesterov momentum, batch 128, crop and flip.
-fn train_fixture(path: &Path) {
-    let arch: Arch = ARCH.parse().unwrap();
-    tch::manual_seed(11);
-    let model = Model::new(arch, Device::Cpu);
-    let split = data::load_split(&common::cifar_root(), SplitKind::Train, DataChecksums::Skip)
-        .unwrap()
-        .prefix(10_000);
-    let attack = attacks::fgsm_rs(EPS, 1.25 * EPS, RandomStart::UniformClamped, true);
-    let mut opt = nn::Sgd {
-        momentum: 0.9,
-        dampening: 0.0,
-        wd: 5e-4,
-        nesterov: true,
-    }
-    .build(&model.vs, 0.1)
-    .unwrap();
-    let (steps, batch) = (150usize, 128usize);
-    let per_epoch = split.len() / batch;
-    let began = Instant::now();
-    let mut order = Vec::new();
-    for step in 0..steps {
-        let (epoch, b) = ((step / per_epoch) as u64, step % per_epoch);
-        if b == 0 {
-            order = data::epoch_order(1, epoch, split.len(), true);
-        }
-        let idx = &order[b * batch..(b + 1) * batch];
-        let views: Vec<_> = idx
-            .iter()
-            .map(|&i| data::view_for(1, epoch, i as u64))
-            .collect();
-        let xb = data::make_batch(&split, idx, &views, Device::Cpu).unwrap();
-        let input = AttackInput {
-            x: &xb.images,
-            y: &xb.labels,
-            teacher_logits: None,
-        };
-        let key = NoiseKey {
-            seed: 1,
-            counter: step as u64,
-            stream: 9,
-        };
-        let x_adv = attack.perturb(&model, &input, key).unwrap();
-        opt.set_lr(0.1 * (2.0 * (1.0 - step as f64 / steps as f64)).min(1.0));
-        let loss = model
-            .forward_t(&x_adv, true)
-            .cross_entropy_for_logits(&xb.labels);
-        opt.backward_step(&loss);
-    }
-    eprintln!(
-        "trained the {ARCH} fixture in {:.0} s",
-        began.elapsed().as_secs_f64()
-    );
-    model.save(path).unwrap();
-}
+use robust_fixture::{ARCH, EPS};
 
 /// The robust fixture's weights, trained once per target folder.
 fn fixture() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        common::deterministic();
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("parity_eval-{ARCH}-fgsm_rs150-v1.safetensors"));
-        if !path.exists() {
-            train_fixture(&path);
-        }
-        path
-    })
-    .clone()
+    robust_fixture::weights()
 }
 
 /// Test images `0..n` (exact pixels for n <= 1000).

@@ -14,8 +14,8 @@
 //!            = P(x_k + a (z - x_k) + (1 - a)(x_k - x_k-1))         (k > 0, a = 0.75)
 //!     count f(x_k+1) > f(x_k); keep x_best = argmax f over the iterates
 //!     if k+1 is a checkpoint w_j:
-//!         halve eta, and continue from x_best (x_k+1 = x_k = x_best), where
-//!           (1) increases since w_j-1  <  rho (w_j - w_j-1),   rho = 0.75, or
+//!         halve eta, and continue from x_best (x_k+1 = x_best), where
+//!           (1) increases since w_j-1  <=  rho (w_j - w_j-1),   rho = 0.75, or
 //!           (2) eta was not halved at w_j-1 and f_best has not risen since w_j-1
 //! ```
 //!
@@ -28,20 +28,25 @@
 //! As in AutoAttack, samples the model already misclassifies on clean inputs
 //! are not attacked (x itself is returned), and each further run (restart, or
 //! target class for `apgd_t`) attacks only the samples no run has fooled yet.
-//! Starts are `clamp(x + U(-eps, eps), 0, 1)`, drawn from seeded host noise:
-//! run r under `restart_key(key, r)`. BatchNorm runs in eval mode; only input
-//! gradients are taken.
+//! Starts are `clamp(x + eps u / max|u|, 0, 1)` with u ~ U(-1, 1) per pixel
+//! (AutoAttack's), drawn from seeded host noise: run r under
+//! `restart_key(key, r)`. BatchNorm runs in eval mode; only input gradients
+//! are taken.
 //!
-//! Choices the paper leaves open, fixed here: a "successful" step is a strict
-//! increase of f over the previous iterate; after a halving the count of
-//! condition (1) restarts and the previous loss is f_best; the denominators of
-//! DLR carry `+ 1e-12`; a run stops early once every sample is fooled (which
-//! changes no result).
+//! Where the paper leaves a choice open or the authors' code (`pyautoattack`
+//! 0.2.0, `autopgd_base.py`) differs from it, this follows the code: a
+//! "successful" step is a strict increase of f over the previous iterate,
+//! counted over the steps since the last checkpoint, each against the iterate
+//! before it (also across a halving), the run's first step against 0 (the
+//! code's loss history starts at zero); condition (1) halves at a count <=
+//! rho h (the paper: <); condition (2) never fires at the first checkpoint;
+//! after a halving the momentum term is `x_best - x_k` (the step before the
+//! jump), not zero; the denominators of DLR carry `+ 1e-12`. A run stops early
+//! once every sample is fooled (which changes no result).
 
 use super::margin::{dlr, dlr_targeted};
 use super::restarts::{restart_key, where_true, SubInput};
-use super::{random_start, Attack, AttackInput, NoiseKey};
-use crate::config::RandomStart;
+use super::{noise, Attack, AttackInput, NoiseKey};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use tch::{Kind, Reduction, Tensor};
@@ -207,16 +212,17 @@ impl Apgd {
             let p0 = self.evaluate(model, &x_cur, y, target)?;
             let mut fooled = p0.wrong;
             let mut x_adv = x_cur.copy();
-            let mut loss_cur = p0.loss;
+            // The loss the next step is counted against (the authors' history starts at 0).
+            let mut loss_cur = p0.loss.zeros_like();
             let mut grad = p0.grad;
             let mut x_best = x_cur.copy();
-            let mut loss_best = loss_cur.copy();
+            let mut loss_best = p0.loss;
             let mut grad_best = grad.copy();
             let mut x_prev = x_cur.copy();
             let mut step = Tensor::full([n, 1, 1, 1], 2.0 * self.eps, (x.kind(), x.device()));
             let mut successes = Tensor::zeros([n], (Kind::Float, x.device()));
             let mut loss_best_at_check = loss_best.copy();
-            let mut halved_at_check = Tensor::zeros([n], (Kind::Bool, x.device()));
+            let mut halved_at_check = Tensor::ones([n], (Kind::Bool, x.device()));
             let checks = checkpoints(self.iterations);
             let mut last_check = 0usize;
 
@@ -246,17 +252,16 @@ impl Apgd {
 
                 if checks.contains(&(k + 1)) {
                     let since = (k + 1 - last_check) as f64;
-                    let few_successes = successes.lt(APGD_RHO * since);
+                    let few_successes = successes.le(APGD_RHO * since);
                     let stalled = halved_at_check
                         .logical_not()
                         .logical_and(&loss_best.le_tensor(&loss_best_at_check));
                     let halve = few_successes.logical_or(&stalled);
                     let halve_img = per_image(&halve);
                     step = (&step * 0.5).where_self(&halve_img, &step);
+                    // x_prev stays x_k: the next momentum term is x_best - x_k.
                     x_cur = x_best.where_self(&halve_img, &x_cur);
-                    x_prev = x_best.where_self(&halve_img, &x_prev);
                     grad = grad_best.where_self(&halve_img, &grad);
-                    loss_cur = loss_best.where_self(&halve, &loss_cur);
                     halved_at_check = halve;
                     loss_best_at_check = loss_best.copy();
                     successes = successes.zeros_like();
@@ -283,8 +288,12 @@ impl Attack for Apgd {
     fn gradient_steps(&self) -> usize {
         (self.iterations + 1) * self.runs()
     }
+    /// AutoAttack's start: `clamp(x + eps u / max|u|, 0, 1)`, u ~ U(-1, 1).
     fn start(&self, x: &Tensor, key: NoiseKey) -> Tensor {
-        random_start(x, RandomStart::UniformClamped, self.eps, key)
+        let x = x.detach();
+        let u = noise::uniform(&x, 1.0, key);
+        let scale = u.abs().amax([1, 2, 3], true) + 1e-12;
+        (&x + u / scale * self.eps).clamp(0.0, 1.0)
     }
     /// One run from `x_start` on every sample the model gets right
     /// (towards the first target class for `apgd_t`).

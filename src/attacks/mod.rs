@@ -1,7 +1,7 @@
 //! Attacks: the `Attack` trait and the kinds. The training attacks
 //! (`none`, `fgsm`, `fgsm_rs`, `n_fgsm`, `pgd`, `kl_pgd`, `trades`) are chosen by
 //! `[attack] kind`; the evaluation attacks (`cw`, `apgd_ce`, `apgd_dlr`,
-//! `apgd_t`, `square`, and `restarts` around any attack) are built by
+//! `apgd_t`, `fab_t`, `square`, and `restarts` around any attack) are built by
 //! `crate::eval`.
 //!
 //! Every attack works on the inputs only: input gradients come from
@@ -12,6 +12,7 @@
 //! [`Attack::starts`], so a reference implementation can be given the same ones.
 
 pub mod apgd;
+pub mod fab;
 mod kinds;
 pub mod margin;
 mod n_fgsm;
@@ -22,13 +23,14 @@ mod sign_gradient;
 pub mod square;
 
 pub use apgd::{apgd_ce, apgd_dlr, apgd_t, Apgd, ApgdLoss, APGD_T_TARGETS};
+pub use fab::{fab_t, FabT, FAB_ALPHA_MAX, FAB_BETA, FAB_ETA, FAB_T_TARGETS};
 pub use kinds::{cw, fgsm, fgsm_rs, kl_pgd, pgd, trades, CW_KAPPA};
 pub use n_fgsm::{n_fgsm, NFgsm};
 pub use noise::{random_start, NoiseKey};
 pub use none::NoAttack;
 pub use restarts::{restart_key, Restarts};
 pub use sign_gradient::{IterativeAttack, Objective, SignGradient};
-pub use square::{square, square_linf, Square, SQUARE_QUERIES};
+pub use square::{square, square_autoattack, square_linf, Square, SquareFlavour, SQUARE_QUERIES};
 
 use crate::config::{AttackConfig, AttackKind, BnMode};
 use crate::error::Result;
@@ -43,6 +45,16 @@ pub struct AttackInput<'a> {
     pub y: &'a Tensor,
     /// Teacher logits on the clean inputs [B, classes], for attacks that need them.
     pub teacher_logits: Option<&'a Tensor>,
+}
+
+/// One part of an attack made of parts run one after another (AutoAttack):
+/// over every batch the attack has run on so far, how many images were still
+/// robust after the part, and the wall seconds it took.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartTally {
+    pub name: String,
+    pub robust: usize,
+    pub seconds: f64,
 }
 
 /// An adversarial attack on a model's inputs.
@@ -90,6 +102,12 @@ pub trait Attack: Send {
     fn perturb(&self, model: &Model, input: &AttackInput, key: NoiseKey) -> Result<Tensor> {
         let starts = self.starts(input.x, key);
         self.run_from_starts(model, input, &starts)
+    }
+
+    /// For an attack made of parts: each part's tally so far, in order
+    /// (the first counts the images right on clean inputs); empty otherwise.
+    fn parts(&self) -> Vec<PartTally> {
+        Vec::new()
     }
 }
 

@@ -14,6 +14,13 @@
 //! and 8000 of 10,000, scaled to the query budget). An image stops being
 //! queried once its margin is negative. Every draw comes from one seeded host
 //! generator per batch, so the attack is reproducible.
+//!
+//! [`SquareFlavour::AutoAttack`] is the variant AutoAttack's standard version
+//! runs (its `SquareAttack` with `resc_schedule=False`): the schedule counts
+//! iterations as they are (not scaled to the budget), a window is never
+//! redrawn, and `queries` iterations follow the start (queries + 1 forwards).
+//! The authors draw one window for the whole batch per iteration, this file
+//! one per image: each image sees the same distribution of windows.
 
 use super::margin::{max_other_logit, true_logit};
 use super::noise::NoiseKey;
@@ -85,11 +92,46 @@ pub struct SquareOutcome {
     pub queries: Tensor,
 }
 
+/// Which Square: see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SquareFlavour {
+    /// The paper's schedule scaled to the budget; windows that change nothing
+    /// are redrawn; `queries` queries in all (torchattacks' defaults).
+    #[default]
+    Scaled,
+    /// AutoAttack's standard version: see the module docs.
+    AutoAttack,
+}
+
+/// What one Square run is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct SquareParams {
+    pub eps: f64,
+    /// The query budget per image.
+    pub queries: usize,
+    pub p_init: f64,
+    pub flavour: SquareFlavour,
+}
+
+impl SquareParams {
+    /// The iterations after the start and the window fraction at each.
+    fn schedule(&self) -> (std::ops::Range<usize>, impl Fn(usize) -> f64 + '_) {
+        let fixed = self.flavour == SquareFlavour::AutoAttack;
+        let range = if fixed {
+            0..self.queries
+        } else {
+            1..self.queries
+        };
+        let budget = if fixed { 10_000 } else { self.queries };
+        (range, move |it| window_fraction(self.p_init, it, budget))
+    }
+}
+
 /// L-inf Square on `x` [B, C, H, W] in [0, 1] with labels `y` [B]: `logits`
 /// answers a batch of images (it is called on the images still standing only),
-/// `queries` bounds the queries per image.
+/// `queries` bounds the queries per image ([`SquareFlavour::Scaled`]).
 pub fn square_linf(
-    mut logits: impl FnMut(&Tensor) -> Result<Tensor>,
+    logits: impl FnMut(&Tensor) -> Result<Tensor>,
     x: &Tensor,
     y: &Tensor,
     eps: f64,
@@ -97,6 +139,24 @@ pub fn square_linf(
     p_init: f64,
     key: NoiseKey,
 ) -> Result<SquareOutcome> {
+    let params = SquareParams {
+        eps,
+        queries,
+        p_init,
+        flavour: SquareFlavour::Scaled,
+    };
+    square_linf_with(logits, x, y, &params, key)
+}
+
+/// [`square_linf`] in either flavour.
+pub fn square_linf_with(
+    mut logits: impl FnMut(&Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    y: &Tensor,
+    params: &SquareParams,
+    key: NoiseKey,
+) -> Result<SquareOutcome> {
+    let eps = params.eps;
     let size = x.size();
     let [b, c, h, w] = size[..] else {
         return Err(Error::attack(
@@ -112,13 +172,18 @@ pub fn square_linf(
     let mut x_best = (x + &delta).f_clamp(0.0, 1.0)?;
     let mut best = margin(&logits(&x_best)?, &y)?;
     let mut spent = Tensor::ones([b], (Kind::Int64, device));
-    for it in 1..queries {
+    let (iterations, fraction) = params.schedule();
+    let redraws = match params.flavour {
+        SquareFlavour::Scaled => 32,
+        SquareFlavour::AutoAttack => 0,
+    };
+    for it in iterations {
         let active = best.gt(0.0).nonzero().squeeze_dim(1);
         let k = active.size()[0];
         if k == 0 {
             break;
         }
-        let side = window_side(window_fraction(p_init, it, queries), h, w);
+        let side = window_side(fraction(it), h, w);
         let top: Vec<i64> = (0..k).map(|_| rng.gen_range(0..=h - side)).collect();
         let left: Vec<i64> = (0..k).map(|_| rng.gen_range(0..=w - side)).collect();
         let window = square_masks(&top, &left, side, h, w, device);
@@ -127,7 +192,7 @@ pub fn square_linf(
         // One sign per channel for the window, redrawn where it would change nothing.
         let mut fresh = signs(&mut rng, &[k, c, 1, 1], device).f_mul_scalar(eps)?;
         let old = (&x_k + &delta_k).f_clamp(0.0, 1.0)?;
-        for _ in 0..32 {
+        for _ in 0..redraws {
             let new = (&x_k + &fresh).f_clamp(0.0, 1.0)?;
             let differs = (new - &old)
                 .abs()
@@ -176,6 +241,7 @@ pub struct Square {
     pub eps: f64,
     pub queries: usize,
     pub p_init: f64,
+    pub flavour: SquareFlavour,
 }
 
 /// Square with AutoAttack's `p_init` and `queries` queries per image.
@@ -184,6 +250,15 @@ pub fn square(eps: f64, queries: usize) -> Square {
         eps,
         queries,
         p_init: SQUARE_P_INIT,
+        flavour: SquareFlavour::Scaled,
+    }
+}
+
+/// Square as AutoAttack's standard version runs it ([`SquareFlavour::AutoAttack`]).
+pub fn square_autoattack(eps: f64, queries: usize) -> Square {
+    Square {
+        flavour: SquareFlavour::AutoAttack,
+        ..square(eps, queries)
     }
 }
 
@@ -197,13 +272,22 @@ const FIXED_KEY: NoiseKey = NoiseKey {
 impl Square {
     fn run(&self, model: &Model, x: &Tensor, y: &Tensor, key: NoiseKey) -> Result<Tensor> {
         let logits = |x: &Tensor| Ok(tch::no_grad(|| model.forward_t(x, false)));
-        Ok(square_linf(logits, x, y, self.eps, self.queries, self.p_init, key)?.x_adv)
+        let params = SquareParams {
+            eps: self.eps,
+            queries: self.queries,
+            p_init: self.p_init,
+            flavour: self.flavour,
+        };
+        Ok(square_linf_with(logits, x, y, &params, key)?.x_adv)
     }
 }
 
 impl Attack for Square {
     fn name(&self) -> String {
-        format!("square{}", self.queries)
+        match self.flavour {
+            SquareFlavour::Scaled => format!("square{}", self.queries),
+            SquareFlavour::AutoAttack => format!("square{}_autoattack", self.queries),
+        }
     }
 
     /// Forward passes, not gradients: one per query.
@@ -241,6 +325,30 @@ mod tests {
         assert_eq!(window_side(0.8, 32, 32), 29);
         assert_eq!(window_side(0.8 / 512.0, 32, 32), 1);
         assert_eq!(window_side(1.0, 32, 32), 31);
+    }
+
+    #[test]
+    fn autoattacks_schedule_counts_iterations_as_they_are() {
+        let params = SquareParams {
+            eps: 0.03,
+            queries: 5000,
+            p_init: 0.8,
+            flavour: SquareFlavour::AutoAttack,
+        };
+        let (range, fraction) = params.schedule();
+        assert_eq!(range, 0..5000);
+        assert_eq!(fraction(10), 0.8);
+        assert_eq!(fraction(11), 0.4);
+        // Iteration 4,999 is past 4,000 of 10,000 only: p_init / 128, where the
+        // scaled schedule would be at p_init / 512.
+        assert_eq!(fraction(4_999), 0.8 / 128.0);
+        let scaled = SquareParams {
+            flavour: SquareFlavour::Scaled,
+            ..params
+        };
+        let (range, fraction) = scaled.schedule();
+        assert_eq!(range, 1..5000);
+        assert_eq!(fraction(4_999), 0.8 / 512.0);
     }
 
     #[test]

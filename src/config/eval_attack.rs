@@ -11,11 +11,16 @@ pub const SQUARE_QUERIES: usize = 5000;
 pub const CW_STEPS: usize = 30;
 /// Iterations of `apgd_*` without a count.
 pub const APGD_ITERATIONS: usize = 100;
+/// Iterations of `fab_t` (per target class) without a count.
+pub const FAB_ITERATIONS: usize = 100;
+/// The evaluations `autoattack` runs, in its order (AutoAttack's standard version).
+pub const AUTOATTACK_PARTS: [&str; 4] = ["apgd_ce", "apgd_t", "fab_t", "square"];
 
 /// The evaluation names, for error messages.
 pub const KNOWN_EVALS: &str = "natural, train_attack, fgsm, pgdK (e.g. pgd20), cw[K], \
-     apgd_ce[K], apgd_dlr[K], apgd_t[K], square[K]; add _rR for R restarts (e.g. pgd20_r5; \
-     not square, which takes more queries instead)";
+     apgd_ce[K], apgd_dlr[K], apgd_t[K], fab_t[K], square[K], autoattack; add _rR for R \
+     restarts (e.g. pgd20_r5; not fab_t, which has no random start, nor square, which takes \
+     more queries instead)";
 
 /// An evaluation, by its name in `eval.attacks` and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +41,13 @@ pub enum EvalAttack {
     ApgdDlr { iterations: usize, restarts: usize },
     /// APGD-T: targeted DLR towards 9 target classes.
     ApgdT { iterations: usize, restarts: usize },
+    /// FAB-T: targeted minimal-distortion attack, 9 target classes,
+    /// `iterations` per target, from the clean point.
+    FabT { iterations: usize },
     /// L-inf Square: score-based random search, `queries` per image.
     Square { queries: usize },
+    /// AutoAttack, standard version: APGD-CE, APGD-T, FAB-T and Square as a cascade.
+    AutoAttack,
 }
 
 /// `K` of a name such as `pgd20`: None when absent, an error when malformed.
@@ -76,6 +86,7 @@ impl EvalAttack {
             "natural" => return single(EvalAttack::Natural),
             "train_attack" => return single(EvalAttack::TrainAttack),
             "fgsm" => return single(EvalAttack::Fgsm),
+            "autoattack" => return single(EvalAttack::AutoAttack),
             _ => {}
         }
         // Each counted name with its default count; longest prefixes first:
@@ -85,6 +96,7 @@ impl EvalAttack {
             ("apgd_dlr", Some(APGD_ITERATIONS)),
             ("apgd_ce", Some(APGD_ITERATIONS)),
             ("apgd_t", Some(APGD_ITERATIONS)),
+            ("fab_t", Some(FAB_ITERATIONS)),
             ("pgd", None),
             ("cw", Some(CW_STEPS)),
         ];
@@ -94,6 +106,11 @@ impl EvalAttack {
         if prefix == "square" && restarts != 1 {
             return Err(format!(
                 "evaluation {name:?}: square has no restarts; give it more queries (square10000)"
+            ));
+        }
+        if prefix == "fab_t" && restarts != 1 {
+            return Err(format!(
+                "evaluation {name:?}: fab_t starts at the clean point and has no restarts"
             ));
         }
         let digits = &base[prefix.len()..];
@@ -114,6 +131,7 @@ impl EvalAttack {
                 iterations: k,
                 restarts,
             },
+            "fab_t" => EvalAttack::FabT { iterations: k },
             "pgd" => EvalAttack::Pgd { steps: k, restarts },
             "cw" => EvalAttack::Cw { steps: k, restarts },
             "square" => EvalAttack::Square { queries: k },
@@ -127,15 +145,31 @@ impl EvalAttack {
             .split(',')
             .map(|a| EvalAttack::parse(a.trim()).map_err(Error::Usage))
             .collect::<Result<_>>()?;
+        EvalAttack::check_list(&evals).map_err(Error::Usage)?;
+        Ok(evals)
+    }
+
+    /// Refuses a list that names an evaluation twice, or `autoattack`
+    /// beside one of its own parts (which it runs already).
+    pub fn check_list(evals: &[EvalAttack]) -> std::result::Result<(), String> {
         let mut names: Vec<String> = evals.iter().map(|e| e.name()).collect();
+        if names.iter().any(|n| n == "autoattack") {
+            if let Some(part) = names
+                .iter()
+                .find(|n| AUTOATTACK_PARTS.contains(&n.as_str()))
+            {
+                return Err(format!(
+                    "evaluation {part:?} is part of autoattack ({}), which runs it already: \
+                     list autoattack or {part}, not both",
+                    AUTOATTACK_PARTS.join(", ")
+                ));
+            }
+        }
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::Usage(format!(
-                "evaluation {:?} is listed twice",
-                w[0]
-            )));
+            return Err(format!("evaluation {:?} is listed twice", w[0]));
         }
-        Ok(evals)
+        Ok(())
     }
 
     /// The canonical name (`pgd20`, `cw`, `apgd_ce`, `apgd_t50_r2`, ...).
@@ -168,7 +202,9 @@ impl EvalAttack {
                 iterations,
                 restarts,
             } => with("apgd_t", iterations, Some(APGD_ITERATIONS), restarts),
+            EvalAttack::FabT { iterations } => with("fab_t", iterations, Some(FAB_ITERATIONS), 1),
             EvalAttack::Square { queries } => with("square", queries, Some(SQUARE_QUERIES), 1),
+            EvalAttack::AutoAttack => "autoattack".into(),
         }
     }
 }
@@ -197,6 +233,9 @@ mod tests {
             "apgd_t50_r2",
             "square",
             "square1000",
+            "fab_t",
+            "fab_t20",
+            "autoattack",
         ] {
             let e = EvalAttack::parse(name).unwrap();
             assert_eq!(e.name(), name);
@@ -234,7 +273,11 @@ mod tests {
             "apgd_ce_",
             "apgd_cex",
             "apgd_t0",
-            "autoattack",
+            "autoattack2",
+            "autoattack_r2",
+            "fab_t_r2",
+            "fab_t0",
+            "fab",
             "pgd-20",
             "pgd+5",
             "square_r2",
@@ -246,5 +289,18 @@ mod tests {
         }
         assert!(EvalAttack::parse_list("natural,pgd20,pgd20_r1").is_err());
         assert_eq!(EvalAttack::parse_list(" natural , cw").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn autoattack_beside_its_own_parts_is_refused() {
+        for part in AUTOATTACK_PARTS {
+            let err = EvalAttack::parse_list(&format!("natural,autoattack,{part}")).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(part) && text.contains("not both"), "{text}");
+        }
+        // Other strengths of the same attacks are other evaluations.
+        let ok = EvalAttack::parse_list("natural,pgd20,apgd_ce20,square1000,fab_t50,autoattack");
+        assert_eq!(ok.unwrap().len(), 6);
+        assert!(EvalAttack::parse_list("autoattack,autoattack").is_err());
     }
 }

@@ -337,6 +337,14 @@ impl Config {
         for name in &self.eval.attacks {
             c.known_eval("eval.attacks", name);
         }
+        let parsed: std::result::Result<Vec<_>, _> = (self.eval.attacks.iter())
+            .map(|n| super::EvalAttack::parse(n))
+            .collect();
+        if let Ok(evals) = parsed {
+            if let Err(reason) = super::EvalAttack::check_list(&evals) {
+                c.require(false, "eval.attacks", &self.eval.attacks, &reason);
+            }
+        }
 
         let p = &self.pipeline;
         c.require(

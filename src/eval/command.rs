@@ -141,12 +141,23 @@ impl EvalOutcome {
             for name in r.accuracy.keys() {
                 let sec = r.seconds.get(name).copied().unwrap_or(0.0);
                 s += &format!("  {name:<16} {:<30} {sec:>9.1}\n", r.accuracy_text(name));
+                for part in r.parts.get(name).into_iter().flatten() {
+                    let label = match part.name.as_str() {
+                        super::autoattack::CLEAN => part.name.clone(),
+                        other => format!("after {other}"),
+                    };
+                    let acc = interval::accuracy_text(part.accuracy, r.images, 2);
+                    s += &format!("    {label:<14} {acc:<30} {:>9.1}\n", part.seconds);
+                }
             }
             s += &format!("  {:<16} {:<30}\n", "worst_case", r.worst_case_text());
             s += &format!(
                 "  (worst case: right clean and under every one of {}; 95% Wilson intervals)\n",
                 r.worst_case_over()
             );
+            for flag in &r.flags {
+                s += &format!("  warning: {}\n", flag.message);
+            }
         }
         if let Some(edge) = &r.edge {
             s += &edge.lines();

@@ -17,7 +17,9 @@
 //! | `apgd_ce[K][_rR]`  | APGD on cross-entropy, K = 100 iterations by default (Croce & Hein 2020) |
 //! | `apgd_dlr[K][_rR]` | APGD on the DLR loss                                             |
 //! | `apgd_t[K][_rR]`   | targeted APGD-DLR, 9 target classes (AutoAttack's apgd-t)         |
+//! | `fab_t[K]`         | FAB-T: targeted minimal-distortion attack, 9 target classes, K = 100 iterations each, from the clean point (AutoAttack's fab-t) |
 //! | `square[K]`        | L-inf Square, score-based (logits only), K = 5000 queries per image by default (AutoAttack's) |
+//! | `autoattack`       | AutoAttack, standard version: apgd_ce, apgd_t, fab_t, square as a cascade ([`autoattack`]); the report adds the accuracy after each part, and the model checks' flags ([`checks`]) |
 //!
 //! Every evaluation runs on every test point and reports its own accuracy
 //! ([`Evaluation::masks`]), unless run as AutoAttack's cascade
@@ -27,6 +29,8 @@
 //! seeded host noise keyed by (seed, batch offset, evaluation name), so an
 //! evaluation's result does not depend on which others run beside it.
 
+pub mod autoattack;
+pub mod checks;
 pub mod command;
 pub mod edge;
 pub mod interval;
@@ -35,7 +39,9 @@ pub mod progress;
 pub mod record;
 pub mod shards;
 
-use crate::attacks::{self, predict, Attack, AttackInput, NoiseKey, Restarts, APGD_T_TARGETS};
+use crate::attacks::{
+    self, predict, Attack, AttackInput, NoiseKey, PartTally, Restarts, APGD_T_TARGETS,
+};
 use crate::config::{AttackConfig, DataConfig, RandomStart};
 use crate::data::SplitKind;
 use crate::error::{Error, Result};
@@ -43,10 +49,13 @@ use crate::models::Model;
 use indexmap::IndexMap;
 use interval::Interval;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+pub use autoattack::AutoAttack;
+pub use checks::{FlagKind, ModelFlag};
 pub use edge::EdgeReport;
 
 /// Noise stream of evaluation attacks (distinct from training's).
@@ -96,7 +105,9 @@ impl EvalAttack {
                 iterations,
                 restarts,
             } => Box::new(attacks::apgd_t(eps, iterations, restarts, APGD_T_TARGETS)),
+            EvalAttack::FabT { iterations } => Box::new(attacks::fab_t(eps, iterations)),
             EvalAttack::Square { queries } => Box::new(attacks::square(eps, queries)),
+            EvalAttack::AutoAttack => Box::new(AutoAttack::standard(eps)),
         })
     }
 
@@ -141,6 +152,13 @@ pub struct EvalReport {
     /// The interval of `worst_case`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_case_interval: Option<Interval>,
+    /// Per evaluation made of parts (`autoattack`): the accuracy after each
+    /// part, in order, the clean inputs first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Vec<PartResult>>,
+    /// What the model checks run before AutoAttack found ([`checks`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<ModelFlag>,
 }
 
 impl EvalReport {
@@ -194,6 +212,18 @@ impl EvalReport {
         );
         s
     }
+}
+
+/// One part of an evaluation made of parts, as AutoAttack reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartResult {
+    pub name: String,
+    /// Percent of all images still right after this part (and every earlier one).
+    pub accuracy: f64,
+    /// Those images, counted.
+    pub robust: usize,
+    /// Wall seconds this part took.
+    pub seconds: f64,
 }
 
 /// Test images and labels, already as tensors.
@@ -275,6 +305,10 @@ pub struct EvalMasks {
     pub seconds: Vec<f64>,
     /// Made by [`Evaluation::cascade`]: `correct[i]` implies every earlier one.
     pub cascade: bool,
+    /// Per evaluation made of parts (by name): each part's tally.
+    pub parts: Vec<(String, Vec<PartTally>)>,
+    /// What the model checks found.
+    pub flags: Vec<ModelFlag>,
 }
 
 impl EvalMasks {
@@ -307,6 +341,20 @@ impl EvalMasks {
                 .collect(),
             edge: None,
             cascade: self.cascade,
+            parts: self
+                .parts
+                .iter()
+                .map(|(name, tally)| {
+                    let rows = tally.iter().map(|t| PartResult {
+                        name: t.name.clone(),
+                        accuracy: 100.0 * t.robust as f64 / n.max(1) as f64,
+                        robust: t.robust,
+                        seconds: t.seconds,
+                    });
+                    (name.clone(), rows.collect())
+                })
+                .collect(),
+            flags: self.flags.clone(),
             ..EvalReport::default()
         }
         .with_intervals()
@@ -387,6 +435,27 @@ impl Evaluation<'_> {
         Ok(predict(self.model, &x_adv).f_eq_tensor(y)?)
     }
 
+    /// The model checks ([`checks`]) on the first batch, when AutoAttack is
+    /// among the evaluations (none otherwise).
+    fn model_flags(&self) -> Result<Vec<ModelFlag>> {
+        if !self.evals.contains(&EvalAttack::AutoAttack) {
+            return Ok(Vec::new());
+        }
+        let Some((_, idx)) = self.set.batches(self.batch_size).next() else {
+            return Ok(Vec::new());
+        };
+        let (x, y) = self.set.rows(&idx, self.model.device())?;
+        checks::check_model(self.model, &x, &y)
+    }
+
+    /// Each evaluation's tally of parts, for those made of parts.
+    fn parts_of(built: &[BuiltEval]) -> Vec<(String, Vec<PartTally>)> {
+        let parts = built
+            .iter()
+            .filter_map(|(e, a)| Some((e.name(), a.as_ref()?.parts())));
+        parts.filter(|(_, p)| !p.is_empty()).collect()
+    }
+
     /// The number of images and each evaluation with its attack, after
     /// checking the set and that a teacher is there when one needs it.
     fn checked(&self) -> Result<(usize, Vec<BuiltEval>)> {
@@ -443,6 +512,7 @@ impl Evaluation<'_> {
                 .collect::<Vec<_>>()
                 .join("+"),
         };
+        let flags = self.model_flags()?;
         let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
         let mut natural = Vec::new();
         let mut seconds = vec![0.0; built.len()];
@@ -478,6 +548,8 @@ impl Evaluation<'_> {
             natural: cat_masks(&natural)?,
             seconds,
             cascade: false,
+            parts: Self::parts_of(&built),
+            flags,
         })
     }
 
@@ -494,6 +566,7 @@ impl Evaluation<'_> {
     /// `progress(name, done, n)` counts the images of the evaluation running.
     pub fn cascade(&self, mut progress: impl FnMut(&str, usize, usize)) -> Result<EvalMasks> {
         let (n, mut built) = self.checked()?;
+        let flags = self.model_flags()?;
         built.retain(|(e, _)| *e != EvalAttack::Natural);
         built.insert(0, (EvalAttack::Natural, None));
         let began = Instant::now();
@@ -542,10 +615,12 @@ impl Evaluation<'_> {
         }
         Ok(EvalMasks {
             names: built.iter().map(|(e, _)| e.name()).collect(),
+            parts: Self::parts_of(&built),
             correct,
             natural,
             seconds,
             cascade: true,
+            flags,
         })
     }
 }

@@ -6,7 +6,8 @@
 //! readers of the older file (`images`, `accuracy`, `worst_case`) still work.
 
 use super::{EvalAttack, EvalReport, EVAL_STEP};
-use crate::attacks::{APGD_T_TARGETS, CW_KAPPA};
+use crate::attacks::{APGD_T_TARGETS, CW_KAPPA, FAB_ALPHA_MAX, FAB_BETA, FAB_ETA, FAB_T_TARGETS};
+use crate::config::eval_attack::{APGD_ITERATIONS, FAB_ITERATIONS, SQUARE_QUERIES};
 use crate::config::AttackConfig;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,13 @@ pub struct AttackRecord {
     /// The CW margin's kappa.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kappa: Option<f64>,
+    /// FAB's step bound, extrapolation and bias (alpha_max, eta, beta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fab: Option<[f64; 3]>,
+    /// The parts of an evaluation made of parts (`autoattack`), in the order run
+    /// as a cascade.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<AttackRecord>,
 }
 
 impl AttackRecord {
@@ -52,6 +60,8 @@ impl AttackRecord {
             targets: None,
             queries: None,
             kappa: None,
+            fab: None,
+            parts: Vec::new(),
         };
         let (kind, steps, restarts) = match *eval {
             EvalAttack::Natural => ("clean", None, None),
@@ -93,6 +103,34 @@ impl AttackRecord {
             EvalAttack::Square { queries } => {
                 r.queries = Some(queries);
                 ("square", None, None)
+            }
+            EvalAttack::FabT { iterations } => {
+                r.targets = Some(FAB_T_TARGETS);
+                r.fab = Some([FAB_ALPHA_MAX, FAB_ETA, FAB_BETA]);
+                ("fab_t", Some(iterations), Some(1))
+            }
+            EvalAttack::AutoAttack => {
+                let (iterations, restarts) = (APGD_ITERATIONS, 1);
+                r.parts = [
+                    EvalAttack::ApgdCe {
+                        iterations,
+                        restarts,
+                    },
+                    EvalAttack::ApgdT {
+                        iterations,
+                        restarts,
+                    },
+                    EvalAttack::FabT {
+                        iterations: FAB_ITERATIONS,
+                    },
+                    EvalAttack::Square {
+                        queries: SQUARE_QUERIES,
+                    },
+                ]
+                .iter()
+                .map(|part| AttackRecord::of(part, train))
+                .collect();
+                ("autoattack (standard, cascade)", None, None)
             }
         };
         if *eval == EvalAttack::Natural {

@@ -10,10 +10,13 @@ side (BatchNorm in eval mode throughout).
   -max(z_y - max_{i != y} z_i + kappa, 0).
 - APGD (Croce & Hein 2020, Algorithm 1) with the CE, DLR and targeted DLR
   losses, the checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1}
-  - 0.03, 0.06), step 2 eps halved at a checkpoint when (1) fewer than
-  rho = 0.75 of the steps since the last one increased the loss or (2) the step
-  was not halved last time and the best loss has not risen since; a halving
-  restarts from the best point; momentum 0.75 (none on the first step).
+  - 0.03, 0.06), step 2 eps halved at a checkpoint when (1) at most
+  rho = 0.75 of the steps since the last one increased the loss over the
+  iterate before (the first step of a run over 0) or (2) the step was not
+  halved last time (nor is it the first checkpoint) and the best loss has not
+  risen since; a halving restarts from the best point, the momentum term then
+  best - x_k; momentum 0.75 (none on the first step). These follow the
+  authors' code where it differs from the paper (see src/attacks/apgd.rs).
   Points misclassified clean are not attacked; each further run (restart or
   target class, ranks 2.. of the clean logits) attacks the unfooled points.
 
@@ -125,15 +128,16 @@ def apgd_single(model, x, y, t, x0, eps, n_iter, loss_name, alpha=0.75, rho=0.75
     lo, hi = x - eps, x + eps
     b = x.shape[0]
     xk = x0.detach().clone()
-    fk, gk, wrong = value_and_grad(xk)
+    f0, gk, wrong = value_and_grad(xk)
+    fk = torch.zeros_like(f0)
     fooled = wrong.clone()
     found = xk.clone()
-    x_max, f_max, g_max = xk.clone(), fk.clone(), gk.clone()
+    x_max, f_max, g_max = xk.clone(), f0.clone(), gk.clone()
     x_before = xk.clone()
     eta = torch.full((b, 1, 1, 1), 2 * eps, dtype=x.dtype)
     ups = torch.zeros(b)
     f_max_prev_check = f_max.clone()
-    halved_prev_check = torch.zeros(b, dtype=torch.bool)
+    halved_prev_check = torch.ones(b, dtype=torch.bool)
     W = set(apgd_checkpoints(n_iter))
     w_prev = 0
     for k in range(n_iter):
@@ -156,14 +160,12 @@ def apgd_single(model, x, y, t, x0, eps, n_iter, loss_name, alpha=0.75, rho=0.75
         g_max = torch.where(img(better), gk, g_max)
         f_max = torch.where(better, fk, f_max)
         if k + 1 in W:
-            cond1 = ups < rho * (k + 1 - w_prev)
+            cond1 = ups <= rho * (k + 1 - w_prev)
             cond2 = ~halved_prev_check & (f_max <= f_max_prev_check)
             halve = cond1 | cond2
             eta = torch.where(img(halve), eta * 0.5, eta)
             xk = torch.where(img(halve), x_max, xk)
-            x_before = torch.where(img(halve), x_max, x_before)
             gk = torch.where(img(halve), g_max, gk)
-            fk = torch.where(halve, f_max, fk)
             halved_prev_check = halve
             f_max_prev_check = f_max.clone()
             ups = torch.zeros(b)
