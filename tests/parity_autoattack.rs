@@ -194,7 +194,7 @@ fn autoattack_matches_the_authors_code() {
         teacher: None,
     };
     let began = Instant::now();
-    let masks = job.masks(|_, _| {}).unwrap();
+    let masks = job.masks(|_, _, _| {}).unwrap();
     let rust_s = began.elapsed().as_secs_f64();
     let ours = masks.correct[0].shallow_clone();
     let report = masks.report();
