@@ -96,6 +96,8 @@ fn eval_of_a_converted_checkpoint_matches_pytorch() {
         st.to_str().unwrap(),
         "--test-limit",
         "500",
+        "--attacks",
+        "natural",
         "--json",
         json.to_str().unwrap(),
         "--save-logits",
