@@ -96,6 +96,18 @@ class Calibration:
         self.next = 0
 
 
+def has_vnni():
+    """Whether this x86 CPU has VNNI (AVX512-VNNI or AVX-VNNI); True elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l for l in f if l.startswith("flags")), "").split()
+    except OSError:
+        return True
+    if "avx2" not in flags:
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def export_int8(fp32_path, path, calibration, work):
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -110,20 +122,25 @@ def export_int8(fp32_path, path, calibration, work):
     images = load_file(calibration)["images"].float()
     prepared = os.path.join(work, "prepared.onnx")
     quant_pre_process(fp32_path, prepared, skip_symbolic_shape=False)
+    # Without VNNI, x86 int8 kernels (u8 x s8 pairs summed into int16) can
+    # saturate; ONNX Runtime's advice is 7-bit weights there (reduce_range).
+    reduce_range = not has_vnni()
     quantize_static(
         prepared,
         path,
         Calibration(images, 128),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
+        reduce_range=reduce_range,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
     )
     os.remove(prepared)
+    bits = "7-bit range (reduce_range: this CPU has no VNNI)" if reduce_range else "8-bit"
     return {
         "format": "QDQ",
-        "weights": "int8, per output channel, symmetric",
+        "weights": f"int8, per output channel, symmetric, {bits}",
         "activations": "uint8, per tensor, asymmetric",
         "calibration": "MinMax",
         "calibration_images": int(images.shape[0]),

@@ -44,6 +44,11 @@ pub fn file_digest<D: Digest + Write>(path: &Path) -> std::io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// Lower-case hex sha256 of the file at `path` (what records of a weights file carry).
+pub fn sha256(path: &Path) -> Result<String> {
+    file_digest::<sha2::Sha256>(path).map_err(|e| Error::io(path, e))
+}
+
 /// Lower-case hex of a digest.
 pub(crate) fn hex(digest: &[u8]) -> String {
     use std::fmt::Write as _;

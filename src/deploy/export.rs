@@ -12,13 +12,11 @@ use super::interrupt::{self, Interrupt};
 use super::runtime::{self, OnnxModel};
 use super::verify;
 use crate::config::Config;
-use crate::data::checksum::file_digest;
 use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
 use crate::eval::edge::{self, LatencyOptions};
 use crate::eval::EvalSet;
 use crate::models::{Arch, Model};
-use sha2::Sha256;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::Device;
@@ -259,10 +257,7 @@ pub fn kept_in(out: &Path) -> String {
     }
 }
 
-/// sha256 of a file, hex.
-pub fn sha256(path: &Path) -> Result<String> {
-    file_digest::<Sha256>(path).map_err(|e| Error::io(path, e))
-}
+pub use crate::data::checksum::sha256;
 
 fn file_bytes(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)

@@ -299,7 +299,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
                    shard: Option<ShardPart>|
      -> Result<EvalOutcome> {
         let sha = match &opts.weights {
-            Some(w) => Some(crate::deploy::export::sha256(w)?),
+            Some(w) => Some(crate::data::checksum::sha256(w)?),
             None => None,
         };
         Ok(EvalOutcome {
