@@ -610,7 +610,10 @@ fn eval_command_prints_a_table_and_writes_json() {
     ] {
         assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
     }
-    assert!(stderr.contains("eval: 40/40 images (100%)"), "{stderr}");
+    assert!(
+        stderr.contains(" 40/40 images (100%)") && stderr.contains("eval: "),
+        "{stderr}"
+    );
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(report["images"], 40);
