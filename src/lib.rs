@@ -5,6 +5,7 @@
 //! the sequential reference trainer. The generic actor runtime is the `ard-actors`
 //! crate; the stages that run this domain on it live in [`stages`].
 
+pub mod atomic_file;
 pub mod attacks;
 pub mod bench;
 pub mod checkpoint;

@@ -285,7 +285,7 @@ fn doctor_command(path: Option<&Path>, args: &cli::DoctorArgs) -> Result<ExitCod
     print!("{}", diagnosis.text());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&diagnosis)?;
-        ard_pipeline::train::run_dir::write_text_atomic(path, &(text + "\n"))?;
+        ard_pipeline::atomic_file::write_text_atomic(path, &(text + "\n"))?;
     }
     Ok(exit_code(diagnosis.ok))
 }
@@ -382,14 +382,7 @@ fn parse_all<T>(items: &[String], what: &str, parse: impl Fn(&str) -> Result<T>)
 }
 
 fn export_command(mut cfg: Config, args: &ExportArgs) -> Result<ExitCode> {
-    if let Some(root) = &args.data_root {
-        cfg.data.root = root.clone();
-    }
-    // The data before any export work: downloaded now if the config says so,
-    // else refused at once with where to put the files.
-    ard_pipeline::data::ensure_cifar10(&cfg.data)?;
-    let cfg = &cfg;
-    use deploy::interrupt::Interrupt;
+    // Flags first: a wrong combination is refused before any data is fetched.
     let arch = args.arch.parse().map_err(anyhow::Error::msg)?;
     let robustbench = args.format == cli::ExportFormat::Robustbench;
     if robustbench && (args.int8 || args.onnxruntime.is_some()) {
@@ -398,6 +391,14 @@ fn export_command(mut cfg: Config, args: &ExportArgs) -> Result<ExitCode> {
     if !robustbench && args.eval_json.is_some() {
         bail!("export --eval-json: only --format robustbench uses it");
     }
+    if let Some(root) = &args.data_root {
+        cfg.data.root = root.clone();
+    }
+    // The data before any export work: downloaded now if the config says so,
+    // else refused at once with where to put the files.
+    ard_pipeline::data::ensure_cifar10(&cfg.data)?;
+    let cfg = &cfg;
+    use deploy::interrupt::Interrupt;
     // SIGINT/SIGTERM end the child processes and stop the export; a second exits at once.
     let interrupt = Interrupt::default();
     let on_signal = interrupt.clone();

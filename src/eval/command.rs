@@ -171,7 +171,7 @@ impl EvalOutcome {
         if let Some(path) = &self.json {
             let text =
                 serde_json::to_string_pretty(&self.file).map_err(Error::json("the eval report"))?;
-            crate::train::run_dir::write_text_atomic(path, &(text + "\n"))?;
+            crate::atomic_file::write_text_atomic(path, &(text + "\n"))?;
         }
         if let (Some(path), Some((logits, labels))) = (&self.save_logits, &self.logits) {
             crate::checkpoint::write_atomic(

@@ -3,8 +3,8 @@
 //! of runs with their sweep points, which `report` reads.
 
 use super::expand::PlannedRun;
+use crate::atomic_file::write_text_atomic;
 use crate::error::{Error, Result};
-use crate::train::run_dir::write_text_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! writes into an earlier run's files (they are moved aside first, see
 //! [`crate::train::resume::open_run`]).
 
+use crate::atomic_file::write_text_atomic;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::file_lock::{FileLock, LockError};
@@ -176,16 +177,4 @@ impl RunDir {
             .map_err(|e| Error::io(&path, e))?;
         writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
     }
-}
-
-/// Writes `text` to `path` via a temp file and rename.
-pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
