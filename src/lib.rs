@@ -2,8 +2,9 @@
 //!
 //! The ML domain lives here, on tch (libtorch): configuration, the CIFAR-10 data
 //! layer, the model zoo, attacks, distillation losses, optimisation, evaluation and
-//! the sequential reference trainer. The generic actor runtime is the `ard-actors`
-//! crate; the stages that run this domain on it live in [`stages`].
+//! what every training run shares ([`train`]). The engines that train it are
+//! [`engines`]: the sequential reference and the five-stage pipeline on the
+//! generic actor runtime, the `ard-actors` crate.
 
 pub mod atomic_file;
 pub mod attacks;
@@ -15,6 +16,7 @@ pub mod deploy;
 pub mod device;
 pub mod distill;
 pub mod doctor;
+pub mod engines;
 pub mod error;
 pub mod eval;
 pub mod file_lock;
@@ -26,7 +28,6 @@ pub mod reference;
 pub mod report;
 pub mod run;
 pub mod soft_labels;
-pub mod stages;
 pub mod sweep;
 pub mod train;
 

@@ -6,11 +6,13 @@ mod cli;
 use anyhow::{bail, Result};
 use ard_pipeline::config::{self, Config, ResumePolicy};
 use ard_pipeline::deploy;
+use ard_pipeline::engines::{Pipeline, Sequential};
 use ard_pipeline::eval::{self, EvalAttack};
 use ard_pipeline::models::Arch;
 use ard_pipeline::report::plural::count;
-use ard_pipeline::run::{run_job, Engine, JobEnd};
+use ard_pipeline::run::{run_job, JobEnd};
 use ard_pipeline::train;
+use ard_pipeline::train::Engine;
 use clap::Parser;
 use cli::{
     Cli, Command, DataAction, EvalAction, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction,
@@ -163,7 +165,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(exit_code(outcome.failed().is_empty()))
         }
         Some(Command::Report(args)) => {
-            ard_pipeline::report::check_sweep_folder(&args.sweep_dir)?;
+            ard_pipeline::sweep::report::check_sweep_folder(&args.sweep_dir)?;
             let written = ard_pipeline::sweep::report::write_report(&args.sweep_dir)?;
             println!(
                 "{}: {}, {}, {}",
@@ -244,13 +246,13 @@ fn parse_arch(name: Option<&str>) -> Result<Option<Arch>> {
 
 fn run(cfg: &Config, args: &RunArgs) -> Result<ExitCode> {
     if args.dry_run {
-        train::context::RunSetup::build(cfg)?;
+        train::context::Setup::build(cfg)?;
         println!("dry run ok: config, data and models are usable");
         return Ok(ExitCode::SUCCESS);
     }
-    let engine = match args.engine {
-        cli::Engine::Pipeline => Engine::Pipeline,
-        cli::Engine::Sequential => Engine::Sequential,
+    let engine: &dyn Engine = match args.engine {
+        cli::Engine::Pipeline => &Pipeline,
+        cli::Engine::Sequential => &Sequential,
     };
     let mut cfg = cfg.clone();
     if args.resume {

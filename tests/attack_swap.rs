@@ -5,9 +5,10 @@
 mod common;
 
 use ard_pipeline::config;
+use ard_pipeline::engines::Pipeline;
 use ard_pipeline::metrics::TrainMetrics;
 use ard_pipeline::models::Model;
-use ard_pipeline::stages;
+use ard_pipeline::train::{Engine, Job};
 use std::collections::BTreeSet;
 use tch::Device;
 
@@ -45,9 +46,19 @@ listen = ""
     let registry = prometheus::Registry::new();
     let label = cfg.attack.build().name();
     let metrics = TrainMetrics::register(&registry, "swap", &[label.as_str()], &[]).unwrap();
-    let out =
-        stages::run_pipeline(&cfg, None, &registry, Some(metrics), Default::default()).unwrap();
-    let stage_names = out.summary.stages.iter().map(|s| s.stage.clone()).collect();
+    let job = Job {
+        registry: Some(&registry),
+        metrics: Some(&metrics),
+        ..Job::new(&cfg)
+    };
+    let out = Pipeline.train(job).unwrap();
+    let stage_names = out
+        .stages
+        .unwrap()
+        .stages
+        .iter()
+        .map(|s| s.stage.clone())
+        .collect();
     let families = registry.gather();
     let names = families.iter().map(|f| f.name().to_string()).collect();
     let steps = families

@@ -1,6 +1,6 @@
-//! The crate's layering (issue 17): no cycle among the top-level modules of
-//! `src/` (`crate::X` paths outside comments), and `train/`, the engine-agnostic
-//! core, never reaches into `stages/`, the engine built on it.
+//! The crate's layering: no cycle among the top-level modules of `src/`
+//! (`crate::X` paths outside comments), and `train/`, what every run shares,
+//! never reaches into `engines/`, the engines built on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -117,9 +117,9 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 #[test]
 fn the_parser_sees_plain_and_grouped_paths_but_not_comments() {
     let found = crate_paths(
-        "use crate::train::RunDir;\n// crate::stages in a comment\nuse crate::{soft_labels, stages::X};\nlet x = crate::eval::run();",
+        "use crate::train::RunFolder;\n// crate::engines in a comment\nuse crate::{soft_labels, engines::X};\nlet x = crate::eval::run();",
     );
-    let want: BTreeSet<String> = ["train", "soft_labels", "stages", "eval"]
+    let want: BTreeSet<String> = ["train", "soft_labels", "engines", "eval"]
         .map(String::from)
         .into();
     assert_eq!(found, want);
@@ -134,18 +134,18 @@ fn the_parser_sees_plain_and_grouped_paths_but_not_comments() {
 #[test]
 fn top_level_modules_form_no_cycle() {
     let graph = module_graph();
-    assert!(graph.contains_key("train") && graph.contains_key("stages"));
-    assert!(graph["stages"].contains("train"), "{graph:?}");
+    assert!(graph.contains_key("train") && graph.contains_key("engines"));
+    assert!(graph["engines"].contains("train"), "{graph:?}");
     if let Some(cycle) = find_cycle(&graph) {
         panic!("module cycle: {}", cycle.join(" -> "));
     }
 }
 
 #[test]
-fn train_never_imports_stages() {
+fn train_never_imports_engines() {
     let graph = module_graph();
     assert!(
-        !graph["train"].contains("stages"),
-        "src/train/ names crate::stages: the core must not depend on the pipeline"
+        !graph["train"].contains("engines"),
+        "src/train/ names crate::engines: what runs share must not depend on an engine"
     );
 }

@@ -169,16 +169,23 @@ fn the_data_stage_produces_nothing_once_the_flag_is_raised() {
         ..Default::default()
     };
     let stop = StopFlag::new();
-    let mut stage =
-        ard_pipeline::stages::data::DataStage::new(split, cfg, 0, tch::Device::Cpu, 5, 15, 1)
-            .stopping_on(Some(stop.clone()));
+    let mut stage = ard_pipeline::engines::pipeline::data::DataStage::new(
+        split,
+        cfg,
+        0,
+        tch::Device::Cpu,
+        5,
+        15,
+        1,
+    )
+    .stopping_on(Some(stop.clone()));
     assert!(stage.produce().unwrap().is_some());
     assert!(stage.produce().unwrap().is_some());
     stop.raise();
     assert!(stage.produce().unwrap().is_none());
     // Without a flag the same stage runs all its steps.
     let split = Split::new(vec![7; n * IMAGE_BYTES], vec![3; n]).unwrap();
-    let mut stage = ard_pipeline::stages::data::DataStage::new(
+    let mut stage = ard_pipeline::engines::pipeline::data::DataStage::new(
         split,
         ard_pipeline::config::DataConfig {
             batch_size: 4,

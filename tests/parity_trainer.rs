@@ -14,8 +14,9 @@
 mod common;
 
 use ard_pipeline::config::{self, Config};
+use ard_pipeline::engines::Sequential;
 use ard_pipeline::models::Model;
-use ard_pipeline::train::{self, step::attack_key};
+use ard_pipeline::train::{self, step::attack_key, Engine, Job};
 use serde_json::json;
 use tch::{Device, Tensor};
 
@@ -91,7 +92,7 @@ fn check(steps: usize, optimizer: &str, attack_steps: usize, step_size: &str, al
         .save(&dir.path().join("teacher.safetensors"))
         .unwrap();
 
-    let outcome = train::train_sequential(&cfg, None, |_| {}).unwrap();
+    let outcome = Sequential.train(Job::new(&cfg)).unwrap();
     assert_eq!(outcome.steps, steps);
 
     // The same batches, random starts and learning rates, exported for PyTorch.

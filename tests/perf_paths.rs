@@ -7,7 +7,8 @@
 mod common;
 
 use ard_pipeline::config::{self, Config};
-use ard_pipeline::{stages, train};
+use ard_pipeline::engines::{Pipeline, Sequential};
+use ard_pipeline::train::{Engine, Job};
 use std::path::Path;
 
 fn config(dir: &Path, perf: &str) -> Config {
@@ -72,18 +73,18 @@ fn no_grad_clean_forward_is_the_same_update_bit_for_bit() {
     common::deterministic();
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    let plain = train::train_sequential(
-        &config(dir.path(), "clean_forward_no_grad = false"),
-        None,
-        |_| {},
-    )
-    .unwrap();
-    let fast = train::train_sequential(
-        &config(dir.path(), "clean_forward_no_grad = true"),
-        None,
-        |_| {},
-    )
-    .unwrap();
+    let plain = Sequential
+        .train(Job::new(&config(
+            dir.path(),
+            "clean_forward_no_grad = false",
+        )))
+        .unwrap();
+    let fast = Sequential
+        .train(Job::new(&config(
+            dir.path(),
+            "clean_forward_no_grad = true",
+        )))
+        .unwrap();
     let (a, b) = (plain.student.vs.variables(), fast.student.vs.variables());
     for (name, t) in &a {
         assert_eq!(common::max_abs(&b[name], t), 0.0, "{name} differs");
@@ -96,9 +97,14 @@ fn engines_agree(perf: &str) {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let cfg = config(dir.path(), perf);
-    let sequential = train::train_sequential(&cfg, None, |_| {}).unwrap();
+    let sequential = Sequential.train(Job::new(&cfg)).unwrap();
     let registry = prometheus::Registry::new();
-    let piped = stages::run_pipeline(&cfg, None, &registry, None, Default::default()).unwrap();
+    let piped = Pipeline
+        .train(Job {
+            registry: Some(&registry),
+            ..Job::new(&cfg)
+        })
+        .unwrap();
     let start = common::read(&dir.path().join("student.safetensors"));
     let (a, b) = (
         sequential.student.vs.variables(),

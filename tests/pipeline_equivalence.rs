@@ -7,8 +7,9 @@
 mod common;
 
 use ard_pipeline::config::{self, Config};
+use ard_pipeline::engines::{Pipeline, Sequential};
 use ard_pipeline::models::Model;
-use ard_pipeline::{stages, train};
+use ard_pipeline::train::{Engine, Job};
 use tch::Device;
 
 fn config(dir: &std::path::Path, attack: &str, loss: &str, staleness: u64) -> Config {
@@ -70,9 +71,14 @@ fn compare(attack: &str, loss: &str) {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let cfg = config(dir.path(), attack, loss, 0);
-    let sequential = train::train_sequential(&cfg, None, |_| {}).unwrap();
+    let sequential = Sequential.train(Job::new(&cfg)).unwrap();
     let registry = prometheus::Registry::new();
-    let piped = stages::run_pipeline(&cfg, None, &registry, None, Default::default()).unwrap();
+    let piped = Pipeline
+        .train(Job {
+            registry: Some(&registry),
+            ..Job::new(&cfg)
+        })
+        .unwrap();
     assert_eq!(piped.epochs.iter().map(|e| e.steps).sum::<usize>(), 12);
     let a = sequential.student.vs.variables();
     let b = piped.student.vs.variables();
@@ -91,7 +97,12 @@ fn compare(attack: &str, loss: &str) {
     // Every stage saw every batch.
     for stage in ["data", "teacher", "attack", "student"] {
         assert_eq!(
-            piped.summary.stage(stage).map(|s| s.batches),
+            piped
+                .stages
+                .as_ref()
+                .unwrap()
+                .stage(stage)
+                .map(|s| s.batches),
             Some(12),
             "{stage}"
         );
@@ -126,7 +137,20 @@ fn staleness_one_trains_and_overlaps() {
         1,
     );
     let registry = prometheus::Registry::new();
-    let piped = stages::run_pipeline(&cfg, None, &registry, None, Default::default()).unwrap();
-    assert_eq!(piped.summary.stage("student").map(|s| s.batches), Some(12));
+    let piped = Pipeline
+        .train(Job {
+            registry: Some(&registry),
+            ..Job::new(&cfg)
+        })
+        .unwrap();
+    assert_eq!(
+        piped
+            .stages
+            .as_ref()
+            .unwrap()
+            .stage("student")
+            .map(|s| s.batches),
+        Some(12)
+    );
     assert!(piped.epochs.iter().all(|e| e.mean_loss.is_finite()));
 }

@@ -8,10 +8,11 @@
 mod common;
 
 use ard_pipeline::config::{self, Config};
+use ard_pipeline::engines::{Pipeline, Sequential};
 use ard_pipeline::metrics::TrainMetrics;
 use ard_pipeline::models::Model;
 use ard_pipeline::soft_labels::{self, command};
-use ard_pipeline::{stages, train};
+use ard_pipeline::train::{Engine, Job};
 use std::path::Path;
 use tch::{Device, Tensor};
 
@@ -103,23 +104,25 @@ fn setup(dir: &Path) {
 fn pipeline(cfg: &Config) -> (Vec<(String, Tensor)>, (u64, u64)) {
     let registry = prometheus::Registry::new();
     let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[]).unwrap();
-    let out = stages::run_pipeline(
-        cfg,
-        None,
-        &registry,
-        Some(metrics.clone()),
-        Default::default(),
-    )
-    .unwrap();
+    let job = Job {
+        registry: Some(&registry),
+        metrics: Some(&metrics),
+        ..Job::new(cfg)
+    };
+    let out = Pipeline.train(job).unwrap();
     assert_eq!(
-        out.summary.stage("student").map(|s| s.batches),
+        out.stages
+            .as_ref()
+            .unwrap()
+            .stage("student")
+            .map(|s| s.batches),
         cfg.train.max_steps.map(|s| s as u64)
     );
     (sorted(&out.student), metrics.cache_counts())
 }
 
 fn sequential(cfg: &Config) -> Vec<(String, Tensor)> {
-    let out = train::train_sequential(cfg, None, |_| {}).unwrap();
+    let out = Sequential.train(Job::new(cfg)).unwrap();
     assert_eq!(out.steps, 12);
     sorted(&out.student)
 }
@@ -273,24 +276,24 @@ fn a_cache_of_another_teacher_or_dataset_is_refused() {
         .save(&dir.path().join("teacher.safetensors"))
         .unwrap();
     let registry = prometheus::Registry::new();
-    let e = stages::run_pipeline(&cfg, None, &registry, None, Default::default())
+    let e = Pipeline
+        .train(Job {
+            registry: Some(&registry),
+            ..Job::new(&cfg)
+        })
         .unwrap_err()
         .to_string();
     assert!(
         e.contains(&file.display().to_string()) && e.contains("teacher_weights_md5"),
         "{e}"
     );
-    let e = train::train_sequential(&cfg, None, |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = Sequential.train(Job::new(&cfg)).unwrap_err().to_string();
     assert!(e.contains("teacher_weights_md5"), "{e}");
 
     // Other data: a different train_limit.
     std::fs::write(&teacher, original).unwrap();
     let fewer = config(dir.path(), "cached", "1", "f32", 64);
-    let e = train::train_sequential(&fewer, None, |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = Sequential.train(Job::new(&fewer)).unwrap_err().to_string();
     assert!(
         e.contains(&file.display().to_string()) && e.contains("dataset_images"),
         "{e}"

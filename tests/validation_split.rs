@@ -75,7 +75,7 @@ fn the_run_setup_uses_the_split_and_bad_sizes_are_refused() {
         common::cifar_root().display()
     );
     let cfg = config::load_str(&text, "split.toml", false).unwrap();
-    let setup = ard_pipeline::train::context::RunSetup::build(&cfg).unwrap();
+    let setup = ard_pipeline::train::context::Setup::build(&cfg).unwrap();
     assert_eq!((setup.train.len(), setup.validation.len()), (64, 200));
     let all =
         data::load_split(&common::cifar_root(), SplitKind::Train, DataChecksums::Skip).unwrap();

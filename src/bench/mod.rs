@@ -18,10 +18,12 @@ mod report;
 pub use report::{BenchReport, Machine, RunRecord, StageShare, SummaryRow};
 
 use crate::config::{ComputeDtype, ComputePlacement, Config, SoftLabels, Views};
+use crate::engines::{Pipeline, Sequential};
 use crate::error::{Error, Result};
 use crate::metrics::TrainMetrics;
 use crate::models::{Arch, Model};
-use crate::{soft_labels, stages, train};
+use crate::soft_labels;
+use crate::train::{Engine, Job};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -499,17 +501,16 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
         Side::Pipeline => {
             let registry = prometheus::Registry::new();
             let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[])?;
-            let out = stages::run_pipeline(
-                cfg,
-                None,
-                &registry,
-                Some(metrics.clone()),
-                Default::default(),
-            )?;
-            let wall = out.summary.wall.as_secs_f64();
+            let job = Job {
+                registry: Some(&registry),
+                metrics: Some(&metrics),
+                ..Job::new(cfg)
+            };
+            let out = Pipeline.fit(job)?;
+            let summary = out.stages.as_ref().expect("the pipeline has stages");
+            let wall = summary.wall.as_secs_f64();
             let (hits, misses) = metrics.cache_counts();
-            let stages = out
-                .summary
+            let stages = summary
                 .stages
                 .iter()
                 .map(|s| StageShare {
@@ -530,7 +531,7 @@ fn run_one(side: Side, cfg: &Config) -> Result<RunRecord> {
             }
         }
         Side::Sequential => {
-            let out = train::train_sequential(cfg, None, |_| {})?;
+            let out = Sequential.fit(Job::new(cfg))?;
             let seconds = out.epochs.iter().map(|e| e.seconds).sum();
             RunRecord::timed(images, seconds, out.epochs.first().map(|e| e.mean_loss))
         }

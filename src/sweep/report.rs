@@ -2,12 +2,16 @@
 //! paper's Table 2 and more columns (`report.md`, `report.csv`; see
 //! `PAPER_COLUMNS` and `LATER_COLUMNS`), and the plots
 //! `robust_vs_natural.png`, `epoch_time_vs_steps.png` and, for runs with a
-//! validation curve, `validation_vs_time.png`.
+//! validation curve, `validation_vs_time.png`; and the check that it is given
+//! a sweep folder before it writes anything into it.
 
 use super::manifest::SweepDir;
 use crate::error::{Error, Result};
 use crate::eval::interval;
 use crate::report::plots::{labelled_scatter, ScatterPoint};
+use crate::train::records::{EpochRecord, EvalRecord};
+use crate::train::validation::ValidationLine;
+use crate::train::{RunFile, RunFolder, Summary};
 use indexmap::{IndexMap, IndexSet};
 use std::path::{Path, PathBuf};
 
@@ -63,18 +67,6 @@ pub struct Written {
     pub rows: Vec<ReportRow>,
 }
 
-fn read_json(path: &Path) -> Option<serde_json::Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn get<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
     let mut parts = path.split('.');
     let mut v = t.get(parts.next()?)?;
@@ -82,11 +74,6 @@ fn get<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
         v = v.as_table()?.get(p)?;
     }
     Some(v)
-}
-
-/// The record of `epoch` among a run's JSONL records.
-fn at_epoch(records: &[serde_json::Value], epoch: u64) -> Option<&serde_json::Value> {
-    records.iter().find(|e| e["epoch"].as_u64() == Some(epoch))
 }
 
 fn num(v: Option<&toml::Value>) -> Option<f64> {
@@ -98,128 +85,172 @@ fn num(v: Option<&toml::Value>) -> Option<f64> {
     }
 }
 
-/// Reads one run's folder (and its generated config when the run never started).
-pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> ReportRow {
-    let run = dir.run(name);
+/// Refuses, in one line, a `report` folder that is not a sweep folder (one
+/// `ard-pipeline sweep` wrote: `manifest.json`, or `configs/` and `runs/`), so
+/// that report.md, report.csv and the plots never land in a run folder or
+/// any other folder.
+pub fn check_sweep_folder(path: &Path) -> Result<()> {
+    let refuse = |why: &str| {
+        Err(Error::Usage(format!(
+            "report {}: {why}; give a sweep folder (sweep.out_dir/sweep.name, \
+             which holds manifest.json)",
+            path.display()
+        )))
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return refuse("no such folder"),
+        Err(e) => return refuse(&format!("cannot be read ({e})")),
+        Ok(m) if !m.is_dir() => return refuse("is a file, not a folder"),
+        Ok(_) => {}
+    }
+    if path.join("manifest.json").is_file()
+        || (path.join("configs").is_dir() && path.join("runs").is_dir())
+    {
+        return Ok(());
+    }
+    let run = RunFolder::at(path);
+    if run.has(RunFile::Config) || run.finished() {
+        return refuse("is a run folder, not a sweep folder");
+    }
+    refuse("is not a sweep folder (no manifest.json)")
+}
+
+/// Reads one run's folder (and its generated config when the run never
+/// started). A record this build cannot read is refused, naming its file.
+pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> Result<ReportRow> {
+    let folder = RunFolder::at(&dir.run(name));
     let mut row = ReportRow {
         index,
         name: name.to_string(),
         ..Default::default()
     };
-    let cfg_text = std::fs::read_to_string(run.join("config.toml"))
+    let cfg_text = std::fs::read_to_string(folder.file(RunFile::Config))
         .or_else(|_| std::fs::read_to_string(dir.config(name)))
         .unwrap_or_default();
     if let Ok(cfg) = toml::from_str::<toml::Table>(&cfg_text) {
-        let str_at = |k: &str| get(&cfg, k).and_then(|v| v.as_str());
-        row.arch = str_at("student.arch").unwrap_or("").to_string();
-        row.epochs = num(get(&cfg, "train.epochs")).map(|v| v as usize);
-        row.steps = num(get(&cfg, "attack.steps")).map(|v| v as usize);
-        row.step_size = num(get(&cfg, "attack.step_size"));
-        row.lr = num(get(&cfg, "optim.lr"));
-        row.seed = num(get(&cfg, "run.seed")).map(|v| v as u64);
+        row.read_config(&cfg);
+    }
+    let epochs: Vec<EpochRecord> = folder.read_records(RunFile::EpochLog)?;
+    row.read_epochs(&epochs);
+    row.read_validation(&folder.read_records(RunFile::ValidationLog)?, &epochs);
+    row.read_evals(&folder.read_records(RunFile::EvalLog)?);
+    match folder.read_json::<Summary>(RunFile::Summary)? {
+        Some(summary) => row.read_summary(&summary),
+        None => {
+            row.status = if folder.path.exists() {
+                "failed"
+            } else {
+                "missing"
+            }
+            .into()
+        }
+    }
+    Ok(row)
+}
+
+impl ReportRow {
+    /// The settings of the run's resolved config.
+    fn read_config(&mut self, cfg: &toml::Table) {
+        let str_at = |k: &str| get(cfg, k).and_then(|v| v.as_str());
+        self.arch = str_at("student.arch").unwrap_or("").to_string();
+        self.epochs = num(get(cfg, "train.epochs")).map(|v| v as usize);
+        self.steps = num(get(cfg, "attack.steps")).map(|v| v as usize);
+        self.step_size = num(get(cfg, "attack.step_size"));
+        self.lr = num(get(cfg, "optim.lr"));
+        self.seed = num(get(cfg, "run.seed")).map(|v| v as u64);
         let (loss, attack) = (str_at("loss.kind"), str_at("attack.kind"));
-        row.method = format!("{} {}", loss.unwrap_or("?"), attack.unwrap_or("?"));
-        row.guard = match str_at("guard.action") {
+        self.method = format!("{} {}", loss.unwrap_or("?"), attack.unwrap_or("?"));
+        self.guard = match str_at("guard.action") {
             None | Some("off") => "off".into(),
             Some(_) => "no collapse".into(),
         };
     }
-    let epochs = read_jsonl(&run.join("metrics.jsonl"));
-    let loss_of = |e: &serde_json::Value| e["mean_loss"].as_f64();
-    row.mtl_epoch1 = at_epoch(&epochs, 1).and_then(loss_of);
-    row.mtl = epochs.last().and_then(loss_of);
-    let secs: Vec<f64> = epochs
-        .iter()
-        .filter_map(|e| e["seconds"].as_f64())
-        .collect();
-    if !secs.is_empty() {
-        row.epoch_s = Some(secs.iter().sum::<f64>() / secs.len() as f64);
+
+    /// Loss and time per epoch.
+    fn read_epochs(&mut self, epochs: &[EpochRecord]) {
+        self.mtl_epoch1 = epochs.iter().find(|e| e.epoch == 1).map(|e| e.mean_loss);
+        self.mtl = epochs.last().map(|e| e.mean_loss);
+        if !epochs.is_empty() {
+            let secs: f64 = epochs.iter().map(|e| e.seconds).sum();
+            self.epoch_s = Some(secs / epochs.len() as f64);
+        }
+        self.train_s = epochs.iter().rev().find_map(|e| e.train_seconds);
+        if self.train_s.is_some() {
+            // With a time budget `train.epochs` is only a bound: show the epochs trained.
+            self.epochs = Some(epochs.len());
+        }
     }
-    row.train_s = epochs
-        .iter()
-        .rev()
-        .find_map(|e| e["train_seconds"].as_f64());
-    if row.train_s.is_some() {
-        // With a time budget `train.epochs` is only a bound: show the epochs trained.
-        row.epochs = Some(epochs.len());
-    }
-    let validation = read_jsonl(&run.join("validation.jsonl"));
-    let collapsed: Vec<String> = validation
-        .iter()
-        .filter(|v| v["collapse"].as_bool() == Some(true))
-        .filter_map(|v| v["epoch"].as_u64().map(|e| e.to_string()))
-        .collect();
-    if !collapsed.is_empty() {
-        row.guard = format!("collapse at epoch {}", collapsed.join(" "));
-    }
-    let seconds_at = |epoch| at_epoch(&epochs, epoch)?["train_seconds"].as_f64();
-    row.curve = validation
-        .iter()
-        .filter_map(|v| {
-            Some((
-                seconds_at(v["epoch"].as_u64()?)?,
-                v["natural"].as_f64()?,
-                v["robust"].as_f64()?,
-            ))
-        })
-        .collect();
-    let evals = read_jsonl(&run.join("eval.jsonl"));
-    let acc = |e: &serde_json::Value, k: &str| e["report"]["accuracy"][k].as_f64();
-    let images = |e: &serde_json::Value| e["report"]["images"].as_u64().map(|n| n as usize);
-    if let Some(e1) = at_epoch(&evals, 1) {
-        row.nat_epoch1 = acc(e1, "natural");
-        row.robust_epoch1 = acc(e1, "train_attack");
-        row.images_epoch1 = images(e1);
-    }
-    let summary = read_json(&dir.summary(name));
-    if let Some(last) = evals
-        .iter()
-        .max_by_key(|e| e["epoch"].as_u64().unwrap_or(0))
-    {
-        row.nat = acc(last, "natural");
-        row.robust = acc(last, "train_attack");
-        row.worst_case = last["report"]["worst_case"].as_f64();
-        row.images = images(last);
-        row.other = last["report"]["accuracy"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| *k != "natural" && *k != "train_attack")
-            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+
+    /// The guard's collapses and the validation curve over training time.
+    fn read_validation(&mut self, validation: &[ValidationLine], epochs: &[EpochRecord]) {
+        let collapsed: Vec<String> = validation
+            .iter()
+            .filter(|v| v.collapse)
+            .map(|v| v.epoch.to_string())
+            .collect();
+        if !collapsed.is_empty() {
+            self.guard = format!("collapse at epoch {}", collapsed.join(" "));
+        }
+        let seconds_at = |epoch| epochs.iter().find(|e| e.epoch == epoch)?.train_seconds;
+        self.curve = validation
+            .iter()
+            .filter_map(|v| Some((seconds_at(v.epoch)?, v.natural, v.robust)))
             .collect();
     }
-    match &summary {
-        Some(s) => {
-            row.status = "ok".into();
-            row.wall_s = s["wall_s"].as_f64();
-            row.best_epoch = s["best_epoch"].as_u64();
-            row.best_nat = s["best_eval"]["natural"].as_f64();
-            row.best_worst_case = s["best_worst_case"].as_f64();
-            row.best_images = s["best_test"]["images"]
-                .as_u64()
-                .map(|n| n as usize)
-                .or(row.images);
-            row.attack_busy = s["stages"].as_array().and_then(|st| {
-                st.iter()
-                    .find(|x| x["stage"] == "attack")
-                    .and_then(|x| x["busy_share"].as_f64())
-            });
-            if row.nat.is_none() {
-                row.nat = s["final_eval"]["natural"].as_f64();
-                row.robust = s["final_eval"]["train_attack"].as_f64();
-                row.images = s["final_test"]["images"].as_u64().map(|n| n as usize);
-            }
-            if row.mtl.is_none() {
-                row.mtl = s["final_loss"].as_f64();
-            }
-            if row.epoch_s.is_none() {
-                let e = s["epochs"].as_f64().unwrap_or(0.0);
-                row.epoch_s = row.wall_s.filter(|_| e > 0.0).map(|w| w / e);
-            }
+
+    /// The test numbers after epoch 1 and of the last evaluation.
+    fn read_evals(&mut self, evals: &[EvalRecord]) {
+        let acc = |e: &EvalRecord, k: &str| e.report.accuracy.get(k).copied();
+        if let Some(e1) = evals.iter().find(|e| e.epoch == 1) {
+            self.nat_epoch1 = acc(e1, "natural");
+            self.robust_epoch1 = acc(e1, "train_attack");
+            self.images_epoch1 = Some(e1.report.images);
         }
-        None => row.status = if run.exists() { "failed" } else { "missing" }.into(),
+        if let Some(last) = evals.iter().max_by_key(|e| e.epoch) {
+            self.nat = acc(last, "natural");
+            self.robust = acc(last, "train_attack");
+            self.worst_case = Some(last.report.worst_case);
+            self.images = Some(last.report.images);
+            self.other = last
+                .report
+                .accuracy
+                .iter()
+                .filter(|(k, _)| *k != "natural" && *k != "train_attack")
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+        }
     }
-    row
+
+    /// A finished run's summary: wall time, the best checkpoint, the
+    /// attack stage's busy share, and what the records lacked.
+    fn read_summary(&mut self, s: &Summary) {
+        self.status = "ok".into();
+        self.wall_s = Some(s.wall_s);
+        let sel = &s.selection;
+        self.best_epoch = sel.best_epoch.map(|e| e as u64);
+        self.best_nat = sel
+            .best_eval
+            .as_ref()
+            .and_then(|b| b.get("natural").copied());
+        self.best_worst_case = sel.best_worst_case;
+        self.best_images = sel.best_test.as_ref().map(|t| t.images).or(self.images);
+        self.attack_busy = s
+            .stages
+            .iter()
+            .find(|x| x.stage == "attack")
+            .map(|x| x.busy_share);
+        if self.nat.is_none() {
+            self.nat = s.final_eval.get("natural").copied();
+            self.robust = s.final_eval.get("train_attack").copied();
+            self.images = sel.final_test.as_ref().map(|t| t.images);
+        }
+        if self.mtl.is_none() {
+            self.mtl = s.final_loss;
+        }
+        if self.epoch_s.is_none() && s.epochs > 0 {
+            self.epoch_s = Some(s.wall_s / s.epochs as f64);
+        }
+    }
 }
 
 /// All rows of a sweep folder: from manifest.json, else every folder under runs/.
@@ -244,7 +275,7 @@ pub fn read_rows(dir: &SweepDir) -> Result<Vec<ReportRow>> {
             message: "no runs".into(),
         });
     }
-    Ok(names.iter().map(|(i, n)| read_row(dir, *i, n)).collect())
+    names.iter().map(|(i, n)| read_row(dir, *i, n)).collect()
 }
 
 /// `8/255` when the value is a whole number of 255ths, else the number.
@@ -514,4 +545,31 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         plots,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn only_sweep_folders_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |p: &Path| check_sweep_folder(p).unwrap_err().to_string();
+        assert!(err(&dir.path().join("absent")).contains("no such folder"));
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(err(&file).contains("is a file"));
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(run.join("config.toml"), "").unwrap();
+        assert!(err(&run).contains("is a run folder"), "{}", err(&run));
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(other.join("runs")).unwrap();
+        assert!(err(&other).contains("no manifest.json"));
+        let sweep = dir.path().join("sweep");
+        std::fs::create_dir(&sweep).unwrap();
+        std::fs::write(sweep.join("manifest.json"), "{}").unwrap();
+        check_sweep_folder(&sweep).unwrap();
+    }
 }

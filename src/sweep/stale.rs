@@ -9,8 +9,9 @@
 use super::expand::PlannedRun;
 use super::manifest::SweepDir;
 use crate::error::{Error, Result};
+use crate::train::folder::{lock_run_folder, move_aside};
 use crate::train::resume::{setting_differences, SettingDiff};
-use crate::train::run_dir::{lock_run_folder, move_aside};
+use crate::train::{RunFile, RunFolder};
 use std::path::{Path, PathBuf};
 
 /// How many differences one row's line names before "and N more".
@@ -56,9 +57,10 @@ impl StaleRow {
 /// the sweep file's now.
 pub fn stale_rows(dir: &SweepDir, runs: &[PlannedRun]) -> Vec<StaleRow> {
     runs.iter()
-        .filter(|r| dir.summary(&r.name).is_file())
-        .filter_map(|r| {
-            let saved = dir.run(&r.name).join("config.toml");
+        .map(|r| (r, RunFolder::at(&dir.run(&r.name))))
+        .filter(|(_, folder)| folder.finished())
+        .filter_map(|(r, folder)| {
+            let saved = folder.file(RunFile::Config);
             let (differences, problem) = match std::fs::read_to_string(&saved) {
                 Err(e) => (Vec::new(), Some(format!("{}: {e}", saved.display()))),
                 Ok(text) => match setting_differences(&text, &r.config) {

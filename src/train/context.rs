@@ -1,12 +1,12 @@
-//! A run's setup, the same for both engines: [`RunSetup`] reads the data and
-//! builds the models; [`RunContext::build`] adds what a run shares (device,
+//! A run's setup, the same for both engines: [`Setup`] reads the data and
+//! builds the models; [`Context::build`] adds what a run shares (device,
 //! run folder, start position, step count, time budget, evaluations) and
-//! hands over the parts an engine owns ([`RunParts`]: models, data, the
+//! hands over the parts an engine owns ([`Parts`]: models, data, the
 //! student's update, the soft-label source, the validator).
 
 use super::budget::TimeBudget;
-use super::resume::{Checkpoint, TrainPosition};
-use super::run_dir::RunDir;
+use super::engine::Job;
+use super::resume::TrainPosition;
 use super::step::StudentUpdate;
 use super::validation::Validator;
 use crate::config::Config;
@@ -15,7 +15,6 @@ use crate::data::{self, SplitKind};
 use crate::distill::{GradScaler, Schedule, Sgd};
 use crate::error::{Error, Result};
 use crate::eval::{EvalAttack, EvalReport, EvalSet, Evaluation};
-use crate::metrics::TrainMetrics;
 use crate::models::Model;
 use crate::perf::Perf;
 use crate::soft_labels::SoftLabelSource;
@@ -23,7 +22,7 @@ use std::sync::Arc;
 use tch::Device;
 
 /// Everything a run needs, built from the config (models loaded, data read).
-pub struct RunSetup {
+pub struct Setup {
     pub device: Device,
     /// `[perf]`, checked against the device.
     pub perf: Perf,
@@ -35,9 +34,9 @@ pub struct RunSetup {
     pub teacher: Option<Model>,
 }
 
-impl RunSetup {
+impl Setup {
     /// Checks paths and devices, reads the data and builds the models.
-    pub fn build(cfg: &Config) -> Result<RunSetup> {
+    pub fn build(cfg: &Config) -> Result<Setup> {
         let device = crate::device::resolve_device(&cfg.run.device)?;
         // [perf]: checked against the device; process settings before any threads start.
         let mut perf = cfg.perf.build(device)?;
@@ -83,7 +82,7 @@ impl RunSetup {
         if let Some(t) = teacher.as_mut().filter(|_| online) {
             perf.prepare_online_teacher(t);
         }
-        Ok(RunSetup {
+        Ok(Setup {
             device,
             perf,
             train,
@@ -112,7 +111,7 @@ pub fn eval_attacks(cfg: &Config) -> Result<Vec<EvalAttack>> {
 }
 
 /// What a run shares, whichever engine trains it.
-pub struct RunContext {
+pub struct Context {
     pub device: Device,
     /// `[perf]`, checked against the device.
     pub perf: Perf,
@@ -194,7 +193,7 @@ impl TestPlan {
 }
 
 /// What an engine owns of a run.
-pub struct RunParts {
+pub struct Parts {
     pub train: data::Split,
     pub test: TestPlan,
     /// Restored from the checkpoint when resuming.
@@ -207,16 +206,12 @@ pub struct RunParts {
     pub validator: Option<Validator>,
 }
 
-impl RunContext {
-    /// Reads the data, builds the models, restores `resume`, and sets up the
-    /// soft labels (counted in `metrics`) and the validator.
-    pub fn build(
-        cfg: &Config,
-        run_dir: Option<&RunDir>,
-        resume: Option<&Checkpoint>,
-        metrics: Option<TrainMetrics>,
-    ) -> Result<(RunContext, RunParts)> {
-        let RunSetup {
+impl Context {
+    /// Reads the data, builds the models, restores `job.resume`, and sets up
+    /// the soft labels (counted in `job.metrics`) and the validator.
+    pub fn build(job: &Job<'_>) -> Result<(Context, Parts)> {
+        let (cfg, resume, metrics) = (job.cfg, job.resume, job.metrics.cloned());
+        let Setup {
             device,
             perf,
             train,
@@ -224,7 +219,7 @@ impl RunContext {
             test,
             mut student,
             teacher,
-        } = RunSetup::build(cfg)?;
+        } = Setup::build(cfg)?;
         let total = total_steps(cfg, train.len());
         let mut sgd = Sgd::from_config(&student.vs, &cfg.optim);
         let start = match resume {
@@ -251,15 +246,16 @@ impl RunContext {
         if device.is_cuda() {
             soft_labels.keep_on_device(device)?;
         }
-        let validator = Validator::for_run(cfg, &validation, run_dir, resume.map(|_| start.epoch))?;
-        let ctx = RunContext {
+        let validator =
+            Validator::for_run(cfg, &validation, job.folder, resume.map(|_| start.epoch))?;
+        let ctx = Context {
             device,
             perf,
             start,
             total_steps: total,
             budget,
         };
-        let parts = RunParts {
+        let parts = Parts {
             train,
             test: TestPlan {
                 set: test,

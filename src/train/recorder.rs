@@ -1,48 +1,38 @@
 //! A run's bookkeeping, the same for both engines: the engine tells the
-//! [`Recorder`] that a step or an epoch ended, that a snapshot was evaluated,
-//! that the run finished, and the recorder writes the run folder's records
-//! (`metrics.jsonl`, `eval.jsonl`, `last.safetensors`, `training.png`,
-//! `stages.png`, the checkpoint), updates the metrics and logs one line each.
-//! Neither engine writes a record itself. Clones share one [`RunLog`], the
-//! epochs and evaluations recorded so far, which the run's result is read from.
+//! [`Recorder`] that a step or an epoch ended or that a snapshot was
+//! evaluated, and the recorder writes the run folder's records (the epoch
+//! and eval logs, the last weights, the checkpoint) through its
+//! [`RunFolder`], updates the metrics and logs one line each. Neither engine
+//! writes a record itself. Clones share one [`Records`], the epochs and
+//! evaluations recorded so far, which the run's result is read from.
 
-use super::records::{EpochRecord, EpochTrainStats, EvalRecord, StageReport};
+use super::folder::{RunFile, RunFolder};
+use super::records::{EpochRecord, EvalRecord};
 use super::resume::{self, Checkpoint, TrainPosition, TrainState};
-use super::run_dir::RunDir;
 use super::validation::Validator;
 use crate::config::Config;
 use crate::distill::Sgd;
 use crate::error::Result;
 use crate::metrics::TrainMetrics;
 use crate::models::Model;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// The run folder's record files.
-pub const METRICS_LOG: &str = "metrics.jsonl";
-pub const EVAL_LOG: &str = "eval.jsonl";
-pub const LAST_WEIGHTS: &str = "last.safetensors";
-pub const TRAINING_PLOT: &str = "training.png";
-pub const STAGES_PLOT: &str = "stages.png";
-pub const FINAL_WEIGHTS: &str = "final.safetensors";
 
 /// What a run has recorded: a resumed run's earlier epochs and evaluations,
 /// then this process's.
 #[derive(Debug, Clone, Default)]
-pub struct RunLog {
-    /// A resumed run's earlier epochs have no timing ([`EpochRecord::restored`]).
+pub struct Records {
+    /// A resumed run's earlier epochs come from its checkpoint.
     pub epochs: Vec<EpochRecord>,
     pub evals: Vec<EvalRecord>,
 }
 
 /// Writes one run's records (no files without a run folder, no metrics
-/// without them) and keeps its [`RunLog`].
+/// without them) and keeps its [`Records`].
 #[derive(Clone, Default)]
 pub struct Recorder {
-    dir: Option<RunDir>,
+    dir: Option<RunFolder>,
     metrics: Option<TrainMetrics>,
-    log: Arc<Mutex<RunLog>>,
+    log: Arc<Mutex<Records>>,
     /// The config of the training run recorded ([`Recorder::training`]).
     config: Option<Arc<Config>>,
     /// Wall-clock seconds of a resumed run's earlier processes.
@@ -50,7 +40,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(dir: Option<RunDir>, metrics: Option<TrainMetrics>) -> Recorder {
+    pub fn new(dir: Option<RunFolder>, metrics: Option<TrainMetrics>) -> Recorder {
         Recorder {
             dir,
             metrics,
@@ -62,20 +52,20 @@ impl Recorder {
     /// A resumption continues the log of the process that wrote `resume`:
     /// its finished epochs, the evaluations in the run folder (which are
     /// not recorded again) and its wall-clock time.
-    pub fn training(mut self, cfg: &Config, resume: Option<&Checkpoint>) -> Recorder {
+    pub fn training(mut self, cfg: &Config, resume: Option<&Checkpoint>) -> Result<Recorder> {
         self.config = Some(Arc::new(cfg.clone()));
         if let Some(c) = resume {
             self.wall_before = c.state.wall_s;
-            *self.lock() = RunLog {
-                epochs: c.state.epochs.iter().map(EpochRecord::restored).collect(),
-                evals: self
-                    .dir
-                    .as_ref()
-                    .map(|d| d.read_jsonl(EVAL_LOG))
-                    .unwrap_or_default(),
+            let evals = match &self.dir {
+                Some(d) => d.read_records(RunFile::EvalLog)?,
+                None => Vec::new(),
+            };
+            *self.lock() = Records {
+                epochs: c.state.epochs.clone(),
+                evals,
             };
         }
-        self
+        Ok(self)
     }
 
     /// The run's metrics, when it exports them.
@@ -84,13 +74,13 @@ impl Recorder {
     }
 
     /// The epochs and evaluations recorded so far.
-    pub fn log(&self) -> RunLog {
+    pub fn log(&self) -> Records {
         self.lock().clone()
     }
 
     /// The epochs recorded so far (what a checkpoint keeps).
-    pub fn epochs(&self) -> Vec<EpochTrainStats> {
-        self.lock().epochs.iter().map(EpochRecord::stats).collect()
+    pub fn epochs(&self) -> Vec<EpochRecord> {
+        self.lock().epochs.clone()
     }
 
     /// Whether the test evaluation after `epoch` epochs is recorded already
@@ -122,26 +112,18 @@ impl Recorder {
         };
         let wall_s = self.wall_before + dir.seconds_open();
         let state = TrainState::new(cfg, position, self.epochs(), wall_s);
-        resume::write(&dir.file(resume::CHECKPOINT_FILE), student, sgd, &state)
+        resume::write(&dir.file(RunFile::Checkpoint), student, sgd, &state)
     }
 
-    /// Where the final weights go: `final.safetensors` in the run folder and
-    /// `run.save_final`.
-    pub fn final_weights_paths(&self) -> Vec<PathBuf> {
-        let in_folder = self.dir.as_ref().map(|d| d.file(FINAL_WEIGHTS));
-        let save_final = self.config.as_ref().and_then(|c| c.run.save_final.clone());
-        in_folder.into_iter().chain(save_final).collect()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, RunLog> {
+    fn lock(&self) -> MutexGuard<'_, Records> {
         // A panic elsewhere cannot leave a half-pushed Vec: keep the log.
         self.log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An epoch ended with `student`'s weights: its line of `metrics.jsonl`,
-    /// `last.safetensors`, and the log line.
+    /// An epoch ended with `student`'s weights: its epoch record, the last
+    /// weights, and the log line.
     pub fn epoch_end(&self, record: &EpochRecord, student: &Model) -> Result<()> {
         log::info!(
             "epoch {}: {}, mean loss {:.5}, lr {:.4}, {:.1} images/s",
@@ -153,8 +135,8 @@ impl Recorder {
         );
         self.lock().epochs.push(record.clone());
         if let Some(dir) = &self.dir {
-            student.save(&dir.file(LAST_WEIGHTS))?;
-            dir.append_jsonl(METRICS_LOG, record)?;
+            dir.save_model(RunFile::LastWeights, student)?;
+            dir.append_jsonl(RunFile::EpochLog, record)?;
         }
         Ok(())
     }
@@ -169,7 +151,7 @@ impl Recorder {
         }
     }
 
-    /// A snapshot was evaluated on the test set: its line of `eval.jsonl`,
+    /// A snapshot was evaluated on the test set: its eval record,
     /// the evaluation metrics (`/status`, Prometheus), the log line, and the
     /// result for `validator`'s best checkpoint.
     /// An epoch already recorded (a resumed run's evaluation owed twice) is
@@ -177,8 +159,9 @@ impl Recorder {
     pub fn evaluated(&self, record: EvalRecord, validator: Option<&mut Validator>) -> Result<()> {
         if self.has_eval(record.epoch) {
             log::debug!(
-                "eval after epoch {} is in {EVAL_LOG} already: not recorded again",
-                record.epoch
+                "eval after epoch {} is in {} already: not recorded again",
+                record.epoch,
+                RunFile::EvalLog
             );
             if let Some(v) = validator {
                 v.record_test(record.epoch, &record.report)?;
@@ -207,51 +190,12 @@ impl Recorder {
             m.record_eval(record.epoch as u64, record.step as u64, &results);
         }
         if let Some(dir) = &self.dir {
-            dir.append_jsonl(EVAL_LOG, &record)?;
+            dir.append_jsonl(RunFile::EvalLog, &record)?;
         }
         if let Some(v) = validator {
             v.record_test(record.epoch, &record.report)?;
         }
         self.lock().evals.push(record);
         Ok(())
-    }
-
-    /// The run finished: `training.png` (loss and accuracy per epoch, from
-    /// the records of the whole run, resumptions included) and `stages.png`
-    /// (per-stage throughput; no bars for the sequential engine, which has no
-    /// stages). A plot that cannot be drawn is a warning, not a failure.
-    pub fn finished(&self, stages: &[StageReport]) {
-        let Some(dir) = &self.dir else {
-            return;
-        };
-        let loss: Vec<(usize, f64)> = dir
-            .read_jsonl::<serde_json::Value>(METRICS_LOG)
-            .into_iter()
-            .filter_map(|r| Some((r["epoch"].as_u64()? as usize, r["mean_loss"].as_f64()?)))
-            .collect();
-        let acc: Vec<(usize, BTreeMap<String, f64>)> = dir
-            .read_jsonl::<EvalRecord>(EVAL_LOG)
-            .into_iter()
-            .map(|e| (e.epoch, e.report.accuracy.into_iter().collect()))
-            .collect();
-        if let Err(e) = crate::report::plots::training_curves(&dir.file(TRAINING_PLOT), &loss, &acc)
-        {
-            log::warn!("{e}");
-        }
-        let bars: Vec<_> = stages
-            .iter()
-            .map(|s| {
-                (
-                    s.stage.clone(),
-                    s.images_per_s,
-                    s.busy_share,
-                    s.blocked_share,
-                    s.idle_share,
-                )
-            })
-            .collect();
-        if let Err(e) = crate::report::plots::stage_throughput(&dir.file(STAGES_PLOT), &bars) {
-            log::warn!("{e}");
-        }
     }
 }

@@ -12,8 +12,8 @@
 //! itself (entries missing after a kill are recomputed bit-identically), and
 //! `eval.jsonl` is trimmed to the checkpoint on resume.
 
-use super::records::EpochTrainStats;
-use super::RunDir;
+use super::folder::{self, RunFile, RunFolder};
+use super::records::{EpochRecord, EvalRecord};
 use crate::checkpoint::ckpt_err;
 use crate::config::{Config, ResumePolicy};
 use crate::distill::Sgd;
@@ -24,8 +24,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
-/// File name of the training checkpoint inside the run folder.
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 const STATE_KEY: &str = "__state__";
 const MODEL_PREFIX: &str = "model.";
 const OPTIM_PREFIX: &str = "optim.";
@@ -82,8 +80,11 @@ pub struct TrainState {
     pub format: u32,
     pub position: TrainPosition,
     /// Epochs completed so far.
-    pub epochs: Vec<EpochTrainStats>,
-    /// True once the run completed all its steps.
+    pub epochs: Vec<EpochRecord>,
+    /// Always false when written: a finished run is marked by its
+    /// `summary.json` (the checkpoint is not rewritten). A checkpoint that
+    /// says true is refused like a finished run.
+    #[serde(default)]
     pub finished: bool,
     /// Student architecture.
     pub arch: String,
@@ -99,7 +100,7 @@ impl TrainState {
     pub fn new(
         cfg: &Config,
         position: TrainPosition,
-        epochs: Vec<EpochTrainStats>,
+        epochs: Vec<EpochRecord>,
         wall_s: f64,
     ) -> Self {
         TrainState {
@@ -277,27 +278,58 @@ pub fn config_differences(saved: &str, cfg: &Config) -> Result<Vec<String>> {
 /// `run.resume`, whether the run continues from its checkpoint:
 /// - an unfinished checkpoint is resumed (`auto`, `always`); its records stay
 ///   up to the checkpoint and the later ones are dropped (they are redone);
-/// - a finished run (its `summary.json`, or a checkpoint marked finished) is
-///   never touched unless the user asks: `auto` refuses, naming `--fresh`;
+/// - a finished run (its `summary.json`) is never touched unless the user
+///   asks: `auto` refuses, naming `--fresh`;
 /// - starting afresh (`never`, i.e. `--fresh`, or `auto` on leftovers of a run
 ///   killed before its first checkpoint) first moves the earlier files to
 ///   `NAME.previous-N`, so that no folder ever mixes two runs.
-pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
-    let folder = super::run_dir::run_path(cfg);
-    let lock = super::run_dir::lock_run_folder(&folder)?;
-    let path = folder.join(CHECKPOINT_FILE);
+pub fn open_run(cfg: &Config) -> Result<(RunFolder, Option<Checkpoint>)> {
+    let path = folder::run_path(cfg);
+    let lock = folder::lock_run_folder(&path)?;
+    let checkpoint = checkpoint_to_resume(cfg, &RunFolder::at(&path))?;
+    let Some(ckpt) = checkpoint else {
+        if folder::has_files(&path) {
+            let aside = folder::move_aside(&path)?;
+            log::warn!(
+                "{}: the earlier run's files were moved to {} (this run starts afresh)",
+                path.display(),
+                aside.display()
+            );
+        }
+        return Ok((RunFolder::open(cfg, lock, false)?, None));
+    };
+    let dir = RunFolder::open(cfg, lock, true)?;
+    let done = ckpt.state.epochs.len();
+    let step = ckpt.state.position.step;
+    dir.retain_records(RunFile::EpochLog, |r: &EpochRecord| r.epoch <= done)?;
+    dir.retain_records(RunFile::EvalLog, |r: &EvalRecord| r.step <= step)?;
+    log::info!(
+        "resuming {} at step {} (epoch {}, batch {})",
+        ckpt.path.display(),
+        step,
+        ckpt.state.position.epoch + 1,
+        ckpt.state.position.batch_in_epoch
+    );
+    Ok((dir, Some(ckpt)))
+}
+
+/// The checkpoint in `folder` that `cfg`'s `run.resume` continues from
+/// (None: start afresh); a finished run, or a config that differs in a
+/// training setting, is refused.
+fn checkpoint_to_resume(cfg: &Config, folder: &RunFolder) -> Result<Option<Checkpoint>> {
+    let path = folder.file(RunFile::Checkpoint);
     let fresh_hint =
         "start afresh with --fresh (or run.resume = \"never\"), or use another run.name";
-    let finished_summary = folder.join("summary.json").is_file();
-    let checkpoint = match cfg.run.resume {
-        ResumePolicy::Never => None,
+    let finished = folder.finished();
+    match cfg.run.resume {
+        ResumePolicy::Never => Ok(None),
         ResumePolicy::Auto | ResumePolicy::Always if path.exists() => {
             let ckpt = read(&path).map_err(|e| Error::RunFolder {
-                path: folder.clone(),
+                path: folder.path.clone(),
                 message: format!("{e}; {fresh_hint}"),
             })?;
-            if ckpt.state.finished || finished_summary {
-                return Err(finished_run_error(&folder, cfg.run.resume));
+            if ckpt.state.finished || finished {
+                return Err(finished_run_error(&folder.path, cfg.run.resume));
             }
             let diffs = config_differences(&ckpt.state.config, cfg)?;
             if !diffs.is_empty() {
@@ -310,60 +342,28 @@ pub fn open_run(cfg: &Config) -> Result<(RunDir, Option<Checkpoint>)> {
                     ),
                 ));
             }
-            Some(ckpt)
+            Ok(Some(ckpt))
         }
-        ResumePolicy::Auto | ResumePolicy::Always if finished_summary => {
-            return Err(finished_run_error(&folder, cfg.run.resume));
+        ResumePolicy::Auto | ResumePolicy::Always if finished => {
+            Err(finished_run_error(&folder.path, cfg.run.resume))
         }
-        ResumePolicy::Always => {
-            return Err(ckpt_err(
-                &path,
-                "nothing to resume: no checkpoint in the run folder",
-            ))
-        }
-        ResumePolicy::Auto => None,
-    };
-    let dir = match &checkpoint {
-        None => {
-            if super::run_dir::has_files(&folder) {
-                let aside = super::run_dir::move_aside(&folder)?;
-                log::warn!(
-                    "{}: the earlier run's files were moved to {} (this run starts afresh)",
-                    folder.display(),
-                    aside.display()
-                );
-            }
-            RunDir::open(cfg, lock, false)?
-        }
-        Some(ckpt) => {
-            let dir = RunDir::open(cfg, lock, true)?;
-            let done = ckpt.state.epochs.len();
-            let step = ckpt.state.position.step;
-            dir.retain_jsonl("metrics.jsonl", |r| {
-                r["epoch"].as_u64().is_some_and(|e| e as usize <= done)
-            })?;
-            dir.retain_jsonl("eval.jsonl", |r| {
-                r["step"].as_u64().is_some_and(|s| s as usize <= step)
-            })?;
-            log::info!(
-                "resuming {} at step {} (epoch {}, batch {})",
-                ckpt.path.display(),
-                step,
-                ckpt.state.position.epoch + 1,
-                ckpt.state.position.batch_in_epoch
-            );
-            dir
-        }
-    };
-    Ok((dir, checkpoint))
+        ResumePolicy::Always => Err(ckpt_err(
+            &path,
+            "nothing to resume: no checkpoint in the run folder",
+        )),
+        ResumePolicy::Auto => Ok(None),
+    }
 }
 
 /// A finished run's folder is left as it is unless the user says otherwise.
 fn finished_run_error(folder: &Path, policy: ResumePolicy) -> Error {
     let what = if policy == ResumePolicy::Always {
-        "nothing to resume: it holds a finished run"
+        "nothing to resume: it holds a finished run".to_string()
     } else {
-        "holds a finished run (summary.json); its files were left as they are"
+        format!(
+            "holds a finished run ({}); its files were left as they are",
+            RunFile::Summary
+        )
     };
     Error::RunFolder {
         path: folder.to_owned(),
@@ -372,21 +372,6 @@ fn finished_run_error(folder: &Path, policy: ResumePolicy) -> Error {
             folder.display()
         ),
     }
-}
-
-/// Marks the checkpoint in `dir` as belonging to a finished run (the job's
-/// last act), so that no later run resumes from it. No checkpoint, nothing to do.
-pub fn mark_finished(dir: &RunDir) -> Result<()> {
-    let path = dir.file(CHECKPOINT_FILE);
-    if !path.exists() {
-        return Ok(());
-    }
-    let mut all = crate::checkpoint::read(&path)?;
-    let mut state = read(&path)?.state;
-    state.finished = true;
-    let json = serde_json::to_vec(&state).map_err(Error::json("training state"))?;
-    all.insert(STATE_KEY.to_string(), Tensor::from_slice(&json));
-    crate::checkpoint::write_atomic(&path, &all.into_iter().collect::<Vec<_>>())
 }
 
 #[cfg(test)]

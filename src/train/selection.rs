@@ -14,16 +14,12 @@
 //! attack (the paper's number) minus the worst case over every evaluation run,
 //! in percentage points: how much the paper's number flatters the model.
 
+use super::folder::RunFile;
 use super::overfit_guard::Collapse;
 use crate::config::GuardAction;
 use crate::eval::EvalReport;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-
-/// File names in the run folder.
-pub const BEST_WEIGHTS: &str = "best.safetensors";
-pub const BEST_RECORD: &str = "best.json";
-pub const VALIDATION_LOG: &str = "validation.jsonl";
 
 /// Validation accuracies of one snapshot, in percent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,7 +114,7 @@ pub struct SelectionSummary {
 }
 
 /// The heading of a checkpoint's test numbers in the end-of-run block.
-fn heading(checkpoint: &str, file: &str, report: &EvalReport) -> String {
+fn heading(checkpoint: &str, file: RunFile, report: &EvalReport) -> String {
     format!(
         "{checkpoint} checkpoint ({file}) on the test split, first {} images{}:\n",
         crate::eval::interval::thousands(report.images as u64),
@@ -158,7 +154,7 @@ impl SelectionSummary {
     pub fn table(&self) -> String {
         let mut s = String::new();
         if let Some(r) = &self.final_test {
-            s += &heading("final", super::recorder::FINAL_WEIGHTS, r);
+            s += &heading("final", RunFile::FinalWeights, r);
             s += &r.lines(14);
         }
         if let Some(b) = &self.best_validation {
@@ -171,7 +167,7 @@ impl SelectionSummary {
                 crate::eval::interval::accuracy_text(b.validation.robust, b.images, 2),
             );
             if let Some(r) = &self.best_test {
-                s += &heading("best", BEST_WEIGHTS, r);
+                s += &heading("best", RunFile::BestWeights, r);
                 s += &r.lines(14);
             }
         }

@@ -18,12 +18,9 @@
 //! epoch) and [`SelectionHandle::roll_back`] makes the best-by-validation
 //! checkpoint the final result.
 
+use super::folder::{RunFile, RunFolder};
 use super::overfit_guard::{GuardPoint, OverfitGuard, StopFlag};
-use super::run_dir::RunDir;
-use super::selection::{
-    BestRecord, GuardSummary, SelectionSummary, ValidationScore, BEST_RECORD, BEST_WEIGHTS,
-    VALIDATION_LOG,
-};
+use super::selection::{BestRecord, GuardSummary, SelectionSummary, ValidationScore};
 use crate::config::{AttackConfig, Config, GuardAction};
 use crate::data::Split;
 use crate::error::{Error, Result};
@@ -31,7 +28,6 @@ use crate::eval::{self, EvalAttack, EvalReport, EvalSet};
 use crate::models::Model;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tch::{Device, Tensor};
 
@@ -78,10 +74,10 @@ impl SelectionHandle {
     }
 
     /// When the guard stopped training: loads the best-by-validation weights
-    /// into `model` and saves them to each of `paths` (the final-checkpoint
-    /// files). Returns the epoch rolled back to; `None` when there was no stop
-    /// (or nothing to roll back to, which is logged).
-    pub fn roll_back(&self, model: &Model, paths: &[PathBuf]) -> Result<Option<usize>> {
+    /// into `model` (which the run then saves as its final weights). Returns
+    /// the epoch rolled back to; `None` when there was no stop (or nothing to
+    /// roll back to, which is logged).
+    pub fn roll_back(&self, model: &Model) -> Result<Option<usize>> {
         let mut lock = self.lock()?;
         let state = &mut *lock;
         let Some(guard) = state.guard.as_mut() else {
@@ -98,9 +94,6 @@ impl SelectionHandle {
             return Ok(None);
         };
         load_named(model, weights)?;
-        for path in paths {
-            model.save(path)?;
-        }
         let epoch = best.epoch;
         log::warn!(
             "guard: final result rolled back to the best-by-validation checkpoint of epoch {epoch}"
@@ -167,7 +160,7 @@ pub struct Validator {
     seed: u64,
     guard: Option<OverfitGuard>,
     stop: StopFlag,
-    dir: Option<RunDir>,
+    dir: Option<RunFolder>,
     state: SelectionHandle,
     /// Epochs whose line `validation.jsonl` holds (a resumed run's included):
     /// never validated twice.
@@ -184,7 +177,7 @@ impl Validator {
     pub fn for_run(
         cfg: &Config,
         validation: &Split,
-        dir: Option<&RunDir>,
+        dir: Option<&RunFolder>,
         resumed_epochs: Option<usize>,
     ) -> Result<Option<Validator>> {
         if validation.is_empty() {
@@ -220,7 +213,11 @@ impl Validator {
         };
         match (dir, resumed_epochs) {
             (Some(dir), None) => {
-                for name in [VALIDATION_LOG, BEST_RECORD, BEST_WEIGHTS] {
+                for name in [
+                    RunFile::ValidationLog,
+                    RunFile::BestRecord,
+                    RunFile::BestWeights,
+                ] {
                     let file = dir.file(name);
                     if file.exists() {
                         std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
@@ -320,10 +317,10 @@ impl Validator {
                 validation: score,
             };
             if let Some(dir) = &self.dir {
-                model.save(&dir.file(BEST_WEIGHTS))?;
+                dir.save_model(RunFile::BestWeights, model)?;
                 let json = serde_json::to_string_pretty(&record)
                     .map_err(Error::json("best checkpoint record"))?;
-                dir.write_text(BEST_RECORD, &(json + "\n"))?;
+                dir.write_text(RunFile::BestRecord, &(json + "\n"))?;
             }
             state.best = Some(record);
             state.best_weights = Some(cpu_copy(model));
@@ -361,7 +358,7 @@ impl Validator {
         self.validated.insert(epoch);
         if let Some(dir) = &self.dir {
             dir.append_jsonl(
-                VALIDATION_LOG,
+                RunFile::ValidationLog,
                 &ValidationLine {
                     epoch,
                     step,
@@ -416,11 +413,11 @@ impl Validator {
     /// Carries a resumed run's findings over: the validation lines of its
     /// first `epochs` epochs (later ones are dropped), the guard's memory, and
     /// the best checkpoint when it is among them.
-    fn restore(&mut self, dir: &RunDir, epochs: usize) -> Result<()> {
-        dir.retain_jsonl(VALIDATION_LOG, |r| {
-            serde_json::from_value::<ValidationLine>(r.clone()).is_ok_and(|l| l.epoch <= epochs)
+    fn restore(&mut self, dir: &RunFolder, epochs: usize) -> Result<()> {
+        dir.retain_records(RunFile::ValidationLog, |l: &ValidationLine| {
+            l.epoch <= epochs
         })?;
-        let lines: Vec<ValidationLine> = dir.read_jsonl(VALIDATION_LOG);
+        let lines: Vec<ValidationLine> = dir.read_records(RunFile::ValidationLog)?;
         self.validated = lines.iter().map(|l| l.epoch).collect();
         let mut state = self.state.lock()?;
         if let (Some(guard), Some(summary)) = (&mut self.guard, state.guard.as_mut()) {
@@ -434,12 +431,10 @@ impl Validator {
                 }
             }
         }
-        let record: Option<BestRecord> = std::fs::read_to_string(dir.file(BEST_RECORD))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let record: Option<BestRecord> = dir.read_json(RunFile::BestRecord)?;
         match record {
             Some(best) if best.epoch <= epochs => {
-                let weights = crate::checkpoint::read(&dir.file(BEST_WEIGHTS))?;
+                let weights = crate::checkpoint::read(&dir.file(RunFile::BestWeights))?;
                 state.best = Some(best);
                 state.best_weights = Some(weights);
             }
@@ -492,22 +487,15 @@ mod tests {
             });
             s.best_weights = Some(cpu_copy(&model(0.25)));
         }
-        assert_eq!(handle.roll_back(&m, &[]).unwrap(), None);
+        assert_eq!(handle.roll_back(&m).unwrap(), None);
         assert_eq!(first_value(&m), 1.0);
         handle.lock().unwrap().guard = Some(GuardSummary {
             action: GuardAction::Stop,
             stopped_after_epoch: Some(4),
             ..GuardSummary::default()
         });
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("final.safetensors");
-        assert_eq!(
-            handle.roll_back(&m, std::slice::from_ref(&out)).unwrap(),
-            Some(2)
-        );
+        assert_eq!(handle.roll_back(&m).unwrap(), Some(2));
         assert_eq!(first_value(&m), 0.25);
-        let saved = Model::load(m.arch, Device::Cpu, &out).unwrap();
-        assert_eq!(first_value(&saved), 0.25);
         // After the roll-back the final numbers are the best checkpoint's.
         let best_test = EvalReport {
             images: 10,

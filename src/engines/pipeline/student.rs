@@ -6,8 +6,8 @@ use super::attack::WeightBoard;
 use super::messages::{AttackedBatch, Snapshot};
 use super::weights::WeightLayout;
 use crate::models::Model;
+use crate::train::context::Context;
 use crate::train::context::EvalSchedule;
-use crate::train::context::RunContext;
 use crate::train::recorder::Recorder;
 use crate::train::records::EpochTally;
 use crate::train::step::StudentUpdate;
@@ -19,8 +19,8 @@ pub struct StudentStage {
     layout: WeightLayout,
     board: WeightBoard,
     compute: super::Compute,
-    /// Writes `metrics.jsonl` and `last.safetensors` at epoch ends, the
-    /// checkpoints and the final weights, keeps the epochs.
+    /// Writes the epoch records and the last weights at epoch ends and the
+    /// checkpoints, keeps the epochs.
     recorder: Recorder,
     /// When the eval stage evaluates a snapshot.
     eval_plan: EvalSchedule,
@@ -39,11 +39,11 @@ pub struct StudentStage {
 
 impl StudentStage {
     /// The student stage of the run `ctx`: it trains from `ctx.start`, writes
-    /// the checkpoint (`run.checkpoint_every_steps`, epoch ends) and the final
-    /// weights into the run folder and `run.save_final`, publishes each step's
-    /// weights on `board` and sends the snapshots `eval_plan` asks for.
+    /// the checkpoint (`run.checkpoint_every_steps`, epoch ends), publishes
+    /// each step's weights on `board` and sends the snapshots `eval_plan`
+    /// asks for.
     pub fn for_run(
-        ctx: &RunContext,
+        ctx: &Context,
         student: Model,
         update: StudentUpdate,
         board: WeightBoard,
@@ -220,9 +220,6 @@ impl Stage for StudentStage {
             // Resumed after the last step (killed during the final evaluation): evaluate it now.
             let epochs = self.recorder.epochs().len();
             out.send(self.snapshot(epochs, true, self.eval_plan.images))?;
-        }
-        for path in self.recorder.final_weights_paths() {
-            self.student.save(&path)?;
         }
         Ok(())
     }
