@@ -149,3 +149,27 @@ fn train_never_imports_engines() {
         "src/train/ names crate::engines: what runs share must not depend on an engine"
     );
 }
+
+#[test]
+fn engines_use_train_through_its_root() {
+    // `crate::train::X` is an item train re-exports; `crate::train::m::X`
+    // would reach into one of its modules.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engines");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (at, _) in line.match_indices("crate::train::") {
+                let rest = &line[at + "crate::train::".len()..];
+                let ident: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let into_module = ident.starts_with(|c: char| c.is_ascii_lowercase())
+                    && rest[ident.len()..].starts_with("::");
+                assert!(!into_module, "{}: {line}", file.display());
+            }
+        }
+    }
+}

@@ -9,14 +9,11 @@ use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::perf::ComputeCopy;
 use crate::soft_labels::{SoftLabelSource, ViewSet};
-use crate::train::budget::{off_the_clock, TimeBudget};
-use crate::train::context::{Context, Parts, TestPlan};
-use crate::train::recorder::{Recorder, Records};
-use crate::train::records::{EpochTally, EvalRecord};
-use crate::train::resume::TrainPosition;
-use crate::train::step::{adversarial_batch, attack_key, StudentUpdate};
-use crate::train::validation::Validator;
-use crate::train::{Engine, Job, Trained};
+use crate::train::{
+    adversarial_batch, attack_key, off_the_clock, Context, Engine, EpochTally, EvalRecord, Job,
+    Parts, Recorder, Records, StudentUpdate, TestPlan, TimeBudget, TrainPosition, Trained,
+    Validator,
+};
 use ard_actors::CancelToken;
 
 /// The sequential engine.

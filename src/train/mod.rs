@@ -22,7 +22,14 @@ pub mod selection;
 pub mod step;
 pub mod validation;
 
+// What the engines use, named here so that they never reach into a module.
+pub use budget::{off_the_clock, TimeBudget};
+pub use context::{Context, EvalSchedule, Parts, Setup, TestPlan};
 pub use engine::{Engine, Job, Trained};
 pub use folder::{RunFile, RunFolder};
-pub use records::Summary;
-pub use step::{StudentUpdate, TRAIN_NOISE_STREAM};
+pub use overfit_guard::StopFlag;
+pub use recorder::{Recorder, Records};
+pub use records::{EpochRecord, EpochTally, EvalRecord, StageReport, Summary};
+pub use resume::{Checkpoint, TrainPosition};
+pub use step::{adversarial_batch, attack_key, StudentUpdate, TRAIN_NOISE_STREAM};
+pub use validation::{SelectionHandle, Validator};

@@ -19,7 +19,7 @@
 //! checkpoint the final result.
 
 use super::folder::{RunFile, RunFolder};
-use super::overfit_guard::{GuardPoint, OverfitGuard, StopFlag};
+use super::overfit_guard::{Collapse, GuardPoint, OverfitGuard, StopFlag};
 use super::selection::{BestRecord, GuardSummary, SelectionSummary, ValidationScore};
 use crate::config::{AttackConfig, Config, GuardAction};
 use crate::data::Split;
@@ -303,37 +303,16 @@ impl Validator {
             robust: acc(&attack),
         };
         let train_attack = self.guard.is_some().then(|| acc("train_attack"));
-        let mut state = self.state.lock()?;
-        let is_best = state
-            .best
-            .as_ref()
-            .is_none_or(|b| score.beats(&b.validation));
-        if is_best {
-            let record = BestRecord {
+        let is_best = self.keep_if_best(
+            model,
+            BestRecord {
                 epoch,
                 step,
                 attack: attack.clone(),
                 images: self.images,
                 validation: score,
-            };
-            if let Some(dir) = &self.dir {
-                dir.save_model(RunFile::BestWeights, model)?;
-                let json = serde_json::to_string_pretty(&record)
-                    .map_err(Error::json("best checkpoint record"))?;
-                dir.write_text(RunFile::BestRecord, &(json + "\n"))?;
-            }
-            state.best = Some(record);
-            state.best_weights = Some(cpu_copy(model));
-            state.best_test = None;
-        }
-        let collapse = match (&mut self.guard, train_attack) {
-            (Some(guard), Some(train_attack)) => guard.observe(GuardPoint {
-                epoch,
-                robust: score.robust,
-                train_attack,
-            }),
-            _ => None,
-        };
+            },
+        )?;
         log::info!(
             "validation after epoch {epoch} ({} images): natural {:.2}%, {attack} {:.2}%{}{}",
             self.images,
@@ -344,17 +323,7 @@ impl Validator {
                 .unwrap_or_default(),
             if is_best { " (best so far)" } else { "" }
         );
-        if let (Some(c), Some(guard)) = (collapse, state.guard.as_mut()) {
-            guard.collapses.push(c);
-            if guard.action == GuardAction::Stop {
-                log::warn!("guard: {c}; stopping training (guard.action = \"stop\")");
-                guard.stopped_after_epoch = Some(epoch);
-                self.stop.raise();
-            } else {
-                log::warn!("guard: {c} (guard.action = \"warn\")");
-            }
-        }
-        drop(state);
+        let collapse = self.watch(epoch, score.robust, train_attack)?;
         self.validated.insert(epoch);
         if let Some(dir) = &self.dir {
             dir.append_jsonl(
@@ -373,6 +342,56 @@ impl Validator {
             )?;
         }
         Ok(self.stop.is_raised())
+    }
+
+    /// Keeps `model` as the best snapshot (its weights and `record` also in
+    /// the run folder) when its score beats the best so far; returns whether it did.
+    fn keep_if_best(&self, model: &Model, record: BestRecord) -> Result<bool> {
+        let mut state = self.state.lock()?;
+        let beaten = |b: &BestRecord| !record.validation.beats(&b.validation);
+        if state.best.as_ref().is_some_and(beaten) {
+            return Ok(false);
+        }
+        if let Some(dir) = &self.dir {
+            dir.save_model(RunFile::BestWeights, model)?;
+            let json = serde_json::to_string_pretty(&record)
+                .map_err(Error::json("best checkpoint record"))?;
+            dir.write_text(RunFile::BestRecord, &(json + "\n"))?;
+        }
+        state.best = Some(record);
+        state.best_weights = Some(cpu_copy(model));
+        state.best_test = None;
+        Ok(true)
+    }
+
+    /// The guard's look at the snapshot after `epoch` epochs: a collapse is
+    /// recorded and, with `guard.action = "stop"`, raises the stop flag.
+    fn watch(
+        &mut self,
+        epoch: usize,
+        robust: f64,
+        train_attack: Option<f64>,
+    ) -> Result<Option<Collapse>> {
+        let collapse = match (&mut self.guard, train_attack) {
+            (Some(guard), Some(train_attack)) => guard.observe(GuardPoint {
+                epoch,
+                robust,
+                train_attack,
+            }),
+            _ => None,
+        };
+        let mut state = self.state.lock()?;
+        if let (Some(c), Some(guard)) = (collapse, state.guard.as_mut()) {
+            guard.collapses.push(c);
+            if guard.action == GuardAction::Stop {
+                log::warn!("guard: {c}; stopping training (guard.action = \"stop\")");
+                guard.stopped_after_epoch = Some(epoch);
+                self.stop.raise();
+            } else {
+                log::warn!("guard: {c} (guard.action = \"warn\")");
+            }
+        }
+        Ok(collapse)
     }
 
     /// The test report of the snapshot of `epoch` (evaluated by the caller):

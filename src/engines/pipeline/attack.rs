@@ -9,7 +9,7 @@ use super::messages::{AttackedBatch, BnUpdate, TaughtBatch};
 use super::weights::WeightLayout;
 use crate::attacks::Attack;
 use crate::models::Model;
-use crate::train::step::{adversarial_batch, attack_key};
+use crate::train::{adversarial_batch, attack_key};
 use ard_actors::mailbox::Mailbox;
 use ard_actors::{Emitter, Stage, StageError};
 use tch::Tensor;

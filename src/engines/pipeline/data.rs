@@ -26,9 +26,9 @@ pub struct DataStage {
     step: usize,
     plan: Option<data::Batches>,
     /// Raised by the overfitting guard (issue 6): produce nothing more.
-    stop: Option<crate::train::overfit_guard::StopFlag>,
+    stop: Option<crate::train::StopFlag>,
     /// `train.max_seconds`: once spent, the next batch is the run's last.
-    budget: Option<std::sync::Arc<crate::train::budget::TimeBudget>>,
+    budget: Option<std::sync::Arc<crate::train::TimeBudget>>,
     /// Whether this process has produced a batch yet.
     produced: bool,
 }
@@ -65,23 +65,20 @@ impl DataStage {
     /// Ends the run when `budget` is spent: the batch produced then is the
     /// last (as in the sequential trainer: the step begun after the budget is
     /// spent is the run's last).
-    pub fn within(
-        mut self,
-        budget: Option<std::sync::Arc<crate::train::budget::TimeBudget>>,
-    ) -> Self {
+    pub fn within(mut self, budget: Option<std::sync::Arc<crate::train::TimeBudget>>) -> Self {
         self.budget = budget;
         self
     }
 
     /// Ends the run early once `stop` is raised (the pipeline then drains).
-    pub fn stopping_on(mut self, stop: Option<crate::train::overfit_guard::StopFlag>) -> Self {
+    pub fn stopping_on(mut self, stop: Option<crate::train::StopFlag>) -> Self {
         self.stop = stop;
         self
     }
 
     /// Starts at `position` (a resumption): the batches before it are skipped
     /// without being built.
-    pub fn starting_at(mut self, position: &crate::train::resume::TrainPosition) -> Self {
+    pub fn starting_at(mut self, position: &crate::train::TrainPosition) -> Self {
         self.epoch = position.epoch;
         self.batch_in_epoch = position.batch_in_epoch;
         self.step = position.step;

@@ -7,9 +7,7 @@
 use super::messages::Snapshot;
 use super::weights::WeightLayout;
 use crate::models::Model;
-use crate::train::context::TestPlan;
-use crate::train::recorder::Recorder;
-use crate::train::records::EvalRecord;
+use crate::train::{EvalRecord, Recorder, TestPlan};
 use ard_actors::{Emitter, Stage, StageError};
 use std::sync::Arc;
 
@@ -22,9 +20,9 @@ pub struct EvalStage {
     /// Writes `eval.jsonl` and the evaluation metrics, keeps the results.
     recorder: Recorder,
     /// Validation split, best checkpoint and overfitting guard (issue 6).
-    validator: Option<crate::train::validation::Validator>,
+    validator: Option<crate::train::Validator>,
     /// `train.max_seconds`, paused while this stage holds the shared lane.
-    budget: Option<Arc<crate::train::budget::TimeBudget>>,
+    budget: Option<Arc<crate::train::TimeBudget>>,
 }
 
 impl EvalStage {
@@ -50,10 +48,7 @@ impl EvalStage {
 
     /// Also validates snapshots: best checkpoint and overfitting guard
     /// ([`crate::train::validation`]).
-    pub fn with_validator(
-        mut self,
-        validator: Option<crate::train::validation::Validator>,
-    ) -> Self {
+    pub fn with_validator(mut self, validator: Option<crate::train::Validator>) -> Self {
         self.validator = validator;
         self
     }
@@ -61,10 +56,7 @@ impl EvalStage {
     /// Keeps evaluations off `budget`'s clock where training waits for them
     /// (the shared compute lane); where they run beside training they cost
     /// it nothing and the clock runs on.
-    pub fn off_the_clock_of(
-        mut self,
-        budget: Option<Arc<crate::train::budget::TimeBudget>>,
-    ) -> Self {
+    pub fn off_the_clock_of(mut self, budget: Option<Arc<crate::train::TimeBudget>>) -> Self {
         self.budget = budget.filter(|_| self.compute.shares_the_lane());
         self
     }
@@ -103,7 +95,7 @@ impl Stage for EvalStage {
         );
         let budget = self.budget.clone();
         let report = self.compute.run(out, move || -> crate::Result<_> {
-            crate::train::budget::off_the_clock(budget.as_deref(), || {
+            crate::train::off_the_clock(budget.as_deref(), || {
                 // Validation first, so that a guard stop reaches training early.
                 if let Some(v) = validator.as_mut() {
                     v.on_snapshot(

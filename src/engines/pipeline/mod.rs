@@ -21,12 +21,10 @@ pub mod weights;
 use crate::config::{AttackTarget, Config};
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::train::context::{Context, EvalSchedule, Parts};
-use crate::train::recorder::{Recorder, Records};
-use crate::train::records::EvalRecord;
-use crate::train::resume::Checkpoint;
-use crate::train::validation::SelectionHandle;
-use crate::train::{Engine, Job, RunFile, RunFolder, Trained};
+use crate::train::{
+    Context, Engine, EvalRecord, EvalSchedule, Job, Parts, Recorder, Records, RunFile, RunFolder,
+    SelectionHandle, Trained,
+};
 use ard_actors::{ComputeLane, Emitter, PipelineBuilder, PipelineOptions, StageError};
 use std::time::Duration;
 
@@ -282,27 +280,9 @@ fn build(
     let recorder =
         Recorder::new(job.folder.cloned(), job.metrics.cloned()).training(cfg, job.resume)?;
     let schedule = test.schedule();
-    let catch_up = match (job.resume, job.folder) {
-        (Some(c), Some(dir)) => {
-            let recorded = recorder.log().evals;
-            missed_evaluation(cfg, c, dir, &recorded, &layout, schedule, ctx.device)?
-        }
-        _ => None,
-    };
+    let catch_up = missed_evaluation(job, &recorder.log().evals, &layout, schedule, ctx.device)?;
     let compute = |n| Compute::new(n, lane.clone());
-    let data = data::DataStage::new(
-        train,
-        cfg.data.clone(),
-        cfg.run.seed,
-        ctx.device,
-        cfg.train.epochs,
-        ctx.total_steps,
-        threads.data,
-    )
-    .with_view_set(crate::soft_labels::identity::view_set(cfg)?)
-    .starting_at(&ctx.start)
-    .within(ctx.budget.clone())
-    .stopping_on(stop);
+    let data = data_stage(cfg, ctx, train, threads.data)?.stopping_on(stop);
     let teacher = teacher::TeacherStage::new(teacher, soft_labels, compute(threads.teacher));
     let attack = attack::AttackStage::for_run(
         cfg,
@@ -343,6 +323,29 @@ fn build(
         recorder,
         selection,
     })
+}
+
+/// The data stage of `cfg`'s run, from where `ctx` starts, within its budget.
+fn data_stage(
+    cfg: &Config,
+    ctx: &Context,
+    train: crate::data::Split,
+    threads: usize,
+) -> Result<data::DataStage> {
+    let (seed, epochs) = (cfg.run.seed, cfg.train.epochs);
+    let stage = data::DataStage::new(
+        train,
+        cfg.data.clone(),
+        seed,
+        ctx.device,
+        epochs,
+        ctx.total_steps,
+        threads,
+    );
+    Ok(stage
+        .with_view_set(crate::soft_labels::identity::view_set(cfg)?)
+        .starting_at(&ctx.start)
+        .within(ctx.budget.clone()))
 }
 
 /// Runs the built stages to their end; the student's last published
@@ -447,14 +450,15 @@ fn keep_latest(
 /// evaluated from them before training goes on. The run's final epoch is the
 /// student stage's `finish` to evaluate.
 fn missed_evaluation(
-    cfg: &Config,
-    checkpoint: &Checkpoint,
-    dir: &RunFolder,
+    job: &Job<'_>,
     recorded: &[EvalRecord],
     layout: &weights::WeightLayout,
     schedule: EvalSchedule,
     device: tch::Device,
 ) -> Result<Option<messages::Snapshot>> {
+    let (cfg, Some(checkpoint), Some(dir)) = (job.cfg, job.resume, job.folder) else {
+        return Ok(None);
+    };
     let epoch = checkpoint.state.epochs.len();
     let last = dir.file(RunFile::LastWeights);
     if !schedule.due(epoch, false)

@@ -6,11 +6,7 @@ use super::attack::WeightBoard;
 use super::messages::{AttackedBatch, Snapshot};
 use super::weights::WeightLayout;
 use crate::models::Model;
-use crate::train::context::Context;
-use crate::train::context::EvalSchedule;
-use crate::train::recorder::Recorder;
-use crate::train::records::EpochTally;
-use crate::train::step::StudentUpdate;
+use crate::train::{Context, EpochTally, EvalSchedule, Recorder, StudentUpdate};
 use ard_actors::{emitter::TrySend, Emitter, Stage, StageError};
 
 pub struct StudentStage {
