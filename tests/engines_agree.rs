@@ -1,4 +1,4 @@
-//! Both engines keep the same books (issue 17): the same short run through
+//! Both engines keep the same books: the same short run through
 //! `--engine pipeline` and `--engine sequential` leaves the same run-folder
 //! files, the same record keys line by line, and the same summary keys.
 

@@ -25,7 +25,7 @@ pub struct DataStage {
     batch_in_epoch: usize,
     step: usize,
     plan: Option<data::Batches>,
-    /// Raised by the overfitting guard (issue 6): produce nothing more.
+    /// Raised by the overfitting guard: produce nothing more.
     stop: Option<crate::train::StopFlag>,
     /// `train.max_seconds`: once spent, the next batch is the run's last.
     budget: Option<std::sync::Arc<crate::train::TimeBudget>>,

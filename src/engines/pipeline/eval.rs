@@ -19,7 +19,7 @@ pub struct EvalStage {
     compute: super::Compute,
     /// Writes `eval.jsonl` and the evaluation metrics, keeps the results.
     recorder: Recorder,
-    /// Validation split, best checkpoint and overfitting guard (issue 6).
+    /// Validation split, best checkpoint and overfitting guard.
     validator: Option<crate::train::Validator>,
     /// `train.max_seconds`, paused while this stage holds the shared lane.
     budget: Option<Arc<crate::train::TimeBudget>>,
@@ -124,7 +124,7 @@ impl Stage for EvalStage {
     }
 
     /// Evaluates the best-by-validation checkpoint on the test set when its
-    /// epoch was not (issue 6).
+    /// epoch was not.
     fn finish(&mut self, out: &mut Emitter<()>) -> Result<(), StageError> {
         if let (Some(v), false) = (self.validator.as_mut(), self.plan.evals.is_empty()) {
             let (model, plan, teacher) = (&mut self.model, &mut self.plan, &mut self.teacher);
