@@ -452,24 +452,24 @@ pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<
     let weights_bytes = file_bytes(&opts.weights)?;
     let edge = match &opts.latency {
         Some(latency) => {
-            let tch = (
-                "tch fp32",
-                "libtorch",
-                &*opts.weights,
-                Some(opts.arch),
-                weights_bytes,
-            );
-            let fp32 = (
-                "onnx fp32",
-                "onnxruntime",
-                &*fp32_path,
-                None,
-                files[0].bytes,
-            );
-            let int8 = files
-                .get(1)
-                .map(|f| ("onnx int8", "onnxruntime", &*int8_path, None, f.bytes));
-            let subjects: Vec<_> = [tch, fp32].into_iter().chain(int8).collect();
+            let mut subjects = vec![
+                (
+                    "tch fp32",
+                    "libtorch",
+                    &*opts.weights,
+                    Some(opts.arch),
+                    weights_bytes,
+                ),
+                (
+                    "onnx fp32",
+                    "onnxruntime",
+                    &*fp32_path,
+                    None,
+                    files[0].bytes,
+                ),
+            ];
+            let int8 = files.get(1).map(|f| f.bytes);
+            subjects.extend(int8.map(|b| ("onnx int8", "onnxruntime", &*int8_path, None, b)));
             Some(measure_edge(opts, latency, threads, &subjects, interrupt)?)
         }
         None => None,

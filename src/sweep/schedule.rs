@@ -176,12 +176,11 @@ impl Book<'_> {
         seconds: f64,
         say: &mut impl FnMut(&str),
     ) {
-        let (retries, results, pending) = (self.retries, &mut self.results, &mut self.pending);
         let r = &self.runs[i];
         match end {
             Attempt::Succeeded => {
                 say(&format!("done {} in {seconds:.1}s", r.name));
-                results[i] = Some(RunStatus::Succeeded {
+                self.results[i] = Some(RunStatus::Succeeded {
                     attempts: attempt,
                     seconds,
                 });
@@ -190,7 +189,7 @@ impl Book<'_> {
                 let mut msg = format!(
                     "FAILED {} (attempt {attempt} of {}): {reason}",
                     r.name,
-                    retries + 1
+                    self.retries + 1
                 );
                 if !log_tail.trim().is_empty() {
                     for line in log_tail.lines() {
@@ -198,10 +197,10 @@ impl Book<'_> {
                     }
                 }
                 say(&msg);
-                if attempt <= retries {
-                    pending.push_back((i, attempt + 1));
+                if attempt <= self.retries {
+                    self.pending.push_back((i, attempt + 1));
                 } else {
-                    results[i] = Some(RunStatus::Failed {
+                    self.results[i] = Some(RunStatus::Failed {
                         attempts: attempt,
                         reason,
                     });
