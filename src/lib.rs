@@ -5,6 +5,8 @@
 //! the sequential reference trainer. The generic actor runtime is the `ard-actors`
 //! crate; the stages that run this domain on it live in [`stages`].
 
+#![warn(clippy::too_many_lines)]
+
 pub mod atomic_file;
 pub mod attacks;
 pub mod bench;
