@@ -6,6 +6,8 @@
 //! [`engines`]: the sequential reference and the five-stage pipeline on the
 //! generic actor runtime, the `ard-actors` crate.
 
+#![warn(clippy::too_many_lines)]
+
 pub mod atomic_file;
 pub mod attacks;
 pub mod bench;

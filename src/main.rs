@@ -1,6 +1,8 @@
 //! `ard-pipeline`: the command-line entry point. Errors are printed with their
 //! cause chain and turned into exit codes; no panic reaches the user for bad input.
 
+#![warn(clippy::too_many_lines)]
+
 mod cli;
 
 use anyhow::{bail, Result};

@@ -122,7 +122,7 @@ fn config_mistakes_name_the_file_key_and_value() {
     let e = c.fails(&format!("{base}[pipeline]\nqueue_capacity = 0\n"), &[]);
     assert_names(&e, &["pipeline.queue_capacity"]);
     let e = c.fails(
-        &format!("{base}").replace("[run]\n", "[run]\ncheckpoint_every_steps = 0\n"),
+        &base.replace("[run]\n", "[run]\ncheckpoint_every_steps = 0\n"),
         &[],
     );
     assert_names(&e, &["run.checkpoint_every_steps"]);

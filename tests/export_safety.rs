@@ -387,7 +387,7 @@ fn a_killed_export_takes_its_child_along_and_the_next_one_cleans_up() {
     let mut reaper = Reaper(Vec::new());
     let (mut export, stub) = start_in_python_step(dir.path(), &out, &mut reaper);
     let staging = format!(".export-{}", export.id());
-    assert_eq!(entries(&out), [staging.clone()]);
+    assert_eq!(entries(&out), std::slice::from_ref(&staging));
     unsafe {
         libc::kill(export.id() as i32, libc::SIGKILL);
     }

@@ -4,13 +4,14 @@
 //! test images, eps 8/255:
 //!
 //! - FAB-T (deterministic: no random start): the same robust / non-robust
-//!   verdict on >= 99% of 300 images and robust accuracy within 1 point.
+//!   verdict on >= 99% of 150 images and robust accuracy within 1 point.
 //! - APGD-CE and APGD-T (first target class), one run of 100 iterations from
 //!   the same start points: the same fooled / not fooled verdict on >= 99% of
 //!   100 images (the authors' step-size rules, see `src/attacks/apgd.rs`).
 //! - `autoattack` against `run_standard_evaluation` (random starts differ:
 //!   each side draws its own): robust accuracy within 1.5 points and per-image
-//!   verdicts agreeing on >= 99% of 200 images.
+//!   verdicts agreeing on >= 99% of 100 images (Square's 5,000 queries on
+//!   the survivors make this the slow part: 100 images keep it to minutes).
 //! - `ard-pipeline eval --attacks autoattack` prints AutoAttack's table (the
 //!   accuracy after each part) and refuses `autoattack` beside its own parts.
 
@@ -115,7 +116,7 @@ fn robust_under(model: &Model, attack: &dyn Attack, x: &Tensor, y: &Tensor) -> T
 #[test]
 fn fab_t_verdicts_match_the_authors_code() {
     common::deterministic();
-    let set = test_set(300);
+    let set = test_set(150);
     let (x, y) = (&set.images.to_kind(Kind::Float), &set.labels);
     let model = model();
     let began = Instant::now();
@@ -126,7 +127,7 @@ fn fab_t_verdicts_match_the_authors_code() {
     let (a, b) = (percent(&ours), percent(&theirs));
     let differ = disagreements(&ours, &theirs);
     eprintln!(
-        "fab_t on 300 images: {a:.2}% robust ({rust_s:.1} s) vs the authors' {b:.2}% ({:.1} s); \
+        "fab_t on 150 images: {a:.2}% robust ({rust_s:.1} s) vs the authors' {b:.2}% ({:.1} s); \
          {differ} verdicts differ",
         info["seconds"].as_f64().unwrap()
     );
@@ -139,7 +140,7 @@ fn fab_t_verdicts_match_the_authors_code() {
         a < natural,
         "FAB-T fooled nothing ({a}% vs natural {natural}%)"
     );
-    assert!(differ <= 3, "{differ} of 300 verdicts differ");
+    assert!(differ <= 1, "{differ} of 150 verdicts differ");
     assert!((a - b).abs() <= 1.0, "FAB-T {a}% vs the authors' {b}%");
 }
 
@@ -177,7 +178,7 @@ fn apgd_single_runs_match_the_authors_code() {
 #[test]
 fn autoattack_matches_the_authors_code() {
     common::deterministic();
-    let set = test_set(200);
+    let set = test_set(100);
     let model = model();
     let evals = [EvalAttack::AutoAttack];
     let train_attack = AttackConfig {
@@ -208,7 +209,7 @@ fn autoattack_matches_the_authors_code() {
     let (a, b) = (percent(&ours), percent(&theirs));
     let differ = disagreements(&ours, &theirs);
     eprintln!(
-        "autoattack on 200 images: {a:.2}% ({rust_s:.1} s; {:?}) vs the authors' {b:.2}% \
+        "autoattack on 100 images: {a:.2}% ({rust_s:.1} s; {:?}) vs the authors' {b:.2}% \
          ({:.1} s; {}); {differ} verdicts differ",
         report.parts["autoattack"],
         info["seconds"].as_f64().unwrap(),
@@ -222,7 +223,7 @@ fn autoattack_matches_the_authors_code() {
     assert_eq!(parts[4].accuracy, report.accuracy["autoattack"]);
     assert_eq!(report.accuracy["autoattack"], report.worst_case);
     assert!(report.flags.is_empty(), "{:?}", report.flags);
-    assert!(differ <= 2, "{differ} of 200 verdicts differ");
+    assert!(differ <= 1, "{differ} of 100 verdicts differ");
     assert!((a - b).abs() <= 1.5, "autoattack {a}% vs the authors' {b}%");
 }
 

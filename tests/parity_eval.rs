@@ -326,7 +326,7 @@ fn square_robust_accuracy_matches_torchattacks_on_500_images() {
         counter: 0,
         stream: 7,
     };
-    let out = attacks::square_linf(logits, &x, &y, EPS, queries, 0.8, key).unwrap();
+    let out = attacks::square_linf(logits, &x, &y, EPS, queries, key).unwrap();
     let rust_s = began.elapsed().as_secs_f64();
     assert!((&out.x_adv - &x).abs().max().double_value(&[]) <= EPS + 1e-6);
     let rust = accuracy(&predict(&model, &out.x_adv).eq_tensor(&y));

@@ -64,6 +64,8 @@
 //! - internal: `metrics` (registration), `inbox`, `driver` (the stage loop),
 //!   `supervisor` (first failure wins), `watchdog` (stall detection).
 
+#![warn(clippy::too_many_lines)]
+
 pub mod cancel;
 pub mod compliance;
 mod driver;

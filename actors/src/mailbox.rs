@@ -105,11 +105,6 @@ impl<T: Send> Mailbox<T> {
         self.shared.changed.notify_all();
     }
 
-    /// The latest published version, if any.
-    pub fn latest_version(&self) -> Result<Option<u64>, MailboxError> {
-        Ok(self.lock()?.version())
-    }
-
     /// Reads the latest value in place, if any: `read(version, &value)`.
     pub fn read_latest_with<R>(
         &self,
@@ -244,7 +239,6 @@ mod tests {
                 latest: 3
             })
         );
-        assert_eq!(mailbox.latest_version(), Ok(Some(3)));
     }
 
     #[test]

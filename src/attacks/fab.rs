@@ -119,8 +119,12 @@ fn linf(d: &Tensor) -> Result<Tensor> {
     Ok(d.f_abs()?.f_amax([1], false)?)
 }
 
-/// The state of one run on the images still being attacked.
+/// One run on the images still being attacked: their inputs and state.
 struct Run {
+    /// Clean images [A, D] (flattened), labels and targets [A].
+    x0: Tensor,
+    y: Tensor,
+    t: Tensor,
     /// Current iterate [B, D] (flattened images).
     x1: Tensor,
     /// Best misclassified point found [B, D] (x0 while none).
@@ -163,19 +167,12 @@ impl FabT {
         })
     }
 
-    /// One iteration on the active images: `x0` [A, D], labels and targets [A].
-    fn step(
-        &self,
-        model: &Model,
-        shape: &[i64],
-        x0: &Tensor,
-        y: &Tensor,
-        t: &Tensor,
-        run: &mut Run,
-    ) -> Result<()> {
+    /// One iteration on the active images, `shape` [A, C, H, W].
+    fn step(&self, model: &Model, shape: &[i64], run: &mut Run) -> Result<()> {
+        let (x0, y) = (&run.x0, &run.y);
         let images = |flat: &Tensor| flat.f_view(shape);
         let a = x0.size()[0];
-        let (f, w) = self.linearise(model, &images(&run.x1)?, y, t)?;
+        let (f, w) = self.linearise(model, &images(&run.x1)?, y, &run.t)?;
         let b = w
             .f_mul(&run.x1)?
             .f_sum_dim_intlist(&[1i64][..], false, Kind::Float)?
@@ -233,14 +230,16 @@ impl FabT {
             }
             let rows = |v: &Tensor| v.f_index_select(0, &active);
             let mut run = Run {
+                x0: rows(&x0)?,
+                y: rows(y)?,
+                t: rows(target)?,
                 x1: rows(&x1)?,
                 best: rows(&best)?,
                 best_norm: rows(&best_norm)?,
             };
             let mut sub_shape = shape.clone();
             sub_shape[0] = active.size()[0];
-            let (x0a, ya, ta) = (rows(&x0)?, rows(y)?, rows(target)?);
-            self.step(model, &sub_shape, &x0a, &ya, &ta, &mut run)?;
+            self.step(model, &sub_shape, &mut run)?;
             x1 = x1.f_index_copy(0, &active, &run.x1)?;
             best = best.f_index_copy(0, &active, &run.best)?;
             best_norm = best_norm.f_index_copy(0, &active, &run.best_norm)?;

@@ -23,9 +23,9 @@ use crate::config::RandomStart;
 /// class leads the label by this much.
 pub const CW_KAPPA: f64 = 50.0;
 
-/// `kind`: `steps` steps of `objective` from `start`, labelled with its step count.
+/// `steps` steps of `objective` from `start`, labelled with its step count and
+/// named after the objective (cross-entropy is `pgd`).
 fn counted(
-    kind: &'static str,
     objective: Objective,
     eps: f64,
     step_size: f64,
@@ -33,6 +33,12 @@ fn counted(
     start: RandomStart,
     train_bn: bool,
 ) -> IterativeAttack {
+    let kind = match objective {
+        CrossEntropy => "pgd",
+        KlToTeacher => "kl_pgd",
+        KlToClean => "trades",
+        CwMargin => "cw",
+    };
     IterativeAttack {
         kind,
         inner: SignGradient {
@@ -56,8 +62,9 @@ fn single(
     bn: bool,
 ) -> IterativeAttack {
     IterativeAttack {
+        kind,
         label_with_steps: false,
-        ..counted(kind, CrossEntropy, eps, step, 1, start, bn)
+        ..counted(CrossEntropy, eps, step, 1, start, bn)
     }
 }
 
@@ -73,21 +80,20 @@ pub fn fgsm_rs(eps: f64, step_size: f64, start: RandomStart, train_bn: bool) -> 
 
 /// Builds the `pgd` attack.
 pub fn pgd(eps: f64, step: f64, steps: usize, start: RandomStart, bn: bool) -> IterativeAttack {
-    counted("pgd", CrossEntropy, eps, step, steps, start, bn)
+    counted(CrossEntropy, eps, step, steps, start, bn)
 }
 
 /// Builds the `kl_pgd` attack.
 pub fn kl_pgd(eps: f64, step: f64, steps: usize, start: RandomStart, bn: bool) -> IterativeAttack {
-    counted("kl_pgd", KlToTeacher, eps, step, steps, start, bn)
+    counted(KlToTeacher, eps, step, steps, start, bn)
 }
 
 /// Builds the `trades` attack.
 pub fn trades(eps: f64, step: f64, steps: usize, start: RandomStart, bn: bool) -> IterativeAttack {
-    counted("trades", KlToClean, eps, step, steps, start, bn)
+    counted(KlToClean, eps, step, steps, start, bn)
 }
 
 /// Builds CW-inf of `steps` steps of `step` (uniform start, BatchNorm in eval mode).
 pub fn cw(eps: f64, step: f64, steps: usize) -> IterativeAttack {
-    let uniform = RandomStart::Uniform;
-    counted("cw", CwMargin, eps, step, steps, uniform, false)
+    counted(CwMargin, eps, step, steps, RandomStart::Uniform, false)
 }

@@ -129,20 +129,20 @@ impl SquareParams {
 
 /// L-inf Square on `x` [B, C, H, W] in [0, 1] with labels `y` [B]: `logits`
 /// answers a batch of images (it is called on the images still standing only),
-/// `queries` bounds the queries per image ([`SquareFlavour::Scaled`]).
+/// `queries` bounds the queries per image ([`SquareFlavour::Scaled`]), the
+/// window starting at [`SQUARE_P_INIT`] of the image.
 pub fn square_linf(
     logits: impl FnMut(&Tensor) -> Result<Tensor>,
     x: &Tensor,
     y: &Tensor,
     eps: f64,
     queries: usize,
-    p_init: f64,
     key: NoiseKey,
 ) -> Result<SquareOutcome> {
     let params = SquareParams {
         eps,
         queries,
-        p_init,
+        p_init: SQUARE_P_INIT,
         flavour: SquareFlavour::Scaled,
     };
     square_linf_with(logits, x, y, &params, key)
@@ -382,7 +382,7 @@ mod tests {
             counter: 0,
             stream: 1,
         };
-        let out = square_linf(model, &x, &y, eps, 400, SQUARE_P_INIT, key).unwrap();
+        let out = square_linf(model, &x, &y, eps, 400, key).unwrap();
         let dist = (&out.x_adv - &x).abs().max().double_value(&[]);
         assert!(dist <= eps + 1e-6, "left the ball: {dist}");
         let z = model(&out.x_adv).unwrap();
@@ -390,7 +390,7 @@ mod tests {
         let spent = out.queries.max().int64_value(&[]);
         assert!(spent < 400, "kept querying fooled images: {spent}");
         // Same key, same result.
-        let again = square_linf(model, &x, &y, eps, 400, SQUARE_P_INIT, key).unwrap();
+        let again = square_linf(model, &x, &y, eps, 400, key).unwrap();
         assert!(again.x_adv.equal(&out.x_adv));
     }
 }

@@ -308,39 +308,10 @@ fn teacher_weights(work: &Path, arch: Arch) -> PathBuf {
 pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchReport> {
     plan.check()?;
     let started = Instant::now();
-    if plan.sides.iter().any(|s| s.is_pytorch()) {
-        for (what, path) in [
-            ("python", &plan.python),
-            ("reference script", &plan.reference_script),
-        ] {
-            if !path.is_file() {
-                return Err(Error::Usage(format!(
-                    "bench: no {what} at {} (run scripts/bootstrap.sh, or leave `reference` and `tuned_reference` out of --sides)",
-                    path.display()
-                )));
-            }
-        }
-    }
-    let (work, _cleanup) = match &plan.work_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            (dir.clone(), RemoveOnDrop(None))
-        }
-        None => {
-            let dir = temp_dir()?;
-            (dir.clone(), RemoveOnDrop(Some(dir)))
-        }
-    };
+    check_reference_tools(plan)?;
+    let (work, _cleanup) = work_dir(plan)?;
     let mut machine = Machine::probe();
-    // Random weights (timing does not depend on them), the same for every side.
-    tch::manual_seed(plan.base.run.seed as i64);
-    Model::new(plan.base.student.arch, Device::Cpu).save(&work.join("student.safetensors"))?;
-    for t in &plan.teachers {
-        let path = teacher_weights(&work, t.arch);
-        if !path.is_file() {
-            Model::new(t.arch, Device::Cpu).save(&path)?;
-        }
-    }
+    write_random_weights(plan, &work)?;
     let mut runs = Vec::new();
     let mut fills = BTreeMap::new();
     for case in plan.cases() {
@@ -368,54 +339,8 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
             fills.insert(fill_key(&case), fill.seconds);
         }
         for rep in 0..plan.reps {
-            let mut order: Vec<(Side, Option<&Variant>)> = Vec::new();
-            if plan.sides.contains(&Side::Reference) {
-                order.push((Side::Reference, None));
-                // Under autocast too when the Rust sides run with AMP.
-                if let Some(amp) = plan.variants.iter().find(|v| v.amp()) {
-                    order.push((Side::Reference, Some(amp)));
-                }
-            }
-            if plan.sides.contains(&Side::TunedReference) {
-                order.push((Side::TunedReference, None));
-            }
-            for variant in &plan.variants {
-                for &side in &rust_sides {
-                    order.push((side, Some(variant)));
-                }
-            }
-            if rep % 2 == 1 {
-                order.reverse();
-            }
-            for (side, variant) in order {
-                let record = match (side, variant) {
-                    (Side::Reference, variant) => {
-                        reference(plan, &case, &work, variant.is_some_and(|v| v.amp()), false)?
-                    }
-                    (Side::TunedReference, _) => reference(plan, &case, &work, false, true)?,
-                    (side, Some(variant)) => {
-                        let name = format!("bench-{side:?}-{}", variant.name)
-                            .to_lowercase()
-                            .replace(|c: char| !c.is_alphanumeric() && c != '-', "_");
-                        let cfg = plan.config(&case, variant, &work, &name)?;
-                        rust_process(plan, side, &cfg, &work)?
-                    }
-                    (_, None) => unreachable!("Rust sides always carry a variant"),
-                };
-                let record = RunRecord {
-                    teacher: case.teacher.to_string(),
-                    steps: case.steps,
-                    soft_labels: case.soft_labels,
-                    batches: case.batches,
-                    side,
-                    variant: match (side, variant) {
-                        (Side::TunedReference, _) => "tuned".to_string(),
-                        (_, Some(v)) => v.name.clone(),
-                        (_, None) => "fp32".to_string(),
-                    },
-                    rep,
-                    ..record
-                };
+            for (side, variant) in run_order(plan, &rust_sides, rep) {
+                let record = run_side(plan, &case, &work, side, variant, rep)?;
                 progress(&format!(
                     "{label} rep {rep}: {:?} {}: {:.2} images/s ({:.1}s)",
                     side, record.variant, record.images_per_s, record.seconds
@@ -432,6 +357,121 @@ pub fn run(plan: &BenchPlan, mut progress: impl FnMut(&str)) -> Result<BenchRepo
         fills,
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// The PyTorch sides need the venv's python and the reference script.
+fn check_reference_tools(plan: &BenchPlan) -> Result<()> {
+    if plan.sides.iter().any(|s| s.is_pytorch()) {
+        for (what, path) in [
+            ("python", &plan.python),
+            ("reference script", &plan.reference_script),
+        ] {
+            if !path.is_file() {
+                return Err(Error::Usage(format!(
+                    "bench: no {what} at {} (run scripts/bootstrap.sh, or leave `reference` and `tuned_reference` out of --sides)",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bench's working folder: `plan.work_dir`, kept, or a temporary one
+/// removed when the guard drops.
+fn work_dir(plan: &BenchPlan) -> Result<(PathBuf, RemoveOnDrop)> {
+    Ok(match &plan.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            (dir.clone(), RemoveOnDrop(None))
+        }
+        None => {
+            let dir = temp_dir()?;
+            (dir.clone(), RemoveOnDrop(Some(dir)))
+        }
+    })
+}
+
+/// Random weights (timing does not depend on them), the same for every side.
+fn write_random_weights(plan: &BenchPlan, work: &Path) -> Result<()> {
+    tch::manual_seed(plan.base.run.seed as i64);
+    Model::new(plan.base.student.arch, Device::Cpu).save(&work.join("student.safetensors"))?;
+    for t in &plan.teachers {
+        let path = teacher_weights(work, t.arch);
+        if !path.is_file() {
+            Model::new(t.arch, Device::Cpu).save(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The sides of one repetition in the order they run: PyTorch first, then each
+/// variant's Rust sides; every odd repetition reversed, so drift over time
+/// favours no side.
+fn run_order<'p>(
+    plan: &'p BenchPlan,
+    rust_sides: &[Side],
+    rep: usize,
+) -> Vec<(Side, Option<&'p Variant>)> {
+    let mut order: Vec<(Side, Option<&Variant>)> = Vec::new();
+    if plan.sides.contains(&Side::Reference) {
+        order.push((Side::Reference, None));
+        // Under autocast too when the Rust sides run with AMP.
+        if let Some(amp) = plan.variants.iter().find(|v| v.amp()) {
+            order.push((Side::Reference, Some(amp)));
+        }
+    }
+    if plan.sides.contains(&Side::TunedReference) {
+        order.push((Side::TunedReference, None));
+    }
+    for variant in &plan.variants {
+        for &side in rust_sides {
+            order.push((side, Some(variant)));
+        }
+    }
+    if rep % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// One timed run of `side` (with `variant`) on `case`, labelled for the report.
+fn run_side(
+    plan: &BenchPlan,
+    case: &Case,
+    work: &Path,
+    side: Side,
+    variant: Option<&Variant>,
+    rep: usize,
+) -> Result<RunRecord> {
+    let record = match (side, variant) {
+        (Side::Reference, variant) => {
+            reference(plan, case, work, variant.is_some_and(|v| v.amp()), false)?
+        }
+        (Side::TunedReference, _) => reference(plan, case, work, false, true)?,
+        (side, Some(variant)) => {
+            let name = format!("bench-{side:?}-{}", variant.name)
+                .to_lowercase()
+                .replace(|c: char| !c.is_alphanumeric() && c != '-', "_");
+            let cfg = plan.config(case, variant, work, &name)?;
+            rust_process(plan, side, &cfg, work)?
+        }
+        (_, None) => unreachable!("Rust sides always carry a variant"),
+    };
+    Ok(RunRecord {
+        teacher: case.teacher.to_string(),
+        steps: case.steps,
+        soft_labels: case.soft_labels,
+        batches: case.batches,
+        side,
+        variant: match (side, variant) {
+            (Side::TunedReference, _) => "tuned".to_string(),
+            (_, Some(v)) => v.name.clone(),
+            (_, None) => "fp32".to_string(),
+        },
+        rep,
+        ..record
+    })
 }
 
 /// A fresh folder under the system's temp dir.

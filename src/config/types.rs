@@ -29,7 +29,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub metrics: MetricsConfig,
     pub perf: PerfConfig,
-    /// `[guard]`: the catastrophic-overfitting guard (issue 6).
+    /// `[guard]`: the catastrophic-overfitting guard.
     pub guard: GuardConfig,
 }
 
@@ -727,8 +727,6 @@ impl PerfConfig {
         self.clean_forward_no_grad.unwrap_or(true)
     }
 }
-
-// --- [guard] (issue 6: honest robustness evaluation) -------------------------
 
 /// What the catastrophic-overfitting guard does about a collapse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -93,6 +93,24 @@ impl Config {
     /// All structural problems at once (empty `Err` never happens).
     pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
         let mut c = Checks(Vec::new());
+        self.check_run_and_data(&mut c);
+        self.check_teacher(&mut c);
+        self.check_attack(&mut c);
+        self.check_loss(&mut c);
+        self.check_optim(&mut c);
+        self.check_train_and_eval(&mut c);
+        self.check_pipeline(&mut c);
+        self.check_perf(&mut c);
+        self.check_validation_and_guard(&mut c);
+        if c.0.is_empty() {
+            Ok(())
+        } else {
+            Err(c.0)
+        }
+    }
+
+    /// Run name, device and paths; data batch size and limits.
+    fn check_run_and_data(&self, c: &mut Checks) {
         let d = &self.data;
         c.at_least_1("data.batch_size", d.batch_size);
         c.require(
@@ -121,7 +139,7 @@ impl Config {
             ),
             &format!(
                 "must be at most {MAX_RUN_NAME_BYTES} bytes (with `.previous-N` and `.lock` \
-                 appended it must still fit a file name)"
+             appended it must still fit a file name)"
             ),
         );
         c.path_not_empty("run.out_dir", Some(&self.run.out_dir));
@@ -143,7 +161,10 @@ impl Config {
             self.run.checkpoint_every_steps.unwrap_or(0),
             "must be at least 1 when set (epoch ends are always checkpointed)",
         );
+    }
 
+    /// Teacher views and soft labels.
+    fn check_teacher(&self, c: &mut Checks) {
         if let Views::Fixed(k) = self.teacher.views {
             c.require(
                 (1..=162).contains(&k),
@@ -152,11 +173,11 @@ impl Config {
                 "must be \"all\" or from 1 to 162",
             );
             c.require(
-                self.data.augment,
-                "teacher.views",
-                k,
-                "a number of fixed views needs data.augment = true (without augmentation every image has only its identity view)",
-            );
+            self.data.augment,
+            "teacher.views",
+            k,
+            "a number of fixed views needs data.augment = true (without augmentation every image has only its identity view)",
+        );
         }
         c.require(
             self.teacher.soft_labels == SoftLabels::Online || uses_teacher(self.loss.kind),
@@ -164,7 +185,10 @@ impl Config {
             self.teacher.soft_labels,
             "\"cached\" caches teacher logits, but this loss uses no teacher; use \"online\"",
         );
+    }
 
+    /// The training attack, and what it needs of the loss and the teacher.
+    fn check_attack(&self, c: &mut Checks) {
         let a = &self.attack;
         let eps = a.eps.get();
         let step = a.step_size.get();
@@ -177,7 +201,7 @@ impl Config {
             );
             c.require(step > 0.0, "attack.step_size", step, "must be positive");
             c.require(step <= 2.0 * eps, "attack.step_size", step,
-                "must be at most 2*eps: a larger step always leaves the eps-ball and is projected back");
+            "must be at most 2*eps: a larger step always leaves the eps-ball and is projected back");
         }
         match a.kind {
             AttackKind::Fgsm | AttackKind::FgsmRs | AttackKind::NFgsm => c.require(
@@ -214,7 +238,7 @@ impl Config {
             "only the paper_alg1 loss attacks the teacher",
         );
         c.require(a.target == AttackTarget::Student || a.bn_mode == BnMode::Eval, "attack.bn_mode", a.bn_mode,
-            "an attack on the teacher runs its BatchNorm in eval mode (the teacher is never updated)");
+        "an attack on the teacher runs its BatchNorm in eval mode (the teacher is never updated)");
         c.require(
             !uses_teacher(self.loss.kind) || self.teacher.weights.is_some(),
             "teacher.weights",
@@ -227,7 +251,11 @@ impl Config {
             a.kind,
             "kl_pgd needs teacher soft labels; use a loss with a teacher (ard, rslad, paper_alg1)",
         );
+    }
 
+    /// The loss, and the attack it trains on.
+    fn check_loss(&self, c: &mut Checks) {
+        let a = &self.attack;
         let l = &self.loss;
         let alpha = l.alpha.get();
         c.require(
@@ -260,7 +288,10 @@ impl Config {
             a.kind,
             "paper_alg1 is FGSM against the teacher: kind = \"fgsm\", target = \"teacher\"",
         );
+    }
 
+    /// Optimiser and learning-rate schedule.
+    fn check_optim(&self, c: &mut Checks) {
         let o = &self.optim;
         c.require(
             o.lr.get() > 0.0 && o.lr.get() <= MAX_LR,
@@ -317,7 +348,10 @@ impl Config {
             s.peak_at,
             "must be in (0, 1)",
         );
+    }
 
+    /// Training length and the evaluation attacks.
+    fn check_train_and_eval(&self, c: &mut Checks) {
         c.at_least_1("train.epochs", self.train.epochs);
         c.at_least_1_if_set("train.max_steps", self.train.max_steps);
         if let Some(budget) = self.train.max_seconds {
@@ -328,11 +362,11 @@ impl Config {
                 "must be a positive number of seconds",
             );
             c.require(
-                self.optim.schedule.kind != ScheduleKind::Multistep,
-                "train.max_seconds",
-                budget,
-                "a time budget runs the schedule over time, and multistep milestones are epochs: use one_cycle, cosine or constant",
-            );
+            self.optim.schedule.kind != ScheduleKind::Multistep,
+            "train.max_seconds",
+            budget,
+            "a time budget runs the schedule over time, and multistep milestones are epochs: use one_cycle, cosine or constant",
+        );
         }
         for name in &self.eval.attacks {
             c.known_eval("eval.attacks", name);
@@ -345,7 +379,10 @@ impl Config {
                 c.require(false, "eval.attacks", &self.eval.attacks, &reason);
             }
         }
+    }
 
+    /// Pipeline queues and watchdog; metrics address.
+    fn check_pipeline(&self, c: &mut Checks) {
         let p = &self.pipeline;
         c.require(
             (1..=MAX_QUEUE_CAPACITY).contains(&p.queue_capacity),
@@ -353,7 +390,7 @@ impl Config {
             p.queue_capacity,
             &format!(
                 "must be from 1 to {MAX_QUEUE_CAPACITY} (every slot may hold a batch in memory; \
-                 2 keeps every stage busy)"
+             2 keeps every stage busy)"
             ),
         );
         c.require(
@@ -374,7 +411,11 @@ impl Config {
             listen,
             "must be HOST:PORT with a numeric host, e.g. 127.0.0.1:9187, or empty",
         );
+    }
 
+    /// Performance switches that only apply to some losses and attacks.
+    fn check_perf(&self, c: &mut Checks) {
+        let a = &self.attack;
         let perf = &self.perf;
         c.require(
             perf.clean_forward_no_grad != Some(true)
@@ -397,8 +438,10 @@ impl Config {
                 "bf16 applies to the attack on the student; an attack on the teacher runs in f32",
             );
         }
+    }
 
-        // --- validation split, model selection, overfitting guard (issue 6) ---
+    /// Validation split, model selection and the catastrophic-overfitting guard.
+    fn check_validation_and_guard(&self, c: &mut Checks) {
         let v = self.data.validation_images;
         c.require(
             v < TRAIN_IMAGES,
@@ -413,7 +456,7 @@ impl Config {
                 n,
                 &format!(
                     "with data.validation_images = {v} at most {} images remain for training \
-                     (the validation split is the last {v} of the 50000)",
+                 (the validation split is the last {v} of the 50000)",
                     TRAIN_IMAGES.saturating_sub(v)
                 ),
             );
@@ -433,12 +476,6 @@ impl Config {
             g.action,
             "the guard evaluates held-out images: set data.validation_images to at least 1",
         );
-
-        if c.0.is_empty() {
-            Ok(())
-        } else {
-            Err(c.0)
-        }
     }
 }
 

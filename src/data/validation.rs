@@ -2,9 +2,9 @@
 //! CIFAR-10 training images, held out for model selection (`best.safetensors`)
 //! and the catastrophic-overfitting guard, so that neither looks at the test
 //! set. Training never sees them: it uses a prefix of the images before them
-//! (`data.train_limit` of them when set), so the training indices, and with
-//! them every shuffle, view and soft-label cache entry, are the same prefix
-//! they were before the split existed.
+//! (`data.train_limit` of them when set), so training image i is dataset
+//! image i whatever the split, and every shuffle, view and soft-label cache
+//! entry keyed by that index does not depend on it.
 //!
 //! ```text
 //! dataset index  0 ............ train_end ...... total - v ........ total

@@ -181,6 +181,20 @@ fn mb(bytes: u64) -> String {
 impl Card {
     /// The card as Markdown.
     pub fn markdown(&self) -> String {
+        let mut s = self.summary_markdown();
+        s += &verification_markdown(&self.verification);
+        if let Some(r) = &self.robustness {
+            s += &robustness_markdown(r);
+        }
+        if let Some(e) = &self.edge {
+            s += &edge_markdown(e);
+        }
+        s += &format!("\n## Which number to trust\n\n{}\n", self.trust);
+        s
+    }
+
+    /// Source, export and file table.
+    fn summary_markdown(&self) -> String {
         let mut s = format!("# {} exported for deployment\n\n", self.arch);
         s += &format!(
             "- Source: `{}` ({}, sha256 `{}`)\n- {} parameters, {} MACs per 32x32 image\n\
@@ -223,92 +237,98 @@ impl Card {
                 &f.sha256[..16.min(f.sha256.len())]
             );
         }
-        let v = &self.verification;
-        s += &format!(
-            "\n## Verification ({} test images)\n\n- fp32 file vs tch model: max |logit \
-             difference| {:.2e} at logit scale {:.2} (relative {:.1e}, target <= 1e-4); top-1 \
-             agreement {} (target 100%): **{}**\n",
-            v.test_images,
-            v.fp32.max_abs_diff,
-            v.fp32.logit_scale,
-            v.fp32.relative,
-            pct(v.fp32.top1_agreement),
-            if v.fp32.pass { "pass" } else { "FAIL" }
-        );
-        if let Some(q) = &v.int8 {
-            s += &format!(
-                "- int8 file vs fp32 file: top-1 agreement {}; natural accuracy {} vs {} \
-                 (drop {:.2} points, target <= 1.5): **{}**\n",
-                pct(q.top1_agreement),
-                crate::eval::interval::accuracy_text(q.natural_int8, v.test_images, 1),
-                crate::eval::interval::accuracy_text(q.natural_fp32, v.test_images, 1),
-                q.drop,
-                if q.pass { "pass" } else { "FAIL" }
-            );
-        }
-        if let Some(r) = &self.robustness {
-            s += &format!(
-                "\n## Robustness as deployed ({} test images, L-inf eps {:.4} = {}/255)\n\n\
-                 Transfer: examples made on the tch model, run through each file. Square: {} \
-                 queries per image on each file itself through ONNX Runtime; the tch row is scored \
-                 on the fp32 file's Square examples (the two compute the same function, verified \
-                 above).\n\n\
-                 | model | natural | transfer PGD-20 | transfer APGD-CE | Square | worst case |\n\
-                 |---|---|---|---|---|---|\n",
-                r.test_images,
-                r.eps,
-                (r.eps * 255.0).round(),
-                r.square_queries
-            );
-            let acc = |v: f64| crate::eval::interval::accuracy_text(v, r.test_images, 1);
-            for row in &r.rows {
-                s += &format!(
-                    "| {} | {} | {} | {} | {} | **{}** |\n",
-                    row.model,
-                    acc(row.natural),
-                    acc(row.transfer_pgd20),
-                    acc(row.transfer_apgd_ce),
-                    acc(row.square),
-                    acc(row.worst_case)
-                );
-            }
-            s += "\n(For the tch row the PGD-20 and APGD-CE columns are white-box. In brackets: the \
-                  95% Wilson interval and the number of test images.)\n";
-        }
-        if let Some(e) = &self.edge {
-            s += &format!(
-                "\n## Edge figures ({}, {} thread{})\n\n\
-                 | model | runtime | file | batch 1 (ms) | batch 128 (ms) | images/s at 128 | peak RSS |\n\
-                 |---|---|---|---|---|---|---|\n",
-                e.cpu,
-                e.threads,
-                if e.threads == 1 { "" } else { "s" }
-            );
-            for row in &e.rows {
-                let at = |b: usize| row.latency.iter().find(|l| l.batch == b);
-                let ms = |b: usize| at(b).map_or("-".into(), |l| format!("{:.2}", l.median_ms));
-                let rss = match (row.peak_rss_mb, row.baseline_rss_mb) {
-                    (Some(p), Some(b)) => format!("{p:.0} MB ({:.0} MB above start)", p - b),
-                    _ => "-".into(),
-                };
-                s += &format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |\n",
-                    row.model,
-                    row.runtime,
-                    mb(row.file_bytes),
-                    ms(1),
-                    ms(128),
-                    at(128).map_or("-".into(), |l| format!("{:.0}", l.images_per_s)),
-                    rss
-                );
-            }
-            s += "\nLatency: median of timed runs after warm-up. Peak RSS: VmHWM of a process \
-                  that loads only that model (the ard-pipeline binary, libtorch mapped); \
-                  `above start` is what loading and running the model added.\n";
-        }
-        s += &format!("\n## Which number to trust\n\n{}\n", self.trust);
         s
     }
+}
+
+fn verification_markdown(v: &Verification) -> String {
+    let mut s = format!(
+        "\n## Verification ({} test images)\n\n- fp32 file vs tch model: max |logit \
+         difference| {:.2e} at logit scale {:.2} (relative {:.1e}, target <= 1e-4); top-1 \
+         agreement {} (target 100%): **{}**\n",
+        v.test_images,
+        v.fp32.max_abs_diff,
+        v.fp32.logit_scale,
+        v.fp32.relative,
+        pct(v.fp32.top1_agreement),
+        if v.fp32.pass { "pass" } else { "FAIL" }
+    );
+    if let Some(q) = &v.int8 {
+        s += &format!(
+            "- int8 file vs fp32 file: top-1 agreement {}; natural accuracy {} vs {} \
+             (drop {:.2} points, target <= 1.5): **{}**\n",
+            pct(q.top1_agreement),
+            crate::eval::interval::accuracy_text(q.natural_int8, v.test_images, 1),
+            crate::eval::interval::accuracy_text(q.natural_fp32, v.test_images, 1),
+            q.drop,
+            if q.pass { "pass" } else { "FAIL" }
+        );
+    }
+    s
+}
+
+fn robustness_markdown(r: &Robustness) -> String {
+    let mut s = format!(
+        "\n## Robustness as deployed ({} test images, L-inf eps {:.4} = {}/255)\n\n\
+         Transfer: examples made on the tch model, run through each file. Square: {} \
+         queries per image on each file itself through ONNX Runtime; the tch row is scored \
+         on the fp32 file's Square examples (the two compute the same function, verified \
+         above).\n\n\
+         | model | natural | transfer PGD-20 | transfer APGD-CE | Square | worst case |\n\
+         |---|---|---|---|---|---|\n",
+        r.test_images,
+        r.eps,
+        (r.eps * 255.0).round(),
+        r.square_queries
+    );
+    let acc = |v: f64| crate::eval::interval::accuracy_text(v, r.test_images, 1);
+    for row in &r.rows {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | **{}** |\n",
+            row.model,
+            acc(row.natural),
+            acc(row.transfer_pgd20),
+            acc(row.transfer_apgd_ce),
+            acc(row.square),
+            acc(row.worst_case)
+        );
+    }
+    s += "\n(For the tch row the PGD-20 and APGD-CE columns are white-box. In brackets: the \
+          95% Wilson interval and the number of test images.)\n";
+    s
+}
+
+fn edge_markdown(e: &Edge) -> String {
+    let mut s = format!(
+        "\n## Edge figures ({}, {} thread{})\n\n\
+         | model | runtime | file | batch 1 (ms) | batch 128 (ms) | images/s at 128 | peak RSS |\n\
+         |---|---|---|---|---|---|---|\n",
+        e.cpu,
+        e.threads,
+        if e.threads == 1 { "" } else { "s" }
+    );
+    for row in &e.rows {
+        let at = |b: usize| row.latency.iter().find(|l| l.batch == b);
+        let ms = |b: usize| at(b).map_or("-".into(), |l| format!("{:.2}", l.median_ms));
+        let rss = match (row.peak_rss_mb, row.baseline_rss_mb) {
+            (Some(p), Some(b)) => format!("{p:.0} MB ({:.0} MB above start)", p - b),
+            _ => "-".into(),
+        };
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            row.model,
+            row.runtime,
+            mb(row.file_bytes),
+            ms(1),
+            ms(128),
+            at(128).map_or("-".into(), |l| format!("{:.0}", l.images_per_s)),
+            rss
+        );
+    }
+    s += "\nLatency: median of timed runs after warm-up. Peak RSS: VmHWM of a process \
+          that loads only that model (the ard-pipeline binary, libtorch mapped); \
+          `above start` is what loading and running the model added.\n";
+    s
 }
 
 #[cfg(test)]

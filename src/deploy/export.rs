@@ -7,7 +7,7 @@
 //! hold an earlier export of the same checkpoint: a user's own files there are
 //! never replaced.
 
-use super::card::{Card, Edge, EdgeRow, ExportFacts, FileFacts, Source, TRUST};
+use super::card::{Card, Edge, EdgeRow, ExportFacts, FileFacts, Source, Verification, TRUST};
 use super::interrupt::{self, Interrupt};
 use super::runtime::{self, OnnxModel};
 use super::verify;
@@ -404,21 +404,7 @@ fn latency_in_child(
 /// Runs `ard-pipeline export`; a signal given to `interrupt` ends its child
 /// processes and stops it ([`Error::Cancelled`]) with `--out` as it was.
 pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<Exported> {
-    let train_images = SplitKind::Train.num_images();
-    if let Some(n) = opts.int8_calibration {
-        if n == 0 || n > train_images {
-            return Err(Error::Usage(format!(
-                "export --calibration {n}: must be between 1 and {train_images} (the training split)"
-            )));
-        }
-    }
-    if opts.test_images == 0 || opts.test_images > SplitKind::Test.num_images() {
-        return Err(Error::Usage(format!(
-            "export --test-images {}: must be between 1 and {}",
-            opts.test_images,
-            SplitKind::Test.num_images()
-        )));
-    }
+    check_counts(opts)?;
     crate::perf::configure_process(cfg);
     let threads = tch::get_num_threads().max(1) as usize;
     // Every check that needs no work comes before the export.
@@ -429,25 +415,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<
 
     let fp32_path = staging.path(FP32_FILE);
     let int8_path = staging.path(INT8_FILE);
-    let mut args = vec![
-        "--arch".to_string(),
-        opts.arch.to_string(),
-        "--weights".into(),
-        opts.weights.display().to_string(),
-        "--fp32".into(),
-        fp32_path.display().to_string(),
-    ];
-    if let Some(n) = opts.int8_calibration {
-        let calibration = staging.path("calibration.safetensors");
-        data::ensure_cifar10(&cfg.data)?;
-        write_calibration(cfg, n, &calibration)?;
-        args.extend([
-            "--int8".into(),
-            int8_path.display().to_string(),
-            "--calibration".into(),
-            calibration.display().to_string(),
-        ]);
-    }
+    let args = script_args(cfg, opts, &staging, &fp32_path, &int8_path)?;
     log::info!("export: {} from {}", opts.arch, opts.weights.display());
     let script = Script {
         python: &opts.python,
@@ -463,25 +431,7 @@ pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<
         .transpose()?;
     let batch = cfg.data.batch_size.max(1);
     let verification = verify::verify(&model, &mut fp32, int8.as_mut(), &set, batch)?;
-    if !verification.fp32.pass {
-        return Err(Error::Onnx(format!(
-            "export: the ONNX file does not compute what {} computes (max |logit difference| \
-             {:.3e} at scale {:.2}, top-1 agreement {:.2}%); nothing was written to {}",
-            opts.weights.display(),
-            verification.fp32.max_abs_diff,
-            verification.fp32.logit_scale,
-            verification.fp32.top1_agreement,
-            opts.out.display()
-        )));
-    }
-    if let Some(q) = verification.int8.as_ref().filter(|q| !q.pass) {
-        log::warn!(
-            "export: the int8 model misses its targets (agreement {:.2}%, accuracy drop {:.2} points); \
-             try more calibration images",
-            q.top1_agreement,
-            q.drop
-        );
-    }
+    check_verification(&verification, opts)?;
     interrupt.check()?;
     let robustness = (opts.square_queries > 0)
         .then(|| {
@@ -495,14 +445,6 @@ pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<
         .transpose()?;
     drop((fp32, int8));
 
-    let file_facts = |name: &str, precision: &str, path: &Path| -> Result<FileFacts> {
-        Ok(FileFacts {
-            name: name.into(),
-            precision: precision.into(),
-            bytes: file_bytes(path)?,
-            sha256: sha256(path)?,
-        })
-    };
     let mut files = vec![file_facts(FP32_FILE, "fp32", &fp32_path)?];
     if opts.int8_calibration.is_some() {
         files.push(file_facts(INT8_FILE, "int8", &int8_path)?);
@@ -510,41 +452,25 @@ pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<
     let weights_bytes = file_bytes(&opts.weights)?;
     let edge = match &opts.latency {
         Some(latency) => {
-            log::info!("export: latency and peak memory, {threads} threads");
-            let mut rows = Vec::new();
-            let tch = (
-                "tch fp32",
-                "libtorch",
-                &*opts.weights,
-                Some(opts.arch),
-                weights_bytes,
-            );
-            let fp32 = (
-                "onnx fp32",
-                "onnxruntime",
-                &*fp32_path,
-                None,
-                files[0].bytes,
-            );
-            let int8 = files
-                .get(1)
-                .map(|f| ("onnx int8", "onnxruntime", &*int8_path, None, f.bytes));
-            for (name, runtime, path, arch, bytes) in [tch, fp32].into_iter().chain(int8) {
-                let child = latency_in_child(opts, path, arch, threads, latency, interrupt)?;
-                rows.push(EdgeRow {
-                    model: name.into(),
-                    runtime: runtime.into(),
-                    file_bytes: bytes,
-                    latency: child.latency,
-                    baseline_rss_mb: Some(child.baseline_rss_mb),
-                    peak_rss_mb: Some(child.peak_rss_mb),
-                });
-            }
-            Some(Edge {
-                cpu: crate::bench::Machine::probe().cpu,
-                threads,
-                rows,
-            })
+            let mut subjects = vec![
+                (
+                    "tch fp32",
+                    "libtorch",
+                    &*opts.weights,
+                    Some(opts.arch),
+                    weights_bytes,
+                ),
+                (
+                    "onnx fp32",
+                    "onnxruntime",
+                    &*fp32_path,
+                    None,
+                    files[0].bytes,
+                ),
+            ];
+            let int8 = files.get(1).map(|f| f.bytes);
+            subjects.extend(int8.map(|b| ("onnx int8", "onnxruntime", &*int8_path, None, b)));
+            Some(measure_edge(opts, latency, threads, &subjects, interrupt)?)
         }
         None => None,
     };
@@ -566,7 +492,137 @@ pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<
         edge,
         trust: TRUST.into(),
     };
-    let json = serde_json::to_string_pretty(&card).map_err(Error::json("the model card"))?;
+    let out = staging.out.clone();
+    install_with_card(staging, opts, &card, interrupt)?;
+    Ok(Exported { card, out })
+}
+
+/// Refuses image counts outside the splits before anything is loaded.
+fn check_counts(opts: &ExportOptions) -> Result<()> {
+    let train_images = SplitKind::Train.num_images();
+    if let Some(n) = opts.int8_calibration {
+        if n == 0 || n > train_images {
+            return Err(Error::Usage(format!(
+                "export --calibration {n}: must be between 1 and {train_images} (the training split)"
+            )));
+        }
+    }
+    if opts.test_images == 0 || opts.test_images > SplitKind::Test.num_images() {
+        return Err(Error::Usage(format!(
+            "export --test-images {}: must be between 1 and {}",
+            opts.test_images,
+            SplitKind::Test.num_images()
+        )));
+    }
+    Ok(())
+}
+
+/// The export script's arguments; with int8, the calibration images are
+/// written into the staging folder first.
+fn script_args(
+    cfg: &Config,
+    opts: &ExportOptions,
+    staging: &Staging,
+    fp32_path: &Path,
+    int8_path: &Path,
+) -> Result<Vec<String>> {
+    let mut args = vec![
+        "--arch".to_string(),
+        opts.arch.to_string(),
+        "--weights".into(),
+        opts.weights.display().to_string(),
+        "--fp32".into(),
+        fp32_path.display().to_string(),
+    ];
+    if let Some(n) = opts.int8_calibration {
+        let calibration = staging.path("calibration.safetensors");
+        data::ensure_cifar10(&cfg.data)?;
+        write_calibration(cfg, n, &calibration)?;
+        args.extend([
+            "--int8".into(),
+            int8_path.display().to_string(),
+            "--calibration".into(),
+            calibration.display().to_string(),
+        ]);
+    }
+    Ok(args)
+}
+
+/// An fp32 file that does not compute what the weights compute is refused; an
+/// int8 file that misses its targets is kept with a warning.
+fn check_verification(verification: &Verification, opts: &ExportOptions) -> Result<()> {
+    if !verification.fp32.pass {
+        return Err(Error::Onnx(format!(
+            "export: the ONNX file does not compute what {} computes (max |logit difference| \
+             {:.3e} at scale {:.2}, top-1 agreement {:.2}%); nothing was written to {}",
+            opts.weights.display(),
+            verification.fp32.max_abs_diff,
+            verification.fp32.logit_scale,
+            verification.fp32.top1_agreement,
+            opts.out.display()
+        )));
+    }
+    if let Some(q) = verification.int8.as_ref().filter(|q| !q.pass) {
+        log::warn!(
+            "export: the int8 model misses its targets (agreement {:.2}%, accuracy drop {:.2} points); \
+             try more calibration images",
+            q.top1_agreement,
+            q.drop
+        );
+    }
+    Ok(())
+}
+
+fn file_facts(name: &str, precision: &str, path: &Path) -> Result<FileFacts> {
+    Ok(FileFacts {
+        name: name.into(),
+        precision: precision.into(),
+        bytes: file_bytes(path)?,
+        sha256: sha256(path)?,
+    })
+}
+
+/// A model whose latency is measured: name, runtime, file, architecture (for
+/// weights) and file size.
+type LatencySubject<'a> = (&'static str, &'static str, &'a Path, Option<Arch>, u64);
+
+/// Latency and peak memory of each subject, each in a process of its own.
+fn measure_edge(
+    opts: &ExportOptions,
+    latency: &LatencyOptions,
+    threads: usize,
+    subjects: &[LatencySubject],
+    interrupt: &Interrupt,
+) -> Result<Edge> {
+    log::info!("export: latency and peak memory, {threads} threads");
+    let mut rows = Vec::new();
+    for &(name, runtime, path, arch, bytes) in subjects {
+        let child = latency_in_child(opts, path, arch, threads, latency, interrupt)?;
+        rows.push(EdgeRow {
+            model: name.into(),
+            runtime: runtime.into(),
+            file_bytes: bytes,
+            latency: child.latency,
+            baseline_rss_mb: Some(child.baseline_rss_mb),
+            peak_rss_mb: Some(child.peak_rss_mb),
+        });
+    }
+    Ok(Edge {
+        cpu: crate::bench::Machine::probe().cpu,
+        threads,
+        rows,
+    })
+}
+
+/// Writes the card into the staging folder and moves every file into `--out`
+/// (an int8 file of an earlier export is removed when this one has none).
+fn install_with_card(
+    staging: Staging,
+    opts: &ExportOptions,
+    card: &Card,
+    interrupt: &Interrupt,
+) -> Result<()> {
+    let json = serde_json::to_string_pretty(card).map_err(Error::json("the model card"))?;
     let json_path = staging.path(CARD_JSON);
     std::fs::write(&json_path, json + "\n").map_err(|e| Error::io(&json_path, e))?;
     let md_path = staging.path(CARD_MD);
@@ -578,8 +634,6 @@ pub fn run(cfg: &Config, opts: &ExportOptions, interrupt: &Interrupt) -> Result<
         stale.push(INT8_FILE);
     }
     names.extend([CARD_JSON, CARD_MD]);
-    let out = staging.out.clone();
     interrupt.check()?;
-    staging.install(&names, &stale)?;
-    Ok(Exported { card, out })
+    staging.install(&names, &stale)
 }

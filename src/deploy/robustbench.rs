@@ -15,8 +15,9 @@ use super::verify::PARITY_RELATIVE;
 use crate::config::Config;
 use crate::data::SplitKind;
 use crate::error::{Error, Result};
+use crate::eval::command::eps_text;
 use crate::eval::EvalSet;
-use crate::models::Arch;
+use crate::models::{Arch, Model};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -116,18 +117,8 @@ fn architecture(arch: Arch) -> String {
     match arch {
         Arch::ResNet18 => "ResNet-18".into(),
         Arch::Wrn { depth, widen } => format!("WideResNet-{depth}-{widen}"),
-        Arch::MobileNetV2 { width } if width == 1.0 => "MobileNetV2".into(),
+        Arch::MobileNetV2 { width: 1.0 } => "MobileNetV2".into(),
         Arch::MobileNetV2 { width } => format!("MobileNetV2 (width {width})"),
-    }
-}
-
-/// `8/255` when eps is a whole number of 255ths.
-fn eps_text(eps: f64) -> String {
-    let k = eps * 255.0;
-    if (k - k.round()).abs() < 1e-6 {
-        format!("{}/255", k.round())
-    } else {
-        format!("{eps}")
     }
 }
 
@@ -273,26 +264,8 @@ pub fn run(cfg: &Config, opts: &RobustBenchOptions, interrupt: &Interrupt) -> Re
     let probe = staging.path("probe.safetensors");
     let logits_path = staging.path("logits.safetensors");
     write_probe(&set, &probe)?;
-    let path_arg = |p: PathBuf| p.display().to_string();
-    let mut args = vec![
-        "--arch".to_string(),
-        opts.arch.to_string(),
-        "--weights".into(),
-        path_arg(opts.weights.clone()),
-        "--pt".into(),
-        path_arg(staging.path(STATE_DICT_FILE)),
-        "--probe".into(),
-        path_arg(probe),
-        "--logits".into(),
-        path_arg(logits_path.clone()),
-    ];
     let definition = matches!(opts.arch, Arch::MobileNetV2 { .. });
-    if definition {
-        args.extend([
-            "--definition".into(),
-            path_arg(staging.path(DEFINITION_FILE)),
-        ]);
-    }
+    let args = script_args(opts, &staging, probe, &logits_path, definition);
     log::info!(
         "export: RobustBench entry for {} from {}",
         opts.arch,
@@ -304,43 +277,9 @@ pub fn run(cfg: &Config, opts: &RobustBenchOptions, interrupt: &Interrupt) -> Re
         args: &args,
     };
     let report: ScriptReport = run_python(&script, interrupt)?;
-
-    // The .pt, loaded back into the class, computes what our model computes.
-    let theirs = crate::checkpoint::read(&logits_path)?
-        .remove("logits")
-        .ok_or_else(|| Error::Process("export: the Python step wrote no logits".into()))?;
-    let ours = tch::no_grad(|| -> Result<Tensor> {
-        let parts: Vec<Tensor> = set
-            .images
-            .split(256, 0)
-            .iter()
-            .map(|x| model.forward_t(&x.to_kind(Kind::Float), false))
-            .collect();
-        Ok(Tensor::f_cat(&parts, 0)?)
-    })?;
-    let theirs = theirs.to_kind(Kind::Double).to_device(Device::Cpu);
-    let ours = ours.to_kind(Kind::Double);
-    if theirs.size() != ours.size() {
-        return Err(Error::Process(format!(
-            "export: the Python step's logits are {:?}, expected {:?}",
-            theirs.size(),
-            ours.size()
-        )));
-    }
-    let max_abs_diff = (&ours - &theirs).abs().max().double_value(&[]);
-    let logit_scale = ours.abs().max().double_value(&[]);
-    if max_abs_diff.is_nan() || max_abs_diff > PARITY_RELATIVE * logit_scale.max(1.0) {
-        return Err(Error::Process(format!(
-            "export: {} loaded into {} gives other logits than {} (max |difference| {max_abs_diff:.3e} \
-             at scale {logit_scale:.2}); nothing was written to {}",
-            STATE_DICT_FILE,
-            report.constructor,
-            opts.weights.display(),
-            opts.out.display()
-        )));
-    }
+    let (max_abs_diff, logit_scale) =
+        check_parity(&model, &set, &logits_path, &report.constructor, opts)?;
     interrupt.check()?;
-
     let info = ModelInfo {
         name: opts
             .weights
@@ -402,6 +341,82 @@ pub fn run(cfg: &Config, opts: &RobustBenchOptions, interrupt: &Interrupt) -> Re
     }
     staging.install(&names, &stale)?;
     Ok(info)
+}
+
+/// The Python step's arguments; `definition`: it writes the architecture's
+/// class definition too.
+fn script_args(
+    opts: &RobustBenchOptions,
+    staging: &Staging,
+    probe: PathBuf,
+    logits_path: &Path,
+    definition: bool,
+) -> Vec<String> {
+    let path_arg = |p: PathBuf| p.display().to_string();
+    let mut args = vec![
+        "--arch".to_string(),
+        opts.arch.to_string(),
+        "--weights".into(),
+        path_arg(opts.weights.clone()),
+        "--pt".into(),
+        path_arg(staging.path(STATE_DICT_FILE)),
+        "--probe".into(),
+        path_arg(probe),
+        "--logits".into(),
+        path_arg(logits_path.to_path_buf()),
+    ];
+    if definition {
+        args.extend([
+            "--definition".into(),
+            path_arg(staging.path(DEFINITION_FILE)),
+        ]);
+    }
+    args
+}
+
+/// The .pt, loaded back into the class (`constructor`), computes what our
+/// model computes on the probe images: (max |logit difference|, logit scale).
+fn check_parity(
+    model: &Model,
+    set: &EvalSet,
+    logits_path: &Path,
+    constructor: &str,
+    opts: &RobustBenchOptions,
+) -> Result<(f64, f64)> {
+    let theirs = crate::checkpoint::read(logits_path)?
+        .remove("logits")
+        .ok_or_else(|| Error::Process("export: the Python step wrote no logits".into()))?;
+    let ours = tch::no_grad(|| -> Result<Tensor> {
+        let parts: Vec<Tensor> = set
+            .images
+            .split(256, 0)
+            .iter()
+            .map(|x| model.forward_t(&x.to_kind(Kind::Float), false))
+            .collect();
+        Ok(Tensor::f_cat(&parts, 0)?)
+    })?;
+    let theirs = theirs.to_kind(Kind::Double).to_device(Device::Cpu);
+    let ours = ours.to_kind(Kind::Double);
+    if theirs.size() != ours.size() {
+        return Err(Error::Process(format!(
+            "export: the Python step's logits are {:?}, expected {:?}",
+            theirs.size(),
+            ours.size()
+        )));
+    }
+    let max_abs_diff = (&ours - &theirs).abs().max().double_value(&[]);
+    let logit_scale = ours.abs().max().double_value(&[]);
+    if max_abs_diff.is_nan() || max_abs_diff > PARITY_RELATIVE * logit_scale.max(1.0) {
+        return Err(Error::Process(format!(
+            "export: {} loaded into {} gives other logits than {} (max |difference| {max_abs_diff:.3e} \
+             at scale {logit_scale:.2}); nothing was written to {}",
+            STATE_DICT_FILE,
+            constructor,
+            opts.weights.display(),
+            opts.out.display()
+        )));
+    }
+    Ok((max_abs_diff, logit_scale))
 }
 
 impl ModelInfo {
@@ -497,6 +512,5 @@ mod tests {
             architecture("wrn34_10".parse().unwrap()),
             "WideResNet-34-10"
         );
-        assert_eq!(eps_text(8.0 / 255.0), "8/255");
     }
 }

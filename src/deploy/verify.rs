@@ -6,7 +6,7 @@
 use super::card::{Int8Check, Parity, RobustRow, Robustness, Verification};
 use super::interrupt::Interrupt;
 use super::runtime::OnnxModel;
-use crate::attacks::square::{SquareOutcome, SQUARE_P_INIT};
+use crate::attacks::square::SquareOutcome;
 use crate::attacks::{square_linf, AttackInput, NoiseKey};
 use crate::config::Config;
 use crate::error::Result;
@@ -232,15 +232,7 @@ pub fn robustness(
         // A file's outcomes on the examples, then Square run on the file itself.
         let on_file = |logits: Scorer| -> Result<(Vec<Tensor>, SquareOutcome)> {
             let mut right = right_on(logits, &examples, &y)?;
-            let found = square_linf(
-                &mut *logits,
-                &x,
-                &y,
-                eps,
-                square_queries,
-                SQUARE_P_INIT,
-                square_key,
-            )?;
+            let found = square_linf(&mut *logits, &x, &y, eps, square_queries, square_key)?;
             right.extend(right_on(logits, [&found.x_adv], &y)?);
             Ok((right, found))
         };

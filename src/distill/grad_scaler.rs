@@ -17,7 +17,6 @@ pub struct GradScaler {
     scale: f64,
     growth_interval: u32,
     good_steps: u32,
-    skipped: u64,
 }
 
 impl Default for GradScaler {
@@ -34,18 +33,12 @@ impl GradScaler {
             scale: init_scale,
             growth_interval: growth_interval.max(1),
             good_steps: 0,
-            skipped: 0,
         }
     }
 
     /// The current scale.
     pub fn scale(&self) -> f64 {
         self.scale
-    }
-
-    /// Steps skipped so far because the gradients overflowed.
-    pub fn skipped_steps(&self) -> u64 {
-        self.skipped
     }
 
     /// `loss` times the scale, to call `backward` on.
@@ -87,7 +80,6 @@ impl GradScaler {
         } else {
             self.scale *= 0.5;
             self.good_steps = 0;
-            self.skipped += 1;
         }
     }
 }
@@ -129,7 +121,7 @@ mod tests {
         let finite = scaler.unscale(std::slice::from_ref(&p)).unwrap();
         assert!(!finite);
         scaler.update(finite);
-        assert_eq!((scaler.scale(), scaler.skipped_steps()), (512.0, 1));
+        assert_eq!(scaler.scale(), 512.0);
         let nan = param(&[1.0]);
         (&nan * f64::NAN).sum(Kind::Float).backward();
         assert!(!scaler.unscale(std::slice::from_ref(&nan)).unwrap());

@@ -129,12 +129,14 @@ impl Objective {
                 let t = self.temperature;
                 let log_q = (inputs.student_adv / t).log_softmax(-1, Kind::Float);
                 let p = (teacher()?.detach() / t).softmax(-1, Kind::Float);
-                let mut loss = kl(&log_q, &p, self.kl_reduction)? * (self.alpha * t * t);
-                if let Some(s_clean) = inputs.student_clean {
+                let loss = kl(&log_q, &p, self.kl_reduction)? * (self.alpha * t * t);
+                Ok(match inputs.student_clean {
                     // Weight 0 at alpha = 1: kept in the graph as ARD's loop does.
-                    loss = loss + cross_entropy(s_clean, inputs.labels)? * (1.0 - self.alpha);
-                }
-                Ok(loss)
+                    Some(s_clean) => {
+                        loss + cross_entropy(s_clean, inputs.labels)? * (1.0 - self.alpha)
+                    }
+                    None => loss,
+                })
             }
             LossKind::Rslad => {
                 let p = teacher()?.detach().softmax(-1, Kind::Float);

@@ -77,7 +77,7 @@ pub struct EvalOutcome {
 }
 
 /// `eps` as `8/255` when it is a whole number of 255ths.
-fn eps_text(eps: f64) -> String {
+pub fn eps_text(eps: f64) -> String {
     let k = eps * 255.0;
     if (k - k.round()).abs() < 1e-6 {
         format!("{}/255", k.round())
@@ -289,8 +289,8 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     check_before(&cfg, opts)?;
     let arch = opts.arch.unwrap_or(cfg.student.arch);
     let device = crate::device::resolve_device(&cfg.run.device)?;
-    // Malloc reuse too: without it APGD-T spent a third of its time
-    // page-faulting fresh buffers in (1.8 billion minor faults in 2 hours).
+    // Malloc reuse too: without it APGD-T spends about a third of its time
+    // page-faulting fresh buffers in.
     crate::perf::configure_process(&cfg);
     let eps = cfg.attack.eps.get();
     let outcome = |report: EvalReport,
@@ -298,10 +298,9 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
                    logits,
                    shard: Option<ShardPart>|
      -> Result<EvalOutcome> {
-        let sha = match &opts.weights {
-            Some(w) => Some(crate::data::checksum::sha256(w)?),
-            None => None,
-        };
+        let sha = (opts.weights.as_deref())
+            .map(crate::data::checksum::sha256)
+            .transpose()?;
         Ok(EvalOutcome {
             file: EvalFile {
                 report,
@@ -329,47 +328,15 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     };
 
     let Some(weights) = &opts.weights else {
-        let Some(latency) = &opts.latency else {
-            return Err(Error::Usage(
-                "eval: --weights is needed to measure accuracy (only --latency works without weights)"
-                    .into(),
-            ));
-        };
-        tch::manual_seed(cfg.run.seed as i64);
-        let model = Model::new(arch, device);
-        let report = EvalReport {
-            edge: Some(edge_report(&model, latency)?),
-            ..EvalReport::default()
-        };
-        return outcome(report, &[], None, None);
+        return outcome(latency_only(&cfg, opts, arch, device)?, &[], None, None);
     };
 
     let model = Model::load(arch, device, weights)?;
-    let teacher = if opts.evals.iter().any(|e| e.needs_teacher(&cfg.attack)) {
-        let path = cfg.teacher.weights.as_ref().ok_or_else(|| {
-            Error::Setting(
-                "eval: train_attack is kl_pgd, which needs the teacher: set teacher.weights".into(),
-            )
-        })?;
-        Some(Model::load(cfg.teacher.arch, device, path)?)
-    } else {
-        None
-    };
+    let teacher = load_teacher(&cfg, opts, device)?;
     let limit = opts.test_limit.or(cfg.eval.test_limit);
     let set = EvalSet::test(&cfg.data, limit.or(cfg.data.test_limit))?;
     let (set, part) = match opts.shard {
-        Some(shard) => {
-            let total = set.labels.size()[0] as usize;
-            let r = shard_range(shard, total, cfg.data.batch_size);
-            let part = ShardPart {
-                index: shard.index,
-                count: shard.count,
-                start: r.start,
-                end: r.end,
-                total,
-            };
-            (set.slice(r)?, Some(part))
-        }
+        Some(shard) => shard_of(set, shard, cfg.data.batch_size)?,
         None => (set, None),
     };
     let run_order = run_order(&opts.evals, opts.cascade);
@@ -410,6 +377,54 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         None => None,
     };
     outcome(report, &run_order, logits, part)
+}
+
+/// Without weights: the latency of a randomly initialised `arch` (`--latency`).
+fn latency_only(
+    cfg: &Config,
+    opts: &EvalOptions,
+    arch: Arch,
+    device: Device,
+) -> Result<EvalReport> {
+    let Some(latency) = &opts.latency else {
+        return Err(Error::Usage(
+            "eval: --weights is needed to measure accuracy (only --latency works without weights)"
+                .into(),
+        ));
+    };
+    tch::manual_seed(cfg.run.seed as i64);
+    let model = Model::new(arch, device);
+    Ok(EvalReport {
+        edge: Some(edge_report(&model, latency)?),
+        ..EvalReport::default()
+    })
+}
+
+/// The teacher, when an evaluation needs it (`train_attack` with kl_pgd).
+fn load_teacher(cfg: &Config, opts: &EvalOptions, device: Device) -> Result<Option<Model>> {
+    if !opts.evals.iter().any(|e| e.needs_teacher(&cfg.attack)) {
+        return Ok(None);
+    }
+    let path = cfg.teacher.weights.as_ref().ok_or_else(|| {
+        Error::Setting(
+            "eval: train_attack is kl_pgd, which needs the teacher: set teacher.weights".into(),
+        )
+    })?;
+    Ok(Some(Model::load(cfg.teacher.arch, device, path)?))
+}
+
+/// `shard`'s part of `set` (whole batches of `batch_size`), and which part it is.
+fn shard_of(set: EvalSet, shard: Shard, batch_size: usize) -> Result<(EvalSet, Option<ShardPart>)> {
+    let total = set.labels.size()[0] as usize;
+    let r = shard_range(shard, total, batch_size);
+    let part = ShardPart {
+        index: shard.index,
+        count: shard.count,
+        start: r.start,
+        end: r.end,
+        total,
+    };
+    Ok((set.slice(r)?, Some(part)))
 }
 
 /// `ard-pipeline eval merge PARTS --json OUT`: reads the partial results,

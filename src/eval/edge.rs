@@ -43,36 +43,31 @@ struct Inventory {
 }
 
 impl Inventory {
-    /// A bias-free k x k convolution with padding k/2; returns the output side.
-    fn conv(&mut self, name: String, c_in: i64, c_out: i64, k: i64, stride: i64, side: i64) -> i64 {
-        self.grouped_conv(name, c_in, c_out, k, stride, 1, side)
-    }
-
-    /// A depthwise 3x3 convolution of `c` channels (groups = c).
-    fn depthwise(&mut self, name: String, c: i64, stride: i64, side: i64) -> i64 {
-        self.grouped_conv(name, c, c, 3, stride, c, side)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn grouped_conv(
+    /// A bias-free k x k convolution with padding k/2 from `c_in` channels
+    /// per group to `c_out`; returns the output side.
+    fn conv(
         &mut self,
         name: String,
-        c_in: i64,
-        c_out: i64,
+        (c_in, c_out): (i64, i64),
         k: i64,
         stride: i64,
-        groups: i64,
         side: i64,
     ) -> i64 {
         let out = (side + 2 * (k / 2) - k) / stride + 1;
-        let weight = c_out * (c_in / groups) * k * k;
+        let weight = c_out * c_in * k * k;
         self.layers.push(LayerCost {
             name,
-            weight_shape: vec![c_out, c_in / groups, k, k],
+            weight_shape: vec![c_out, c_in, k, k],
             params: weight as u64,
             macs: (weight * out * out) as u64,
         });
         out
+    }
+
+    /// A depthwise 3x3 convolution of `c` channels (groups = c: one input
+    /// channel per group).
+    fn depthwise(&mut self, name: String, c: i64, stride: i64, side: i64) -> i64 {
+        self.conv(name, (1, c), 3, stride, side)
     }
 
     fn bn(&mut self, name: String, c: i64) {
@@ -103,7 +98,7 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
             let n = (depth.saturating_sub(4) / 6).max(1);
             let k = widen as i64;
             let ch = [16, 16 * k, 32 * k, 64 * k];
-            let mut side = inv.conv("conv1".into(), 3, ch[0], 3, 1, s);
+            let mut side = inv.conv("conv1".into(), (3, ch[0]), 3, 1, s);
             let mut c_in = ch[0];
             for (block, c_out, stride) in [
                 ("block1", ch[1], 1),
@@ -114,11 +109,11 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
                     let (c, st) = if i == 0 { (c_in, stride) } else { (c_out, 1) };
                     let p = format!("{block}.layer.{i}");
                     inv.bn(format!("{p}.bn1"), c);
-                    let out = inv.conv(format!("{p}.conv1"), c, c_out, 3, st, side);
+                    let out = inv.conv(format!("{p}.conv1"), (c, c_out), 3, st, side);
                     inv.bn(format!("{p}.bn2"), c_out);
-                    inv.conv(format!("{p}.conv2"), c_out, c_out, 3, 1, out);
+                    inv.conv(format!("{p}.conv2"), (c_out, c_out), 3, 1, out);
                     if c != c_out {
-                        inv.conv(format!("{p}.convShortcut"), c, c_out, 1, st, side);
+                        inv.conv(format!("{p}.convShortcut"), (c, c_out), 1, st, side);
                     }
                     side = out;
                 }
@@ -128,7 +123,7 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
             inv.linear("fc".into(), ch[3], NUM_CLASSES);
         }
         Arch::ResNet18 => {
-            let mut side = inv.conv("conv1".into(), 3, 64, 3, 1, s);
+            let mut side = inv.conv("conv1".into(), (3, 64), 3, 1, s);
             inv.bn("bn1".into(), 64);
             let mut c_in = 64;
             for (stage, (c_out, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)]
@@ -138,12 +133,12 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
                 for b in 0..2 {
                     let st = if b == 0 { stride } else { 1 };
                     let p = format!("layer{}.{b}", stage + 1);
-                    let out = inv.conv(format!("{p}.conv1"), c_in, c_out, 3, st, side);
+                    let out = inv.conv(format!("{p}.conv1"), (c_in, c_out), 3, st, side);
                     inv.bn(format!("{p}.bn1"), c_out);
-                    inv.conv(format!("{p}.conv2"), c_out, c_out, 3, 1, out);
+                    inv.conv(format!("{p}.conv2"), (c_out, c_out), 3, 1, out);
                     inv.bn(format!("{p}.bn2"), c_out);
                     if st != 1 || c_in != c_out {
-                        inv.conv(format!("{p}.shortcut.0"), c_in, c_out, 1, st, side);
+                        inv.conv(format!("{p}.shortcut.0"), (c_in, c_out), 1, st, side);
                         inv.bn(format!("{p}.shortcut.1"), c_out);
                     }
                     side = out;
@@ -155,7 +150,7 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
         Arch::MobileNetV2 { width } => {
             let stem = scaled(32, width);
             let head = scaled(1280, width.max(1.0));
-            let mut side = inv.conv("conv1".into(), 3, stem, 3, 1, s);
+            let mut side = inv.conv("conv1".into(), (3, stem), 3, 1, s);
             inv.bn("bn1".into(), stem);
             let mut c_in = stem;
             let mut index = 0;
@@ -165,14 +160,14 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
                     let st = if b == 0 { stride } else { 1 };
                     let planes = expansion * c_in;
                     let p = format!("layers.{index}");
-                    inv.conv(format!("{p}.conv1"), c_in, planes, 1, 1, side);
+                    inv.conv(format!("{p}.conv1"), (c_in, planes), 1, 1, side);
                     inv.bn(format!("{p}.bn1"), planes);
                     let out = inv.depthwise(format!("{p}.conv2"), planes, st, side);
                     inv.bn(format!("{p}.bn2"), planes);
-                    inv.conv(format!("{p}.conv3"), planes, c_out, 1, 1, out);
+                    inv.conv(format!("{p}.conv3"), (planes, c_out), 1, 1, out);
                     inv.bn(format!("{p}.bn3"), c_out);
                     if st == 1 && c_in != c_out {
-                        inv.conv(format!("{p}.shortcut.0"), c_in, c_out, 1, 1, side);
+                        inv.conv(format!("{p}.shortcut.0"), (c_in, c_out), 1, 1, side);
                         inv.bn(format!("{p}.shortcut.1"), c_out);
                     }
                     side = out;
@@ -180,7 +175,7 @@ pub fn layers(arch: Arch) -> Vec<LayerCost> {
                     index += 1;
                 }
             }
-            inv.conv("conv2".into(), c_in, head, 1, 1, side);
+            inv.conv("conv2".into(), (c_in, head), 1, 1, side);
             inv.bn("bn2".into(), head);
             inv.linear("linear".into(), head, NUM_CLASSES);
         }

@@ -405,34 +405,27 @@ pub struct Evaluation<'a> {
 }
 
 impl Evaluation<'_> {
-    /// [B] bool: the model is right on `attack`'s perturbation of the batch `x`
-    /// (its random starts keyed by the seed, the evaluation and `counter`).
+    /// [B] bool: the model is right on `attack`'s perturbation of the batch
+    /// `input` (its random starts keyed by the seed, the evaluation and `counter`).
     fn attacked_correct(
         &self,
         eval: &EvalAttack,
         attack: &dyn Attack,
-        x: &Tensor,
-        y: &Tensor,
-        teacher_logits: Option<&Tensor>,
+        input: &AttackInput,
         counter: usize,
     ) -> Result<Tensor> {
-        let input = AttackInput {
-            x,
-            y,
-            teacher_logits,
-        };
         let key = NoiseKey {
             seed: self.seed,
             counter: counter as u64,
             stream: eval.stream(),
         };
         let x_adv = attack
-            .perturb(self.model, &input, key)
+            .perturb(self.model, input, key)
             .map_err(|e| Error::Evaluation {
                 name: eval.name(),
                 source: Box::new(e),
             })?;
-        Ok(predict(self.model, &x_adv).f_eq_tensor(y)?)
+        Ok(predict(self.model, &x_adv).f_eq_tensor(input.y)?)
     }
 
     /// The model checks ([`checks`]) on the first batch, when AutoAttack is
@@ -518,6 +511,11 @@ impl Evaluation<'_> {
         let mut seconds = vec![0.0; built.len()];
         for (rows, idx) in self.set.batches(self.batch_size) {
             let (x, y, t) = self.batch(&idx)?;
+            let input = AttackInput {
+                x: &x,
+                y: &y,
+                teacher_logits: t.as_ref(),
+            };
             let began = Instant::now();
             let clean = predict(self.model, &x).f_eq_tensor(&y)?;
             natural.push(clean.to_device(Device::Cpu));
@@ -528,7 +526,7 @@ impl Evaluation<'_> {
                     None => clean.shallow_clone(),
                     Some(a) => {
                         let counter = offset + rows.start;
-                        self.attacked_correct(eval, a.as_ref(), &x, &y, t.as_ref(), counter)?
+                        self.attacked_correct(eval, a.as_ref(), &input, counter)?
                     }
                 };
                 correct[i].push(ok.to_device(Device::Cpu));
@@ -595,8 +593,12 @@ impl Evaluation<'_> {
             let mut parts = Vec::new();
             for (rows, idx) in index_batches(survivors.shallow_clone(), self.batch_size) {
                 let (x, y, t) = self.batch(&idx)?;
-                let ok =
-                    self.attacked_correct(eval, attack.as_ref(), &x, &y, t.as_ref(), rows.start)?;
+                let input = AttackInput {
+                    x: &x,
+                    y: &y,
+                    teacher_logits: t.as_ref(),
+                };
+                let ok = self.attacked_correct(eval, attack.as_ref(), &input, rows.start)?;
                 parts.push(ok.to_device(Device::Cpu));
                 progress(&name, rows.end, m);
             }

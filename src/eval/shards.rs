@@ -143,7 +143,7 @@ mod tests {
             for i in 0..3 {
                 let r = shard_range(shard(i, 3), n, 32);
                 assert_eq!(r.start, at);
-                assert!(r.start % 32 == 0);
+                assert!(r.start.is_multiple_of(32));
                 at = r.end;
             }
             assert_eq!(at, n);

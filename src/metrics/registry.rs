@@ -199,23 +199,6 @@ impl TrainMetrics {
         }
     }
 
-    /// Sets the accuracy (percent) under evaluation attack `attack`, and merges it
-    /// into the last evaluation record (with the current epoch and step if there
-    /// was none). Prefer [`record_eval`](Self::record_eval) for a whole evaluation.
-    pub fn set_eval_accuracy(&self, attack: &str, pct: f64) {
-        self.set_accuracy_gauge(attack, pct);
-        let mut last = self
-            .last_eval
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let record = last.get_or_insert_with(|| EvalRecord {
-            epoch: self.epoch(),
-            step: self.train_steps(),
-            accuracy_pct: BTreeMap::new(),
-        });
-        record.accuracy_pct.insert(attack.to_owned(), pct);
-    }
-
     /// Records one evaluation of the snapshot of `epoch` / `step`: sets each
     /// attack's accuracy gauge and replaces the last evaluation record.
     pub fn record_eval(&self, epoch: u64, step: u64, results: &[(&str, f64)]) {
@@ -369,9 +352,6 @@ mod tests {
         assert_eq!(metrics.weight_staleness(), 1);
 
         assert_eq!(metrics.last_eval(), None);
-        metrics.set_eval_accuracy("natural", 80.0);
-        let eval = metrics.last_eval().expect("merged");
-        assert_eq!((eval.epoch, eval.step), (3, 7));
         metrics.record_eval(2, 5, &[("natural", 81.0), ("pgd20", 50.5)]);
         let eval = metrics.last_eval().expect("recorded");
         assert_eq!((eval.epoch, eval.step, eval.accuracy_pct.len()), (2, 5, 2));

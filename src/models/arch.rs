@@ -53,7 +53,7 @@ impl FromStr for Arch {
             let (d, k) = rest.split_once('_').ok_or_else(|| bad("expected wrnD_K"))?;
             let depth: usize = d.parse().map_err(|_| bad("bad depth"))?;
             let widen: usize = k.parse().map_err(|_| bad("bad widen factor"))?;
-            if depth < 10 || (depth - 4) % 6 != 0 {
+            if depth < 10 || !(depth - 4).is_multiple_of(6) {
                 return Err(bad("depth must be 6n+4 with n >= 1"));
             }
             if widen == 0 || widen > 20 {

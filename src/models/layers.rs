@@ -3,19 +3,27 @@
 
 use tch::nn;
 
-/// Conv2d without bias (every conv in the zoo), PyTorch's padding convention.
-pub fn conv(
+/// Conv2d without bias (every conv in the zoo), `k`x`k` with padding `k / 2`.
+pub fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
+    grouped_conv(p, c_in, c_out, k, stride, 1)
+}
+
+/// A depthwise 3x3 convolution of `c` channels (groups = c), without bias.
+pub fn depthwise(p: nn::Path, c: i64, stride: i64) -> nn::Conv2D {
+    grouped_conv(p, c, c, 3, stride, c)
+}
+
+fn grouped_conv(
     p: nn::Path,
     c_in: i64,
     c_out: i64,
     k: i64,
     stride: i64,
-    padding: i64,
     groups: i64,
 ) -> nn::Conv2D {
     let cfg = nn::ConvConfig {
         stride,
-        padding,
+        padding: k / 2,
         groups,
         bias: false,
         ..Default::default()

@@ -3,7 +3,7 @@
 //! parameter names of the widely used PyTorch definition (`conv1`, `bn1`,
 //! `layers.N.conv1..3`, `layers.N.shortcut.{0,1}`, `conv2`, `bn2`, `linear`).
 
-use super::layers::{avg_pool, bn, conv};
+use super::layers::{avg_pool, bn, conv, depthwise};
 use tch::{nn, nn::ModuleT, Tensor};
 
 /// (expansion, output channels, blocks, first stride) per stage.
@@ -46,16 +46,16 @@ impl Block {
         let planes = expansion * c_in;
         let shortcut = (stride == 1 && c_in != c_out).then(|| {
             (
-                conv(&p / "shortcut" / "0", c_in, c_out, 1, 1, 0, 1),
+                conv(&p / "shortcut" / "0", c_in, c_out, 1, 1),
                 bn(&p / "shortcut" / "1", c_out),
             )
         });
         Block {
-            conv1: conv(&p / "conv1", c_in, planes, 1, 1, 0, 1),
+            conv1: conv(&p / "conv1", c_in, planes, 1, 1),
             bn1: bn(&p / "bn1", planes),
-            conv2: conv(&p / "conv2", planes, planes, 3, stride, 1, planes),
+            conv2: depthwise(&p / "conv2", planes, stride),
             bn2: bn(&p / "bn2", planes),
-            conv3: conv(&p / "conv3", planes, c_out, 1, 1, 0, 1),
+            conv3: conv(&p / "conv3", planes, c_out, 1, 1),
             bn3: bn(&p / "bn3", c_out),
             shortcut,
             residual: stride == 1,
@@ -109,10 +109,10 @@ pub fn mobilenet_v2(p: &nn::Path, num_classes: i64, width: f64) -> MobileNetV2 {
         }
     }
     MobileNetV2 {
-        conv1: conv(p / "conv1", 3, stem, 3, 1, 1, 1),
+        conv1: conv(p / "conv1", 3, stem, 3, 1),
         bn1: bn(p / "bn1", stem),
         layers,
-        conv2: conv(p / "conv2", c_in, head, 1, 1, 0, 1),
+        conv2: conv(p / "conv2", c_in, head, 1, 1),
         bn2: bn(p / "bn2", head),
         linear: nn::linear(p / "linear", head, num_classes, Default::default()),
     }

@@ -18,14 +18,14 @@ impl BasicBlock {
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         let shortcut = (stride != 1 || c_in != c_out).then(|| {
             (
-                conv(&p / "shortcut" / "0", c_in, c_out, 1, stride, 0, 1),
+                conv(&p / "shortcut" / "0", c_in, c_out, 1, stride),
                 bn(&p / "shortcut" / "1", c_out),
             )
         });
         BasicBlock {
-            conv1: conv(&p / "conv1", c_in, c_out, 3, stride, 1, 1),
+            conv1: conv(&p / "conv1", c_in, c_out, 3, stride),
             bn1: bn(&p / "bn1", c_out),
-            conv2: conv(&p / "conv2", c_out, c_out, 3, 1, 1, 1),
+            conv2: conv(&p / "conv2", c_out, c_out, 3, 1),
             bn2: bn(&p / "bn2", c_out),
             shortcut,
         }
@@ -73,7 +73,7 @@ pub fn resnet18(p: &nn::Path, num_classes: i64) -> ResNet18 {
         }
     }
     ResNet18 {
-        conv1: conv(p / "conv1", 3, 64, 3, 1, 1, 1),
+        conv1: conv(p / "conv1", 3, 64, 3, 1),
         bn1: bn(p / "bn1", 64),
         blocks,
         linear: nn::linear(p / "linear", 512, num_classes, Default::default()),

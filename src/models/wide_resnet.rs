@@ -21,11 +21,11 @@ impl BasicBlock {
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         BasicBlock {
             bn1: bn(&p / "bn1", c_in),
-            conv1: conv(&p / "conv1", c_in, c_out, 3, stride, 1, 1),
+            conv1: conv(&p / "conv1", c_in, c_out, 3, stride),
             bn2: bn(&p / "bn2", c_out),
-            conv2: conv(&p / "conv2", c_out, c_out, 3, 1, 1, 1),
+            conv2: conv(&p / "conv2", c_out, c_out, 3, 1),
             conv_shortcut: (c_in != c_out)
-                .then(|| conv(&p / "convShortcut", c_in, c_out, 1, stride, 0, 1)),
+                .then(|| conv(&p / "convShortcut", c_in, c_out, 1, stride)),
         }
     }
 }
@@ -75,7 +75,7 @@ pub fn wide_resnet(p: &nn::Path, num_classes: i64, depth: usize, widen: usize) -
     blocks.extend(network_block(p / "block2", n, ch[1], ch[2], 2));
     blocks.extend(network_block(p / "block3", n, ch[2], ch[3], 2));
     WideResNet {
-        conv1: conv(p / "conv1", 3, ch[0], 3, 1, 1, 1),
+        conv1: conv(p / "conv1", 3, ch[0], 3, 1),
         blocks,
         bn1: bn(p / "bn1", ch[3]),
         fc: nn::linear(p / "fc", ch[3], num_classes, Default::default()),

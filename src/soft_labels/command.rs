@@ -10,6 +10,7 @@ use crate::config::{Config, SoftLabels};
 use crate::data::{self, SplitKind};
 use crate::error::{Error, Result};
 use crate::models::Model;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -97,14 +98,7 @@ pub fn fill(
     let views = cache.identity().views;
     let slots = cache.slots();
     let already = cache.filled();
-    let mut pending: Vec<(u64, usize)> = Vec::new();
-    for i in start..end {
-        for s in 0..slots {
-            if !cache.contains(i, s)? {
-                pending.push((i, s));
-            }
-        }
-    }
+    let pending = missing_entries(&cache, start..end)?;
     progress(&format!(
         "soft labels: {} images {start}..{end} x {} ({}): {} to compute, {} already filled",
         path.display(),
@@ -116,32 +110,13 @@ pub fn fill(
     let batch_size = cfg.data.batch_size.max(1);
     let (mut last_log, mut last_save) = (Instant::now(), Instant::now());
     let mut computed = 0u64;
-    let c = cache.classes();
+    let entries = Entries {
+        train: &train,
+        teacher: &teacher,
+        device,
+    };
     for chunk in pending.chunks(batch_size) {
-        let indices: Vec<usize> = chunk.iter().map(|&(i, _)| i as usize).collect();
-        let chunk_views: Vec<data::View> = chunk
-            .iter()
-            .map(|&(i, s)| {
-                views
-                    .view_at(i, s)
-                    .ok_or_else(|| Error::invalid("soft labels", format!("no view in slot {s}")))
-            })
-            .collect::<Result<_>>()?;
-        let batch = data::make_batch(&train, &indices, &chunk_views, device)?;
-        let values = to_host_f32(&teacher_logits(&teacher, &batch.images))?;
-        if values.len() != chunk.len() * c {
-            return Err(Error::invalid(
-                "soft labels",
-                format!(
-                    "the teacher gave {} logits for {} images, the cache holds {c} classes",
-                    values.len(),
-                    chunk.len()
-                ),
-            ));
-        }
-        for (&(i, s), row) in chunk.iter().zip(values.chunks_exact(c)) {
-            cache.put(i, s, row)?;
-        }
+        entries.compute(&mut cache, chunk)?;
         computed += chunk.len() as u64;
         if last_log.elapsed() >= PROGRESS_EVERY {
             let rate = computed as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -172,6 +147,59 @@ pub fn fill(
     };
     progress(&report.summary());
     Ok(report)
+}
+
+/// The (image, slot) entries in `images` the cache does not hold yet.
+fn missing_entries(cache: &SoftLabelCache, images: Range<u64>) -> Result<Vec<(u64, usize)>> {
+    let mut pending = Vec::new();
+    for i in images {
+        for s in 0..cache.slots() {
+            if !cache.contains(i, s)? {
+                pending.push((i, s));
+            }
+        }
+    }
+    Ok(pending)
+}
+
+/// What computing cache entries reads: the training split and the teacher.
+struct Entries<'a> {
+    train: &'a data::Split,
+    teacher: &'a Model,
+    device: tch::Device,
+}
+
+impl Entries<'_> {
+    /// The teacher's logits for `chunk`'s (image, slot) pairs, put in `cache`.
+    fn compute(&self, cache: &mut SoftLabelCache, chunk: &[(u64, usize)]) -> Result<()> {
+        let views = cache.identity().views;
+        let c = cache.classes();
+        let indices: Vec<usize> = chunk.iter().map(|&(i, _)| i as usize).collect();
+        let chunk_views: Vec<data::View> = chunk
+            .iter()
+            .map(|&(i, s)| {
+                views
+                    .view_at(i, s)
+                    .ok_or_else(|| Error::invalid("soft labels", format!("no view in slot {s}")))
+            })
+            .collect::<Result<_>>()?;
+        let batch = data::make_batch(self.train, &indices, &chunk_views, self.device)?;
+        let values = to_host_f32(&teacher_logits(self.teacher, &batch.images))?;
+        if values.len() != chunk.len() * c {
+            return Err(Error::invalid(
+                "soft labels",
+                format!(
+                    "the teacher gave {} logits for {} images, the cache holds {c} classes",
+                    values.len(),
+                    chunk.len()
+                ),
+            ));
+        }
+        for (&(i, s), row) in chunk.iter().zip(values.chunks_exact(c)) {
+            cache.put(i, s, row)?;
+        }
+        Ok(())
+    }
 }
 
 /// Joins shard files into the full cache. Without `inputs`, the shards are

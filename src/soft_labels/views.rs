@@ -12,6 +12,7 @@
 //!   of 162 x 50,000), but the student sees only K of the 162 augmentations of
 //!   each image, fewer distinct inputs than the paper's random crop+flip.
 
+use crate::data::augment::splitmix64;
 use crate::data::{View, NUM_VIEWS};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -116,14 +117,6 @@ impl ViewSet {
             _ => planned,
         }
     }
-}
-
-/// splitmix64's finaliser.
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Domain tag of the fixed views ("fixedvw1"); part of the cache's augmentation

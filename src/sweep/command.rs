@@ -2,7 +2,7 @@
 
 use super::expand::{expand, PlannedRun, RunPlacement};
 use super::manifest::SweepDir;
-use super::schedule::{schedule, RunResult, RunStatus};
+use super::schedule::{schedule, Policy, RunResult, RunStatus};
 use super::spec::{Backend, SweepFile};
 use super::{k8s, local, ray, report, stale};
 use crate::config::{self, Config};
@@ -171,17 +171,20 @@ pub fn run_sweep_with(
     if backend != Backend::K8s && file.sweep.metrics_base_port != 0 {
         write_targets(&dir, &file.sweep.name, &runs)?;
     }
-    let poll = Duration::from_secs_f64(file.sweep.poll_s.max(0.01));
-    let (parallel, retries) = (file.sweep.parallel, file.sweep.retries);
+    let policy = Policy {
+        parallel: file.sweep.parallel,
+        retries: file.sweep.retries,
+        poll: Duration::from_secs_f64(file.sweep.poll_s.max(0.01)),
+    };
     let results = match backend {
         Backend::Local => {
             let mut exec = local::Local::new(dir.clone())?;
-            schedule(&mut exec, &runs, &dir, parallel, retries, poll, &mut say)?
+            schedule(&mut exec, &runs, &dir, policy, &mut say)?
         }
         Backend::Ray => {
             let threads = placement(&file, backend).threads;
             let mut exec = ray::Ray::new(&file.sweep.ray_address, dir.clone(), threads)?;
-            schedule(&mut exec, &runs, &dir, parallel, retries, poll, &mut say)?
+            schedule(&mut exec, &runs, &dir, policy, &mut say)?
         }
         Backend::K8s => {
             let k = dir.path.join("k8s");

@@ -53,7 +53,11 @@ pub fn expand(file: &SweepFile, placement: &RunPlacement) -> Result<Vec<PlannedR
         ));
     };
     let points = file.points()?;
-    let common = file.common();
+    let rows = Rows {
+        base: &base_table,
+        common: &file.common(),
+        placement,
+    };
     let mut runs = Vec::with_capacity(points.len());
     let mut errors = Vec::new();
     for (index, point) in points.into_iter().enumerate() {
@@ -64,15 +68,7 @@ pub fn expand(file: &SweepFile, placement: &RunPlacement) -> Result<Vec<PlannedR
             format!("{}-{index:02}-{description}", file.sweep.name)
         };
         let origin = format!("{} row {index} ({name})", file.path.display());
-        match build_run(
-            &base_table,
-            &common,
-            &point,
-            &name,
-            index,
-            placement,
-            &origin,
-        ) {
+        match rows.build_run(&point, &name, index, &origin) {
             Ok((config, toml)) => runs.push(PlannedRun {
                 index,
                 name,
@@ -102,46 +98,57 @@ pub fn expand(file: &SweepFile, placement: &RunPlacement) -> Result<Vec<PlannedR
     Ok(runs)
 }
 
-fn build_run(
-    base: &toml::Table,
-    common: &BTreeMap<String, toml::Value>,
-    point: &BTreeMap<String, toml::Value>,
-    name: &str,
-    index: usize,
-    placement: &RunPlacement,
-    origin: &str,
-) -> Result<(Config, String)> {
-    let err = |message: String| Error::config(origin, message);
-    let mut table = base.clone();
-    for (key, value) in common.iter().chain(point.iter()) {
-        if key.starts_with("run.name") || key.starts_with("run.out_dir") || key == "base" {
-            return Err(err(format!("key `{key}`: set by the sweep, not by a row")));
-        }
-        set_path(&mut table, key, value.clone()).map_err(|m| err(format!("key `{key}`: {m}")))?;
-    }
-    let mut set = |key: &str, value| set_path(&mut table, key, value).map_err(err);
-    let s = |v: &str| toml::Value::String(v.to_string());
-    set("run.name", s(name))?;
-    set("run.out_dir", s(&placement.out_dir.display().to_string()))?;
-    if let Some(t) = placement.threads {
-        set("run.threads", toml::Value::Integer(t as i64))?;
-    }
-    let listen = match (&placement.metrics_listen, placement.metrics_base_port) {
-        (Some(l), _) => l.clone(),
-        (None, Some(port)) => {
-            let port = port as usize + index;
-            if port > u16::MAX as usize {
-                return Err(err(format!("metrics port {port} is out of range")));
+/// What every row of a sweep starts from: the base config, the keys common to
+/// all rows, and where the runs go.
+struct Rows<'a> {
+    base: &'a toml::Table,
+    common: &'a BTreeMap<String, toml::Value>,
+    placement: &'a RunPlacement,
+}
+
+impl Rows<'_> {
+    /// Row `index` (`point`) as run `name`: its config and that config as TOML.
+    fn build_run(
+        &self,
+        point: &BTreeMap<String, toml::Value>,
+        name: &str,
+        index: usize,
+        origin: &str,
+    ) -> Result<(Config, String)> {
+        let placement = self.placement;
+        let err = |message: String| Error::config(origin, message);
+        let mut table = self.base.clone();
+        for (key, value) in self.common.iter().chain(point.iter()) {
+            if key.starts_with("run.name") || key.starts_with("run.out_dir") || key == "base" {
+                return Err(err(format!("key `{key}`: set by the sweep, not by a row")));
             }
-            format!("127.0.0.1:{port}")
+            set_path(&mut table, key, value.clone())
+                .map_err(|m| err(format!("key `{key}`: {m}")))?;
         }
-        (None, None) => String::new(),
-    };
-    set("metrics.listen", s(&listen))?;
-    let text = toml::to_string(&table).map_err(|e| err(format!("cannot render: {e}")))?;
-    let cfg = config::load_str(&text, origin, true)?;
-    // Save exactly what the run will see, resolved.
-    Ok((cfg.clone(), cfg.to_toml()))
+        let mut set = |key: &str, value| set_path(&mut table, key, value).map_err(err);
+        let s = |v: &str| toml::Value::String(v.to_string());
+        set("run.name", s(name))?;
+        set("run.out_dir", s(&placement.out_dir.display().to_string()))?;
+        if let Some(t) = placement.threads {
+            set("run.threads", toml::Value::Integer(t as i64))?;
+        }
+        let listen = match (&placement.metrics_listen, placement.metrics_base_port) {
+            (Some(l), _) => l.clone(),
+            (None, Some(port)) => {
+                let port = port as usize + index;
+                if port > u16::MAX as usize {
+                    return Err(err(format!("metrics port {port} is out of range")));
+                }
+                format!("127.0.0.1:{port}")
+            }
+            (None, None) => String::new(),
+        };
+        set("metrics.listen", s(&listen))?;
+        let text = toml::to_string(&table).map_err(|e| err(format!("cannot render: {e}")))?;
+        let cfg = config::load_str(&text, origin, true)?;
+        // Save exactly what the run will see, resolved.
+        Ok((cfg.clone(), cfg.to_toml()))
+    }
 }
 
 /// Sets `a.b.c = value`, creating tables on the way.

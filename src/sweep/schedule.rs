@@ -52,31 +52,47 @@ pub struct RunResult {
     pub status: RunStatus,
 }
 
+/// How many runs at once, how often a failed run is retried, how often the
+/// running ones are polled.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub parallel: usize,
+    pub retries: usize,
+    pub poll: Duration,
+}
+
 /// Runs every run to success or exhaustion of its retries.
 pub fn schedule<E: Executor>(
     exec: &mut E,
     runs: &[PlannedRun],
     dir: &SweepDir,
-    parallel: usize,
-    retries: usize,
-    poll: Duration,
+    policy: Policy,
     mut say: impl FnMut(&str),
 ) -> Result<Vec<RunResult>> {
-    let mut results: Vec<Option<RunStatus>> = vec![None; runs.len()];
-    let mut pending: VecDeque<(usize, usize)> = VecDeque::new();
+    let Policy {
+        parallel,
+        retries,
+        poll,
+    } = policy;
+    let mut book = Book {
+        runs,
+        retries,
+        results: vec![None; runs.len()],
+        pending: VecDeque::new(),
+    };
     for (i, r) in runs.iter().enumerate() {
         if dir.summary(&r.name).is_file() {
             say(&format!("skip {} (summary.json exists)", r.name));
-            results[i] = Some(RunStatus::Skipped);
+            book.results[i] = Some(RunStatus::Skipped);
         } else {
-            pending.push_back((i, 1));
+            book.pending.push_back((i, 1));
         }
     }
     let mut running: Vec<(usize, usize, E::Handle, Instant)> = Vec::new();
     let outcome = (|| -> Result<()> {
-        while !pending.is_empty() || !running.is_empty() {
+        while !book.pending.is_empty() || !running.is_empty() {
             while running.len() < parallel.max(1) {
-                let Some((i, attempt)) = pending.pop_front() else {
+                let Some((i, attempt)) = book.pending.pop_front() else {
                     break;
                 };
                 let r = &runs[i];
@@ -87,13 +103,9 @@ pub fn schedule<E: Executor>(
                 ));
                 match exec.start(r, attempt) {
                     Ok(h) => running.push((i, attempt, h, Instant::now())),
-                    Err(e) => finish(
-                        &mut results,
-                        &mut pending,
-                        runs,
+                    Err(e) => book.finish(
                         i,
                         attempt,
-                        retries,
                         Attempt::Failed {
                             reason: format!("could not start: {e}"),
                             log_tail: String::new(),
@@ -120,17 +132,7 @@ pub fn schedule<E: Executor>(
                                 log_tail: String::new(),
                             };
                         }
-                        finish(
-                            &mut results,
-                            &mut pending,
-                            runs,
-                            i,
-                            attempt,
-                            retries,
-                            end,
-                            started.elapsed().as_secs_f64(),
-                            &mut say,
-                        );
+                        book.finish(i, attempt, end, started.elapsed().as_secs_f64(), &mut say);
                     }
                 }
             }
@@ -143,7 +145,8 @@ pub fn schedule<E: Executor>(
         }
         return Err(e);
     }
-    Ok(results
+    Ok(book
+        .results
         .into_iter()
         .zip(runs)
         .map(|(status, r)| RunResult {
@@ -154,46 +157,54 @@ pub fn schedule<E: Executor>(
         .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    results: &mut [Option<RunStatus>],
-    pending: &mut VecDeque<(usize, usize)>,
-    runs: &[PlannedRun],
-    i: usize,
-    attempt: usize,
+/// The runs' outcomes so far and the attempts still to start (run, attempt).
+struct Book<'a> {
+    runs: &'a [PlannedRun],
     retries: usize,
-    end: Attempt,
-    seconds: f64,
-    say: &mut impl FnMut(&str),
-) {
-    let r = &runs[i];
-    match end {
-        Attempt::Succeeded => {
-            say(&format!("done {} in {seconds:.1}s", r.name));
-            results[i] = Some(RunStatus::Succeeded {
-                attempts: attempt,
-                seconds,
-            });
-        }
-        Attempt::Failed { reason, log_tail } => {
-            let mut msg = format!(
-                "FAILED {} (attempt {attempt} of {}): {reason}",
-                r.name,
-                retries + 1
-            );
-            if !log_tail.trim().is_empty() {
-                for line in log_tail.lines() {
-                    msg.push_str(&format!("\n    | {line}"));
-                }
-            }
-            say(&msg);
-            if attempt <= retries {
-                pending.push_back((i, attempt + 1));
-            } else {
-                results[i] = Some(RunStatus::Failed {
+    results: Vec<Option<RunStatus>>,
+    pending: VecDeque<(usize, usize)>,
+}
+
+impl Book<'_> {
+    /// Records how attempt `attempt` of run `i` ended; a failure with retries
+    /// left is queued again.
+    fn finish(
+        &mut self,
+        i: usize,
+        attempt: usize,
+        end: Attempt,
+        seconds: f64,
+        say: &mut impl FnMut(&str),
+    ) {
+        let r = &self.runs[i];
+        match end {
+            Attempt::Succeeded => {
+                say(&format!("done {} in {seconds:.1}s", r.name));
+                self.results[i] = Some(RunStatus::Succeeded {
                     attempts: attempt,
-                    reason,
+                    seconds,
                 });
+            }
+            Attempt::Failed { reason, log_tail } => {
+                let mut msg = format!(
+                    "FAILED {} (attempt {attempt} of {}): {reason}",
+                    r.name,
+                    self.retries + 1
+                );
+                if !log_tail.trim().is_empty() {
+                    for line in log_tail.lines() {
+                        msg.push_str(&format!("\n    | {line}"));
+                    }
+                }
+                say(&msg);
+                if attempt <= self.retries {
+                    self.pending.push_back((i, attempt + 1));
+                } else {
+                    self.results[i] = Some(RunStatus::Failed {
+                        attempts: attempt,
+                        reason,
+                    });
+                }
             }
         }
     }
