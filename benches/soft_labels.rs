@@ -26,9 +26,11 @@
 //! directly, as online - warm).
 
 use ard_pipeline::config::{self, Config};
+use ard_pipeline::engines::{Pipeline, Sequential};
 use ard_pipeline::metrics::TrainMetrics;
 use ard_pipeline::models::Model;
-use ard_pipeline::{soft_labels, stages, train};
+use ard_pipeline::soft_labels;
+use ard_pipeline::train::{Engine, Job};
 use std::path::Path;
 use std::time::Instant;
 use tch::Device;
@@ -100,29 +102,25 @@ struct Timing {
 fn pipeline(cfg: &Config) -> Timing {
     let registry = prometheus::Registry::new();
     let metrics = TrainMetrics::register(&registry, &cfg.run.name, &["pgd"], &[]).expect("metrics");
-    let out = stages::run_pipeline(
-        cfg,
-        None,
-        &registry,
-        Some(metrics.clone()),
-        Default::default(),
-    )
-    .expect("pipeline run");
-    let wall = out.summary.wall.as_secs_f64();
+    let job = Job {
+        registry: Some(&registry),
+        metrics: Some(&metrics),
+        ..Job::new(cfg)
+    };
+    let out = Pipeline.fit(job).expect("pipeline run");
+    let summary = out.stages.as_ref().expect("the pipeline has stages");
+    let wall = summary.wall.as_secs_f64();
     let (hits, misses) = metrics.cache_counts();
     Timing {
         seconds: wall,
-        teacher_busy: out
-            .summary
-            .stage("teacher")
-            .map(|s| s.busy_s / wall.max(1e-9)),
+        teacher_busy: summary.stage("teacher").map(|s| s.busy_s / wall.max(1e-9)),
         hits,
         misses,
     }
 }
 
 fn sequential(cfg: &Config) -> Timing {
-    let out = train::train_sequential(cfg, None, |_| {}).expect("sequential run");
+    let out = Sequential.fit(Job::new(cfg)).expect("sequential run");
     Timing {
         seconds: out.epochs.iter().map(|e| e.seconds).sum(),
         teacher_busy: None,

@@ -119,20 +119,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         None => run(&load_config(cli.config.as_deref())?, &cli.run),
         Some(Command::Run(args)) => run(&load_config(config_path(&cli, &args.config)?)?, &args.run),
-        Some(Command::Validate(args)) => {
-            let path = config_path(&cli, &args.config)?;
-            let cfg = load_config(path)?;
-            println!(
-                "ok: {} (student {}, attack {} x{}, loss {}, {})",
-                path.unwrap_or(Path::new("")).display(),
-                cfg.student.arch,
-                config::spelled(&cfg.attack.kind),
-                cfg.attack.steps,
-                config::spelled(&cfg.loss.kind),
-                count(cfg.train.epochs as u64, "epoch")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Validate(args)) => validate_command(config_path(&cli, &args.config)?),
         Some(Command::Doctor(args)) => doctor_command(config_path(&cli, &args.config)?, args),
         Some(Command::SoftLabels(args)) => soft_labels_command(&cli, args),
         Some(Command::Data(args)) => match &args.action {
@@ -142,64 +129,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Some(Command::Sweep(args)) => {
-            use ard_pipeline::sweep::{self, Backend};
-            let Some(path) = config_path(&cli, &args.config)? else {
-                bail!("no --config given (e.g. --config configs/paper/table2-cpu.toml)");
-            };
-            let path = config::find_config(path)?;
-            let backend = args.backend.map(|b| match b {
-                SweepBackend::Local => Backend::Local,
-                SweepBackend::Ray => Backend::Ray,
-                SweepBackend::K8s => Backend::K8s,
-            });
-            let options = sweep::SweepOptions {
-                backend,
-                fresh: args.fresh,
-                dry_run: args.dry_run,
-            };
-            let outcome =
-                sweep::run_sweep_with(&path, &options, |line| eprintln!("[sweep] {line}"))?;
-            if args.dry_run {
-                return Ok(ExitCode::SUCCESS);
-            }
-            print!("{}", outcome.summary());
-            Ok(exit_code(outcome.failed().is_empty()))
-        }
-        Some(Command::Report(args)) => {
-            ard_pipeline::sweep::report::check_sweep_folder(&args.sweep_dir)?;
-            let written = ard_pipeline::sweep::report::write_report(&args.sweep_dir)?;
-            println!(
-                "{}: {}, {}, {}",
-                count(written.rows.len() as u64, "row"),
-                written.markdown.display(),
-                written.csv.display(),
-                written
-                    .plots
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::SweepRun(args)) => {
-            let index = match args.index {
-                Some(i) => i,
-                None => match std::env::var("JOB_COMPLETION_INDEX") {
-                    Ok(v) => v.trim().parse().map_err(|_| {
-                        anyhow::anyhow!("JOB_COMPLETION_INDEX={v:?} is not a row index")
-                    })?,
-                    Err(_) => bail!("no --index and no JOB_COMPLETION_INDEX"),
-                },
-            };
-            let cfg = ard_pipeline::sweep::sweep_run(
-                args.sweep.as_deref(),
-                args.configs.as_deref(),
-                index,
-            )?;
-            run(&cfg, &args.run)
-        }
+        Some(Command::Sweep(args)) => sweep_command(config_path(&cli, &args.config)?, args),
+        Some(Command::Report(args)) => report_command(&args.sweep_dir),
+        Some(Command::SweepRun(args)) => sweep_run_command(args),
         Some(Command::ConfigReference) => {
             print!("{}", ard_pipeline::reference::page());
             Ok(ExitCode::SUCCESS)
@@ -221,24 +153,103 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Export(args)) => {
             export_command(config_or_defaults(config_path(&cli, &args.config)?)?, args)
         }
-        Some(Command::LatencyChild(args)) => {
-            let arch = parse_arch(args.arch.as_deref())?;
-            let opts = eval::edge::LatencyOptions {
-                batch_sizes: args.batches.clone(),
-                runs: args.runs,
-                ..Default::default()
-            };
-            let report = deploy::latency_child(
-                &args.model,
-                arch,
-                args.threads,
-                &opts,
-                args.onnxruntime.as_deref(),
-            )?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::LatencyChild(args)) => latency_child_command(args),
     }
+}
+
+/// `validate`: the config loads and passes every check; one line says what it trains.
+fn validate_command(path: Option<&Path>) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    println!(
+        "ok: {} (student {}, attack {} x{}, loss {}, {})",
+        path.unwrap_or(Path::new("")).display(),
+        cfg.student.arch,
+        config::spelled(&cfg.attack.kind),
+        cfg.attack.steps,
+        config::spelled(&cfg.loss.kind),
+        count(cfg.train.epochs as u64, "epoch")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sweep`: expands the grid and runs it on the chosen backend.
+fn sweep_command(path: Option<&Path>, args: &cli::SweepArgs) -> Result<ExitCode> {
+    use ard_pipeline::sweep::{self, Backend};
+    let Some(path) = path else {
+        bail!("no --config given (e.g. --config configs/paper/table2-cpu.toml)");
+    };
+    let path = config::find_config(path)?;
+    let backend = args.backend.map(|b| match b {
+        SweepBackend::Local => Backend::Local,
+        SweepBackend::Ray => Backend::Ray,
+        SweepBackend::K8s => Backend::K8s,
+    });
+    let options = sweep::SweepOptions {
+        backend,
+        fresh: args.fresh,
+        dry_run: args.dry_run,
+    };
+    let outcome = sweep::run_sweep_with(&path, &options, |line| eprintln!("[sweep] {line}"))?;
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", outcome.summary());
+    Ok(exit_code(outcome.failed().is_empty()))
+}
+
+/// `report`: report.md, report.csv and the plots of a sweep folder.
+fn report_command(sweep_dir: &Path) -> Result<ExitCode> {
+    ard_pipeline::sweep::report::check_sweep_folder(sweep_dir)?;
+    let written = ard_pipeline::sweep::report::write_report(sweep_dir)?;
+    println!(
+        "{}: {}, {}, {}",
+        count(written.rows.len() as u64, "row"),
+        written.markdown.display(),
+        written.csv.display(),
+        written
+            .plots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sweep-run`: one row of a sweep, by `--index` or a Kubernetes Indexed Job's index.
+fn sweep_run_command(args: &cli::SweepRunArgs) -> Result<ExitCode> {
+    let index = match args.index {
+        Some(i) => i,
+        None => match std::env::var("JOB_COMPLETION_INDEX") {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("JOB_COMPLETION_INDEX={v:?} is not a row index"))?,
+            Err(_) => bail!("no --index and no JOB_COMPLETION_INDEX"),
+        },
+    };
+    let cfg =
+        ard_pipeline::sweep::sweep_run(args.sweep.as_deref(), args.configs.as_deref(), index)?;
+    run(&cfg, &args.run)
+}
+
+/// `latency-child`: one model's latency, measured in a process of its own.
+fn latency_child_command(args: &cli::LatencyChildArgs) -> Result<ExitCode> {
+    let arch = parse_arch(args.arch.as_deref())?;
+    let opts = eval::edge::LatencyOptions {
+        batch_sizes: args.batches.clone(),
+        runs: args.runs,
+        ..Default::default()
+    };
+    let report = deploy::latency_child(
+        &args.model,
+        arch,
+        args.threads,
+        &opts,
+        args.onnxruntime.as_deref(),
+    )?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The architecture `--arch` names, if given.

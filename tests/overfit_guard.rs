@@ -176,7 +176,6 @@ fn the_data_stage_produces_nothing_once_the_flag_is_raised() {
         tch::Device::Cpu,
         5,
         15,
-        1,
     )
     .stopping_on(Some(stop.clone()));
     assert!(stage.produce().unwrap().is_some());
@@ -195,7 +194,6 @@ fn the_data_stage_produces_nothing_once_the_flag_is_raised() {
         tch::Device::Cpu,
         5,
         15,
-        1,
     );
     let mut produced = 0;
     while stage.produce().unwrap().is_some() {

@@ -2,7 +2,7 @@
 //! semantic reference of the actor pipeline, and the engine of
 //! `ard-pipeline run --engine sequential`.
 
-use crate::attacks::Attack;
+use crate::attacks::{Attack, AttackInput};
 use crate::config::{AttackTarget, Config};
 use crate::data;
 use crate::error::{Error, Result};
@@ -193,20 +193,18 @@ impl<'a> Trainer<'a> {
                 .as_ref()
                 .ok_or_else(|| Error::Setting("attack.target = teacher needs a teacher".into()))?,
         };
-        let x_adv = adversarial_batch(
-            self.attack.as_ref(),
-            attacked,
-            &batch.images,
-            &batch.labels,
-            t.as_ref(),
-            attack_key(self.cfg.run.seed, self.step as u64),
-            self.cfg.perf.amp,
-        )?;
+        let clean = AttackInput {
+            x: &batch.images,
+            y: &batch.labels,
+            teacher_logits: t.as_ref(),
+        };
+        let key = attack_key(self.cfg.run.seed, self.step as u64);
+        let amp = self.cfg.perf.amp;
+        let x_adv = adversarial_batch(self.attack.as_ref(), attacked, &clean, key, amp)?;
         if let Some(shadow) = &self.attack_shadow {
             shadow.statistics_to(&self.student)?;
         }
-        let (x, y) = (&batch.images, &batch.labels);
-        (self.update).step(&self.student, x, &x_adv, y, t.as_ref(), epoch, self.step)
+        (self.update).step(&self.student, &clean, &x_adv, epoch, self.step)
     }
 
     fn checkpoint(&self, position: TrainPosition) -> Result<()> {

@@ -189,14 +189,12 @@ pub fn training_curves(
     })
 }
 
+/// One run's validation curve: its label and (seconds, natural %, robust %) points.
+pub type TimedCurve = (String, Vec<(f64, f64, f64)>);
+
 /// Validation accuracy against training seconds, one line per run: natural
-/// (left) and under the validation attack (right). `runs`: (label, points of
-/// (seconds, natural %, robust %)).
-pub fn curves_over_time(
-    path: &Path,
-    title: &str,
-    runs: &[(String, Vec<(f64, f64, f64)>)],
-) -> Result<()> {
+/// (left) and under the validation attack (right).
+pub fn curves_over_time(path: &Path, title: &str, runs: &[TimedCurve]) -> Result<()> {
     let max_s = runs
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.0))

@@ -51,7 +51,7 @@ impl SweepDir {
         self.runs().join(name)
     }
     pub fn summary(&self, name: &str) -> PathBuf {
-        self.run(name).join("summary.json")
+        self.run(name).join(crate::train::RunFile::Summary.name())
     }
     pub fn manifest(&self) -> PathBuf {
         self.path.join("manifest.json")

@@ -6,6 +6,7 @@
 //! a sweep folder before it writes anything into it.
 
 use super::manifest::SweepDir;
+use crate::atomic_file::write_text_atomic;
 use crate::error::{Error, Result};
 use crate::eval::interval;
 use crate::report::plots::{labelled_scatter, ScatterPoint};
@@ -442,15 +443,34 @@ fn csv_cell(s: &str) -> String {
 pub fn write_report(sweep_dir: &Path) -> Result<Written> {
     let dir = SweepDir::new(sweep_dir);
     let rows = read_rows(&dir)?;
-    let (header, cells) = table(&rows, Style::Csv);
-    let csv: String = std::iter::once(&header)
-        .chain(&cells)
-        .map(|c| c.iter().map(|h| csv_cell(h)).collect::<Vec<_>>().join(",") + "\n")
-        .collect();
     let name = dir
         .read_manifest()
         .map(|m| m.sweep)
         .unwrap_or_else(|_| sweep_dir.display().to_string());
+    let markdown = sweep_dir.join("report.md");
+    let csv = sweep_dir.join("report.csv");
+    write_text_atomic(&markdown, &markdown_report(&name, &rows))?;
+    write_text_atomic(&csv, &csv_report(&rows))?;
+    let plots = write_plots(sweep_dir, &name, &rows)?;
+    Ok(Written {
+        markdown,
+        csv,
+        plots,
+        rows,
+    })
+}
+
+/// report.csv: one row per run, intervals in `_lo` / `_hi` columns.
+fn csv_report(rows: &[ReportRow]) -> String {
+    let (header, cells) = table(rows, Style::Csv);
+    std::iter::once(&header)
+        .chain(&cells)
+        .map(|c| c.iter().map(|h| csv_cell(h)).collect::<Vec<_>>().join(",") + "\n")
+        .collect()
+}
+
+/// report.md: what the columns mean, the table, how many runs finished.
+fn markdown_report(name: &str, rows: &[ReportRow]) -> String {
     let mut md = format!(
         "# Sweep {name}\n\nLayout of the paper's Table 2. Epo: epochs, AS: attack steps, MTL: mean training loss \
          (of epoch 1 and of the last epoch), Nat / R: natural accuracy and accuracy under the training attack (%), \
@@ -461,7 +481,7 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
          Each accuracy is followed by its 95% Wilson interval on the n test images it was measured on \
          (report.csv: the `_lo` and `_hi` columns).\n\n"
     );
-    let (header, cells) = table(&rows, Style::Markdown);
+    let (header, cells) = table(rows, Style::Markdown);
     md.push_str(&format!("| {} |\n", header.join(" | ")));
     md.push_str(&format!(
         "|{}\n",
@@ -475,11 +495,12 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         "\n{done} of {} finished.\n",
         crate::report::plural::count(rows.len() as u64, "run")
     ));
-    let markdown = sweep_dir.join("report.md");
-    let csv_path = sweep_dir.join("report.csv");
-    std::fs::write(&markdown, md).map_err(|e| Error::io(&markdown, e))?;
-    std::fs::write(&csv_path, csv).map_err(|e| Error::io(&csv_path, e))?;
+    md
+}
 
+/// The sweep's plots: robust against natural accuracy, epoch time against
+/// attack steps, and validation curves over training time when runs have them.
+fn write_plots(sweep_dir: &Path, name: &str, rows: &[ReportRow]) -> Result<Vec<PathBuf>> {
     // The rows with both coordinates, labelled by index, in `series` each.
     let scatter = |xy: fn(&ReportRow) -> Option<(f64, f64)>, series: fn(&ReportRow) -> String| {
         let point = |r: &ReportRow| {
@@ -539,12 +560,7 @@ pub fn write_report(sweep_dir: &Path) -> Result<Written> {
         )?;
         plots.push(p3);
     }
-    Ok(Written {
-        markdown,
-        csv: csv_path,
-        plots,
-        rows,
-    })
+    Ok(plots)
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ impl Recorder {
             .config
             .as_ref()
             .and_then(|c| c.run.checkpoint_every_steps);
-        every.is_some_and(|n| step % n == 0)
+        every.is_some_and(|n| step.is_multiple_of(n))
     }
 
     /// Writes the training checkpoint of `student` and `sgd` at `position`,

@@ -26,23 +26,11 @@ pub fn attack_key(seed: u64, step: u64) -> NoiseKey {
 pub fn adversarial_batch(
     attack: &dyn Attack,
     model: &Model,
-    x: &Tensor,
-    y: &Tensor,
-    teacher: Option<&Tensor>,
+    clean: &AttackInput,
     key: NoiseKey,
     amp: bool,
 ) -> Result<Tensor> {
-    tch::autocast(amp, || {
-        attack.perturb(
-            model,
-            &AttackInput {
-                x,
-                y,
-                teacher_logits: teacher,
-            },
-            key,
-        )
-    })
+    tch::autocast(amp, || attack.perturb(model, clean, key))
 }
 
 /// The student's side of a step: the loss and the optimiser.
@@ -67,19 +55,18 @@ pub struct StudentUpdate {
 }
 
 impl StudentUpdate {
-    /// Forward on x_adv (and x when needed) in train mode, loss, backward, SGD
-    /// step at the scheduled rate; returns (loss, lr). A non-finite loss is an
-    /// error and the weights are left untouched.
+    /// Forward on x_adv (and the clean batch's x when needed) in train mode,
+    /// loss, backward, SGD step at the scheduled rate; returns (loss, lr). A
+    /// non-finite loss is an error and the weights are left untouched.
     pub fn step(
         &mut self,
         student: &Model,
-        x: &Tensor,
+        clean: &AttackInput,
         x_adv: &Tensor,
-        y: &Tensor,
-        teacher: Option<&Tensor>,
         epoch: usize,
         global_step: usize,
     ) -> Result<(f64, f64)> {
+        let (x, y, teacher) = (clean.x, clean.y, clean.teacher_logits);
         let amp = self.scaler.is_some();
         let model = match &mut self.compute_copy {
             Some(copy) => copy.refresh(student)?,

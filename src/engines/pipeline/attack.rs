@@ -96,15 +96,7 @@ impl Stage for AttackStage {
             // `&mut`: a shared reference to tensors is not Send.
             let (attack, batch_in) = (&mut self.attack, &mut batch);
             let x_adv = self.compute.run(out, move || {
-                adversarial_batch(
-                    attack.as_ref(),
-                    teacher,
-                    &batch_in.x,
-                    &batch_in.y,
-                    batch_in.teacher.as_ref(),
-                    key,
-                    amp,
-                )
+                adversarial_batch(attack.as_ref(), teacher, &batch_in.clean(), key, amp)
             })??;
             (x_adv, None, 0)
         } else {
@@ -141,15 +133,8 @@ impl Stage for AttackStage {
             );
             let (x_adv, bn) = self.compute.run(out, move || -> crate::Result<_> {
                 let before = (forwards > 0).then(|| layout.bn_stats(replica));
-                let x_adv = adversarial_batch(
-                    attack.as_ref(),
-                    replica,
-                    &batch_in.x,
-                    &batch_in.y,
-                    batch_in.teacher.as_ref(),
-                    key,
-                    amp,
-                )?;
+                let x_adv =
+                    adversarial_batch(attack.as_ref(), replica, &batch_in.clean(), key, amp)?;
                 let bn = before.map(|before| BnUpdate {
                     before,
                     after: layout.bn_stats(replica),

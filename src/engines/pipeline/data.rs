@@ -41,7 +41,6 @@ impl DataStage {
         device: Device,
         epochs: usize,
         total_steps: usize,
-        threads: usize,
     ) -> Self {
         DataStage {
             train,
@@ -50,7 +49,7 @@ impl DataStage {
             device,
             epochs,
             total_steps,
-            threads: super::Compute::new(threads, None),
+            threads: super::Compute::new(1, None),
             views: ViewSet::All,
             epoch: 0,
             batch_in_epoch: 0,
@@ -65,6 +64,12 @@ impl DataStage {
     /// Ends the run when `budget` is spent: the batch produced then is the
     /// last (as in the sequential trainer: the step begun after the budget is
     /// spent is the run's last).
+    /// Decodes and augments on `n` threads (1 by default).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = super::Compute::new(n, None);
+        self
+    }
+
     pub fn within(mut self, budget: Option<std::sync::Arc<crate::train::TimeBudget>>) -> Self {
         self.budget = budget;
         self

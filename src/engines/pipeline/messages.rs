@@ -3,6 +3,7 @@
 //! lacks what it needs. Every message owns its tensors (Tensor is Send, not
 //! Sync), and moves by value.
 
+use crate::attacks::AttackInput;
 use crate::data::View;
 use ard_actors::Message;
 use tch::Tensor;
@@ -58,6 +59,28 @@ pub struct AttackedBatch {
     pub bn: Option<BnUpdate>,
     /// Version of the student weights the attack used (steps done).
     pub weights_version: u64,
+}
+
+impl TaughtBatch {
+    /// The clean batch, as the attack and the loss take it.
+    pub fn clean(&self) -> AttackInput<'_> {
+        AttackInput {
+            x: &self.x,
+            y: &self.y,
+            teacher_logits: self.teacher.as_ref(),
+        }
+    }
+}
+
+impl AttackedBatch {
+    /// The clean batch, as the loss takes it.
+    pub fn clean(&self) -> AttackInput<'_> {
+        AttackInput {
+            x: &self.x,
+            y: &self.y,
+            teacher_logits: self.teacher.as_ref(),
+        }
+    }
 }
 
 macro_rules! batch_message {

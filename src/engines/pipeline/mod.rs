@@ -293,16 +293,14 @@ fn build(
         job.metrics.cloned(),
     )
     .with_amp(ctx.perf.amp);
-    let student_stage = student::StudentStage::for_run(
-        ctx,
-        student,
-        update,
-        board.clone(),
-        compute(threads.student),
-        recorder.clone(),
-        schedule,
-    )?
-    .with_catch_up(catch_up);
+    let outputs = student::StudentOutputs {
+        board: board.clone(),
+        recorder: recorder.clone(),
+        eval_plan: schedule,
+    };
+    let student_stage =
+        student::StudentStage::for_run(ctx, student, update, compute(threads.student), outputs)?
+            .with_catch_up(catch_up);
     let eval = eval::EvalStage::new(
         models.eval_model,
         models.eval_teacher,
@@ -340,9 +338,9 @@ fn data_stage(
         ctx.device,
         epochs,
         ctx.total_steps,
-        threads,
     );
     Ok(stage
+        .with_threads(threads)
         .with_view_set(crate::soft_labels::identity::view_set(cfg)?)
         .starting_at(&ctx.start)
         .within(ctx.budget.clone()))

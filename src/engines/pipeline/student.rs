@@ -33,6 +33,15 @@ pub struct StudentStage {
     ended: bool,
 }
 
+/// Where the student stage's results go: each step's weights on `board`,
+/// epoch records and checkpoints through `recorder`, and the snapshots
+/// `eval_plan` asks for to the eval stage.
+pub struct StudentOutputs {
+    pub board: WeightBoard,
+    pub recorder: Recorder,
+    pub eval_plan: EvalSchedule,
+}
+
 impl StudentStage {
     /// The student stage of the run `ctx`: it trains from `ctx.start`, writes
     /// the checkpoint (`run.checkpoint_every_steps`, epoch ends), publishes
@@ -42,11 +51,14 @@ impl StudentStage {
         ctx: &Context,
         student: Model,
         update: StudentUpdate,
-        board: WeightBoard,
         compute: super::Compute,
-        recorder: Recorder,
-        eval_plan: EvalSchedule,
+        outputs: StudentOutputs,
     ) -> crate::Result<Self> {
+        let StudentOutputs {
+            board,
+            recorder,
+            eval_plan,
+        } = outputs;
         let start = &ctx.start;
         let layout = WeightLayout::of(&student);
         // Version = steps done: 0 for the initial weights, the checkpoint's step on a resumption.
@@ -147,17 +159,15 @@ impl Stage for StudentStage {
                 let exact = batch_in.weights_version == batch_in.at.step as u64;
                 layout.apply_bn(student, &bn.after, &bn.before, bn.forwards, exact)?;
             }
-            update
-                .step(
-                    student,
-                    &batch_in.x,
-                    &batch_in.x_adv,
-                    &batch_in.y,
-                    batch_in.teacher.as_ref(),
-                    batch_in.at.epoch,
-                    batch_in.at.step,
-                )
-                .map_err(StageError::from)
+            let at = batch_in.at;
+            (update.step(
+                student,
+                &batch_in.clean(),
+                &batch_in.x_adv,
+                at.epoch,
+                at.step,
+            ))
+            .map_err(StageError::from)
         })??;
         self.steps_done += 1;
         self.next_epoch = batch.at.epoch + usize::from(batch.at.last_in_epoch);
