@@ -125,7 +125,8 @@ pub fn read_row(dir: &SweepDir, index: usize, name: &str) -> Result<ReportRow> {
         name: name.to_string(),
         ..Default::default()
     };
-    let cfg_text = std::fs::read_to_string(folder.file(RunFile::Config))
+    let cfg_text = folder
+        .read_text(RunFile::Config)
         .or_else(|_| std::fs::read_to_string(dir.config(name)))
         .unwrap_or_default();
     if let Ok(cfg) = toml::from_str::<toml::Table>(&cfg_text) {

@@ -61,8 +61,8 @@ pub fn stale_rows(dir: &SweepDir, runs: &[PlannedRun]) -> Vec<StaleRow> {
         .filter(|(_, folder)| folder.finished())
         .filter_map(|(r, folder)| {
             let saved = folder.file(RunFile::Config);
-            let (differences, problem) = match std::fs::read_to_string(&saved) {
-                Err(e) => (Vec::new(), Some(format!("{}: {e}", saved.display()))),
+            let (differences, problem) = match folder.read_text(RunFile::Config) {
+                Err(e) => (Vec::new(), Some(e.to_string())),
                 Ok(text) => match setting_differences(&text, &r.config) {
                     Ok(d) => (d, None),
                     Err(e) => (Vec::new(), Some(format!("{}: {e}", saved.display()))),

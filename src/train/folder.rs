@@ -212,6 +212,12 @@ impl RunFolder {
         Ok(parse_lines(&path, &text)?.into_iter().flatten().collect())
     }
 
+    /// The text of file `name`, or the error naming it (absent included).
+    pub fn read_text(&self, name: RunFile) -> Result<String> {
+        let path = self.file(name);
+        std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
+    }
+
     /// The JSON file `name` as a `T`: None when it is absent, an error naming
     /// it when it is not a `T`.
     pub fn read_json<T: DeserializeOwned>(&self, name: RunFile) -> Result<Option<T>> {
