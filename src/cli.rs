@@ -144,6 +144,16 @@ pub enum SweepBackend {
     K8s,
 }
 
+impl From<SweepBackend> for ard_pipeline::sweep::Backend {
+    fn from(b: SweepBackend) -> Self {
+        match b {
+            SweepBackend::Local => Self::Local,
+            SweepBackend::Ray => Self::Ray,
+            SweepBackend::K8s => Self::K8s,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
     /// The sweep folder (sweep.out_dir/sweep.name).
@@ -270,6 +280,64 @@ pub struct EvalArgs {
     /// parts into the unsplit evaluation's table and JSON.
     #[arg(long, value_name = "I/N", requires = "json")]
     pub shard: Option<ard_pipeline::soft_labels::Shard>,
+    /// Split the evaluation into N shards (1 to the number of batches), each
+    /// `eval --shard I/N` in a process of its own on --backend, then join
+    /// them into --json OUT as `eval merge` does. The parts and each shard's
+    /// log go in the folder OUT.parts; the same command run again starts
+    /// only the shards without a part, and refuses parts of another evaluation.
+    #[arg(long, value_name = "N", value_parser = count_up_to(TEST_IMAGES))]
+    pub shards: Option<usize>,
+    /// With --shards: how many shards run at once (default: all of them); the
+    /// cores are shared among them unless the config sets run.threads.
+    #[arg(long, value_name = "P", value_parser = count_up_to(TEST_IMAGES))]
+    pub parallel: Option<usize>,
+    /// With --shards: where the shards run, local (child processes, the
+    /// default) or ray (one Ray job each, through --ray-address); for k8s
+    /// apply deploy/k8s/eval-shards-job.yaml instead.
+    #[arg(long, value_enum)]
+    pub backend: Option<SweepBackend>,
+    /// With --shards --backend ray: the Ray dashboard's URL (Jobs API;
+    /// default http://127.0.0.1:8265). The cluster must see the same files.
+    #[arg(long, value_name = "URL")]
+    pub ray_address: Option<String>,
+    /// With --shards: extra attempts of a shard that failed (default 0).
+    #[arg(long, value_name = "R")]
+    pub retries: Option<usize>,
+}
+
+impl EvalArgs {
+    /// The arguments of a shard of `eval --shards` before its `--shard I/N
+    /// --json PART`: `eval`, the resolved `config`, and the flags given that
+    /// say what to evaluate and how, each path through `absolute`.
+    pub fn shard_args(
+        &self,
+        config: Option<&std::path::Path>,
+        absolute: impl Fn(&std::path::Path) -> PathBuf,
+    ) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["eval".into()];
+        let mut path = |flag: &str, p: Option<&std::path::Path>| {
+            if let Some(p) = p {
+                args.extend([flag.into(), absolute(p).into_os_string()]);
+            }
+        };
+        path("--config", config);
+        path("--weights", self.weights.as_deref());
+        path("--data-root", self.data_root.as_deref());
+        let values = [
+            ("--arch", self.arch.clone()),
+            ("--attacks", Some(self.attacks.clone())),
+            ("--eps", self.eps.map(|e| e.to_string())),
+            ("--test-limit", self.test_limit.map(|n| n.to_string())),
+            ("--device", self.device.clone()),
+            ("--batch-size", self.batch_size.map(|b| b.to_string())),
+        ];
+        for (flag, value) in values {
+            if let Some(v) = value {
+                args.extend([flag.into(), v.into()]);
+            }
+        }
+        args
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]

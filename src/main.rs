@@ -18,7 +18,7 @@ use ard_pipeline::train::Engine;
 use clap::Parser;
 use cli::{
     Cli, Command, DataAction, EvalAction, EvalArgs, ExportArgs, RunArgs, SoftLabelsAction,
-    SoftLabelsArgs, SweepBackend,
+    SoftLabelsArgs,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -147,9 +147,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Eval(args)) => {
-            eval_command(config_or_defaults(config_path(&cli, &args.config)?)?, args)
-        }
+        Some(Command::Eval(args)) => eval_command(&cli, args),
         Some(Command::Export(args)) => {
             export_command(config_or_defaults(config_path(&cli, &args.config)?)?, args)
         }
@@ -179,13 +177,8 @@ fn sweep_command(path: Option<&Path>, args: &cli::SweepArgs) -> Result<ExitCode>
         bail!("no --config given (e.g. --config configs/paper/table2-cpu.toml)");
     };
     let path = config::find_config(path)?;
-    let backend = args.backend.map(|b| match b {
-        SweepBackend::Local => Backend::Local,
-        SweepBackend::Ray => Backend::Ray,
-        SweepBackend::K8s => Backend::K8s,
-    });
     let options = sweep::SweepOptions {
-        backend,
+        backend: args.backend.map(Backend::from),
         fresh: args.fresh,
         dry_run: args.dry_run,
     };
@@ -468,21 +461,43 @@ fn export_command(mut cfg: Config, args: &ExportArgs) -> Result<ExitCode> {
     }
 }
 
-fn eval_command(cfg: Config, args: &EvalArgs) -> Result<ExitCode> {
+fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     if let Some(EvalAction::Merge(m)) = &args.action {
         let outcome = eval::command::merge(&m.parts, &m.json)?;
         print!("{}", outcome.table());
         outcome.write()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let arch = parse_arch(args.arch.as_deref())?;
+    let path = config_path(cli, &args.config)?;
+    let cfg = config_or_defaults(path)?;
+    let opts = eval_options(args)?;
+    if let Some(n) = args.shards {
+        return eval_shards(cli, args, path, cfg, &opts, n);
+    }
+    let placement = [
+        (args.parallel.is_some(), "--parallel"),
+        (args.backend.is_some(), "--backend"),
+        (args.ray_address.is_some(), "--ray-address"),
+        (args.retries.is_some(), "--retries"),
+    ];
+    if let Some((_, flag)) = placement.iter().find(|(given, _)| *given) {
+        bail!("eval {flag}: only with --shards N (it says how the shards run)");
+    }
+    let outcome = eval::command::run(cfg, &opts)?;
+    print!("{}", outcome.table());
+    outcome.write()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `eval` evaluates and how, from its flags.
+fn eval_options(args: &EvalArgs) -> Result<eval::command::EvalOptions> {
     let latency = args.latency.then(|| eval::edge::LatencyOptions {
         batch_sizes: args.latency_batches.clone(),
         runs: args.latency_runs,
         ..Default::default()
     });
-    let opts = eval::command::EvalOptions {
-        arch,
+    Ok(eval::command::EvalOptions {
+        arch: parse_arch(args.arch.as_deref())?,
         weights: args.weights.clone(),
         evals: EvalAttack::parse_list(&args.attacks)?,
         test_limit: args.test_limit,
@@ -495,8 +510,50 @@ fn eval_command(cfg: Config, args: &EvalArgs) -> Result<ExitCode> {
         cascade: args.cascade,
         eps: args.eps,
         shard: args.shard,
+    })
+}
+
+/// `eval --shards N`: the shards on the local or Ray backend, then joined
+/// and printed; SIGINT/SIGTERM stop the shards and keep the parts written.
+fn eval_shards(
+    cli: &Cli,
+    args: &EvalArgs,
+    config: Option<&Path>,
+    cfg: Config,
+    opts: &eval::command::EvalOptions,
+    shards: usize,
+) -> Result<ExitCode> {
+    use ard_pipeline::sweep::{eval_shards, Backend, SweepSettings};
+    let defaults = SweepSettings::default();
+    let cwd = std::env::current_dir()?;
+    let config = config.map(config::find_config).transpose()?;
+    let mut child = vec!["--log-level".into(), cli.log_level.clone().into()];
+    child.extend(args.shard_args(config.as_deref(), |p| cwd.join(p)));
+    let plan = eval_shards::ShardedEval {
+        shards: u32::try_from(shards)?,
+        parallel: args.parallel.unwrap_or(shards),
+        retries: args.retries.unwrap_or(0),
+        backend: args.backend.map_or(Backend::Local, Backend::from),
+        ray_address: args.ray_address.clone().unwrap_or(defaults.ray_address),
+        args: child,
+        poll: std::time::Duration::from_secs_f64(defaults.poll_s),
     };
-    let outcome = eval::command::run(cfg, &opts)?;
+    let signals = ard_pipeline::metrics::install(|signal| {
+        log::warn!("{}: stopping the running shards", signal.name());
+    })?;
+    let stopped = || signals.received().is_some();
+    let say = |line: &str| eprintln!("[eval] {line}");
+    let result = eval_shards::run(cfg, opts, &plan, &stopped, say);
+    if let (Err(_), Some(signal)) = (&result, signals.received()) {
+        let json = opts.json.as_deref().unwrap_or(Path::new(""));
+        eprintln!(
+            "interrupted by {}: the shards stopped, the parts written are kept in {}; run the same command again to continue",
+            signal.name(),
+            eval_shards::parts_dir(json).display()
+        );
+        return Ok(ExitCode::from(signal.exit_code() as u8));
+    }
+    let outcome = result?;
     print!("{}", outcome.table());
     outcome.write()?;
     Ok(ExitCode::SUCCESS)

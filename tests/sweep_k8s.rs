@@ -3,9 +3,17 @@
 //! `kubernetes-validate --strict` (as do the static manifests in deploy/k8s),
 //! have the expected structure read back with PyYAML, and hold exactly the
 //! configs the sweep expands to; the pod's command (`sweep-run --configs DIR`,
-//! row from JOB_COMPLETION_INDEX) runs a row.
+//! row from JOB_COMPLETION_INDEX) runs a row. The split evaluation's Jobs
+//! (eval-shards-job.yaml, eval-merge-job.yaml) parse with the binary's own
+//! command line into the shards and the merge of the parts that
+//! `eval --shards` names.
 
 mod common;
+
+/// The binary's own command-line definition, to parse the Jobs' arguments.
+#[allow(dead_code)]
+#[path = "../src/cli.rs"]
+mod cli;
 
 use ard_pipeline::sweep::{self, Backend};
 use std::path::{Path, PathBuf};
@@ -138,7 +146,7 @@ fn table2_renders_a_valid_indexed_job() {
             files.push(p);
         }
     }
-    assert!(files.len() >= 5, "{files:?}");
+    assert!(files.len() >= 7, "{files:?}");
     kubernetes_validate(&files);
 
     let configs = tmp.path().join("configs");
@@ -238,4 +246,89 @@ fn a_pod_runs_its_row_from_the_rendered_configs() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("7.toml"));
+}
+
+/// A Job's init containers' commands, its containers' arguments and its
+/// completions and parallelism, as JSON (read with PyYAML).
+fn job_args(file: &str) -> serde_json::Value {
+    const READ: &str = r#"
+import sys, json, yaml
+spec = yaml.safe_load(open(sys.argv[1]))["spec"]
+pod = spec["template"]["spec"]
+[c] = pod["containers"]
+assert c["command"] == ["ard-pipeline"], c
+print(json.dumps({
+    "init": [i["command"] for i in pod.get("initContainers", [])],
+    "args": c["args"],
+    "completions": spec["completions"],
+    "parallelism": spec.get("parallelism", 1),
+    "indexed": spec.get("completionMode") == "Indexed",
+}))
+"#;
+    let py = common::repo().join(".venv/bin/python");
+    let out = Command::new(py)
+        .args(["-c", READ])
+        .arg(common::repo().join("deploy/k8s").join(file))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `ard-pipeline ARGS` through the binary's command-line parser.
+fn parse(args: &[String]) -> cli::Command {
+    use clap::Parser;
+    let argv = std::iter::once("ard-pipeline".to_string()).chain(args.iter().cloned());
+    match cli::Cli::try_parse_from(argv) {
+        Ok(c) => c.command.expect("a subcommand"),
+        Err(e) => panic!("{args:?} does not parse: {e}"),
+    }
+}
+
+#[test]
+fn the_split_evaluation_jobs_run_the_shards_and_merge_their_parts() {
+    use ard_pipeline::sweep::eval_shards::{part_path, parts_dir};
+    let job = job_args("eval-shards-job.yaml");
+    let n = job["completions"].as_u64().unwrap() as u32;
+    assert!(job["indexed"].as_bool().unwrap() && n > 1, "{job}");
+    let args: Vec<String> = serde_json::from_value(job["args"].clone()).unwrap();
+    let mut out = None;
+    for i in 0..n {
+        let pod: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("$(JOB_COMPLETION_INDEX)", &i.to_string()))
+            .collect();
+        let cli::Command::Eval(eval) = parse(&pod) else {
+            panic!("not eval: {pod:?}")
+        };
+        let shard = eval.shard.expect("--shard");
+        assert_eq!((shard.index, shard.count), (i, n), "{pod:?}");
+        assert!(eval.action.is_none() && eval.shards.is_none() && eval.weights.is_some());
+        // Its part is where `eval --shards N --json OUT` keeps part i.
+        let part = eval.json.expect("--json");
+        let dir = part.parent().unwrap().to_path_buf();
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        let whole = dir.with_file_name(name.strip_suffix(".parts").expect("OUT.parts"));
+        assert_eq!(part, part_path(&parts_dir(&whole), i, n));
+        out = Some(whole);
+    }
+    let out = out.unwrap();
+    // The init container makes the parts folder, which `eval --json` wants to exist.
+    let mkdir = serde_json::json!([["mkdir", "-p", parts_dir(&out)]]);
+    assert_eq!(job["init"], mkdir, "{job}");
+    let merge = job_args("eval-merge-job.yaml");
+    let margs: Vec<String> = serde_json::from_value(merge["args"].clone()).unwrap();
+    let cli::Command::Eval(eval) = parse(&margs) else {
+        panic!("not eval: {margs:?}")
+    };
+    let Some(cli::EvalAction::Merge(m)) = eval.action else {
+        panic!("not eval merge: {margs:?}")
+    };
+    let parts: Vec<PathBuf> = (0..n).map(|i| part_path(&parts_dir(&out), i, n)).collect();
+    assert_eq!(m.parts, parts);
+    assert_eq!(m.json, out);
 }

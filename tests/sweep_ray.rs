@@ -1,7 +1,8 @@
 //! The `ray` backend against a real Ray head on 127.0.0.1 (the project venv's
 //! `ray`, from scripts/requirements.txt): the tiny sweep is submitted through
 //! the Ray Jobs REST API, each run's logs come back into the sweep folder, and
-//! a failing row's Ray job is reported with its logs and retried.
+//! a failing row's Ray job is reported with its logs and retried; then an
+//! evaluation split in two shards runs as two Ray jobs and joins.
 
 mod common;
 
@@ -193,8 +194,62 @@ fn ray_backend_runs_the_sweep_as_ray_jobs() {
     );
     let csv = std::fs::read_to_string(sweep_dir.join("report.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
+    eval_shards_on_ray(head.port, dir.path());
     drop(head);
     eprintln!("ray test total {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// `eval --shards 2 --backend ray` on the head at `port`: two Ray jobs whose
+/// parts join into the unsplit evaluation's result, their logs fetched
+/// beside the parts.
+fn eval_shards_on_ray(port: u16, dir: &Path) {
+    let eval = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ard-pipeline"))
+            .args(["eval", "--arch", "wrn16_2", "--weights"])
+            .arg(common::repo().join("weights/teacher-cpu-wrn16_2.safetensors"))
+            .arg("--data-root")
+            .arg(common::cifar_root())
+            .args([
+                "--device",
+                "cpu",
+                "--test-limit",
+                "64",
+                "--batch-size",
+                "32",
+            ])
+            .args(["--attacks", "natural"])
+            .args(extra)
+            .current_dir(common::repo())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let (whole, split) = (dir.join("whole.json"), dir.join("split.json"));
+    eval(&["--json", whole.to_str().unwrap()]);
+    let address = format!("http://127.0.0.1:{port}");
+    let stderr = eval(&[
+        "--shards",
+        "2",
+        "--backend",
+        "ray",
+        "--ray-address",
+        &address,
+        "--json",
+        split.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("done shard-1-of-2"), "{stderr}");
+    let read = |p: &Path| -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(read(&whole), read(&split));
+    assert_eq!(read(&whole)["images"], 64);
+    let log = std::fs::read_to_string(dir.join("split.json.parts/part-1-of-2.log")).unwrap();
+    assert!(log.contains("=== ray job shard-1-of-2"), "{log}");
 }
 
 /// A one-request-per-connection HTTP server on 127.0.0.1 answering like the
@@ -274,8 +329,9 @@ fn ray_client_submits_polls_and_fetches_logs() {
         ),
         ("/api/jobs/fake-00-as2-a1-1/logs", r#"{"logs": "starting\nerror: boom\n"}"#.into()),
     ]);
-    let mut ray = Ray::new(&format!("http://127.0.0.1:{port}/"), dir.clone(), Some(1)).unwrap();
-    let mut handle = ray.start(&runs[0], 1).unwrap();
+    let mut ray = Ray::new(&format!("http://127.0.0.1:{port}/"), Some(1)).unwrap();
+    let task = dir.task(&runs[0]);
+    let mut handle = ray.start(&task, 1).unwrap();
     assert_eq!(handle.submission_id, "fake-00-as2-a1-1");
     let (method, path, body) = requests.recv().unwrap();
     assert_eq!((method.as_str(), path.as_str()), ("POST", "/api/jobs/"));
@@ -295,8 +351,8 @@ fn ray_client_submits_polls_and_fetches_logs() {
     );
     assert_eq!(body["entrypoint_num_cpus"], 1);
     assert_eq!(body["metadata"]["sweep_run"], "fake-00-as2");
-    assert!(ray.poll(&runs[0], &mut handle).unwrap().is_none());
-    match ray.poll(&runs[0], &mut handle).unwrap() {
+    assert!(ray.poll(&task, &mut handle).unwrap().is_none());
+    match ray.poll(&task, &mut handle).unwrap() {
         Some(Attempt::Failed { reason, log_tail }) => {
             assert!(
                 reason.contains("FAILED")

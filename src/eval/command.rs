@@ -292,33 +292,15 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     // Malloc reuse too: without it APGD-T spends about a third of its time
     // page-faulting fresh buffers in.
     crate::perf::configure_process(&cfg);
-    let eps = cfg.attack.eps.get();
     let outcome = |report: EvalReport,
                    run: &[EvalAttack],
                    logits,
                    shard: Option<ShardPart>|
      -> Result<EvalOutcome> {
-        let sha = (opts.weights.as_deref())
-            .map(crate::data::checksum::sha256)
-            .transpose()?;
         Ok(EvalOutcome {
             file: EvalFile {
-                report,
-                interval_kind: interval::INTERVAL_KIND.into(),
-                norm: "Linf".into(),
-                eps,
-                eps_text: eps_text(eps),
-                arch: arch.to_string(),
-                weights: opts.weights.as_ref().map(|p| p.display().to_string()),
-                weights_sha256: sha,
-                attacks: run
-                    .iter()
-                    .map(|e| AttackRecord::of(e, &cfg.attack))
-                    .collect(),
-                seed: cfg.run.seed,
-                batch_size: cfg.data.batch_size,
-                version: env!("CARGO_PKG_VERSION").into(),
                 shard,
+                ..eval_file(&cfg, opts, arch, run, report)?
             },
             wall_s: began.elapsed().as_secs_f64(),
             logits,
@@ -343,7 +325,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     log::info!(
         "eval: {arch} on {} test images, eps {}, {}{} ({} per batch, {device:?})",
         set.labels.size()[0],
-        eps_text(eps),
+        eps_text(cfg.attack.eps.get()),
         names(&run_order).join(", "),
         if opts.cascade { " as a cascade" } else { "" },
         cfg.data.batch_size
@@ -377,6 +359,94 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         None => None,
     };
     outcome(report, &run_order, logits, part)
+}
+
+/// The JSON file of an unsplit evaluation of `run` (in that order) giving
+/// `report`: the report with what a reader needs to trust it (threat model,
+/// weights and their sha256, each evaluation's parameters, seed).
+fn eval_file(
+    cfg: &Config,
+    opts: &EvalOptions,
+    arch: Arch,
+    run: &[EvalAttack],
+    report: EvalReport,
+) -> Result<EvalFile> {
+    let eps = cfg.attack.eps.get();
+    let sha = (opts.weights.as_deref())
+        .map(crate::data::checksum::sha256)
+        .transpose()?;
+    Ok(EvalFile {
+        report,
+        interval_kind: interval::INTERVAL_KIND.into(),
+        norm: "Linf".into(),
+        eps,
+        eps_text: eps_text(eps),
+        arch: arch.to_string(),
+        weights: opts.weights.as_ref().map(|p| p.display().to_string()),
+        weights_sha256: sha,
+        attacks: run
+            .iter()
+            .map(|e| AttackRecord::of(e, &cfg.attack))
+            .collect(),
+        seed: cfg.run.seed,
+        batch_size: cfg.data.batch_size,
+        version: env!("CARGO_PKG_VERSION").into(),
+        shard: None,
+    })
+}
+
+/// What the part of `eval --shard I/COUNT` with these flags must say, I from
+/// 0, besides its accuracies (its report is left empty): the provenance
+/// ([`super::shards::check_part`] compares it) and the images it covers. The
+/// checks of [`run`] come first (flags, `opts.json`: the joined result), and
+/// every shard must get at least one whole batch; the test images are counted
+/// from the data files.
+pub fn expected_parts(mut cfg: Config, opts: &EvalOptions, count: u32) -> Result<Vec<EvalFile>> {
+    apply_flags(&mut cfg, opts)?;
+    check_before(&cfg, opts)?;
+    if opts.weights.is_none() {
+        return Err(Error::Usage(format!(
+            "eval --shards {count}: needs --weights (the checkpoint to evaluate)"
+        )));
+    }
+    crate::data::ensure_cifar10(&cfg.data)?;
+    let test = crate::data::load_split(
+        &cfg.data.root,
+        crate::data::SplitKind::Test,
+        cfg.data.checksums,
+    )?;
+    let limit = opts
+        .test_limit
+        .or(cfg.eval.test_limit)
+        .or(cfg.data.test_limit);
+    let total = limit.map_or(test.len(), |n| n.min(test.len()));
+    let batch_size = cfg.data.batch_size;
+    let batches = total.div_ceil(batch_size);
+    if count as usize > batches {
+        return Err(Error::Usage(format!(
+            "eval --shards {count}: {} make {} of {batch_size}; give at most {batches} shards (each gets whole batches)",
+            crate::report::plural::count(total as u64, "test image"),
+            crate::report::plural::count(batches as u64, "batch"),
+        )));
+    }
+    let arch = opts.arch.unwrap_or(cfg.student.arch);
+    let whole = eval_file(&cfg, opts, arch, &opts.evals, EvalReport::default())?;
+    Ok((0..count)
+        .map(|index| {
+            let r = shard_range(Shard { index, count }, total, batch_size);
+            let part = ShardPart {
+                index,
+                count,
+                start: r.start,
+                end: r.end,
+                total,
+            };
+            EvalFile {
+                shard: Some(part),
+                ..whole.clone()
+            }
+        })
+        .collect())
 }
 
 /// Without weights: the latency of a randomly initialised `arch` (`--latency`).

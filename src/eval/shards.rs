@@ -50,6 +50,37 @@ fn identity(f: &EvalFile) -> [(&'static str, String); 8] {
     ]
 }
 
+/// Whether the part `name` is the one `expected` describes
+/// ([`super::command::expected_parts`]): the same provenance and images. The
+/// error names the part and the first thing that differs (with both values
+/// when they are short).
+pub fn check_part(expected: &EvalFile, part: &EvalFile, name: &str) -> Result<()> {
+    let mut differs = identity(expected)
+        .into_iter()
+        .zip(identity(part))
+        .find(|((_, a), (_, b))| a != b)
+        .map(|((what, a), (_, b))| (what, a, b));
+    if differs.is_none() && expected.shard != part.shard {
+        let text = |s: Option<ShardPart>| {
+            s.map_or("none".into(), |p| {
+                format!("{}/{} images {}..{}", p.index, p.count, p.start, p.end)
+            })
+        };
+        differs = Some(("shard", text(expected.shard), text(part.shard)));
+    }
+    let Some((what, want, got)) = differs else {
+        return Ok(());
+    };
+    let values = if want.len() + got.len() <= 80 {
+        format!(": {got} there, {want} here")
+    } else {
+        String::new()
+    };
+    Err(Error::Usage(format!(
+        "{name} is a part of another evaluation (different {what}{values})"
+    )))
+}
+
 /// Joins partial results (any order) into the whole evaluation's result.
 /// `names` label the parts in messages (their file names).
 pub fn merge(parts: Vec<EvalFile>, names: &[String]) -> Result<EvalFile> {

@@ -178,13 +178,22 @@ pub fn run_sweep_with(
     };
     let results = match backend {
         Backend::Local => {
-            let mut exec = local::Local::new(dir.clone())?;
-            schedule(&mut exec, &runs, &dir, policy, &mut say)?
+            let tasks: Vec<_> = runs.iter().map(|r| dir.task(r)).collect();
+            schedule(
+                &mut local::Local::new()?,
+                &tasks,
+                policy,
+                &|| false,
+                &mut say,
+            )?
         }
         Backend::Ray => {
+            // The configs by absolute path: the jobs may start elsewhere.
+            let at = SweepDir::new(ray::absolute(&dir.path)?);
+            let tasks: Vec<_> = runs.iter().map(|r| at.task(r)).collect();
             let threads = placement(&file, backend).threads;
-            let mut exec = ray::Ray::new(&file.sweep.ray_address, dir.clone(), threads)?;
-            schedule(&mut exec, &runs, &dir, policy, &mut say)?
+            let mut exec = ray::Ray::new(&file.sweep.ray_address, threads)?;
+            schedule(&mut exec, &tasks, policy, &|| false, &mut say)?
         }
         Backend::K8s => {
             let k = dir.path.join("k8s");

@@ -1,24 +1,29 @@
-//! The local backend: each run is a child process of this very binary
-//! (`std::env::current_exe()`) with its generated config, its output in
-//! `logs/NAME.log`.
+//! The local backend: each task is a child process of this very binary
+//! (`std::env::current_exe()`) with the task's arguments (a sweep run's
+//! generated config, an evaluation's shard), its output appended to the
+//! task's log.
 
-use super::expand::PlannedRun;
-use super::manifest::{tail, SweepDir};
-use super::schedule::{Attempt, Executor};
+use super::manifest::tail;
+use super::schedule::{Attempt, Executor, Task};
 use crate::error::{Error, Result};
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub struct Local {
     pub exe: PathBuf,
-    pub dir: SweepDir,
+    /// Set in every child's environment besides this process's own.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl Local {
-    pub fn new(dir: SweepDir) -> Result<Local> {
+    pub fn new() -> Result<Local> {
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-        Ok(Local { exe, dir })
+        Ok(Local {
+            exe,
+            env: Vec::new(),
+        })
     }
 }
 
@@ -39,24 +44,24 @@ impl Drop for LocalHandle {
 impl Executor for Local {
     type Handle = LocalHandle;
 
-    fn start(&mut self, run: &PlannedRun, attempt: usize) -> Result<LocalHandle> {
-        let log_path = self.dir.log(&run.name);
+    fn start(&mut self, task: &Task, attempt: usize) -> Result<LocalHandle> {
+        let log_path = &task.log;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
-            .map_err(|e| Error::io(&log_path, e))?;
+            .open(log_path)
+            .map_err(|e| Error::io(log_path, e))?;
         writeln!(
             log,
-            "=== attempt {attempt}: {} --config {}",
+            "=== attempt {attempt}: {} {}",
             self.exe.display(),
-            self.dir.config(&run.name).display()
+            task.args_text(str::to_string)
         )
-        .map_err(|e| Error::io(&log_path, e))?;
-        let err_log = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        .map_err(|e| Error::io(log_path, e))?;
+        let err_log = log.try_clone().map_err(|e| Error::io(log_path, e))?;
         let child = Command::new(&self.exe)
-            .arg("--config")
-            .arg(self.dir.config(&run.name))
+            .args(&task.args)
+            .envs(self.env.clone())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err_log))
@@ -65,7 +70,7 @@ impl Executor for Local {
         Ok(LocalHandle { child: Some(child) })
     }
 
-    fn poll(&mut self, run: &PlannedRun, handle: &mut LocalHandle) -> Result<Option<Attempt>> {
+    fn poll(&mut self, task: &Task, handle: &mut LocalHandle) -> Result<Option<Attempt>> {
         let Some(child) = handle.child.as_mut() else {
             return Ok(Some(Attempt::Failed {
                 reason: "no process".into(),
@@ -74,7 +79,7 @@ impl Executor for Local {
         };
         let status = child
             .try_wait()
-            .map_err(|e| Error::Process(format!("waiting for {}: {e}", run.name)))?;
+            .map_err(|e| Error::Process(format!("waiting for {}: {e}", task.name)))?;
         Ok(status.map(|s| {
             handle.child = None;
             if s.success() {
@@ -85,7 +90,7 @@ impl Executor for Local {
                         Some(c) => format!("exit code {c}"),
                         None => format!("killed ({s})"),
                     },
-                    log_tail: tail(&self.dir.log(&run.name), 8),
+                    log_tail: tail(&task.log, 8),
                 }
             }
         }))

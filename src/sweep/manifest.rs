@@ -3,6 +3,7 @@
 //! of runs with their sweep points, which `report` reads.
 
 use super::expand::PlannedRun;
+use super::schedule::Task;
 use crate::atomic_file::write_text_atomic;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,18 @@ impl SweepDir {
     }
     pub fn manifest(&self) -> PathBuf {
         self.path.join("manifest.json")
+    }
+
+    /// What the scheduler runs for `run`: this binary on its generated
+    /// config, done when its `summary.json` exists, output in its log.
+    pub fn task(&self, run: &PlannedRun) -> Task {
+        Task {
+            index: run.index,
+            name: run.name.clone(),
+            args: vec!["--config".into(), self.config(&run.name).into()],
+            done: self.summary(&run.name),
+            log: self.log(&run.name),
+        }
     }
 
     /// Creates the folders and writes every run's config and the manifest.

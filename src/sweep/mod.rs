@@ -9,8 +9,13 @@
 //!
 //! `ard-pipeline report SWEEP_DIR` turns the finished runs into the paper's
 //! Table 2 layout (`report.md`, `report.csv`) and two plots.
+//!
+//! The local and Ray backends also run the shards of a split evaluation
+//! (`ard-pipeline eval --shards N`, [`eval_shards`]): the scheduler runs
+//! tasks, processes of this binary, whether a sweep's runs or those shards.
 
 pub mod command;
+pub mod eval_shards;
 pub mod expand;
 pub mod k8s;
 pub mod local;

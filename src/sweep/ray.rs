@@ -1,12 +1,12 @@
-//! The Ray backend: each run is a Ray job submitted through the Ray Jobs REST
-//! API of the dashboard (`POST /api/jobs/`, `GET /api/jobs/{id}`,
-//! `GET /api/jobs/{id}/logs`). The entrypoint is this binary with the run's
-//! generated config, started in this process's working directory, so the
-//! cluster must see the same files (one box, or a shared file system).
+//! The Ray backend: each task is a Ray job submitted through the Ray Jobs
+//! REST API of the dashboard (`POST /api/jobs/`, `GET /api/jobs/{id}`,
+//! `GET /api/jobs/{id}/logs`). The entrypoint is this binary with the task's
+//! arguments (a sweep run's generated config, an evaluation's shard; their
+//! paths absolute), started in this process's working directory, so the
+//! cluster must see the same files (one box, or a shared file system). The
+//! job's logs are appended to the task's log when it ends.
 
-use super::expand::PlannedRun;
-use super::manifest::SweepDir;
-use super::schedule::{Attempt, Executor};
+use super::schedule::{Attempt, Executor, Task};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,9 +16,11 @@ pub struct Ray {
     pub address: String,
     pub exe: PathBuf,
     pub cwd: PathBuf,
-    pub dir: SweepDir,
     /// CPUs Ray reserves for each job's entrypoint.
     pub cpus: Option<usize>,
+    /// Environment variables of every job (`runtime_env.env_vars`; none: no
+    /// `runtime_env`).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct RayHandle {
@@ -30,24 +32,37 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn abs(p: &Path, cwd: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
+/// A word for a POSIX shell: bare when it is letters, digits, `-` and `_`
+/// only (a flag, a subcommand), else quoted.
+pub fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
     } else {
-        cwd.join(p)
+        shell_quote(s)
     }
 }
 
+/// `p` as an absolute path: relative ones are taken from the working
+/// directory, the one a Ray job also starts in.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    Ok(cwd.join(p))
+}
+
 impl Ray {
-    pub fn new(address: &str, dir: SweepDir, cpus: Option<usize>) -> Result<Ray> {
+    pub fn new(address: &str, cpus: Option<usize>) -> Result<Ray> {
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
         let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         Ok(Ray {
             address: address.trim_end_matches('/').to_string(),
             exe,
             cwd,
-            dir,
             cpus,
+            env: Vec::new(),
         })
     }
 
@@ -63,25 +78,27 @@ impl Ray {
         json_body(url, resp)
     }
 
-    /// The JSON body of the submission of `run`.
-    pub fn submission(&self, run: &PlannedRun, submission_id: &str) -> serde_json::Value {
+    /// The JSON body of the submission of `task`.
+    pub fn submission(&self, task: &Task, submission_id: &str) -> serde_json::Value {
         let entrypoint = format!(
-            "cd {} && {} --config {}",
+            "cd {} && {} {}",
             shell_quote(&self.cwd.display().to_string()),
             shell_quote(&self.exe.display().to_string()),
-            shell_quote(
-                &abs(&self.dir.config(&run.name), &self.cwd)
-                    .display()
-                    .to_string()
-            )
+            task.args_text(shell_word)
         );
         let mut body = serde_json::json!({
             "entrypoint": entrypoint,
             "submission_id": submission_id,
-            "metadata": { "sweep_run": run.name, "index": run.index.to_string() },
+            "metadata": { "sweep_run": task.name, "index": task.index.to_string() },
         });
         if let Some(c) = self.cpus {
             body["entrypoint_num_cpus"] = serde_json::json!(c);
+        }
+        if !self.env.is_empty() {
+            let vars: serde_json::Map<String, serde_json::Value> = (self.env.iter())
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect();
+            body["runtime_env"] = serde_json::json!({ "env_vars": vars });
         }
         body
     }
@@ -132,13 +149,13 @@ impl Ray {
         Ok(())
     }
 
-    fn save_logs(&self, run: &PlannedRun, id: &str) -> String {
+    fn save_logs(&self, task: &Task, id: &str) -> String {
         match self.logs(id) {
             Ok(text) => {
-                let path = self.dir.log(&run.name);
-                let mut all = std::fs::read_to_string(&path).unwrap_or_default();
+                let path = &task.log;
+                let mut all = std::fs::read_to_string(path).unwrap_or_default();
                 all.push_str(&format!("=== ray job {id}\n{text}"));
-                let _ = std::fs::write(&path, all);
+                let _ = std::fs::write(path, all);
                 let lines: Vec<&str> = text.lines().collect();
                 lines[lines.len().saturating_sub(8)..].join("\n")
             }
@@ -174,25 +191,25 @@ fn ray_err(url: &str, message: String) -> Error {
 impl Executor for Ray {
     type Handle = RayHandle;
 
-    fn start(&mut self, run: &PlannedRun, attempt: usize) -> Result<RayHandle> {
+    fn start(&mut self, task: &Task, attempt: usize) -> Result<RayHandle> {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        let id = format!("{}-a{attempt}-{millis}", run.name);
-        let submission_id = self.submit(&self.submission(run, &id))?;
+        let id = format!("{}-a{attempt}-{millis}", task.name);
+        let submission_id = self.submit(&self.submission(task, &id))?;
         Ok(RayHandle { submission_id })
     }
 
-    fn poll(&mut self, run: &PlannedRun, handle: &mut RayHandle) -> Result<Option<Attempt>> {
+    fn poll(&mut self, task: &Task, handle: &mut RayHandle) -> Result<Option<Attempt>> {
         let (status, message) = self.status(&handle.submission_id)?;
         Ok(match status.as_str() {
             "SUCCEEDED" => {
-                self.save_logs(run, &handle.submission_id);
+                self.save_logs(task, &handle.submission_id);
                 Some(Attempt::Succeeded)
             }
             "FAILED" | "STOPPED" => {
-                let log_tail = self.save_logs(run, &handle.submission_id);
+                let log_tail = self.save_logs(task, &handle.submission_id);
                 let reason = format!(
                     "ray job {} {status}: {}",
                     handle.submission_id,

@@ -1,12 +1,50 @@
 //! The scheduler shared by the local and Ray backends: at most `parallel`
-//! runs at once, a run with a `summary.json` is skipped (resumable), a failed
-//! run is retried up to `retries` times, every failure is reported.
+//! tasks at once, a task whose done file exists is skipped (resumable), a
+//! failed task is retried up to `retries` times, every failure is reported.
+//! A task is one process of this binary: a sweep's run (`--config CONFIG`,
+//! done when its `summary.json` exists; [`super::manifest::SweepDir::task`])
+//! or a shard of a split evaluation (`eval ... --shard I/N --json PART`, done
+//! when its part exists; [`super::eval_shards`]).
 
-use super::expand::PlannedRun;
-use super::manifest::SweepDir;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// One process of this binary to run to success.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub index: usize,
+    /// Its name in messages, logs and Ray submission ids (no `/`).
+    pub name: String,
+    /// The arguments after the executable.
+    pub args: Vec<OsString>,
+    /// The file whose presence means the task finished (written last, atomically).
+    pub done: PathBuf,
+    /// Where its output goes (appended to, one header line per attempt).
+    pub log: PathBuf,
+}
+
+impl Task {
+    /// The done file's name, for messages (`summary.json`).
+    pub fn done_name(&self) -> String {
+        self.done.file_name().map_or_else(
+            || self.done.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// The arguments as one line (for a log header or a shell).
+    pub fn args_text(&self, quote: impl Fn(&str) -> String) -> String {
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| quote(&a.to_string_lossy()))
+            .collect();
+        args.join(" ")
+    }
+}
 
 /// How one attempt ended.
 #[derive(Debug, Clone)]
@@ -19,21 +57,21 @@ pub enum Attempt {
     },
 }
 
-/// Starts and watches runs on one engine.
+/// Starts and watches tasks on one engine.
 pub trait Executor {
     type Handle;
-    /// Starts attempt `attempt` (from 1) of `run`.
-    fn start(&mut self, run: &PlannedRun, attempt: usize) -> Result<Self::Handle>;
+    /// Starts attempt `attempt` (from 1) of `task`.
+    fn start(&mut self, task: &Task, attempt: usize) -> Result<Self::Handle>;
     /// None while the attempt runs.
-    fn poll(&mut self, run: &PlannedRun, handle: &mut Self::Handle) -> Result<Option<Attempt>>;
-    /// Stops an attempt (the sweep is failing).
+    fn poll(&mut self, task: &Task, handle: &mut Self::Handle) -> Result<Option<Attempt>>;
+    /// Stops an attempt (the scheduler is failing).
     fn stop(&mut self, handle: &mut Self::Handle);
 }
 
-/// How a run of the sweep ended.
+/// How a task ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunStatus {
-    /// Its summary.json existed before the sweep started it.
+    /// Its done file existed before the scheduler started it.
     Skipped,
     Succeeded {
         attempts: usize,
@@ -52,7 +90,7 @@ pub struct RunResult {
     pub status: RunStatus,
 }
 
-/// How many runs at once, how often a failed run is retried, how often the
+/// How many tasks at once, how often a failed task is retried, how often the
 /// running ones are polled.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -61,12 +99,14 @@ pub struct Policy {
     pub poll: Duration,
 }
 
-/// Runs every run to success or exhaustion of its retries.
+/// Runs every task to success or exhaustion of its retries; when `stopped`
+/// says so (a signal), stops the running attempts and returns
+/// [`Error::Cancelled`] (done files written so far stay).
 pub fn schedule<E: Executor>(
     exec: &mut E,
-    runs: &[PlannedRun],
-    dir: &SweepDir,
+    tasks: &[Task],
     policy: Policy,
+    stopped: &dyn Fn() -> bool,
     mut say: impl FnMut(&str),
 ) -> Result<Vec<RunResult>> {
     let Policy {
@@ -75,14 +115,14 @@ pub fn schedule<E: Executor>(
         poll,
     } = policy;
     let mut book = Book {
-        runs,
+        tasks,
         retries,
-        results: vec![None; runs.len()],
+        results: vec![None; tasks.len()],
         pending: VecDeque::new(),
     };
-    for (i, r) in runs.iter().enumerate() {
-        if dir.summary(&r.name).is_file() {
-            say(&format!("skip {} (summary.json exists)", r.name));
+    for (i, r) in tasks.iter().enumerate() {
+        if r.done.is_file() {
+            say(&format!("skip {} ({} exists)", r.name, r.done_name()));
             book.results[i] = Some(RunStatus::Skipped);
         } else {
             book.pending.push_back((i, 1));
@@ -95,7 +135,7 @@ pub fn schedule<E: Executor>(
                 let Some((i, attempt)) = book.pending.pop_front() else {
                     break;
                 };
-                let r = &runs[i];
+                let r = &tasks[i];
                 say(&format!(
                     "start {} (attempt {attempt} of {})",
                     r.name,
@@ -116,19 +156,23 @@ pub fn schedule<E: Executor>(
                 }
             }
             std::thread::sleep(poll);
+            if stopped() {
+                return Err(Error::Cancelled);
+            }
             let mut k = 0;
             while k < running.len() {
                 let (i, attempt) = (running[k].0, running[k].1);
-                let ended = exec.poll(&runs[i], &mut running[k].2)?;
+                let ended = exec.poll(&tasks[i], &mut running[k].2)?;
                 match ended {
                     None => k += 1,
                     Some(mut end) => {
                         let (_, _, _, started) = running.remove(k);
-                        if matches!(end, Attempt::Succeeded)
-                            && !dir.summary(&runs[i].name).is_file()
-                        {
+                        if matches!(end, Attempt::Succeeded) && !tasks[i].done.is_file() {
                             end = Attempt::Failed {
-                                reason: "finished without writing summary.json".into(),
+                                reason: format!(
+                                    "finished without writing {}",
+                                    tasks[i].done_name()
+                                ),
                                 log_tail: String::new(),
                             };
                         }
@@ -148,25 +192,25 @@ pub fn schedule<E: Executor>(
     Ok(book
         .results
         .into_iter()
-        .zip(runs)
+        .zip(tasks)
         .map(|(status, r)| RunResult {
             index: r.index,
             name: r.name.clone(),
-            status: status.expect("every run ends"),
+            status: status.expect("every task ends"),
         })
         .collect())
 }
 
-/// The runs' outcomes so far and the attempts still to start (run, attempt).
+/// The tasks' outcomes so far and the attempts still to start (task, attempt).
 struct Book<'a> {
-    runs: &'a [PlannedRun],
+    tasks: &'a [Task],
     retries: usize,
     results: Vec<Option<RunStatus>>,
     pending: VecDeque<(usize, usize)>,
 }
 
 impl Book<'_> {
-    /// Records how attempt `attempt` of run `i` ended; a failure with retries
+    /// Records how attempt `attempt` of task `i` ended; a failure with retries
     /// left is queued again.
     fn finish(
         &mut self,
@@ -176,7 +220,7 @@ impl Book<'_> {
         seconds: f64,
         say: &mut impl FnMut(&str),
     ) {
-        let r = &self.runs[i];
+        let r = &self.tasks[i];
         match end {
             Attempt::Succeeded => {
                 say(&format!("done {} in {seconds:.1}s", r.name));
