@@ -228,6 +228,17 @@ fn apply_flags(cfg: &mut Config, opts: &EvalOptions) -> Result<()> {
     Ok(())
 }
 
+/// Why `opts` cannot be split into shards (`--shard`, `--shards`), if it cannot.
+pub fn unsplittable(opts: &EvalOptions) -> Option<&'static str> {
+    if opts.cascade {
+        Some("not with --cascade (its batches run over the survivors of all images)")
+    } else if opts.latency.is_some() || opts.save_logits.is_some() {
+        Some("not with --latency or --save-logits (run those unsplit)")
+    } else {
+        None
+    }
+}
+
 /// Refuses what would fail or lose the result after the evaluation: output
 /// paths ([`check_outputs`]) and latency batches too large to allocate.
 fn check_before(cfg: &Config, opts: &EvalOptions) -> Result<()> {
@@ -257,11 +268,8 @@ fn check_before(cfg: &Config, opts: &EvalOptions) -> Result<()> {
         if opts.json.is_none() {
             return refuse("needs --json, the partial result `eval merge` joins");
         }
-        if opts.cascade {
-            return refuse("not with --cascade (its batches run over the survivors of all images)");
-        }
-        if opts.latency.is_some() || opts.save_logits.is_some() {
-            return refuse("not with --latency or --save-logits (run those unsplit)");
+        if let Some(why) = unsplittable(opts) {
+            return refuse(why);
         }
     }
     if let Some(latency) = &opts.latency {

@@ -18,7 +18,7 @@ use super::spec::Backend;
 use super::{local, ray};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::eval::command::{expected_parts, EvalOptions, EvalOutcome};
+use crate::eval::command::{expected_parts, unsplittable, EvalOptions, EvalOutcome};
 use crate::eval::record::EvalFile;
 use crate::report::plural::count;
 use std::ffi::OsString;
@@ -143,11 +143,8 @@ fn check_flags<'a>(opts: &'a EvalOptions, plan: &ShardedEval) -> Result<&'a Path
     if opts.shard.is_some() {
         return refuse("not with --shard (it runs every shard itself)");
     }
-    if opts.cascade {
-        return refuse("not with --cascade (its batches run over the survivors of all images)");
-    }
-    if opts.latency.is_some() || opts.save_logits.is_some() {
-        return refuse("not with --latency or --save-logits (run those unsplit)");
+    if let Some(why) = unsplittable(opts) {
+        return refuse(why);
     }
     if plan.backend == Backend::K8s {
         return refuse(
