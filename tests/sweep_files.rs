@@ -178,13 +178,13 @@ fn an_empty_grid_or_rows_list_is_refused() {
     }
 }
 
-/// A sweep of two rows in `dir` with `optim.lr = lr` in `[common]`.
+/// A sweep of two rows in `dir` (1- and 2-step PGD) with `optim.lr = lr` in `[common]`.
 fn two_rows(dir: &Path, lr: f64) -> PathBuf {
     let f = dir.join("two.toml");
     std::fs::write(
         &f,
         format!(
-            "base = \"{}\"\n[sweep]\nname = \"two\"\nout_dir = \"{}\"\nmetrics_base_port = 0\n[common]\n\"optim.lr\" = {lr}\n[[rows]]\n\"attack.steps\" = 1\n[[rows]]\n\"attack.steps\" = 2\n",
+            "base = \"{}\"\n[sweep]\nname = \"two\"\nout_dir = \"{}\"\nmetrics_base_port = 0\n[common]\n\"optim.lr\" = {lr}\n\"attack.kind\" = \"pgd\"\n[[rows]]\n\"attack.steps\" = 1\n[[rows]]\n\"attack.steps\" = 2\n",
             repo().join("configs/quickstart.toml").display(),
             dir.display()
         ),
