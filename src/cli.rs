@@ -253,7 +253,8 @@ pub struct EvalArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Save the natural logits ([N, 10]) and labels as safetensors here.
+    /// Save per-image results as safetensors here: the natural logits ([N, 10]),
+    /// the labels, and per evaluation `correct.NAME` ([N] u8, 1 = right on it).
     #[arg(long)]
     pub save_logits: Option<PathBuf>,
     /// Dataset folder (default: the config's data.root).

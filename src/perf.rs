@@ -194,6 +194,14 @@ impl Perf {
         }
     }
 
+    /// Makes `model` a model that only evaluates and attacks (`eval`):
+    /// [`Perf::prepare`], then BatchNorm folded into the convolutions
+    /// ([`Model::fold_batch_norm`]: the same function to float rounding).
+    pub fn prepare_for_evaluation(&self, model: &mut Model) {
+        self.prepare(model);
+        model.fold_batch_norm();
+    }
+
     /// [`Perf::prepare`], then converted to `kind` when not f32.
     fn prepare_in(&self, model: &mut Model, kind: Option<Kind>) {
         self.prepare(model);

@@ -1,7 +1,8 @@
 //! AutoAttack parity with the authors' code (`pyautoattack` 0.2.0, through
 //! `tests/parity/autoattack_ref.py`) on the robust fixture
 //! (`common/robust_fixture.rs`), same weights in a PyTorch definition, same
-//! test images, eps 8/255:
+//! test images, eps 8/255; our model as `eval` runs it (channels-last,
+//! BatchNorm folded into the convolutions), theirs as PyTorch users load it:
 //!
 //! - FAB-T (deterministic: no random start): the same robust / non-robust
 //!   verdict on >= 99% of 150 images and robust accuracy within 1 point.
@@ -20,7 +21,7 @@ mod common;
 mod robust_fixture;
 
 use ard_pipeline::attacks::{self, Attack, AttackInput, NoiseKey};
-use ard_pipeline::config::{AttackConfig, DataChecksums, Real};
+use ard_pipeline::config::{AttackConfig, DataChecksums, PerfConfig, Real};
 use ard_pipeline::data::{self, SplitKind};
 use ard_pipeline::eval::{EvalAttack, EvalSet, Evaluation};
 use ard_pipeline::models::Model;
@@ -38,13 +39,17 @@ fn test_set(n: usize) -> EvalSet {
     EvalSet::from_split(&split).unwrap()
 }
 
+/// The fixture's model as `eval` runs it: channels-last, BatchNorm folded in.
 fn model() -> Model {
-    Model::load(
+    let mut model = Model::load(
         ARCH.parse().unwrap(),
         Device::Cpu,
         &robust_fixture::weights(),
     )
-    .unwrap()
+    .unwrap();
+    let perf = PerfConfig::default().build(Device::Cpu).unwrap();
+    perf.prepare_for_evaluation(&mut model);
+    model
 }
 
 fn percent(mask: &Tensor) -> f64 {

@@ -41,8 +41,10 @@
 //! code's loss history starts at zero); condition (1) halves at a count <=
 //! rho h (the paper: <); condition (2) never fires at the first checkpoint;
 //! after a halving the momentum term is `x_best - x_k` (the step before the
-//! jump), not zero; the denominators of DLR carry `+ 1e-12`. A run stops early
-//! once every sample is fooled (which changes no result).
+//! jump), not zero; the denominators of DLR carry `+ 1e-12`. A sample leaves
+//! the run once it is fooled (its result is fixed and every quantity is per
+//! sample, so this changes no result; the authors' code iterates on it to the
+//! end), so a run costs what is still robust.
 
 use super::margin::{dlr, dlr_targeted};
 use super::restarts::{restart_key, where_true, SubInput};
@@ -200,78 +202,186 @@ impl Apgd {
             return Err(Error::attack(self.loss_name(), message));
         }
         tch::with_grad(|| -> Result<(Tensor, Tensor)> {
-            let x = x.detach();
-            let n = x.size()[0];
-            let per_image = |mask: &Tensor| mask.view([-1, 1, 1, 1]);
-            let lower = &x - self.eps;
-            let upper = &x + self.eps;
-            let project = |v: Tensor| v.minimum(&upper).maximum(&lower).clamp(0.0, 1.0);
-            let a = APGD_MOMENTUM;
-
-            let mut x_cur = x_start.detach();
-            let p0 = self.evaluate(model, &x_cur, y, target)?;
-            let mut fooled = p0.wrong;
-            let mut x_adv = x_cur.copy();
-            // The loss the next step is counted against (the authors' history starts at 0).
-            let mut loss_cur = p0.loss.zeros_like();
-            let mut grad = p0.grad;
-            let mut x_best = x_cur.copy();
-            let mut loss_best = p0.loss;
-            let mut grad_best = grad.copy();
-            let mut x_prev = x_cur.copy();
-            let mut step = Tensor::full([n, 1, 1, 1], 2.0 * self.eps, (x.kind(), x.device()));
-            let mut successes = Tensor::zeros([n], (Kind::Float, x.device()));
-            let mut loss_best_at_check = loss_best.copy();
-            let mut halved_at_check = Tensor::ones([n], (Kind::Bool, x.device()));
+            let x_start = x_start.detach();
+            let p0 = self.evaluate(model, &x_start, y, target)?;
+            // Fooled samples keep the iterate that fooled them (x0 here).
+            let mut x_out = x_start.copy();
+            let mut fooled = p0.wrong.zeros_like();
+            let mut s = RunState::new(x, y, target, x_start, p0, self.eps)?;
+            s.retire_fooled(&mut fooled)?;
             let checks = checkpoints(self.iterations);
             let mut last_check = 0usize;
-
             for k in 0..self.iterations {
-                if fooled.all().int64_value(&[]) != 0 {
+                if s.rows.numel() == 0 {
                     break;
                 }
-                let z = project(&x_cur + &step * grad.sign());
-                let x_next = if k == 0 {
-                    z
-                } else {
-                    project(&x_cur + (&z - &x_cur) * a + (&x_cur - &x_prev) * (1.0 - a))
-                };
-                x_prev = x_cur;
-                x_cur = x_next;
-                let p = self.evaluate(model, &x_cur, y, target)?;
-                let newly = p.wrong.logical_and(&fooled.logical_not());
-                x_adv = x_cur.where_self(&per_image(&newly), &x_adv);
-                fooled = fooled.logical_or(&p.wrong);
-                successes += p.loss.gt_tensor(&loss_cur).to_kind(Kind::Float);
-                loss_cur = p.loss;
-                grad = p.grad;
-                let improved = loss_cur.gt_tensor(&loss_best);
-                x_best = x_cur.where_self(&per_image(&improved), &x_best);
-                grad_best = grad.where_self(&per_image(&improved), &grad_best);
-                loss_best = loss_cur.where_self(&improved, &loss_best);
-
+                s.advance(k);
+                let p = self.evaluate(model, &s.x_cur, &s.y, s.target.as_ref())?;
+                let hit = where_true(&p.wrong);
+                let (rows, iterates) =
+                    (s.rows.index_select(0, &hit), s.x_cur.index_select(0, &hit));
+                x_out = x_out.f_index_copy(0, &rows, &iterates)?;
+                s.record(p);
                 if checks.contains(&(k + 1)) {
-                    let since = (k + 1 - last_check) as f64;
-                    let few_successes = successes.le(APGD_RHO * since);
-                    let stalled = halved_at_check
-                        .logical_not()
-                        .logical_and(&loss_best.le_tensor(&loss_best_at_check));
-                    let halve = few_successes.logical_or(&stalled);
-                    let halve_img = per_image(&halve);
-                    step = (&step * 0.5).where_self(&halve_img, &step);
-                    // x_prev stays x_k: the next momentum term is x_best - x_k.
-                    x_cur = x_best.where_self(&halve_img, &x_cur);
-                    grad = grad_best.where_self(&halve_img, &grad);
-                    halved_at_check = halve;
-                    loss_best_at_check = loss_best.copy();
-                    successes = successes.zeros_like();
+                    s.checkpoint((k + 1 - last_check) as f64);
                     last_check = k + 1;
                 }
+                s.retire_fooled(&mut fooled)?;
             }
-            let x_out = x_adv.where_self(&per_image(&fooled), &x_best);
+            x_out = x_out.f_index_copy(0, &s.rows, &s.x_best)?;
             Ok((x_out.detach(), fooled))
         })
     }
+}
+
+/// One APGD run's per-sample state, for the samples it has not fooled yet.
+/// A fooled sample leaves the batch (its result is fixed, and every quantity
+/// is per sample, so the others' iterates do not change): each iteration
+/// costs only what is still robust.
+struct RunState {
+    /// The samples' rows in the run's batch.
+    rows: Tensor,
+    /// The newest evaluation's misclassified flags, until retired.
+    wrong: Tensor,
+    y: Tensor,
+    target: Option<Tensor>,
+    lower: Tensor,
+    upper: Tensor,
+    x_cur: Tensor,
+    x_prev: Tensor,
+    grad: Tensor,
+    x_best: Tensor,
+    grad_best: Tensor,
+    loss_best: Tensor,
+    /// The loss the next step is counted against (the authors' history starts at 0).
+    loss_cur: Tensor,
+    step: Tensor,
+    successes: Tensor,
+    loss_best_at_check: Tensor,
+    halved_at_check: Tensor,
+}
+
+impl RunState {
+    fn new(
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+        x0: Tensor,
+        p0: Point,
+        eps: f64,
+    ) -> Result<RunState> {
+        let x = x.detach();
+        let n = x.size()[0];
+        let device = x.device();
+        Ok(RunState {
+            rows: Tensor::arange(n, (Kind::Int64, device)),
+            wrong: p0.wrong,
+            y: y.shallow_clone(),
+            target: target.map(Tensor::shallow_clone),
+            lower: &x - eps,
+            upper: &x + eps,
+            x_prev: x0.copy(),
+            x_best: x0.copy(),
+            x_cur: x0,
+            grad_best: p0.grad.copy(),
+            grad: p0.grad,
+            loss_best_at_check: p0.loss.copy(),
+            loss_cur: p0.loss.zeros_like(),
+            loss_best: p0.loss,
+            step: Tensor::full([n, 1, 1, 1], 2.0 * eps, (x.kind(), device)),
+            successes: Tensor::zeros([n], (Kind::Float, device)),
+            halved_at_check: Tensor::ones([n], (Kind::Bool, device)),
+        })
+    }
+
+    fn project(&self, v: Tensor) -> Tensor {
+        v.minimum(&self.upper).maximum(&self.lower).clamp(0.0, 1.0)
+    }
+
+    /// x_k+1 from x_k: the signed step, with momentum after the first.
+    fn advance(&mut self, k: usize) {
+        let z = self.project(&self.x_cur + &self.step * self.grad.sign());
+        let a = APGD_MOMENTUM;
+        let x_next = if k == 0 {
+            z
+        } else {
+            let moved =
+                &self.x_cur + (&z - &self.x_cur) * a + (&self.x_cur - &self.x_prev) * (1.0 - a);
+            self.project(moved)
+        };
+        self.x_prev = std::mem::replace(&mut self.x_cur, x_next);
+    }
+
+    /// Counts a successful step and keeps the best iterate so far.
+    fn record(&mut self, p: Point) {
+        self.successes += p.loss.gt_tensor(&self.loss_cur).to_kind(Kind::Float);
+        self.loss_cur = p.loss;
+        self.grad = p.grad;
+        self.wrong = p.wrong;
+        let improved = self.loss_cur.gt_tensor(&self.loss_best);
+        let improved_img = per_image(&improved);
+        self.x_best = self.x_cur.where_self(&improved_img, &self.x_best);
+        self.grad_best = self.grad.where_self(&improved_img, &self.grad_best);
+        self.loss_best = self.loss_cur.where_self(&improved, &self.loss_best);
+    }
+
+    /// At a checkpoint `since` iterations after the last: halves the step,
+    /// and continues from x_best, where conditions (1) or (2) hold.
+    fn checkpoint(&mut self, since: f64) {
+        let few_successes = self.successes.le(APGD_RHO * since);
+        let stalled = (self.halved_at_check.logical_not())
+            .logical_and(&self.loss_best.le_tensor(&self.loss_best_at_check));
+        let halve = few_successes.logical_or(&stalled);
+        let halve_img = per_image(&halve);
+        self.step = (&self.step * 0.5).where_self(&halve_img, &self.step);
+        // x_prev stays x_k: the next momentum term is x_best - x_k.
+        self.x_cur = self.x_best.where_self(&halve_img, &self.x_cur);
+        self.grad = self.grad_best.where_self(&halve_img, &self.grad);
+        self.halved_at_check = halve;
+        self.loss_best_at_check = self.loss_best.copy();
+        self.successes = self.successes.zeros_like();
+    }
+
+    /// Marks the samples the newest evaluation misclassified in `fooled`
+    /// (over the whole batch) and drops them from the state.
+    fn retire_fooled(&mut self, fooled: &mut Tensor) -> Result<()> {
+        if self.wrong.any().int64_value(&[]) == 0 {
+            return Ok(());
+        }
+        let gone = self.rows.masked_select(&self.wrong);
+        *fooled = fooled.f_index_fill(0, &gone, 1)?;
+        let keep = where_true(&self.wrong.logical_not());
+        let per_sample = [
+            &mut self.rows,
+            &mut self.y,
+            &mut self.lower,
+            &mut self.upper,
+            &mut self.x_cur,
+            &mut self.x_prev,
+            &mut self.grad,
+            &mut self.x_best,
+            &mut self.grad_best,
+            &mut self.loss_best,
+            &mut self.loss_cur,
+            &mut self.step,
+            &mut self.successes,
+            &mut self.loss_best_at_check,
+            &mut self.halved_at_check,
+        ];
+        for t in per_sample {
+            *t = t.f_index_select(0, &keep)?;
+        }
+        if let Some(t) = &mut self.target {
+            *t = t.f_index_select(0, &keep)?;
+        }
+        self.wrong = self.wrong.zeros_like().f_index_select(0, &keep)?;
+        Ok(())
+    }
+}
+
+/// A per-sample [B] mask broadcast over images [B, C, H, W].
+fn per_image(mask: &Tensor) -> Tensor {
+    mask.view([-1, 1, 1, 1])
 }
 
 impl Attack for Apgd {

@@ -1,7 +1,7 @@
 //! `ard-pipeline eval`: evaluates a checkpoint on the CIFAR-10 test set under
 //! the listed evaluations (default [`DEFAULT_ATTACKS`]), prints a table of
 //! accuracies with their 95% intervals, then writes the JSON
-//! ([`super::record::EvalFile`]) and logits files asked for. The output paths
+//! ([`super::record::EvalFile`]) and per-image results asked for. The output paths
 //! are checked before anything is computed ([`super::output`]) and written
 //! atomically after the table is printed, so a long evaluation is never lost
 //! to a bad path. With `--latency` it adds the edge numbers (parameters, MACs
@@ -16,7 +16,7 @@ use super::output::{check_outputs, Output};
 use super::progress::EvalProgress;
 use super::record::{AttackRecord, EvalFile};
 use super::shards::{shard_range, ShardPart};
-use super::{interval, EvalAttack, EvalReport, EvalSet, Evaluation};
+use super::{interval, EvalAttack, EvalMasks, EvalReport, EvalSet, Evaluation};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::models::{Arch, Model};
@@ -47,7 +47,7 @@ pub struct EvalOptions {
     pub test_limit: Option<usize>,
     /// Write the report as JSON here.
     pub json: Option<PathBuf>,
-    /// Save the natural logits ([N, 10]) and labels as safetensors here.
+    /// Save per-image results as safetensors here ([`per_image`]).
     pub save_logits: Option<PathBuf>,
     pub data_root: Option<PathBuf>,
     pub device: Option<String>,
@@ -70,8 +70,8 @@ pub struct EvalOutcome {
     /// What `--json` gets (the report with its provenance).
     pub file: EvalFile,
     pub wall_s: f64,
-    /// Natural logits and labels, for `--save-logits`.
-    logits: Option<(Tensor, Tensor)>,
+    /// The per-image results `--save-logits` writes, by name.
+    per_image: Option<Vec<(String, Tensor)>>,
     json: Option<PathBuf>,
     save_logits: Option<PathBuf>,
 }
@@ -93,7 +93,7 @@ impl EvalOutcome {
         EvalOutcome {
             file,
             wall_s,
-            logits: None,
+            per_image: None,
             json: Some(json),
             save_logits: None,
         }
@@ -166,21 +166,15 @@ impl EvalOutcome {
     }
 
     /// Writes the files asked for, each atomically (a temporary file renamed
-    /// into place): the JSON, then the logits.
+    /// into place): the JSON, then the per-image results.
     pub fn write(&self) -> Result<()> {
         if let Some(path) = &self.json {
             let text =
                 serde_json::to_string_pretty(&self.file).map_err(Error::json("the eval report"))?;
             crate::atomic_file::write_text_atomic(path, &(text + "\n"))?;
         }
-        if let (Some(path), Some((logits, labels))) = (&self.save_logits, &self.logits) {
-            crate::checkpoint::write_atomic(
-                path,
-                &[
-                    ("logits".to_string(), logits.shallow_clone()),
-                    ("labels".to_string(), labels.shallow_clone()),
-                ],
-            )?;
+        if let (Some(path), Some(tensors)) = (&self.save_logits, &self.per_image) {
+            crate::checkpoint::write_atomic(path, tensors)?;
         }
         Ok(())
     }
@@ -302,7 +296,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
     crate::perf::configure_process(&cfg);
     let outcome = |report: EvalReport,
                    run: &[EvalAttack],
-                   logits,
+                   per_image,
                    shard: Option<ShardPart>|
      -> Result<EvalOutcome> {
         Ok(EvalOutcome {
@@ -311,7 +305,7 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
                 ..eval_file(&cfg, opts, arch, run, report)?
             },
             wall_s: began.elapsed().as_secs_f64(),
-            logits,
+            per_image,
             json: opts.json.clone(),
             save_logits: opts.save_logits.clone(),
         })
@@ -321,8 +315,13 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         return outcome(latency_only(&cfg, opts, arch, device)?, &[], None, None);
     };
 
-    let model = Model::load(arch, device, weights)?;
-    let teacher = load_teacher(&cfg, opts, device)?;
+    let perf = cfg.perf.build(device)?;
+    let mut model = Model::load(arch, device, weights)?;
+    perf.prepare_for_evaluation(&mut model);
+    let mut teacher = load_teacher(&cfg, opts, device)?;
+    if let Some(t) = &mut teacher {
+        perf.prepare_for_evaluation(t);
+    }
     let limit = opts.test_limit.or(cfg.eval.test_limit);
     let set = EvalSet::test(&cfg.data, limit.or(cfg.data.test_limit))?;
     let (set, part) = match opts.shard {
@@ -355,18 +354,35 @@ pub fn run(mut cfg: Config, opts: &EvalOptions) -> Result<EvalOutcome> {
         job.masks_at(part.map_or(0, |p| p.start), tick)
     };
     progress.finish();
-    let mut report = masks?.report();
+    let masks = masks?;
+    let mut report = masks.report();
     if let Some(latency) = &opts.latency {
         report.edge = Some(edge_report(&model, latency)?);
     }
-    let logits = match &opts.save_logits {
-        Some(_) => Some((
-            logits(&model, &set, cfg.data.batch_size)?,
-            set.labels.shallow_clone(),
-        )),
+    let per_image = match &opts.save_logits {
+        Some(_) => Some(per_image(&model, &set, &masks, cfg.data.batch_size)?),
         None => None,
     };
-    outcome(report, &run_order, logits, part)
+    outcome(report, &run_order, per_image, part)
+}
+
+/// What `--save-logits` keeps of each image: the natural logits [N, 10], the
+/// labels [N], and per evaluation `correct.NAME` [N] (u8, 1: the model is
+/// right on that evaluation's input).
+fn per_image(
+    model: &Model,
+    set: &EvalSet,
+    masks: &EvalMasks,
+    batch_size: usize,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut tensors = vec![
+        ("logits".to_string(), logits(model, set, batch_size)?),
+        ("labels".to_string(), set.labels.shallow_clone()),
+    ];
+    for (name, correct) in masks.names.iter().zip(&masks.correct) {
+        tensors.push((format!("correct.{name}"), correct.to_kind(tch::Kind::Uint8)));
+    }
+    Ok(tensors)
 }
 
 /// The JSON file of an unsplit evaluation of `run` (in that order) giving
@@ -471,7 +487,8 @@ fn latency_only(
         ));
     };
     tch::manual_seed(cfg.run.seed as i64);
-    let model = Model::new(arch, device);
+    let mut model = Model::new(arch, device);
+    cfg.perf.build(device)?.prepare_for_evaluation(&mut model);
     Ok(EvalReport {
         edge: Some(edge_report(&model, latency)?),
         ..EvalReport::default()

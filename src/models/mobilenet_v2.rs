@@ -3,7 +3,8 @@
 //! parameter names of the widely used PyTorch definition (`conv1`, `bn1`,
 //! `layers.N.conv1..3`, `layers.N.shortcut.{0,1}`, `conv2`, `bn2`, `linear`).
 
-use super::layers::{avg_pool, bn, conv, depthwise};
+use super::layers::{avg_pool, conv_bn, depthwise_bn, ConvBn};
+use super::Net;
 use tch::{nn, nn::ModuleT, Tensor};
 
 /// (expansion, output channels, blocks, first stride) per stage.
@@ -30,14 +31,14 @@ pub fn scaled(channels: i64, width: f64) -> i64 {
 
 #[derive(Debug)]
 struct Block {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    conv3: nn::Conv2D,
-    bn3: nn::BatchNorm,
+    /// conv1 and bn1: the 1x1 expansion.
+    expand: ConvBn,
+    /// conv2 and bn2: the depthwise 3x3.
+    depthwise: ConvBn,
+    /// conv3 and bn3: the 1x1 projection.
+    project: ConvBn,
     /// None: identity (or no residual when strided).
-    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+    shortcut: Option<ConvBn>,
     residual: bool,
 }
 
@@ -45,31 +46,35 @@ impl Block {
     fn new(p: nn::Path, c_in: i64, c_out: i64, expansion: i64, stride: i64) -> Self {
         let planes = expansion * c_in;
         let shortcut = (stride == 1 && c_in != c_out).then(|| {
-            (
-                conv(&p / "shortcut" / "0", c_in, c_out, 1, 1),
-                bn(&p / "shortcut" / "1", c_out),
-            )
+            let s = &p / "shortcut";
+            conv_bn(&s / "0", &s / "1", c_in, c_out, 1, 1)
         });
         Block {
-            conv1: conv(&p / "conv1", c_in, planes, 1, 1),
-            bn1: bn(&p / "bn1", planes),
-            conv2: depthwise(&p / "conv2", planes, stride),
-            bn2: bn(&p / "bn2", planes),
-            conv3: conv(&p / "conv3", planes, c_out, 1, 1),
-            bn3: bn(&p / "bn3", c_out),
+            expand: conv_bn(&p / "conv1", &p / "bn1", c_in, planes, 1, 1),
+            depthwise: depthwise_bn(&p / "conv2", &p / "bn2", planes, stride),
+            project: conv_bn(&p / "conv3", &p / "bn3", planes, c_out, 1, 1),
             shortcut,
             residual: stride == 1,
+        }
+    }
+
+    fn fold_batch_norm(&mut self) {
+        self.expand.fold();
+        self.depthwise.fold();
+        self.project.fold();
+        if let Some(s) = &mut self.shortcut {
+            s.fold();
         }
     }
 }
 
 impl ModuleT for Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let out = out.apply(&self.conv2).apply_t(&self.bn2, train).relu();
-        let out = out.apply(&self.conv3).apply_t(&self.bn3, train);
+        let out = x.apply_t(&self.expand, train).relu();
+        let out = out.apply_t(&self.depthwise, train).relu();
+        let out = out.apply_t(&self.project, train);
         match (&self.shortcut, self.residual) {
-            (Some((c, b)), _) => out + x.apply(c).apply_t(b, train),
+            (Some(s), _) => out + x.apply_t(s, train),
             (None, true) => out + x,
             (None, false) => out,
         }
@@ -79,11 +84,11 @@ impl ModuleT for Block {
 /// MobileNetV2 for CIFAR.
 #[derive(Debug)]
 pub struct MobileNetV2 {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    /// conv1 and bn1.
+    stem: ConvBn,
     layers: Vec<Block>,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
+    /// conv2 and bn2: the 1x1 to the head's channels.
+    head: ConvBn,
     linear: nn::Linear,
 }
 
@@ -109,11 +114,9 @@ pub fn mobilenet_v2(p: &nn::Path, num_classes: i64, width: f64) -> MobileNetV2 {
         }
     }
     MobileNetV2 {
-        conv1: conv(p / "conv1", 3, stem, 3, 1),
-        bn1: bn(p / "bn1", stem),
+        stem: conv_bn(p / "conv1", p / "bn1", 3, stem, 3, 1),
         layers,
-        conv2: conv(p / "conv2", c_in, head, 1, 1),
-        bn2: bn(p / "bn2", head),
+        head: conv_bn(p / "conv2", p / "bn2", c_in, head, 1, 1),
         linear: nn::linear(p / "linear", head, num_classes, Default::default()),
     }
 }
@@ -121,11 +124,19 @@ pub fn mobilenet_v2(p: &nn::Path, num_classes: i64, width: f64) -> MobileNetV2 {
 impl ModuleT for MobileNetV2 {
     /// `x`: [B, 3, 32, 32] in [0, 1] → logits [B, classes].
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let mut out = x.apply_t(&self.stem, train).relu();
         for layer in &self.layers {
             out = layer.forward_t(&out, train);
         }
-        let out = out.apply(&self.conv2).apply_t(&self.bn2, train).relu();
+        let out = out.apply_t(&self.head, train).relu();
         avg_pool(&out, 4).flatten(1, -1).apply(&self.linear)
+    }
+}
+
+impl Net for MobileNetV2 {
+    fn fold_batch_norm(&mut self) {
+        self.stem.fold();
+        self.layers.iter_mut().for_each(Block::fold_batch_norm);
+        self.head.fold();
     }
 }

@@ -2,42 +2,47 @@
 //! the parameter names of the widely used PyTorch definition (`conv1`, `bn1`,
 //! `layer1.0.conv1`, `layer2.0.shortcut.{0,1}`, `linear`).
 
-use super::layers::{avg_pool, bn, conv};
+use super::layers::{avg_pool, conv_bn, ConvBn};
+use super::Net;
 use tch::{nn, nn::ModuleT, Tensor};
 
 #[derive(Debug)]
 struct BasicBlock {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+    /// conv1 and bn1.
+    first: ConvBn,
+    /// conv2 and bn2.
+    second: ConvBn,
+    shortcut: Option<ConvBn>,
 }
 
 impl BasicBlock {
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         let shortcut = (stride != 1 || c_in != c_out).then(|| {
-            (
-                conv(&p / "shortcut" / "0", c_in, c_out, 1, stride),
-                bn(&p / "shortcut" / "1", c_out),
-            )
+            let s = &p / "shortcut";
+            conv_bn(&s / "0", &s / "1", c_in, c_out, 1, stride)
         });
         BasicBlock {
-            conv1: conv(&p / "conv1", c_in, c_out, 3, stride),
-            bn1: bn(&p / "bn1", c_out),
-            conv2: conv(&p / "conv2", c_out, c_out, 3, 1),
-            bn2: bn(&p / "bn2", c_out),
+            first: conv_bn(&p / "conv1", &p / "bn1", c_in, c_out, 3, stride),
+            second: conv_bn(&p / "conv2", &p / "bn2", c_out, c_out, 3, 1),
             shortcut,
+        }
+    }
+
+    fn fold_batch_norm(&mut self) {
+        self.first.fold();
+        self.second.fold();
+        if let Some(s) = &mut self.shortcut {
+            s.fold();
         }
     }
 }
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let out = out.apply(&self.conv2).apply_t(&self.bn2, train);
+        let out = x.apply_t(&self.first, train).relu();
+        let out = out.apply_t(&self.second, train);
         let skip = match &self.shortcut {
-            Some((c, b)) => x.apply(c).apply_t(b, train),
+            Some(s) => x.apply_t(s, train),
             None => x.shallow_clone(),
         };
         (out + skip).relu()
@@ -47,8 +52,8 @@ impl ModuleT for BasicBlock {
 /// ResNet-18 for CIFAR (11,173,962 parameters for 10 classes).
 #[derive(Debug)]
 pub struct ResNet18 {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    /// conv1 and bn1.
+    stem: ConvBn,
     blocks: Vec<BasicBlock>,
     linear: nn::Linear,
 }
@@ -73,8 +78,7 @@ pub fn resnet18(p: &nn::Path, num_classes: i64) -> ResNet18 {
         }
     }
     ResNet18 {
-        conv1: conv(p / "conv1", 3, 64, 3, 1),
-        bn1: bn(p / "bn1", 64),
+        stem: conv_bn(p / "conv1", p / "bn1", 3, 64, 3, 1),
         blocks,
         linear: nn::linear(p / "linear", 512, num_classes, Default::default()),
     }
@@ -83,10 +87,17 @@ pub fn resnet18(p: &nn::Path, num_classes: i64) -> ResNet18 {
 impl ModuleT for ResNet18 {
     /// `x`: [B, 3, 32, 32] in [0, 1] → logits [B, classes].
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let mut out = x.apply_t(&self.stem, train).relu();
         for block in &self.blocks {
             out = block.forward_t(&out, train);
         }
         avg_pool(&out, 4).flatten(1, -1).apply(&self.linear)
+    }
+}
+
+impl Net for ResNet18 {
+    fn fold_batch_norm(&mut self) {
+        self.stem.fold();
+        self.blocks.iter_mut().for_each(BasicBlock::fold_batch_norm);
     }
 }

@@ -4,14 +4,16 @@
 //! but not in its forward pass: it is created here (so checkpoints round-trip)
 //! and never used.
 
-use super::layers::{avg_pool, bn, conv};
+use super::layers::{avg_pool, bn, conv, conv_bn, ConvBn};
+use super::Net;
 use tch::{nn, nn::ModuleT, Tensor};
 
 #[derive(Debug)]
 struct BasicBlock {
+    /// Pre-activation of the block's input (after a residual sum: not foldable).
     bn1: nn::BatchNorm,
-    conv1: nn::Conv2D,
-    bn2: nn::BatchNorm,
+    /// conv1 and bn2.
+    first: ConvBn,
     conv2: nn::Conv2D,
     /// Present when input and output channels differ.
     conv_shortcut: Option<nn::Conv2D>,
@@ -21,8 +23,7 @@ impl BasicBlock {
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         BasicBlock {
             bn1: bn(&p / "bn1", c_in),
-            conv1: conv(&p / "conv1", c_in, c_out, 3, stride),
-            bn2: bn(&p / "bn2", c_out),
+            first: conv_bn(&p / "conv1", &p / "bn2", c_in, c_out, 3, stride),
             conv2: conv(&p / "conv2", c_out, c_out, 3, 1),
             conv_shortcut: (c_in != c_out)
                 .then(|| conv(&p / "convShortcut", c_in, c_out, 1, stride)),
@@ -33,11 +34,7 @@ impl BasicBlock {
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let pre = x.apply_t(&self.bn1, train).relu();
-        let out = pre
-            .apply(&self.conv1)
-            .apply_t(&self.bn2, train)
-            .relu()
-            .apply(&self.conv2);
+        let out = pre.apply_t(&self.first, train).relu().apply(&self.conv2);
         match &self.conv_shortcut {
             // TRADES: when channels change, the shortcut sees the pre-activated input.
             Some(c) => pre.apply(c) + out,
@@ -92,5 +89,15 @@ impl ModuleT for WideResNet {
         avg_pool(&out.apply_t(&self.bn1, train).relu(), 8)
             .flatten(1, -1)
             .apply(&self.fc)
+    }
+}
+
+impl Net for WideResNet {
+    /// Folds each block's bn2 into its conv1; the pre-activation BatchNorms
+    /// (each block's bn1 and the last bn1) follow a residual sum and stay.
+    fn fold_batch_norm(&mut self) {
+        for block in &mut self.blocks {
+            block.first.fold();
+        }
     }
 }
