@@ -417,7 +417,10 @@ fn ordering_holds_and_eval_has_no_side_effects() {
         report.worst_case,
         began.elapsed().as_secs_f64()
     );
-    assert_eq!(calls, vec![(64, 200), (128, 200), (192, 200), (200, 200)]);
+    assert_eq!(
+        calls,
+        vec![(0, 200), (64, 200), (128, 200), (192, 200), (200, 200)]
+    );
     assert_eq!(report.images, 200);
     let acc = |k: &str| report.accuracy[k];
     assert!(acc("natural") >= acc("train_attack"), "{report:?}");

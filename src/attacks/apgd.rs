@@ -207,7 +207,7 @@ impl Apgd {
             // Fooled samples keep the iterate that fooled them (x0 here).
             let mut x_out = x_start.copy();
             let mut fooled = p0.wrong.zeros_like();
-            let mut s = RunState::new(x, y, target, x_start, p0, self.eps)?;
+            let mut s = RunState::new(x, y, target, x_start, p0, self.eps);
             s.retire_fooled(&mut fooled)?;
             let checks = checkpoints(self.iterations);
             let mut last_check = 0usize;
@@ -269,11 +269,11 @@ impl RunState {
         x0: Tensor,
         p0: Point,
         eps: f64,
-    ) -> Result<RunState> {
+    ) -> RunState {
         let x = x.detach();
         let n = x.size()[0];
         let device = x.device();
-        Ok(RunState {
+        RunState {
             rows: Tensor::arange(n, (Kind::Int64, device)),
             wrong: p0.wrong,
             y: y.shallow_clone(),
@@ -291,7 +291,7 @@ impl RunState {
             step: Tensor::full([n, 1, 1, 1], 2.0 * eps, (x.kind(), device)),
             successes: Tensor::zeros([n], (Kind::Float, device)),
             halved_at_check: Tensor::ones([n], (Kind::Bool, device)),
-        })
+        }
     }
 
     fn project(&self, v: Tensor) -> Tensor {

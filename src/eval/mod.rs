@@ -509,6 +509,7 @@ impl Evaluation<'_> {
         let mut correct: Vec<Vec<Tensor>> = (0..built.len()).map(|_| Vec::new()).collect();
         let mut natural = Vec::new();
         let mut seconds = vec![0.0; built.len()];
+        progress(&label, 0, n);
         for (rows, idx) in self.set.batches(self.batch_size) {
             let (x, y, t) = self.batch(&idx)?;
             let input = AttackInput {
@@ -591,6 +592,7 @@ impl Evaluation<'_> {
             let survivors = alive.f_nonzero()?.f_view([-1])?;
             let m = survivors.size()[0] as usize;
             let mut parts = Vec::new();
+            progress(&name, 0, m);
             for (rows, idx) in index_batches(survivors.shallow_clone(), self.batch_size) {
                 let (x, y, t) = self.batch(&idx)?;
                 let input = AttackInput {
