@@ -74,7 +74,6 @@ enum Sink {
 pub struct EvalProgress {
     sink: Sink,
     label: String,
-    began: Instant,
 }
 
 impl EvalProgress {
@@ -136,7 +135,6 @@ impl EvalProgress {
         EvalProgress {
             sink,
             label: String::new(),
-            began: Instant::now(),
         }
     }
 
@@ -145,7 +143,6 @@ impl EvalProgress {
         let now = Instant::now();
         if label != self.label {
             self.label = label.to_string();
-            self.began = now;
             if let Sink::Bar(bar) = &self.sink {
                 bar.reset();
                 bar.set_length(n as u64);
@@ -158,7 +155,7 @@ impl EvalProgress {
                 let Ok(mut s) = state.lock() else { return };
                 if s.label != label {
                     s.label = label.to_string();
-                    s.began = self.began;
+                    s.began = now;
                 }
                 (s.done, s.n) = (done, n);
                 if done >= n || now.duration_since(s.last) >= s.every {

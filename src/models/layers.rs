@@ -25,17 +25,14 @@ fn grouped_conv(
     stride: i64,
     groups: i64,
 ) -> nn::Conv2D {
-    nn::conv2d(p, c_in, c_out, k, conv_config(k, stride, groups))
-}
-
-fn conv_config(k: i64, stride: i64, groups: i64) -> nn::ConvConfig {
-    nn::ConvConfig {
+    let cfg = nn::ConvConfig {
         stride,
         padding: k / 2,
         groups,
         bias: false,
         ..Default::default()
-    }
+    };
+    nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
 /// BatchNorm2d with eps 1e-5 and momentum 0.1, as PyTorch.
@@ -54,28 +51,22 @@ pub fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
 /// Once [`ConvBn::fold`]ed it runs as a single convolution with weights
 /// scaled per output channel and a bias — the same function in eval mode to
 /// float rounding, without BatchNorm's passes over the activations (forward
-/// and backward). The variables in the var store are left as they were.
+/// and backward). Folding gives the convolution new weight and bias tensors:
+/// the variables in the var store are left as they were.
 #[derive(Debug)]
 pub struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
-    stride: i64,
-    padding: i64,
-    groups: i64,
-    /// The folded weights and bias, when folded.
-    folded: Option<(Tensor, Tensor)>,
+    folded: bool,
 }
 
 impl ConvBn {
-    /// `conv` (built with `k`, `stride`, `groups`) followed by `bn`.
-    pub fn new(conv: nn::Conv2D, bn: nn::BatchNorm, k: i64, stride: i64, groups: i64) -> ConvBn {
+    /// `conv` (bias-free) followed by `bn`.
+    pub fn new(conv: nn::Conv2D, bn: nn::BatchNorm) -> ConvBn {
         ConvBn {
             conv,
             bn,
-            stride,
-            padding: k / 2,
-            groups,
-            folded: None,
+            folded: false,
         }
     }
 
@@ -84,6 +75,9 @@ impl ConvBn {
     /// sqrt(var + eps), computed in f64 and stored in the weights' type and
     /// memory format. Valid for eval-mode forwards only.
     pub fn fold(&mut self) {
+        if self.folded {
+            return;
+        }
         let (w, b) = tch::no_grad(|| {
             let f64 = |t: &Tensor| t.detach().to_kind(Kind::Double);
             let gamma = self.bn.ws.as_ref().map_or_else(
@@ -102,40 +96,30 @@ impl ConvBn {
             let b = (beta - f64(&self.bn.running_mean) * scale).to_kind(ws.kind());
             (w, b)
         });
-        self.folded = Some((w, b));
+        self.conv.ws = w;
+        self.conv.bs = Some(b);
+        self.folded = true;
     }
 }
 
 impl ModuleT for ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        match &self.folded {
-            Some((w, b)) => x.conv2d(
-                w,
-                Some(b),
-                [self.stride, self.stride],
-                [self.padding, self.padding],
-                [1, 1],
-                self.groups,
-            ),
-            None => x.apply(&self.conv).apply_t(&self.bn, train),
+        if self.folded {
+            x.apply(&self.conv)
+        } else {
+            x.apply(&self.conv).apply_t(&self.bn, train)
         }
     }
 }
 
 /// [`conv`] followed by [`bn`] of its output channels.
 pub fn conv_bn(pc: nn::Path, pb: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> ConvBn {
-    ConvBn::new(
-        conv(pc, c_in, c_out, k, stride),
-        bn(pb, c_out),
-        k,
-        stride,
-        1,
-    )
+    ConvBn::new(conv(pc, c_in, c_out, k, stride), bn(pb, c_out))
 }
 
 /// [`depthwise`] followed by [`bn`].
 pub fn depthwise_bn(pc: nn::Path, pb: nn::Path, c: i64, stride: i64) -> ConvBn {
-    ConvBn::new(depthwise(pc, c, stride), bn(pb, c), 3, stride, c)
+    ConvBn::new(depthwise(pc, c, stride), bn(pb, c))
 }
 
 /// Average pooling with a `k`x`k` window and stride `k`, as `F.avg_pool2d(x, k)`.
